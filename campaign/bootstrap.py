@@ -1,0 +1,125 @@
+"""The composition root: the only place that picks concrete classes (clock, database, transport)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from campaign.clock import Clock, SystemClock
+from campaign.compose import Composer
+from campaign.db import Database
+from campaign.dispatch import Dispatcher, SendPolicy
+from campaign.errors import DatabaseError, PlanError, PlanProblem
+from campaign.message import address
+from campaign.outbox import OutboxTransport
+from campaign.plan import Plan, load_plan
+from campaign.render import Renderer, subscriber_context
+from campaign.settings import Settings
+from campaign.smtp import SMTPTransport
+from campaign.transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    clock: Clock
+    db: Database
+    plan: Plan
+    renderer: Renderer
+    composer: Composer
+    transport: Transport
+    dispatcher: Dispatcher
+
+    def require_schema(self) -> None:
+        """Fail with a clear message (not a stack trace) on a database that was never migrated."""
+        try:
+            migrated = self.db.is_migrated()
+        except Exception as exc:
+            raise DatabaseError(f"cannot reach the database: {exc}") from exc
+        if not migrated:
+            raise DatabaseError("the database has no schema yet: run `campaign db upgrade`")
+
+
+def make_transport(settings: Settings) -> Transport:
+    if settings.uses_dev_sink:
+        return OutboxTransport(settings.outbox_dir)
+    return SMTPTransport(
+        settings.smtp_host or "",
+        settings.effective_smtp_port,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        timeout=settings.smtp_timeout,
+    )
+
+
+def shared_context(settings: Settings, plan: Plan) -> dict[str, Any]:
+    """Names every template sees, the same for every subscriber."""
+    return {
+        "sender_name": plan.sender_name or settings.sender_name,
+        "postal_address": settings.postal_address,
+        "public_base_url": settings.public_base_url,
+        "ebook_url": settings.ebook_url or f"{settings.public_base_url}/ebook",
+    }
+
+
+def owner_id() -> str:
+    """Who holds a claim: host, process and a random part, unique per running engine."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    transport: Transport | None = None,
+    plan_path: Path | None = None,
+) -> App:
+    """Wire the engine from settings; tests pass a fixed clock or their own transport."""
+    clock = clock or SystemClock()
+    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir)
+    renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
+    for problem in renderer.problems:
+        log.error("plan problem (steps affected are retried until fixed): %s", problem)
+    composer = Composer(
+        plan=plan,
+        renderer=renderer,
+        sender=address(settings.sender_address, plan.sender_name or settings.sender_name),
+        public_base_url=settings.public_base_url,
+        secret_key=settings.secret_key.get_secret_value(),
+    )
+    transport = transport or make_transport(settings)
+    db = Database(settings.database_url)
+    policy = SendPolicy(
+        batch_size=settings.batch_size,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        retry_base_seconds=settings.retry_base_seconds,
+        rate_per_second=settings.send_rate_per_second,
+    )
+    dispatcher = Dispatcher(db, plan, composer, transport, clock, owner_id(), policy)
+    return App(settings, clock, db, plan, renderer, composer, transport, dispatcher)
+
+
+def check_plan(settings: Settings, plan_path: Path | None = None) -> Plan:
+    """Load the plan and render every step for sample subscribers; PlanError lists every problem."""
+    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir)
+    renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
+    samples = [
+        {
+            "subscriber": subscriber_context("ann@example.com", name),
+            "extra": {"unsubscribe_url": f"{settings.public_base_url}/unsubscribe/sample"},
+        }
+        for name in ("Ann", "")
+    ]
+    problems: list[PlanProblem] = renderer.check(samples)
+    if problems:
+        raise PlanError(problems)
+    return plan

@@ -1,0 +1,293 @@
+"""The `campaign` command line: parses input, calls use cases, prints results, maps errors."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from campaign import reports, subscriptions
+from campaign.bootstrap import App, build, check_plan
+from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
+from campaign.compose import Recipient
+from campaign.errors import BadInput, CampaignError, UnknownStep
+from campaign.scheduler import Service
+from campaign.settings import Settings, load_environment
+
+F = TypeVar("F", bound=Callable[..., Any])
+err = Console(stderr=True)
+out = Console()
+
+
+class InstantType(click.ParamType):  # type: ignore[type-arg]  # click 8.2+ is generic
+    name = "ISO8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_instant(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+NOW = click.option(
+    "--now",
+    type=InstantType(),
+    default=None,
+    help="Act as if it were this instant (ISO-8601 with offset, e.g. 2026-12-01T07:00:00+00:00).",
+)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Alembic narrates its plugins at INFO; operators need only its warnings.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def load_settings() -> Settings:
+    return Settings.from_env(load_environment())
+
+
+def make_app(now: datetime | None = None, *, migrated: bool = True) -> App:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    clock: Clock = FixedClock(now) if now else SystemClock()
+    app = build(settings, clock=clock)
+    if migrated:
+        app.require_schema()
+    return app
+
+
+def reports_errors(command: F) -> F:
+    """CampaignError becomes one line on stderr and its exit code (2 input, 1 runtime)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CampaignError as exc:
+            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="campaign-engine")
+def main() -> None:
+    """The campaign engine: a 30-day email plan sent at each subscriber's local morning."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@reports_errors
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version."""
+    app = make_app(migrated=False)
+    app.db.upgrade()
+    out.print(f"database ready: {app.db.engine.url.render_as_string(hide_password=True)}")
+
+
+@main.command()
+@click.argument("email")
+@click.option("--name", default=None, help="First name, used in greetings.")
+@click.option("--timezone", default=None, help="IANA time zone, e.g. Europe/Berlin (default UTC).")
+@NOW
+@reports_errors
+def subscribe(email: str, name: str | None, timezone: str | None, now: datetime | None) -> None:
+    """Add an active subscriber and enrol them; the welcome email is due at once."""
+    app = make_app(now)
+    result = subscriptions.subscribe(
+        app.db, app.plan, email=email, first_name=name, timezone=timezone, now=app.clock.now()
+    )
+    if result.created:
+        out.print(f"subscribed {result.email}: the welcome email goes out on the next pass")
+    else:
+        out.print(f"{result.email} is already known (status {result.status}); nothing changed")
+
+
+@main.command()
+@click.argument("email")
+@NOW
+@reports_errors
+def unsubscribe(email: str, now: datetime | None) -> None:
+    """Stop all email to EMAIL at once."""
+    app = make_app(now)
+    changed = subscriptions.unsubscribe(app.db, email=email, now=app.clock.now())
+    out.print(f"unsubscribed {email}" if changed else f"{email} was already unsubscribed")
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str | None]]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"email"} - set(reader.fieldnames or [])
+        if missing:
+            raise BadInput(f"{path}:1: the header must name an 'email' column")
+        for row in reader:
+            yield reader.line_num, row
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@NOW
+@reports_errors
+def import_csv(file: Path, now: datetime | None) -> None:
+    """Add subscribers from a CSV with columns email,first_name,timezone."""
+    app = make_app(now)
+    with file.open(encoding="utf-8-sig") as handle:
+        total = max(sum(1 for _ in handle) - 1, 0)
+    with Progress(
+        TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("import", total=total)
+        report = subscriptions.import_rows(
+            app.db,
+            app.plan,
+            _csv_rows(file),
+            now=app.clock.now(),
+            on_row=lambda: progress.advance(task),
+        )
+    for line, problem in report.problems:
+        err.print(f"{file}:{line}: skipped: {problem}", highlight=False, markup=False)
+    out.print(
+        f"added {report.added}, already known {report.already_known}, "
+        f"skipped {len(report.problems)} bad row(s)"
+    )
+
+
+@main.command()
+@NOW
+@reports_errors
+def tick(now: datetime | None) -> None:
+    """Run one sending pass: send everything due now."""
+    app = make_app(now)
+    result = Service(app.dispatcher, app.clock, app.settings.tick_seconds).run_once()
+    out.print(
+        f"sent {result.sent}, failed {result.failed + result.bounced} "
+        f"(bounced {result.bounced}), retried {result.retried}, skipped {result.skipped}"
+    )
+    if result.error:
+        err.print(f"[bold red]error:[/] {result.error}", highlight=False)
+        sys.exit(1)
+
+
+@main.group()
+def plan() -> None:
+    """The plan file."""
+
+
+@plan.command("check")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@reports_errors
+def plan_check(path: Path | None) -> None:
+    """Validate the plan and render every step for sample subscribers."""
+    settings = load_settings()
+    checked = check_plan(settings, path)
+    out.print(
+        f"{checked.source}: ok: {len(checked.steps)} steps, days {checked.steps[0].day}"
+        f"-{checked.last_day}, sent at {checked.send_time:%H:%M} local time"
+    )
+
+
+def _step(app: App, key_or_day: str) -> Any:
+    step = app.plan.step(key_or_day)
+    if step is None:
+        raise UnknownStep(key_or_day)
+    return step
+
+
+@main.command()
+@click.argument("step")
+@click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="html")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--name", default="Ann", help="First name of the sample subscriber.")
+@click.option("--email", default="ann@example.com", help="Address of the sample subscriber.")
+@NOW
+@reports_errors
+def preview(
+    step: str, fmt: str, out_file: Path | None, name: str, email: str, now: datetime | None
+) -> None:
+    """Render STEP (a key or a day number) for a sample subscriber, without sending."""
+    app = make_app(now, migrated=False)
+    chosen = _step(app, step)
+    composed = app.composer.compose(
+        chosen,
+        Recipient(0, email, name),
+        message_id=app.composer.new_message_id(),
+        now=app.clock.now(),
+    )
+    content: bytes = {
+        "html": composed.rendered.html.encode(),
+        "text": composed.rendered.text.encode(),
+        "eml": composed.data,
+    }[fmt]
+    if out_file:
+        out_file.write_bytes(content)
+        out.print(f"wrote {out_file} ({len(content)} bytes): {composed.rendered.subject}")
+    else:
+        sys.stdout.buffer.write(content)
+
+
+@main.command("send-test")
+@click.argument("step")
+@click.option("--to", "to", required=True, help="Where to send the test email.")
+@click.option("--name", default="Ann", help="First name to render with.")
+@reports_errors
+def send_test(step: str, to: str, name: str) -> None:
+    """Send STEP to one address for review; nothing is recorded and no subscriber is touched."""
+    app = make_app(migrated=False)
+    chosen = _step(app, step)
+    address = subscriptions.normalise_address(to)
+    composed = app.composer.compose(
+        chosen,
+        Recipient(0, address, name),
+        message_id=app.composer.new_message_id(),
+        now=app.clock.now(),
+        subject_prefix=f"[TEST day {chosen.day}] ",
+    )
+    with app.transport.open() as connection:
+        connection.send(composed.envelope, composed.data)
+    out.print(f"sent {chosen.key} to {address} via {app.transport.description}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@reports_errors
+def stats(as_json: bool) -> None:
+    """Subscribers by status; per step: sent, failed, pending."""
+    app = make_app()
+    numbers = reports.stats(app.db, app.plan)
+    if as_json:
+        click.echo(json.dumps(numbers, indent=2))
+        return
+    out.print(
+        "subscribers: "
+        + ", ".join(f"{status} {count}" for status, count in numbers["subscribers"].items())
+    )
+    table = Table("step", "day", "sent", "failed", "pending", title=f"plan {numbers['plan']}")
+    for row in numbers["steps"]:
+        table.add_row(
+            row["key"], str(row["day"]), str(row["sent"]), str(row["failed"]), str(row["pending"])
+        )
+    out.print(table)

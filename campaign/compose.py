@@ -1,0 +1,107 @@
+"""One step for one subscriber as a ready-to-send message: render, sign links, build MIME."""
+
+from __future__ import annotations
+
+import mimetypes
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from pathlib import Path
+
+from campaign import tokens
+from campaign.message import Attachment, address, build_message
+from campaign.plan import Plan, Step
+from campaign.render import RenderedEmail, Renderer, subscriber_context
+from campaign.transport import Envelope
+
+
+@dataclass(frozen=True)
+class Recipient:
+    subscriber_id: int
+    email: str
+    first_name: str
+
+
+@dataclass(frozen=True)
+class Composed:
+    envelope: Envelope
+    data: bytes
+    rendered: RenderedEmail
+
+
+class Composer:
+    """Knows the sender, the public URL and the signing key; turns steps into messages."""
+
+    def __init__(
+        self,
+        *,
+        plan: Plan,
+        renderer: Renderer,
+        sender: Address,
+        public_base_url: str,
+        secret_key: str,
+    ) -> None:
+        self.plan = plan
+        self.renderer = renderer
+        self.sender = sender
+        self.public_base_url = public_base_url.rstrip("/")
+        self._secret = secret_key
+        self._attachments: dict[Path, Attachment] = {}
+
+    @property
+    def sender_domain(self) -> str:
+        return self.sender.domain
+
+    def new_message_id(self) -> str:
+        return f"<{uuid.uuid4().hex}@{self.sender.domain}>"
+
+    def unsubscribe_url(self, subscriber_id: int, now: datetime) -> str:
+        token = tokens.sign(self._secret, "unsubscribe", subscriber_id, now)
+        return f"{self.public_base_url}/unsubscribe/{token}"
+
+    def render(self, step: Step, recipient: Recipient, now: datetime) -> RenderedEmail:
+        context = self.renderer.context(
+            step,
+            subscriber_context(recipient.email, recipient.first_name),
+            unsubscribe_url=self.unsubscribe_url(recipient.subscriber_id, now),
+        )
+        return self.renderer.render(step, context)
+
+    def compose(
+        self,
+        step: Step,
+        recipient: Recipient,
+        *,
+        message_id: str,
+        now: datetime,
+        subject_prefix: str = "",
+    ) -> Composed:
+        """Render and build; raises RenderError for a template that fails for this subscriber."""
+        rendered = self.render(step, recipient, now)
+        unsubscribe = self.unsubscribe_url(recipient.subscriber_id, now)
+        data = build_message(
+            sender=self.sender,
+            recipient=address(recipient.email, recipient.first_name),
+            subject=subject_prefix + rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            message_id=message_id,
+            date=now,
+            extra_headers={
+                # RFC 8058 one-click unsubscribe: mailbox providers show an Unsubscribe button.
+                "List-Unsubscribe": f"<{unsubscribe}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "X-Campaign-Step": f"{self.plan.id}/{step.key}",
+            },
+            attachments=[self._attachment(path) for path in step.attachments],
+        )
+        return Composed(Envelope(self.sender.addr_spec, recipient.email), data, rendered)
+
+    def _attachment(self, path: Path) -> Attachment:
+        # Read once per plan load, like the templates: not once per email.
+        if path not in self._attachments:
+            kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            maintype, subtype = kind.split("/", 1)
+            self._attachments[path] = Attachment(path.name, path.read_bytes(), maintype, subtype)
+        return self._attachments[path]

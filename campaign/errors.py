@@ -1,0 +1,129 @@
+"""The one error root. Each docstring is the user-facing message; context travels in fields."""
+
+from __future__ import annotations
+
+
+class CampaignError(Exception):
+    """The campaign engine failed."""
+
+    #: exit code for the command line: 2 for bad input or config, 1 for a runtime failure.
+    exit_code = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class BadInput(CampaignError):
+    """The input is not valid."""
+
+    exit_code = 2
+
+
+class ConfigError(BadInput):
+    """The configuration is not valid."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"Config {variable!r}: {problem}")
+
+
+class PlanError(BadInput):
+    """The plan is not valid."""
+
+    def __init__(self, problems: list[PlanProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class PlanProblem:
+    """One problem in a plan, located by file, line and field."""
+
+    def __init__(self, path: str, line: int | None, field: str, problem: str) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.problem = problem
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.problem}"
+
+    def __repr__(self) -> str:
+        return f"PlanProblem({self!s})"
+
+
+class InvalidAddress(BadInput):
+    """The email address is not valid."""
+
+    def __init__(self, address: str, problem: str) -> None:
+        self.address = address
+        super().__init__(f"{address!r} is not a valid email address: {problem}")
+
+
+class UnknownSubscriber(BadInput):
+    """No subscriber has that address."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(f"no subscriber with address {address!r}")
+
+
+class UnknownStep(BadInput):
+    """The plan has no such step."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        super().__init__(f"the plan has no step {step!r} (give a step key or a day number)")
+
+
+class RenderError(CampaignError):
+    """A template failed to render."""
+
+    def __init__(self, step_key: str, problem: str) -> None:
+        self.step_key = step_key
+        super().__init__(f"step {step_key!r} failed to render: {problem}")
+
+
+class DeliveryError(CampaignError):
+    """The mail server did not accept the message."""
+
+    def __init__(
+        self, problem: str, *, smtp_code: int | None = None, enhanced_code: str | None = None
+    ) -> None:
+        self.smtp_code = smtp_code
+        self.enhanced_code = enhanced_code
+        super().__init__(problem)
+
+
+class TemporaryFailure(DeliveryError):
+    """The mail server deferred the message (4xx or a dropped connection); it will be retried."""
+
+
+class PermanentFailure(DeliveryError):
+    """The mail server rejected the message for good (5xx)."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        smtp_code: int | None = None,
+        enhanced_code: str | None = None,
+        bounce: bool = True,
+    ) -> None:
+        #: True when the reply is about the address (RCPT refused, 5.1.x): the subscriber bounces.
+        self.bounce = bounce
+        super().__init__(problem, smtp_code=smtp_code, enhanced_code=enhanced_code)
+
+
+class TransportUnavailable(DeliveryError):
+    """The mail server cannot be used (connection, TLS or authentication); nothing was sent."""
+
+
+class DatabaseError(CampaignError):
+    """The database is not reachable or not migrated."""

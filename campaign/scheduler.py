@@ -1,0 +1,94 @@
+"""The long-running service: a pass every TICK_SECONDS with APScheduler, and a graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from datetime import datetime
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from campaign.clock import Clock
+from campaign.dispatch import Dispatcher, PassResult
+from campaign.errors import CampaignError
+
+log = logging.getLogger("campaign.scheduler")
+
+
+class Service:
+    """Runs sending passes until stopped; a pass never overlaps the previous one."""
+
+    def __init__(self, dispatcher: Dispatcher, clock: Clock, tick_seconds: float) -> None:
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.tick_seconds = tick_seconds
+        self.stop_requested = threading.Event()
+        self._operator_error: str | None = None
+
+    def run_pass(self, now: datetime | None = None) -> PassResult:
+        """One pass at `now` (read from the clock once, when not given); one log line."""
+        now = now or self.clock.now()
+        started = time.perf_counter()
+        try:
+            result = self.dispatcher.run_pass(now, self.stop_requested)
+        except CampaignError as exc:
+            log.error("pass failed: %s", exc.message)
+            return PassResult(error=exc.message)
+        elapsed = time.perf_counter() - started
+        if result.error:
+            if result.error != self._operator_error:
+                # One clear line per new problem, not one per message or per tick.
+                log.error("sending paused: %s", result.error)
+            self._operator_error = result.error
+        elif self._operator_error:
+            log.info("sending resumed")
+            self._operator_error = None
+        log.info("pass at=%s %s elapsed=%.3fs", now.isoformat(), result.summary(), elapsed)
+        return result
+
+    def run_once(self, now: datetime | None = None) -> PassResult:
+        """Drain everything due at `now` and return (for cron and tests)."""
+        return self.run_pass(now)
+
+    def run_forever(self) -> None:
+        """Tick every TICK_SECONDS until SIGTERM or Ctrl-C; then finish the message in flight."""
+        self._install_signal_handlers()
+        scheduler = BackgroundScheduler(timezone="UTC")
+        scheduler.add_job(
+            self.run_pass,
+            IntervalTrigger(seconds=self.tick_seconds),
+            id="sending-pass",
+            max_instances=1,  # a slow pass is never joined by a second one
+            coalesce=True,  # missed ticks collapse into one
+            misfire_grace_time=None,
+            next_run_time=self.clock.now(),
+        )
+        log.info(
+            "scheduler started: plan=%s tick=%ss sending via %s",
+            self.dispatcher.plan.id,
+            self.tick_seconds,
+            self.dispatcher.transport.description,
+        )
+        scheduler.start()
+        try:
+            self.stop_requested.wait()
+        finally:
+            log.info("stopping: finishing the message in flight")
+            scheduler.shutdown(wait=True)
+            self.dispatcher.db.dispose()
+            log.info("stopped")
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            if self.stop_requested.is_set():
+                log.warning("second %s: stopping now", signal.Signals(signum).name)
+                raise SystemExit(1)
+            log.info("received %s", signal.Signals(signum).name)
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)

@@ -1,0 +1,128 @@
+"""Settings: read once from an injected mapping (environment plus `.env`), validated at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from campaign.errors import ConfigError
+
+#: Used only when no SMTP_HOST is set (dev sink): links still verify across restarts.
+DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
+
+
+class Settings(BaseModel):
+    """Every knob of the engine. Field names are the environment variables, lowercased."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str = "sqlite:///campaign.db"
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    mail_from: str = "Pain & Injury Doctor <newsletter@example.com>"
+    public_base_url: str = "http://localhost:8000"
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    plan_path: Path = Path("plans/thirty_day.yaml")
+    templates_dir: Path = Path("templates/emails")
+    outbox_dir: Path = Path("outbox")
+    ebook_url: str | None = None
+    postal_address: str = "Pain & Injury Doctor, 123 Example Street, Springfield, USA"
+    tick_seconds: float = Field(default=30.0, gt=0)
+    send_rate_per_second: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    lease_seconds: int = Field(default=300, ge=10)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_base_seconds: int = Field(default=60, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_is_an_address(cls, value: str) -> str:
+        name, addr = parseaddr(value)
+        if "@" not in addr or any(c in value for c in "\r\n"):
+            raise ValueError("must be an address such as 'Name <newsletter@example.com>'")
+        Address(display_name=name, addr_spec=addr)  # raises on an unusable address
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// for local development)")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+            raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+        return value
+
+    @property
+    def uses_dev_sink(self) -> bool:
+        """No SMTP_HOST: messages are written to OUTBOX_DIR instead of sent."""
+        return not self.smtp_host
+
+    @property
+    def effective_smtp_port(self) -> int:
+        if self.smtp_port:
+            return self.smtp_port
+        return {"ssl": 465, "starttls": 587, "none": 25}[self.smtp_security]
+
+    @property
+    def sender_address(self) -> str:
+        """The bare address of MAIL_FROM (the envelope sender)."""
+        return parseaddr(self.mail_from)[1]
+
+    @property
+    def sender_name(self) -> str:
+        return parseaddr(self.mail_from)[0]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from a mapping of environment variables; unset or empty means default."""
+        names = {name.upper(): name for name in cls.model_fields}
+        values: dict[str, Any] = {
+            names[key]: value for key, value in environ.items() if key in names and value != ""
+        }
+        try:
+            settings = cls(**values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            variable = str(error["loc"][0]).upper() if error["loc"] else "?"
+            shown = values.get(variable.lower(), "")
+            shown_text = "<hidden>" if "PASSWORD" in variable or "SECRET" in variable else shown
+            problem = error["msg"].removeprefix("Value error, ")
+            raise ConfigError(variable, f"has value {shown_text!r}. {problem}.") from exc
+        settings._check_production()
+        return settings
+
+    def _check_production(self) -> None:
+        """A real mail server means real people: refuse the dev-only defaults."""
+        if self.uses_dev_sink:
+            return
+        if self.secret_key.get_secret_value() == DEV_SECRET_KEY:
+            raise ConfigError("SECRET_KEY", "must be set when SMTP_HOST is set (32+ random chars)")
+        if len(self.secret_key.get_secret_value()) < 32:
+            raise ConfigError("SECRET_KEY", "must be at least 32 characters long")
+        if self.smtp_username and not self.smtp_password:
+            raise ConfigError("SMTP_PASSWORD", "must be set when SMTP_USERNAME is set")
+
+
+def load_environment(env_file: Path | str = ".env") -> dict[str, str]:
+    """The process environment over the `.env` file (real environment variables win)."""
+    from dotenv import dotenv_values
+
+    merged = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    merged.update(os.environ)
+    return merged

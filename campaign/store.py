@@ -1,0 +1,420 @@
+"""Every query, as a function taking a Session first. The caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, delete, func, insert, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from campaign.models import Delivery, Enrollment, Subscriber
+
+
+@dataclass(frozen=True)
+class SubscriberRecord:
+    id: int
+    email: str
+    first_name: str
+    timezone: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One step of one enrollment, claimed by a pass for sending (plain values, no ORM)."""
+
+    delivery_id: int
+    message_id: str
+    attempts: int
+    enrollment_id: int
+    step_index: int
+    step_key: str
+    due_at: datetime
+    started_at: datetime
+    last_sent_at: datetime | None
+    subscriber_id: int
+    email: str
+    first_name: str
+    timezone: str
+
+
+def _record(row: Subscriber) -> SubscriberRecord:
+    return SubscriberRecord(row.id, row.email, row.first_name, row.timezone, row.status)
+
+
+# -- subscribers ----------------------------------------------------------------------------
+
+
+def find_subscriber(session: Session, email: str) -> SubscriberRecord | None:
+    row = session.scalars(
+        select(Subscriber).where(func.lower(Subscriber.email) == email.lower())
+    ).one_or_none()
+    return _record(row) if row else None
+
+
+def existing_emails(session: Session, emails: Iterable[str]) -> set[str]:
+    """Which of `emails` (lowercased) are already subscribers."""
+    lowered = list({e.lower() for e in emails})
+    found: set[str] = set()
+    for start in range(0, len(lowered), 500):
+        chunk = lowered[start : start + 500]
+        found.update(
+            session.scalars(
+                select(func.lower(Subscriber.email)).where(func.lower(Subscriber.email).in_(chunk))
+            )
+        )
+    return found
+
+
+def add_subscriber(
+    session: Session,
+    *,
+    email: str,
+    first_name: str,
+    timezone: str,
+    status: str,
+    source: str,
+    now: datetime,
+) -> int:
+    subscriber = Subscriber(
+        email=email,
+        first_name=first_name,
+        timezone=timezone,
+        status=status,
+        source=source,
+        created_at=now,
+        updated_at=now,
+        confirmed_at=now if status == "active" else None,
+    )
+    session.add(subscriber)
+    session.flush()
+    return subscriber.id
+
+
+def set_subscriber_status(session: Session, subscriber_id: int, status: str, now: datetime) -> None:
+    values: dict[str, object] = {"status": status, "updated_at": now}
+    if status == "unsubscribed":
+        values["unsubscribed_at"] = now
+    if status == "active":
+        values["confirmed_at"] = now
+    session.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(**values))
+
+
+def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> None:
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.subscriber_id == subscriber_id, Enrollment.status == "active")
+        .values(status="cancelled", next_due_at=None, updated_at=now)
+    )
+
+
+def subscriber_is_active(session: Session, subscriber_id: int) -> bool:
+    status = session.scalar(select(Subscriber.status).where(Subscriber.id == subscriber_id))
+    return status == "active"
+
+
+# -- enrollments ----------------------------------------------------------------------------
+
+
+def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> bool:
+    """Start `plan_id` for a subscriber, first step due now; False if already enrolled."""
+    exists = session.scalar(
+        select(Enrollment.id).where(
+            Enrollment.subscriber_id == subscriber_id, Enrollment.plan_id == plan_id
+        )
+    )
+    if exists is not None:
+        return False
+    session.add(
+        Enrollment(
+            subscriber_id=subscriber_id,
+            plan_id=plan_id,
+            status="active",
+            started_at=now,
+            next_step=0,
+            next_due_at=now,
+            updated_at=now,
+        )
+    )
+    session.flush()
+    return True
+
+
+def claim_due(
+    session: Session,
+    *,
+    plan_id: str,
+    step_keys: Sequence[str],
+    now: datetime,
+    owner: str,
+    lease_until: datetime,
+    limit: int,
+    new_message_id: Callable[[], str],
+) -> list[Claim]:
+    """Claim up to `limit` due steps: lease them to `owner` until `lease_until`.
+
+    On PostgreSQL rows locked by another claimer are skipped (FOR UPDATE SKIP LOCKED); on
+    SQLite the transaction already holds the single write lock. A claimed enrollment's
+    `next_due_at` becomes the lease expiry, so it is due again only if the claimer dies.
+    """
+    rows = session.execute(
+        select(
+            Enrollment.id,
+            Enrollment.next_step,
+            Enrollment.next_due_at,
+            Enrollment.started_at,
+            Enrollment.last_sent_at,
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.first_name,
+            Subscriber.timezone,
+        )
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(
+            Enrollment.plan_id == plan_id,
+            Enrollment.status == "active",
+            Enrollment.next_due_at <= now,
+            Subscriber.status == "active",
+        )
+        .order_by(Enrollment.next_due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=Enrollment)
+    ).all()
+    if not rows:
+        return []
+    finished = [r[0] for r in rows if r[1] >= len(step_keys)]
+    if finished:
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.id.in_(finished))
+            .values(status="completed", next_due_at=None, updated_at=now)
+        )
+    wanted = [(r[0], step_keys[r[1]]) for r in rows if r[1] < len(step_keys)]
+    existing = (
+        {
+            (d.enrollment_id, d.step_key): d
+            for d in session.execute(
+                select(Delivery.enrollment_id, Delivery.step_key, Delivery.id, Delivery.status)
+                .add_columns(Delivery.message_id, Delivery.attempts)
+                .where(tuple_(Delivery.enrollment_id, Delivery.step_key).in_(wanted))
+            )
+        }
+        if wanted
+        else {}
+    )
+    claims: list[Claim] = []
+    skipped: list[int] = []
+    for row in rows:
+        enrollment_id, step_index, due_at, started_at, last_sent_at, sub_id, email, name, tz = row
+        due_at = due_at or now
+        if step_index >= len(step_keys):
+            continue
+        key = step_keys[step_index]
+        found = existing.get((enrollment_id, key))
+        if found is not None and found.status in ("sent", "failed", "skipped"):
+            # The step was settled but the pointer not moved on (a plan edit reordered keys).
+            skipped.append(enrollment_id)
+            continue
+        if found is None:
+            message_id = new_message_id()
+            delivery_id = session.scalars(
+                insert(Delivery).returning(Delivery.id),
+                [
+                    {
+                        "enrollment_id": enrollment_id,
+                        "step_key": key,
+                        "status": "queued",
+                        "attempts": 0,
+                        "message_id": message_id,
+                        "lease_owner": owner,
+                        "lease_expires_at": lease_until,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                ],
+            ).one()
+            attempts = 0
+        else:
+            delivery_id, message_id, attempts = found.id, found.message_id, found.attempts
+        claims.append(
+            Claim(
+                delivery_id, message_id, attempts, enrollment_id, step_index, key,
+                due_at, started_at, last_sent_at, sub_id, email, name, tz,
+            )
+        )  # fmt: skip
+    if skipped:
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.id.in_(skipped))
+            .values(next_step=Enrollment.next_step + 1, updated_at=now)
+        )
+    reused = [c.delivery_id for c in claims if (c.enrollment_id, c.step_key) in existing]
+    if reused:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(reused))
+            .values(
+                status="queued", lease_owner=owner, lease_expires_at=lease_until, updated_at=now
+            )
+        )
+    if claims:
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.id.in_([c.enrollment_id for c in claims]))
+            .values(next_due_at=lease_until, updated_at=now)
+        )
+    return claims
+
+
+def _settle_delivery(
+    session: Session, claim: Claim, status: str, now: datetime, error: str | None
+) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == claim.delivery_id)
+        .values(
+            status=status,
+            attempts=Delivery.attempts + 1,
+            last_error=error,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+            sent_at=now if status == "sent" else None,
+        )
+    )
+
+
+def _advance(
+    session: Session,
+    claim: Claim,
+    now: datetime,
+    next_due_at: datetime | None,
+    *,
+    sent: bool,
+) -> None:
+    values: dict[str, object] = {
+        "next_step": claim.step_index + 1,
+        "next_due_at": next_due_at,
+        "updated_at": now,
+    }
+    if sent:
+        values["last_sent_at"] = now
+    if next_due_at is None:
+        values["status"] = "completed"
+    # Guarded by the step index, so recording the same outcome twice moves the pointer once.
+    session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.id == claim.enrollment_id,
+            Enrollment.next_step == claim.step_index,
+            Enrollment.status == "active",
+        )
+        .values(**values)
+    )
+
+
+def record_sent(
+    session: Session, claim: Claim, sent_at: datetime, next_due_at: datetime | None
+) -> None:
+    """The server said 250: the step is done and the enrollment moves on."""
+    _settle_delivery(session, claim, "sent", sent_at, None)
+    _advance(session, claim, sent_at, next_due_at, sent=True)
+
+
+def record_retry(
+    session: Session, claim: Claim, now: datetime, error: str, retry_at: datetime
+) -> None:
+    """A temporary failure: try the same step (same Message-ID) again at `retry_at`."""
+    _settle_delivery(session, claim, "retry", now, error)
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == claim.enrollment_id, Enrollment.status == "active")
+        .values(next_due_at=retry_at, updated_at=now)
+    )
+
+
+def record_failed(
+    session: Session, claim: Claim, now: datetime, error: str, next_due_at: datetime | None
+) -> None:
+    """The step failed for good; the subscriber's plan goes on with the next step."""
+    _settle_delivery(session, claim, "failed", now, error)
+    _advance(session, claim, now, next_due_at, sent=False)
+
+
+def record_bounce(session: Session, claim: Claim, now: datetime, error: str) -> None:
+    """The address does not exist: fail the step, mark the subscriber bounced, stop the plan."""
+    _settle_delivery(session, claim, "failed", now, error)
+    set_subscriber_status(session, claim.subscriber_id, "bounced", now)
+    cancel_enrollments(session, claim.subscriber_id, now)
+
+
+def record_skipped(session: Session, claim: Claim, now: datetime, reason: str) -> None:
+    """Not sent because the subscriber left between claim and send."""
+    _settle_delivery(session, claim, "skipped", now, reason)
+
+
+def release(session: Session, claims: Iterable[Claim], now: datetime) -> None:
+    """Give claims back unsent (graceful stop): due again at their old time, attempts unchanged."""
+    for claim in claims:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == claim.delivery_id, Delivery.status == "queued")
+            .values(lease_owner=None, lease_expires_at=None, updated_at=now)
+        )
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.id == claim.enrollment_id, Enrollment.status == "active")
+            .values(next_due_at=claim.due_at, updated_at=now)
+        )
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+
+def count_subscribers_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status))
+    return {str(status): int(count) for status, count in rows}
+
+
+def count_deliveries_by_step(session: Session, plan_id: str) -> dict[tuple[str, str], int]:
+    rows = session.execute(
+        select(Delivery.step_key, Delivery.status, func.count())
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(Enrollment.plan_id == plan_id)
+        .group_by(Delivery.step_key, Delivery.status)
+    )
+    return {(key, status): count for key, status, count in rows}
+
+
+def count_active_by_next_step(session: Session, plan_id: str) -> dict[int, int]:
+    rows = session.execute(
+        select(Enrollment.next_step, func.count())
+        .where(Enrollment.plan_id == plan_id, Enrollment.status == "active")
+        .group_by(Enrollment.next_step)
+    )
+    return {int(step): int(count) for step, count in rows}
+
+
+def delete_subscriber(session: Session, subscriber_id: int) -> None:
+    session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
+
+
+def due_count(session: Session, plan_id: str, now: datetime) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Enrollment)
+            .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+            .where(
+                and_(
+                    Enrollment.plan_id == plan_id,
+                    Enrollment.status == "active",
+                    Enrollment.next_due_at <= now,
+                    Subscriber.status == "active",
+                )
+            )
+        )
+        or 0
+    )

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Run the campaign engine as a service: a sending pass every TICK_SECONDS until SIGTERM.
+
+python run_scheduler.py            # run until stopped
+python run_scheduler.py --once     # drain what is due now and exit (cron, tests)
+python run_scheduler.py --once --now 2026-12-01T07:00:00+00:00
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+
+from campaign.bootstrap import build
+from campaign.cli import configure_logging, load_settings
+from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
+from campaign.errors import CampaignError
+from campaign.scheduler import Service
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--once", action="store_true", help="drain what is due and exit")
+    parser.add_argument("--now", type=_instant, help="act as if it were this ISO-8601 instant")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        clock: Clock = FixedClock(args.now) if args.now else SystemClock()
+        app = build(settings, clock=clock)
+        app.require_schema()
+        service = Service(app.dispatcher, app.clock, app.settings.tick_seconds)
+        if args.once:
+            result = service.run_once()
+            return 1 if result.error else 0
+        service.run_forever()
+    except CampaignError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
