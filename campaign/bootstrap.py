@@ -37,6 +37,10 @@ class App:
     transport: Transport
     dispatcher: Dispatcher
 
+    def close(self) -> None:
+        """Close database connections."""
+        self.db.dispose()
+
     def require_schema(self) -> None:
         """Fail with a clear message (not a stack trace) on a database that was never migrated."""
         try:

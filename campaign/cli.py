@@ -21,7 +21,7 @@ from campaign import reports, subscriptions
 from campaign.bootstrap import App, build, check_plan
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
 from campaign.compose import Recipient
-from campaign.errors import BadInput, CampaignError, UnknownStep
+from campaign.errors import BadInput, CampaignError, PlanError, UnknownStep
 from campaign.scheduler import Service
 from campaign.settings import Settings, load_environment
 
@@ -81,8 +81,14 @@ def reports_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except PlanError as exc:
+            # One problem per line, compiler style, so editors can jump to file:line.
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            click.echo(f"error: the plan has {len(exc.problems)} problem(s)", err=True)
+            sys.exit(exc.exit_code)
         except CampaignError as exc:
-            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+            click.echo(f"error: {exc.message}", err=True)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]
@@ -169,7 +175,7 @@ def import_csv(file: Path, now: datetime | None) -> None:
             on_row=lambda: progress.advance(task),
         )
     for line, problem in report.problems:
-        err.print(f"{file}:{line}: skipped: {problem}", highlight=False, markup=False)
+        click.echo(f"{file}:{line}: skipped: {problem}", err=True)
     out.print(
         f"added {report.added}, already known {report.already_known}, "
         f"skipped {len(report.problems)} bad row(s)"
@@ -188,7 +194,7 @@ def tick(now: datetime | None) -> None:
         f"(bounced {result.bounced}), retried {result.retried}, skipped {result.skipped}"
     )
     if result.error:
-        err.print(f"[bold red]error:[/] {result.error}", highlight=False)
+        click.echo(f"error: {result.error}", err=True)
         sys.exit(1)
 
 

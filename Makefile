@@ -1,0 +1,40 @@
+# Two commands do all setup on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install run test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/campaign db upgrade
+	$(BIN)/campaign plan check
+	@echo
+	@echo "The engine is starting on the embedded defaults (SQLite campaign.db, dev sink outbox/)."
+	@echo "In another terminal, add yourself and watch the welcome email arrive:"
+	@echo "    .venv/bin/campaign subscribe you@example.com --name You --timezone Europe/Berlin"
+	@echo "    ls outbox/        # each email is an .eml file: open it in any mail client"
+	@echo "Stop with Ctrl-C."
+	@echo
+	$(BIN)/python run_scheduler.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,233 @@
+"""The command line and the service, run as subprocesses the way an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.smtp_server import SMTPServer
+
+CAMPAIGN = [sys.executable, "-m", "campaign"]
+SCHEDULER = [sys.executable, str(ROOT / "run_scheduler.py")]
+NOW = "2026-12-01T10:00:00+00:00"
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run(env: dict[str, str], tmp_path: Path) -> Run:
+    """Run a command in a scratch folder with the test environment (real PATH, no .env)."""
+
+    def call(*args: str, extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -> Any:
+        environ = {**os.environ, **env, **(extra or {}), "PYTHONPATH": str(ROOT)}
+        for name in drop:
+            environ.pop(name, None)
+        return subprocess.run(
+            list(args), cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120
+        )
+
+    return call
+
+
+def test_subscribe_then_tick_puts_the_welcome_email_in_the_dev_sink(
+    run: Run, tmp_path: Path
+) -> None:
+    """With no SMTP_HOST, the welcome email lands as an .eml file in the outbox folder."""
+    result = run(
+        *CAMPAIGN,
+        "subscribe",
+        "you@example.com",
+        "--timezone",
+        "Europe/Berlin",
+        drop=("SMTP_HOST",),
+    )
+    assert result.returncode == 0, result.stderr
+    result = run(*CAMPAIGN, "tick", drop=("SMTP_HOST",))
+    assert result.returncode == 0, result.stderr
+    assert "sent 1" in result.stdout
+    [eml] = (tmp_path / "outbox").glob("*.eml")
+    content = eml.read_text()
+    assert "To: you@example.com" in content
+    assert "X-Campaign-Step: thirty-day-self-healing/welcome" in content
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in content
+
+
+def test_the_service_sends_over_smtp_with_once_and_now(run: Run, smtp_server: SMTPServer) -> None:
+    """`run_scheduler.py --once --now` drains what is due at that instant over real SMTP."""
+    assert (
+        run(*CAMPAIGN, "subscribe", "ann@example.org", "--name", "Ann", "--now", NOW).returncode
+        == 0
+    )
+    result = run(*SCHEDULER, "--once", "--now", NOW)
+    assert result.returncode == 0, result.stderr
+    assert "claimed=1 sent=1" in result.stderr
+    [mail] = smtp_server.to("ann@example.org")
+    assert "ebook" in str(mail.message["Subject"]).lower()
+    again = run(*SCHEDULER, "--once", "--now", NOW)
+    assert "sent=0" in again.stderr
+    assert len(smtp_server.received) == 1
+
+
+def test_plan_check_passes_on_the_shipped_plan_and_names_file_and_line_on_a_broken_copy(
+    run: Run, tmp_path: Path
+) -> None:
+    """A broken plan copy exits 2 with `file:line: field: problem` on stderr."""
+    ok = run(*CAMPAIGN, "plan", "check")
+    assert ok.returncode == 0, ok.stderr
+    assert "31 steps" in ok.stdout
+    broken = tmp_path / "broken.yaml"
+    lines = (ROOT / "plans" / "thirty_day.yaml").read_text().splitlines()
+    number = next(i for i, line in enumerate(lines) if "template: day03.html" in line)
+    lines[number] = lines[number].replace("day03.html", "day03-missing.html")
+    broken.write_text("\n".join(lines) + "\n")
+    result = run(*CAMPAIGN, "plan", "check", str(broken))
+    assert result.returncode == 2
+    assert f"broken.yaml:{number + 1}: steps[3].template:" in result.stderr
+    assert "day03-missing.html does not exist" in result.stderr
+
+
+def test_a_template_error_is_reported_with_the_template_line(run: Run, tmp_path: Path) -> None:
+    """A template that fails for a sample subscriber names the plan line and the template line."""
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates" / "emails", templates)
+    day = templates / "day02.html"
+    lines = day.read_text().splitlines()
+    lines.insert(3, "<p>{{ subscriber.nickname }}</p>")
+    day.write_text("\n".join(lines) + "\n")
+    result = run(*CAMPAIGN, "plan", "check", extra={"TEMPLATES_DIR": str(templates)})
+    assert result.returncode == 2
+    assert "steps[2].template:" in result.stderr
+    assert "day02.html:4:" in result.stderr
+    assert "nickname" in result.stderr
+
+
+def test_import_reports_bad_rows_by_line_and_adds_nobody_twice(run: Run, tmp_path: Path) -> None:
+    """Bad rows are named by line and skipped; importing the same file again adds no one."""
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text(
+        "email,first_name,timezone\n"
+        "ann@example.org,Ann,Europe/Berlin\n"
+        "not-an-address,Bob,UTC\n"
+        "cat@example.org,Cat,Mars/Olympus\n"
+        "ANN@example.org,Ann again,UTC\n"
+        "dan@example.org,,\n"
+    )
+    first = run(*CAMPAIGN, "import", str(csv_file))
+    assert first.returncode == 0, first.stderr
+    assert "added 2" in first.stdout
+    assert "people.csv:3:" in first.stderr
+    assert "not-an-address" in first.stderr
+    assert "people.csv:4:" in first.stderr
+    assert "Mars/Olympus" in first.stderr
+    second = run(*CAMPAIGN, "import", str(csv_file))
+    assert "added 0" in second.stdout
+    stats = json.loads(run(*CAMPAIGN, "stats", "--json").stdout)
+    assert stats["subscribers"]["active"] == 2
+    assert stats["steps"][0] == {"key": "welcome", "day": 0, "sent": 0, "failed": 0, "pending": 2}
+
+
+def test_bad_input_exits_2_and_names_what_is_wrong(run: Run) -> None:
+    """A bad address, a bad config variable and a bad --now each exit 2 with a clear message."""
+    bad_address = run(*CAMPAIGN, "subscribe", "ann@@example.org")
+    assert bad_address.returncode == 2
+    assert "ann@@example.org" in bad_address.stderr
+    bad_config = run(*CAMPAIGN, "tick", extra={"SMTP_PORT": "abc"})
+    assert bad_config.returncode == 2
+    assert "SMTP_PORT" in bad_config.stderr
+    bad_now = run(*CAMPAIGN, "tick", "--now", "2026-12-01T07:00:00")
+    assert bad_now.returncode == 2
+    assert "offset" in bad_now.stderr
+    bad_scheduler_config = run(*SCHEDULER, "--once", extra={"TICK_SECONDS": "-1"})
+    assert bad_scheduler_config.returncode == 2
+    assert "TICK_SECONDS" in bad_scheduler_config.stderr
+
+
+def test_preview_renders_a_step_by_day_number_without_sending(
+    run: Run, smtp_server: SMTPServer
+) -> None:
+    """`preview 3 --format eml` prints the day-3 message with its campaign headers."""
+    result = run(*CAMPAIGN, "preview", "3", "--format", "eml")
+    assert result.returncode == 0, result.stderr
+    assert "X-Campaign-Step: thirty-day-self-healing/day03" in result.stdout
+    assert "List-Unsubscribe: <https://news.example.org/unsubscribe/" in result.stdout
+    assert smtp_server.received == []
+    unknown = run(*CAMPAIGN, "preview", "day99")
+    assert unknown.returncode == 2
+    assert "day99" in unknown.stderr
+
+
+def test_send_test_delivers_one_step_to_one_inbox(run: Run, smtp_server: SMTPServer) -> None:
+    """`send-test` sends the step, marked as a test, and records nothing."""
+    result = run(*CAMPAIGN, "send-test", "welcome", "--to", "marketer@example.org")
+    assert result.returncode == 0, result.stderr
+    [mail] = smtp_server.to("marketer@example.org")
+    assert str(mail.message["Subject"]).startswith("[TEST day 0] ")
+    stats = json.loads(run(*CAMPAIGN, "stats", "--json").stdout)
+    assert stats["steps"][0]["sent"] == 0
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    # Waits on a real subprocess (not on a schedule): polls an observable outcome with a deadline.
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def _start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    environ = {**os.environ, **env, "PYTHONPATH": str(ROOT), "TICK_SECONDS": "1"}
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            SCHEDULER, cwd=log.parent, env=environ, stdout=output, stderr=subprocess.STDOUT
+        )
+
+
+def test_a_killed_service_loses_nothing_and_sends_nothing_twice(
+    run: Run, env: dict[str, str], tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    """SIGKILL between passes, more signups, a restart: every welcome arrives exactly once."""
+    for n in range(3):
+        assert run(*CAMPAIGN, "subscribe", f"p{n}@example.org").returncode == 0
+    service = _start_service(env, tmp_path / "service.log")
+    try:
+        assert _wait_for(lambda: len(smtp_server.received) == 3, 30)
+    finally:
+        service.send_signal(signal.SIGKILL)
+        service.wait(timeout=10)
+    for n in range(3, 5):
+        assert run(*CAMPAIGN, "subscribe", f"p{n}@example.org").returncode == 0
+    assert run(*SCHEDULER, "--once").returncode == 0
+    recipients = sorted(r.recipients[0] for r in smtp_server.received)
+    assert recipients == [f"p{n}@example.org" for n in range(5)]
+
+
+def test_sigterm_stops_the_service_cleanly_within_ten_seconds(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The service exits 0 on SIGTERM, logging that it stopped."""
+    log = tmp_path / "service.log"
+    service = _start_service(env, log)
+    try:
+        assert _wait_for(lambda: "pass at=" in log.read_text(), 30), log.read_text()
+        started = time.monotonic()
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=10)
+    finally:
+        service.kill()
+        service.wait()
+    assert service.returncode == 0, log.read_text()
+    assert time.monotonic() - started < 10
+    assert "stopped" in log.read_text()

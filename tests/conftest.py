@@ -1,0 +1,116 @@
+"""Shared fixtures: a real database per test (SQLite file and PostgreSQL schema), a real SMTP
+server on loopback, and settings pointing at the project's own plan and templates."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from campaign.bootstrap import App, build
+from campaign.clock import FixedClock
+from campaign.db import Database
+from campaign.settings import Settings
+from campaign.transport import Transport
+from tests.smtp_server import SMTPServer
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_available() -> str | None:
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return str(exc)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL server; under CI=true its absence fails the run instead of skipping."""
+    problem = _postgres_available()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true: {problem}")
+        pytest.skip(f"PostgreSQL not reachable: {problem}")
+    return POSTGRES_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, migrated database: a fresh SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'campaign.db'}"
+        _migrate(url)
+        yield url
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    url = f"{base}?options=-csearch_path%3D{schema}"
+    _migrate(url)
+    yield url
+    with psycopg.connect(base, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _migrate(url: str) -> None:
+    database = Database(url)
+    database.upgrade()
+    database.dispose()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SMTPServer]:
+    """A real aiosmtpd server on 127.0.0.1 that keeps what it receives."""
+    server = SMTPServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def env(database_url: str, smtp_server: SMTPServer, tmp_path: Path) -> dict[str, str]:
+    """Environment variables for an engine that sends to the test SMTP server."""
+    return {
+        "DATABASE_URL": database_url,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_server.port),
+        "SMTP_SECURITY": "none",
+        "SMTP_TIMEOUT": "10",
+        "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+        "PUBLIC_BASE_URL": "https://news.example.org",
+        "MAIL_FROM": "Pain & Injury Doctor <newsletter@example.org>",
+        "PLAN_PATH": str(ROOT / "plans" / "thirty_day.yaml"),
+        "TEMPLATES_DIR": str(ROOT / "templates" / "emails"),
+        "OUTBOX_DIR": str(tmp_path / "outbox"),
+        "POSTAL_ADDRESS": "Pain & Injury Doctor, 1 Test Street, Testville",
+    }
+
+
+EngineFactory = Callable[..., tuple[App, FixedClock]]
+
+
+@pytest.fixture
+def engine(env: dict[str, str]) -> Iterator[EngineFactory]:
+    """Build engines on a fixed clock from `env`; their connections close after the test."""
+    built: list[App] = []
+
+    def make(
+        now: datetime, transport: Transport | None = None, **overrides: str
+    ) -> tuple[App, FixedClock]:
+        clock = FixedClock(now)
+        app = build(Settings.from_env({**env, **overrides}), clock=clock, transport=transport)
+        built.append(app)
+        return app, clock
+
+    yield make
+    for app in built:
+        app.close()

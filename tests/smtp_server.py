@@ -1,0 +1,83 @@
+"""A real SMTP server for tests: aiosmtpd on loopback, recording messages, scriptable replies."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+def free_port() -> int:
+    # aiosmtpd's Controller cannot bind port 0, so ask the OS for a free one first.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.data, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+@dataclass
+class _Handler:
+    received: list[Received] = field(default_factory=list)
+    #: addresses answered at RCPT with this reply, e.g. {"gone@x.org": "550 5.1.1 no such user"}
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    #: replies given at end of DATA, one per message, before accepting again.
+    data_replies: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        reply = self.rcpt_replies.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            if self.data_replies:
+                return self.data_replies.pop(0)
+            content = envelope.original_content or b""
+            self.received.append(
+                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
+            )
+        return "250 Message accepted"
+
+
+class SMTPServer:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.handler = _Handler()
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    @property
+    def received(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.received)
+
+    def to(self, address: str) -> list[Received]:
+        return [r for r in self.received if address in r.recipients]
