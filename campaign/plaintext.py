@@ -6,102 +6,128 @@ import re
 from html.parser import HTMLParser
 
 _BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "table", "tr", "ul", "ol", "blockquote"}
+_CELLS = {"td", "th"}
 _SKIP = {"style", "script", "head", "title"}
-_VOID = {"br", "img", "hr", "meta", "link", "input", "wbr", "col", "area", "source"}
+_VOID = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "wbr",
+}
 
 
 class _TextWriter(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
+        self.trailing_newlines = 0  # newlines at the end of `out`, kept so no join is needed
+        self.open: list[tuple[str, bool]] = []  # open elements: (tag, hides its content)
+        self.hidden = 0  # how many open elements hide their content
         self.lists: list[list[int]] = []  # per open list: [is_ordered, counter]
-        self.links: list[str | None] = []
-        self.link_text: list[str] = []
-        self.skip_depth = 0
-        self.hidden_stack: list[bool] = []
+        self.links: list[tuple[str | None, list[str]]] = []
+
+    def _write(self, text: str) -> None:
+        if not text:
+            return
+        if self.links:
+            self.links[-1][1].append(text)
+        self.out.append(text)
+        stripped = text.rstrip("\n")
+        if stripped:
+            self.trailing_newlines = len(text) - len(stripped)
+        else:
+            self.trailing_newlines += len(text)
 
     def _newlines(self, count: int) -> None:
-        text = "".join(self.out)
-        trailing = len(text) - len(text.rstrip("\n"))
-        if text.strip():
-            self.out.append("\n" * max(count - trailing, 0))
+        if self.out and self.trailing_newlines < count:
+            self._write("\n" * (count - self.trailing_newlines))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
         if tag in _VOID:
-            if not self.skip_depth:
+            if not self.hidden:
                 self._void(tag, attributes)
             return
-        hidden = attributes.get("aria-hidden") == "true" or "display:none" in (
-            (attributes.get("style") or "").replace(" ", "")
-        )
-        if tag in _SKIP or hidden:
-            self.skip_depth += 1
-            self.hidden_stack.append(True)
-            return
-        self.hidden_stack.append(False)
-        if self.skip_depth:
+        style = (attributes.get("style") or "").replace(" ", "").lower()
+        hides = tag in _SKIP or attributes.get("aria-hidden") == "true" or "display:none" in style
+        if tag == "p" and self.open and self.open[-1][0] == "p":
+            self._close_to(len(self.open) - 1)  # a <p> implicitly ends the open <p>
+        self.open.append((tag, hides))
+        self.hidden += hides
+        if self.hidden:
             return
         if tag in _BLOCKS:
             self._newlines(2)
         if tag in {"h1", "h2"}:
-            self.out.append("## " if tag == "h2" else "# ")
+            self._write("## " if tag == "h2" else "# ")
+        if tag in _CELLS and self.out and self.trailing_newlines == 0:
+            self._write(" ")
         if tag in {"ul", "ol"}:
             self.lists.append([tag == "ol", 0])
         if tag == "li":
             self._newlines(1)
             if self.lists and self.lists[-1][0]:
                 self.lists[-1][1] += 1
-                self.out.append(f"{self.lists[-1][1]}. ")
+                self._write(f"{self.lists[-1][1]}. ")
             else:
-                self.out.append("- ")
+                self._write("- ")
         if tag == "a":
-            self.links.append(attributes.get("href"))
-            self.link_text.append("")
+            self.links.append((attributes.get("href"), []))
 
     def _void(self, tag: str, attributes: dict[str, str | None]) -> None:
         if tag == "br":
-            self.out.append("\n")
+            self._write("\n")
         elif tag == "hr":
             self._newlines(2)
         elif tag == "img" and attributes.get("alt"):
-            self.out.append(f"[{attributes['alt']}]")
+            self._write(f"[{attributes['alt']}]")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
         if tag not in _VOID:
-            self._pop(tag)
+            self.handle_endtag(tag)
 
     def handle_endtag(self, tag: str) -> None:
-        self._pop(tag)
+        # Like a browser: an end tag closes the nearest open element of its name and every
+        # element left open inside it; an end tag with no open element is ignored.
+        for position in range(len(self.open) - 1, -1, -1):
+            if self.open[position][0] == tag:
+                self._close_to(position)
+                return
 
-    def _pop(self, tag: str) -> None:
-        if tag in _VOID:
-            return
-        was_hidden = self.hidden_stack.pop() if self.hidden_stack else False
-        if was_hidden:
-            self.skip_depth -= 1
-            return
-        if self.skip_depth:
-            return
+    def _close_to(self, position: int) -> None:
+        while len(self.open) > position:
+            tag, hides = self.open.pop()
+            if not self.hidden:
+                self._closed(tag)
+            self.hidden -= hides
+
+    def _closed(self, tag: str) -> None:
         if tag == "a" and self.links:
-            href, text = self.links.pop(), self.link_text.pop().strip()
+            href, parts = self.links.pop()
+            text = "".join(parts).strip()
             if href and href.startswith(("http://", "https://", "mailto:")) and href != text:
-                self.out.append(f" <{href}>" if text else href)
+                self._write(f" <{href}>" if text else href)
         if tag in {"ul", "ol"} and self.lists:
             self.lists.pop()
         if tag in _BLOCKS:
             self._newlines(2)
 
     def handle_data(self, data: str) -> None:
-        if self.skip_depth:
+        if self.hidden:
             return
         text = re.sub(r"\s+", " ", data)
-        if self.out and self.out[-1].endswith("\n"):
+        if not self.out or self.trailing_newlines:
             text = text.lstrip()
-        if self.link_text:
-            self.link_text[-1] += text
-        self.out.append(text)
+        self._write(text)
 
 
 def html_to_text(html: str) -> str:
@@ -109,6 +135,5 @@ def html_to_text(html: str) -> str:
     writer = _TextWriter()
     writer.feed(html)
     writer.close()
-    text = "".join(writer.out)
-    lines = [line.rstrip() for line in text.splitlines()]
+    lines = [line.rstrip() for line in "".join(writer.out).splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

@@ -76,7 +76,7 @@ class Plan:
         for step in self.steps:
             if step.key == key_or_day:
                 return step
-        if key_or_day.isdigit():
+        if key_or_day.isascii() and key_or_day.isdigit():
             for step in self.steps:
                 if step.day == int(key_or_day):
                     return step

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from email.headerregistry import Address
 from email.utils import parseaddr
@@ -68,6 +69,10 @@ class Settings(BaseModel):
             raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
         return value
 
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (mask_url_password(value) if name == "database_url" else value)
+
     @property
     def uses_dev_sink(self) -> bool:
         """No SMTP_HOST: messages are written to OUTBOX_DIR instead of sent."""
@@ -100,8 +105,9 @@ class Settings(BaseModel):
         except ValidationError as exc:
             error = exc.errors()[0]
             variable = str(error["loc"][0]).upper() if error["loc"] else "?"
-            shown = values.get(variable.lower(), "")
+            shown = str(values.get(variable.lower(), ""))
             shown_text = "<hidden>" if "PASSWORD" in variable or "SECRET" in variable else shown
+            shown_text = mask_url_password(shown_text)
             problem = error["msg"].removeprefix("Value error, ")
             raise ConfigError(variable, f"has value {shown_text!r}. {problem}.") from exc
         settings._check_production()
@@ -117,6 +123,11 @@ class Settings(BaseModel):
             raise ConfigError("SECRET_KEY", "must be at least 32 characters long")
         if self.smtp_username and not self.smtp_password:
             raise ConfigError("SMTP_PASSWORD", "must be set when SMTP_USERNAME is set")
+
+
+def mask_url_password(url: str) -> str:
+    """`postgresql://app:secret@host/db` -> `postgresql://app:***@host/db`."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
 def load_environment(env_file: Path | str = ".env") -> dict[str, str]:

@@ -48,12 +48,18 @@ def verify(
     try:
         encoded, mac = token.split(".", 1)
         payload = _unb64(encoded).decode("ascii")
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidToken() from exc
+    # The MAC is checked before anything in the payload is trusted or parsed; compare_digest
+    # (on bytes, so any text is comparable) takes the same time however much of a forgery is right.
+    if not hmac.compare_digest(mac.encode("utf-8"), _mac(secret, payload).encode("ascii")):
+        raise InvalidToken()
+    try:
         token_purpose, subject, issued = payload.split(".")
         claims = TokenClaims(token_purpose, int(subject), datetime.fromtimestamp(int(issued), UTC))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, OverflowError, OSError) as exc:
         raise InvalidToken() from exc
-    # compare_digest: the time taken must not reveal how much of a forged MAC was right.
-    if not hmac.compare_digest(mac, _mac(secret, payload)) or claims.purpose != purpose:
+    if claims.purpose != purpose:
         raise InvalidToken()
     if max_age is not None and now - claims.issued_at > max_age:
         raise InvalidToken("This link has expired.")

@@ -1,0 +1,122 @@
+"""How long one sending pass takes for N due emails, sent over SMTP to a local aiosmtpd sink.
+
+    .venv/bin/python bench/one_pass.py                     # 10,000 emails, SQLite
+    .venv/bin/python bench/one_pass.py --count 2000 --database postgresql://postgres@127.0.0.1:5432/test
+
+Prints the time of the pass, the rate, and the time to enrol the subscribers. The sink runs in
+its own process so it does not share this process's CPU. A PostgreSQL run uses a fresh schema
+and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from campaign import subscriptions
+from campaign.bootstrap import build
+from campaign.clock import FixedClock
+from campaign.db import Database
+from campaign.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"sink did not start on port {port}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--database", default=None, help="PostgreSQL URL (default: temp SQLite)")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="campaign-bench-"))
+    schema = None
+    if args.database:
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(args.database, autocommit=True) as connection:
+            connection.execute(f'CREATE SCHEMA "{schema}"')
+        url = f"{args.database}?options=-csearch_path%3D{schema}"
+    else:
+        url = f"sqlite:///{workdir / 'bench.db'}"
+    port = free_port()
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
+         "-c", "aiosmtpd.handlers.Sink"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        database = Database(url)
+        database.upgrade()
+        database.dispose()
+        settings = Settings.from_env(
+            {
+                "DATABASE_URL": url,
+                "SMTP_HOST": "127.0.0.1",
+                "SMTP_PORT": str(port),
+                "SMTP_SECURITY": "none",
+                "SECRET_KEY": "bench-secret-key-0123456789-0123456789",
+                "PLAN_PATH": str(ROOT / "plans" / "thirty_day.yaml"),
+                "TEMPLATES_DIR": str(ROOT / "templates" / "emails"),
+                "BATCH_SIZE": "500",
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+        app = build(settings, clock=FixedClock(NOW))
+        rows = (
+            (
+                n + 2,
+                {"email": f"reader{n}@example.org", "first_name": f"Reader{n}", "timezone": "UTC"},
+            )
+            for n in range(args.count)
+        )
+        started = time.perf_counter()
+        report = subscriptions.import_rows(app.db, app.plan, rows, now=NOW)
+        enrolled = time.perf_counter() - started
+        started = time.perf_counter()
+        result = app.dispatcher.run_pass(NOW)
+        elapsed = time.perf_counter() - started
+        app.close()
+    finally:
+        sink.terminate()
+        sink.wait()
+        if schema and args.database:
+            with psycopg.connect(args.database, autocommit=True) as connection:
+                connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    backend = "postgresql" if args.database else "sqlite"
+    print(f"database          {backend}")
+    print(f"subscribers       {report.added} enrolled in {enrolled:.2f} s")
+    print(f"pass              {result.summary()}")
+    print(f"pass time         {elapsed:.2f} s")
+    print(f"rate              {result.sent / elapsed:.0f} emails/s")
+    print(f"per email         {elapsed / max(result.sent, 1) * 1e6:.0f} us")
+
+
+if __name__ == "__main__":
+    main()
