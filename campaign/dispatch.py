@@ -143,6 +143,15 @@ class Dispatcher:
             log.warning("render failed for delivery %s: %s", claim.delivery_id, exc.message)
             self._temporary(claim, now, exc.message, result)
             return
+        except ValueError as exc:
+            # Data no template can fix (an address stored malformed): fail this one, not the pass.
+            log.warning("cannot build delivery %s: %s", claim.delivery_id, exc)
+            with self.db.transaction() as session:
+                store.record_failed(
+                    session, claim, now, f"cannot build message: {exc}", self._next_due(claim, None)
+                )
+            result.failed += 1
+            return
         with self.db.transaction() as session:
             still_active = store.subscriber_is_active(session, claim.subscriber_id)
             if not still_active:

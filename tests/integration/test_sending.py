@@ -191,3 +191,20 @@ def test_crlf_in_a_name_adds_no_header(engine: EngineFactory, smtp_server: SMTPS
         subject = str(mails[7].message["Subject"])  # day 7 greets by name
         assert "\r" not in subject
         assert "\n" not in subject
+
+
+def test_one_malformed_subscriber_does_not_stop_the_pass(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """An address stored malformed fails its own delivery; everyone else is still served."""
+    app, clock = engine(START)
+    with app.db.transaction() as session:
+        for email in ("broken\r\nBcc: x@example.org@example.org", "fine@example.org"):
+            subscriber_id = store.add_subscriber(
+                session, email=email, first_name="", timezone="UTC", status="active",
+                source="test", now=START,
+            )  # fmt: skip
+            store.enrol(session, subscriber_id, app.plan.id, START)
+    result = tick(app, clock, START)
+    assert (result.sent, result.failed) == (1, 1)
+    assert [r.recipients for r in smtp_server.received] == [["fine@example.org"]]
