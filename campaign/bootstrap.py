@@ -70,8 +70,15 @@ def shared_context(settings: Settings, plan: Plan) -> dict[str, Any]:
         "sender_name": plan.sender_name or settings.sender_name,
         "postal_address": settings.postal_address,
         "public_base_url": settings.public_base_url,
-        "ebook_url": settings.ebook_url or f"{settings.public_base_url}/ebook",
+        "sender_address": settings.sender_address,
+        "ebook_url": settings.ebook_url or ebook_path(settings.public_base_url, plan),
     }
+
+
+def ebook_path(public_base_url: str, plan: Plan) -> str:
+    """Where the app serves the plan's ebook: PUBLIC_BASE_URL/ebook/<file name>."""
+    name = plan.ebook.file.name if plan.ebook else "ebook.pdf"
+    return f"{public_base_url}/ebook/{name}"
 
 
 def owner_id() -> str:

@@ -5,6 +5,7 @@ Every problem is reported as `file:line: field: problem`, all of them at once.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,13 @@ class StepSpec(_Strict):
     subject: Text
     preheader: str = ""
     template: Text
+    attach: bool = False
     attachments: list[Text] = Field(default_factory=list)
+
+
+class EbookSpec(_Strict):
+    title: Text
+    file: Text
 
 
 class PlanSpec(_Strict):
@@ -43,6 +50,7 @@ class PlanSpec(_Strict):
     name: Text
     sender_name: Text | None = None
     send_time: Annotated[str, StringConstraints(pattern=SEND_TIME.pattern)]
+    ebook: EbookSpec | None = None
     steps: list[StepSpec] = Field(min_length=1)
 
 
@@ -57,6 +65,16 @@ class Step:
     preheader: str
     template: str
     attachments: tuple[Path, ...] = ()
+    #: the ebook is among `attachments` because the step said `attach: true`.
+    attaches_ebook: bool = False
+
+
+@dataclass(frozen=True)
+class Ebook:
+    """The free ebook the signup box promises: a title and a PDF file."""
+
+    title: str
+    file: Path
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,7 @@ class Plan:
     send_time: time
     steps: tuple[Step, ...]
     source: Path
+    ebook: Ebook | None = None
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def step(self, key_or_day: str) -> Step | None:
@@ -108,24 +127,36 @@ def load_plan(path: Path | str, templates_dir: Path | str) -> Plan:
     except ValidationError as exc:
         problems = [_schema_problem(path, lines, error) for error in exc.errors()]
         raise PlanError(problems) from exc
+    ebook = Ebook(spec.ebook.title, _beside(path, spec.ebook.file)) if spec.ebook else None
     plan = Plan(
         id=spec.id,
         name=spec.name,
         sender_name=spec.sender_name,
         send_time=_parse_send_time(spec.send_time),
-        steps=tuple(
-            Step(
-                i, s.key, s.day, s.subject, s.preheader, s.template, tuple(map(Path, s.attachments))
-            )
-            for i, s in enumerate(spec.steps)
-        ),
+        steps=tuple(_step(i, s, ebook, path) for i, s in enumerate(spec.steps)),
         source=path,
+        ebook=ebook,
         lines=lines,
     )
     problems = _consistency_problems(plan, templates_dir)
     if problems:
         raise PlanError(problems)
     return plan
+
+
+def _beside(plan_path: Path, written: str) -> Path:
+    """A path written in the plan, relative to the plan file's folder (not to where we run)."""
+    return Path(os.path.normpath(plan_path.parent / written))
+
+
+def _step(index: int, spec: StepSpec, ebook: Ebook | None, plan_path: Path) -> Step:
+    attachments = tuple(_beside(plan_path, a) for a in spec.attachments)
+    if spec.attach and ebook is not None:
+        attachments = (ebook.file, *attachments)
+    return Step(
+        index, spec.key, spec.day, spec.subject, spec.preheader, spec.template, attachments,
+        spec.attach,
+    )  # fmt: skip
 
 
 def _parse_yaml(text: str, path: Path) -> Any:
@@ -231,6 +262,8 @@ def _parse_send_time(text: str) -> time:
 
 def _consistency_problems(plan: Plan, templates_dir: Path) -> list[PlanProblem]:
     problems: list[PlanProblem] = []
+    if plan.ebook is not None and not plan.ebook.file.is_file():
+        problems.append(plan.problem("ebook.file", f"{plan.ebook.file} does not exist"))
     seen_keys: dict[str, int] = {}
     seen_days: dict[int, int] = {}
     previous_day = -1
@@ -267,7 +300,15 @@ def _consistency_problems(plan: Plan, templates_dir: Path) -> list[PlanProblem]:
             )
         elif not template.is_file():
             problems.append(plan.problem(f"{where}.template", f"{template} does not exist"))
-        for i, attachment in enumerate(step.attachments):
+        own = step.attachments
+        if step.attaches_ebook:
+            if plan.ebook is None:
+                problems.append(
+                    plan.problem(f"{where}.attach", "the plan declares no ebook to attach")
+                )
+            else:
+                own = own[1:]  # the ebook itself is checked once, at ebook.file
+        for i, attachment in enumerate(own):
             if not attachment.is_file():
                 problems.append(
                     plan.problem(f"{where}.attachments[{i}]", f"{attachment} does not exist")

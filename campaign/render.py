@@ -112,6 +112,8 @@ class Renderer:
             "step": {"key": step.key, "day": step.day},
             "plan": {"id": self.plan.id, "name": self.plan.name, "total_days": self.plan.last_day},
             "day": step.day,
+            "ebook": {"title": self.plan.ebook.title} if self.plan.ebook else None,
+            "attached": step.attaches_ebook and self.plan.ebook is not None,
             **extra,
         }
 

@@ -154,14 +154,53 @@ def test_a_number_where_text_is_expected_asks_for_quotes(
     assert "put it in quotes" in problem.problem
 
 
-def test_an_unknown_field_such_as_attach_no_is_reported(tmp_path: Path, templates: Path) -> None:
-    """A misspelt field like `attach: no` is an unknown-field error on its line, not a boolean."""
+def test_a_yaml_11_boolean_word_is_not_taken_for_a_boolean(tmp_path: Path, templates: Path) -> None:
+    """`attach: no` is refused on its line (YAML 1.2 reads `no` as text), never read as False."""
     text = _replace_line(VALID, 8, "    template: a.html\n    attach: no")
 
     [problem] = _problems(tmp_path, templates, text)
 
     assert (problem.line, problem.field) == (9, "steps[0].attach")
+    assert "must be true or false" in problem.problem
+
+
+def test_a_misspelt_field_is_reported_as_unknown(tmp_path: Path, templates: Path) -> None:
+    """A misspelt field like `attachment:` is an unknown-field error on its line."""
+    text = _replace_line(VALID, 8, "    template: a.html\n    attachment: x.pdf")
+
+    [problem] = _problems(tmp_path, templates, text)
+
+    assert (problem.line, problem.field) == (9, "steps[0].attachment")
     assert "unknown field" in problem.problem
+
+
+def test_attach_true_needs_an_ebook_declared_in_the_plan(tmp_path: Path, templates: Path) -> None:
+    """A step asking to attach the ebook of a plan that declares none is refused at `attach`."""
+    text = _replace_line(VALID, 8, "    template: a.html\n    attach: true")
+
+    [problem] = _problems(tmp_path, templates, text)
+
+    assert (problem.line, problem.field) == (9, "steps[0].attach")
+    assert "no ebook" in problem.problem
+
+
+def test_the_ebook_path_is_relative_to_the_plan_file(tmp_path: Path, templates: Path) -> None:
+    """`ebook.file` and attachments resolve beside the plan, wherever the command runs."""
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "guide.pdf").write_bytes(b"%PDF-1.4")
+    (tmp_path / "plans").mkdir()
+    text = VALID.replace(
+        "steps:", 'ebook:\n  title: "Guide"\n  file: ../assets/guide.pdf\nsteps:', 1
+    )
+    text = text.replace("    template: a.html", "    template: a.html\n    attach: true", 1)
+    plan_file = tmp_path / "plans" / "plan.yaml"
+    plan_file.write_text(text)
+
+    plan = load_plan(plan_file, templates)
+
+    assert plan.ebook is not None
+    assert plan.ebook.file == tmp_path / "assets" / "guide.pdf"
+    assert plan.steps[0].attachments == (tmp_path / "assets" / "guide.pdf",)
 
 
 @pytest.mark.parametrize("value", ['"25:00"', '"07:60"', '"7am"', '"7"', '""'])
