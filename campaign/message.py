@@ -17,6 +17,8 @@ _SPACES = re.compile(r"\s{2,}")
 # RFC 5322 allows 998 characters a line; folding at 78 would RFC 2047-encode a long
 # List-Unsubscribe URL, which mailbox providers then cannot read.
 _POLICY = policy.SMTP.clone(max_line_length=998)
+# RFC 2045: quoted-printable lines are at most 76 characters.
+_BODY_POLICY = policy.SMTP.clone(max_line_length=76)
 
 
 def header_text(value: str, limit: int = 200) -> str:
@@ -56,7 +58,9 @@ def build_message(
     attachments: Sequence[Attachment] = (),
 ) -> bytes:
     """A multipart/alternative message (mixed when there are attachments), as SMTP bytes."""
-    message = EmailMessage(policy=_POLICY)
+    # Bodies are encoded under the standard policy (quoted-printable lines of 76 characters);
+    # only the final serialisation uses the long-line policy for headers.
+    message = EmailMessage(policy=_BODY_POLICY)
     message["From"] = sender
     message["To"] = recipient
     message["Subject"] = header_text(subject, limit=250)
@@ -74,7 +78,7 @@ def build_message(
             subtype=attachment.subtype,
             filename=attachment.filename,
         )
-    return message.as_bytes()
+    return message.as_bytes(policy=_POLICY)
 
 
 def address(email: str, display_name: str = "") -> Address:
