@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run test lint clean
+NODE_STAMP := node_modules/.package-lock.json
+
+.PHONY: install run test lint clean ebook
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +35,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+# axe-core for the accessibility tests (skipped, with the reason, where npm is missing).
+$(NODE_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --silent; fi
+
+test: lint $(NODE_STAMP)
 	$(BIN)/pytest
+
+# Rebuild the ebook PDF from assets/ebook/concepts-of-self-healing.md.
+ebook: $(STAMP)
+	$(BIN)/python scripts/build_ebook.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

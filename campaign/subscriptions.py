@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -109,7 +109,7 @@ class ImportReport:
 def import_rows(
     db: Database,
     plan: Plan,
-    rows: Iterable[tuple[int, dict[str, str | None]]],
+    rows: Iterable[tuple[int, Mapping[str, str | None]]],
     *,
     now: datetime,
     source: str = "import",

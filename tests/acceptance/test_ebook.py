@@ -1,0 +1,47 @@
+"""The free ebook: built from its Markdown source, reproducibly, at a readable length."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.tools import ROOT
+
+PDF = ROOT / "assets" / "concepts-of-self-healing.pdf"
+SOURCE = ROOT / "assets" / "ebook" / "concepts-of-self-healing.md"
+
+
+def _build(source: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_ebook.py"), str(source), "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_the_shipped_pdf_is_what_its_source_builds(tmp_path: Path) -> None:
+    """Rebuilding the Markdown gives the committed PDF byte for byte (no stale ebook ships)."""
+    out = tmp_path / "ebook.pdf"
+    result = _build(SOURCE, out)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == PDF.read_bytes(), "run `make ebook` and commit the PDF"
+
+
+def test_the_ebook_is_a_short_guide_of_6_to_10_pages() -> None:
+    """The PDF is a real document of 6 to 10 pages titled Concepts of Self Healing."""
+    data = PDF.read_bytes()
+    assert data.startswith(b"%PDF-")
+    pages = len(re.findall(rb"/Type\s*/Page\b", data))
+    assert 6 <= pages <= 10
+    assert b"Concepts of Self Healing" in data
+
+
+def test_an_unsupported_construct_is_reported_with_file_and_line(tmp_path: Path) -> None:
+    """A table in the Markdown stops the build with exit 2 and `file:line`, not a traceback."""
+    source = tmp_path / "book.md"
+    source.write_text("# Title\n\nSubtitle\n\n## Chapter\n\n| a | b |\n")
+    result = _build(source, tmp_path / "book.pdf")
+    assert result.returncode == 2
+    assert f"{source}:7:" in result.stderr
+    assert "Traceback" not in result.stderr
