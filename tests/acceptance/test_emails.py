@@ -213,3 +213,24 @@ def test_the_welcome_email_arrives_with_the_ebook_link_and_the_pdf_attached(
 def test_a_lesson_carries_no_attachment(emails: list[Email]) -> None:
     """Only the welcome email attaches the ebook; lessons stay light."""
     assert [e.key for e in emails if list(e.message.iter_attachments())] == ["welcome"]
+
+
+def test_every_lesson_has_numbered_steps_a_safety_note_and_a_line_about_tomorrow(
+    emails: list[Email],
+) -> None:
+    """Days 1-30 each teach one exercise in numbered steps, with a safety note and what is next."""
+    for email in emails[1:]:
+        text = email.composed.rendered.text
+        assert re.search(r"^1\. ", text, re.MULTILINE), email.key
+        assert "Safety:" in text, email.key
+        if email.key != "day30":
+            assert "Tomorrow:" in text, email.key
+
+
+def test_the_greeting_uses_the_first_name_or_a_graceful_fallback(app: App) -> None:
+    """A subscriber with a name is greeted by it; one without is greeted "Hi there,"."""
+    step = app.plan.steps[1]
+    named = app.composer.render(step, Recipient(1, "a@example.org", "Maria"), NOW)
+    unnamed = app.composer.render(step, Recipient(2, "b@example.org", ""), NOW)
+    assert "Hi Maria," in named.text
+    assert "Hi there," in unnamed.text
