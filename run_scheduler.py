@@ -4,6 +4,7 @@
 python run_scheduler.py            # run until stopped
 python run_scheduler.py --once     # drain what is due now and exit (cron, tests)
 python run_scheduler.py --once --now 2026-12-01T07:00:00+00:00
+python run_scheduler.py --http 127.0.0.1:8000   # also serve the signup pages in this process
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import argparse
 import sys
 from datetime import datetime
 
-from campaign.bootstrap import build
+from campaign.bootstrap import build, make_service
 from campaign.cli import configure_logging, load_settings
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
 from campaign.errors import CampaignError
-from campaign.scheduler import Service
+from campaign.web import serve_in_thread
 
 
 def _instant(text: str) -> datetime:
@@ -26,10 +27,21 @@ def _instant(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8000)")
+    return host, int(port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--once", action="store_true", help="drain what is due and exit")
     parser.add_argument("--now", type=_instant, help="act as if it were this ISO-8601 instant")
+    parser.add_argument(
+        "--http", type=_host_port, metavar="HOST:PORT",
+        help="also serve the signup and unsubscribe pages, /healthz and /metrics",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -37,11 +49,19 @@ def main(argv: list[str] | None = None) -> int:
         clock: Clock = FixedClock(args.now) if args.now else SystemClock()
         app = build(settings, clock=clock)
         app.require_schema()
-        service = Service(app.dispatcher, app.clock, app.settings.tick_seconds)
+        service = make_service(app)
         if args.once:
             result = service.run_once()
             return 1 if result.error else 0
-        service.run_forever()
+        if args.http:
+            server, thread = serve_in_thread(app, *args.http)
+            try:
+                service.run_forever()
+            finally:
+                server.should_exit = True
+                thread.join(timeout=10)
+        else:
+            service.run_forever()
     except CampaignError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code

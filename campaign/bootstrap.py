@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,13 @@ from campaign.db import Database
 from campaign.dispatch import Dispatcher, SendPolicy
 from campaign.errors import DatabaseError, PlanError, PlanProblem
 from campaign.message import address
+from campaign.metrics import Metrics
 from campaign.outbox import OutboxTransport
 from campaign.plan import Plan, load_plan
 from campaign.render import Renderer, subscriber_context
+from campaign.scheduler import Service
 from campaign.settings import Settings
+from campaign.signups import Signups
 from campaign.smtp import SMTPTransport
 from campaign.transport import Transport
 
@@ -36,6 +40,8 @@ class App:
     composer: Composer
     transport: Transport
     dispatcher: Dispatcher
+    signups: Signups
+    metrics: Metrics
 
     def close(self) -> None:
         """Close database connections."""
@@ -49,6 +55,23 @@ class App:
             raise DatabaseError(f"cannot reach the database: {exc}") from exc
         if not migrated:
             raise DatabaseError("the database has no schema yet: run `campaign db upgrade`")
+
+
+def make_service(app: App) -> Service:
+    """The scheduler for `app`: purges stale pending signups, times each pass for /metrics."""
+
+    def housekeeping(now: datetime) -> None:
+        purged = app.signups.purge_pending(now, app.settings.pending_purge_days)
+        if purged:
+            log.info("purged %d signup(s) never confirmed", purged)
+
+    return Service(
+        app.dispatcher,
+        app.clock,
+        app.settings.tick_seconds,
+        housekeeping=housekeeping,
+        on_pass=lambda result, seconds: app.metrics.pass_seconds.observe(seconds),
+    )
 
 
 def make_transport(settings: Settings) -> Transport:
@@ -116,7 +139,17 @@ def build(
         rate_per_second=settings.send_rate_per_second,
     )
     dispatcher = Dispatcher(db, plan, composer, transport, clock, owner_id(), policy)
-    return App(settings, clock, db, plan, renderer, composer, transport, dispatcher)
+    signups = Signups(
+        db, plan, composer, transport, settings.secret_key.get_secret_value(),
+        double_opt_in=settings.double_opt_in, confirm_token_days=settings.confirm_token_days,
+    )  # fmt: skip
+    if settings.double_opt_in and plan.confirmation is None:
+        raise PlanError(
+            [plan.problem("confirmation", "DOUBLE_OPT_IN is on but the plan has no confirmation:")]
+        )
+    return App(
+        settings, clock, db, plan, renderer, composer, transport, dispatcher, signups, Metrics()
+    )
 
 
 def check_plan(settings: Settings, plan_path: Path | None = None) -> Plan:

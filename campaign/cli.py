@@ -17,13 +17,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from campaign import reports, subscriptions
-from campaign.bootstrap import App, build, check_plan
+from campaign import reports, signups, subscriptions
+from campaign.bootstrap import App, build, check_plan, make_service
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
 from campaign.compose import Recipient
 from campaign.errors import BadInput, CampaignError, PlanError, UnknownStep
-from campaign.scheduler import Service
 from campaign.settings import Settings, load_environment
+from campaign.web import make_server
 
 F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True)
@@ -188,7 +188,7 @@ def import_csv(file: Path, now: datetime | None) -> None:
 def tick(now: datetime | None) -> None:
     """Run one sending pass: send everything due now."""
     app = make_app(now)
-    result = Service(app.dispatcher, app.clock, app.settings.tick_seconds).run_once()
+    result = make_service(app).run_once()
     out.print(
         f"sent {result.sent}, failed {result.failed + result.bounced} "
         f"(bounced {result.bounced}), retried {result.retried}, skipped {result.skipped}"
@@ -275,6 +275,41 @@ def send_test(step: str, to: str, name: str) -> None:
     with app.transport.open() as connection:
         connection.send(composed.envelope, composed.data)
     out.print(f"sent {chosen.key} to {address} via {app.transport.description}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default HTTP_HOST, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default HTTP_PORT, 8000).")
+@reports_errors
+def serve(host: str | None, port: int | None) -> None:
+    """Serve the signup, confirmation and unsubscribe pages, /healthz and /metrics."""
+    app = make_app()
+    host = host or app.settings.http_host
+    port = port or app.settings.http_port
+    out.print(
+        f"serving http://{host}:{port}/subscribe (public links use {app.settings.public_base_url})"
+    )
+    make_server(app, host, port).run()
+
+
+@main.command("export")
+@click.argument("email")
+@reports_errors
+def export_command(email: str) -> None:
+    """Print everything stored about EMAIL as JSON (consent, enrollments, deliveries)."""
+    app = make_app()
+    click.echo(json.dumps(signups.export_person(app.db, email), indent=2))
+
+
+@main.command()
+@click.argument("email")
+@NOW
+@reports_errors
+def forget(email: str, now: datetime | None) -> None:
+    """Erase EMAIL and all about them; keep only a hash so it is never mailed again."""
+    app = make_app(now)
+    signups.forget_person(app.db, email, app.clock.now())
+    out.print(f"forgot {email}: erased, and suppressed by hash")
 
 
 @main.command()

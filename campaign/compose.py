@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import mimetypes
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
 from pathlib import Path
+from typing import Any
 
 from campaign import tokens
 from campaign.message import Attachment, address, build_message
@@ -60,11 +62,22 @@ class Composer:
         token = tokens.sign(self._secret, "unsubscribe", subscriber_id, now)
         return f"{self.public_base_url}/unsubscribe/{token}"
 
-    def render(self, step: Step, recipient: Recipient, now: datetime) -> RenderedEmail:
+    def confirm_url(self, subscriber_id: int, now: datetime) -> str:
+        token = tokens.sign(self._secret, "confirm", subscriber_id, now)
+        return f"{self.public_base_url}/confirm/{token}"
+
+    def render(
+        self,
+        step: Step,
+        recipient: Recipient,
+        now: datetime,
+        extra: Mapping[str, Any] | None = None,
+    ) -> RenderedEmail:
         context = self.renderer.context(
             step,
             subscriber_context(recipient.email, recipient.first_name),
             unsubscribe_url=self.unsubscribe_url(recipient.subscriber_id, now),
+            **(extra or {}),
         )
         return self.renderer.render(step, context)
 
@@ -76,9 +89,10 @@ class Composer:
         message_id: str,
         now: datetime,
         subject_prefix: str = "",
+        extra: Mapping[str, Any] | None = None,
     ) -> Composed:
         """Render and build; raises RenderError for a template that fails for this subscriber."""
-        rendered = self.render(step, recipient, now)
+        rendered = self.render(step, recipient, now, extra)
         unsubscribe = self.unsubscribe_url(recipient.subscriber_id, now)
         data = build_message(
             sender=self.sender,

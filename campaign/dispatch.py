@@ -90,8 +90,18 @@ class Dispatcher:
     owner: str
     policy: SendPolicy = field(default_factory=SendPolicy)
 
-    def run_pass(self, now: datetime, stop: threading.Event | None = None) -> PassResult:
-        """Send everything due at `now`; return early (releasing claims) once `stop` is set."""
+    def run_pass(
+        self,
+        now: datetime,
+        stop: threading.Event | None = None,
+        *,
+        only_enrollment: int | None = None,
+    ) -> PassResult:
+        """Send everything due at `now`; return early (releasing claims) once `stop` is set.
+
+        `only_enrollment` limits the pass to one subscriber's enrollment: the welcome email
+        sent the moment someone confirms, without waiting for the next tick.
+        """
         result = PassResult()
         pacer = Pacer(self.policy.rate_per_second, self.clock)
         step_keys = [step.key for step in self.plan.steps]
@@ -108,6 +118,7 @@ class Dispatcher:
                         lease_until=now + timedelta(seconds=self.policy.lease_seconds),
                         limit=self.policy.batch_size,
                         new_message_id=self.composer.new_message_id,
+                        only_enrollment=only_enrollment,
                     )
                 if not claims:
                     return result
@@ -187,6 +198,11 @@ class Dispatcher:
             with self.db.transaction() as session:
                 store.record_sent(session, claim, sent_at, self._next_due(claim, sent_at))
             result.sent += 1
+
+    def record_heartbeat(self, started_at: datetime, now: datetime, seconds: float) -> None:
+        """Say this engine finished a pass at `now` (read by /healthz across instances)."""
+        with self.db.transaction() as session:
+            store.beat(session, self.owner, started_at, now, seconds)
 
     def _temporary(self, claim: Claim, now: datetime, error: str, result: PassResult) -> None:
         attempts = claim.attempts + 1

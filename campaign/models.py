@@ -9,6 +9,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -70,6 +71,8 @@ class Subscriber(Base):
     __table_args__ = (
         # case-insensitive uniqueness: Ann@X.org and ann@x.org are one person.
         Index("uq_subscribers_email_lower", func.lower("email"), unique=True),
+        # purging pending signups that were never confirmed.
+        Index("ix_subscribers_status_created_at", "status", "created_at"),
         CheckConstraint(_in("status", SUBSCRIBER_STATUSES), name="status"),
     )
 
@@ -128,3 +131,41 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Consent(Base):
+    """Proof of opt-in: who asked, when, from where (kept until the person is forgotten)."""
+
+    __tablename__ = "consents"
+    __table_args__ = (CheckConstraint("kind IN ('signup', 'confirm', 'operator')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(400), default="")
+    source_page: Mapped[str] = mapped_column(String(400), default="")
+
+
+class Suppression(Base):
+    """Addresses never to mail again, kept only as a SHA-256 hash after `campaign forget`."""
+
+    __tablename__ = "suppressions"
+
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Heartbeat(Base):
+    """One row per running scheduler: when its last pass finished (for /healthz)."""
+
+    __tablename__ = "heartbeats"
+
+    owner: Mapped[str] = mapped_column(String(100), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_pass_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_pass_seconds: Mapped[float] = mapped_column(Float, default=0.0)

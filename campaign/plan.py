@@ -40,6 +40,12 @@ class StepSpec(_Strict):
     attachments: list[Text] = Field(default_factory=list)
 
 
+class ConfirmationSpec(_Strict):
+    subject: Text
+    preheader: str = ""
+    template: Text
+
+
 class EbookSpec(_Strict):
     title: Text
     file: Text
@@ -51,6 +57,7 @@ class PlanSpec(_Strict):
     sender_name: Text | None = None
     send_time: Annotated[str, StringConstraints(pattern=SEND_TIME.pattern)]
     ebook: EbookSpec | None = None
+    confirmation: ConfirmationSpec | None = None
     steps: list[StepSpec] = Field(min_length=1)
 
 
@@ -67,6 +74,15 @@ class Step:
     attachments: tuple[Path, ...] = ()
     #: the ebook is among `attachments` because the step said `attach: true`.
     attaches_ebook: bool = False
+
+    @property
+    def field_path(self) -> str:
+        """Where this step stands in the plan file, e.g. `steps[3]` (or `confirmation`)."""
+        return "confirmation" if self.index == CONFIRMATION_INDEX else f"steps[{self.index}]"
+
+
+#: The double opt-in email is not a step of the plan; it uses this index.
+CONFIRMATION_INDEX = -1
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,8 @@ class Plan:
     steps: tuple[Step, ...]
     source: Path
     ebook: Ebook | None = None
+    #: the double opt-in email, sent before the plan starts (not one of `steps`).
+    confirmation: Step | None = None
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def step(self, key_or_day: str) -> Step | None:
@@ -136,6 +154,18 @@ def load_plan(path: Path | str, templates_dir: Path | str) -> Plan:
         steps=tuple(_step(i, s, ebook, path) for i, s in enumerate(spec.steps)),
         source=path,
         ebook=ebook,
+        confirmation=(
+            Step(
+                CONFIRMATION_INDEX,
+                "confirmation",
+                0,
+                spec.confirmation.subject,
+                spec.confirmation.preheader,
+                spec.confirmation.template,
+            )
+            if spec.confirmation
+            else None
+        ),
         lines=lines,
     )
     problems = _consistency_problems(plan, templates_dir)
@@ -300,7 +330,7 @@ def _consistency_problems(plan: Plan, templates_dir: Path) -> list[PlanProblem]:
             )
         elif not template.is_file():
             problems.append(plan.problem(f"{where}.template", f"{template} does not exist"))
-        own = step.attachments
+        own = step.attachments  # (template checks for the confirmation email are below)
         if step.attaches_ebook:
             if plan.ebook is None:
                 problems.append(
@@ -313,4 +343,8 @@ def _consistency_problems(plan: Plan, templates_dir: Path) -> list[PlanProblem]:
                 problems.append(
                     plan.problem(f"{where}.attachments[{i}]", f"{attachment} does not exist")
                 )
+    if plan.confirmation is not None:
+        template = templates_dir / plan.confirmation.template
+        if not template.is_file():
+            problems.append(plan.problem("confirmation.template", f"{template} does not exist"))
     return problems

@@ -22,7 +22,7 @@ from jinja2 import (
 from campaign.errors import PlanProblem, RenderError
 from campaign.message import header_text
 from campaign.plaintext import html_to_text
-from campaign.plan import Plan, Step
+from campaign.plan import CONFIRMATION_INDEX, Plan, Step
 
 GREETING_FALLBACK = "there"
 
@@ -68,13 +68,17 @@ class Renderer:
         self._inliner = css_inline.CSSInliner(keep_style_tags=True)
         self._compiled: dict[str, _CompiledStep] = {}
         self.problems: list[PlanProblem] = []
-        for step in plan.steps:
+        for step in self._all_steps():
             compiled = self._compile(step)
             if compiled:
                 self._compiled[step.key] = compiled
 
+    def _all_steps(self) -> list[Step]:
+        extra = [self.plan.confirmation] if self.plan.confirmation else []
+        return [*self.plan.steps, *extra]
+
     def _compile(self, step: Step) -> _CompiledStep | None:
-        where = f"steps[{step.index}]"
+        where = step.field_path
         try:
             subject = self._strings.from_string(step.subject)
         except TemplateSyntaxError as exc:
@@ -138,16 +142,20 @@ class Renderer:
     def check(self, samples: list[dict[str, Any]]) -> list[PlanProblem]:
         """Render every step for each sample context; every problem located by file:line."""
         problems = list(self.problems)
-        for step in self.plan.steps:
+        for step in self._all_steps():
             if step.key not in self._compiled:
                 continue
             for sample in samples:
                 try:
-                    self.render(step, self.context(step, sample["subscriber"], **sample["extra"]))
+                    extra = dict(sample["extra"])
+                    if step.index == CONFIRMATION_INDEX:
+                        # only the double opt-in email has a confirmation link to show.
+                        extra["confirm_url"] = f"{self.shared.get('public_base_url', '')}/confirm/x"
+                    self.render(step, self.context(step, sample["subscriber"], **extra))
                 except RenderError as exc:
                     cause = exc.__cause__ or exc
                     message = _describe(cause, self.templates_dir) if cause is not exc else str(exc)
-                    problems.append(self.plan.problem(f"steps[{step.index}].template", message))
+                    problems.append(self.plan.problem(f"{step.field_path}.template", message))
                     break
         return problems
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from campaign import store
@@ -44,3 +45,22 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
         "subscribers": {status: by_status.get(status, 0) for status in statuses},
         "steps": [asdict(s) for s in steps],
     }
+
+
+def operational_snapshot(db: Database, plan: Plan, now: datetime) -> dict[str, Any]:
+    """What /healthz and /metrics report: database numbers and the last pass's age."""
+    with db.transaction() as session:
+        last = store.last_pass_at(session)
+        return {
+            "emails": store.count_deliveries_by_step(session, plan.id),
+            "subscribers": store.count_subscribers_by_status(session),
+            "backlog": store.due_count(session, plan.id, now),
+            "last_pass_age": (now - last).total_seconds() if last else None,
+        }
+
+
+def last_pass_age(db: Database, now: datetime) -> float | None:
+    """Seconds since any scheduler finished a pass; None if none ever did."""
+    with db.transaction() as session:
+        last = store.last_pass_at(session)
+    return (now - last).total_seconds() if last else None

@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from types import FrameType
 
@@ -22,10 +23,21 @@ log = logging.getLogger("campaign.scheduler")
 class Service:
     """Runs sending passes until stopped; a pass never overlaps the previous one."""
 
-    def __init__(self, dispatcher: Dispatcher, clock: Clock, tick_seconds: float) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        tick_seconds: float,
+        *,
+        housekeeping: Callable[[datetime], None] = lambda now: None,
+        on_pass: Callable[[PassResult, float], None] = lambda result, seconds: None,
+    ) -> None:
         self.dispatcher = dispatcher
         self.clock = clock
         self.tick_seconds = tick_seconds
+        self.started_at = clock.now()
+        self._housekeeping = housekeeping
+        self._on_pass = on_pass
         self.stop_requested = threading.Event()
         self._operator_error: str | None = None
 
@@ -34,11 +46,14 @@ class Service:
         now = now or self.clock.now()
         started = time.perf_counter()
         try:
+            self._housekeeping(now)
             result = self.dispatcher.run_pass(now, self.stop_requested)
+            elapsed = time.perf_counter() - started
+            self.dispatcher.record_heartbeat(self.started_at, now, elapsed)
         except CampaignError as exc:
             log.error("pass failed: %s", exc.message)
             return PassResult(error=exc.message)
-        elapsed = time.perf_counter() - started
+        self._on_pass(result, elapsed)
         if result.error:
             if result.error != self._operator_error:
                 # One clear line per new problem, not one per message or per tick.
@@ -79,7 +94,6 @@ class Service:
         finally:
             log.info("stopping: finishing the message in flight")
             scheduler.shutdown(wait=True)
-            self.dispatcher.db.dispose()
             log.info("stopped")
 
     def _install_signal_handlers(self) -> None:

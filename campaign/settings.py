@@ -45,6 +45,15 @@ class Settings(BaseModel):
     max_attempts: int = Field(default=5, ge=1, le=100)
     retry_base_seconds: int = Field(default=60, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    double_opt_in: bool = True
+    confirm_token_days: int = Field(default=7, ge=1, le=90)
+    signup_rate_per_minute: int = Field(default=5, ge=1, le=10_000)
+    pending_purge_days: int = Field(default=14, ge=1)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    pages_dir: Path = Path("templates/web")
+    #: proxies whose X-Forwarded-For is believed (client addresses for rate limits and consent).
+    forwarded_allow_ips: str = "127.0.0.1"
 
     @field_validator("mail_from")
     @classmethod

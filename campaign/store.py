@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, tuple_, update
+from sqlalchemy import and_, delete, func, insert, select, true, tuple_, update
 from sqlalchemy.orm import Session
 
-from campaign.models import Delivery, Enrollment, Subscriber
+from campaign.models import Consent, Delivery, Enrollment, Heartbeat, Subscriber, Suppression
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ def claim_due(
     lease_until: datetime,
     limit: int,
     new_message_id: Callable[[], str],
+    only_enrollment: int | None = None,
 ) -> list[Claim]:
     """Claim up to `limit` due steps: lease them to `owner` until `lease_until`.
 
@@ -177,6 +179,7 @@ def claim_due(
             Enrollment.status == "active",
             Enrollment.next_due_at <= now,
             Subscriber.status == "active",
+            Enrollment.id == only_enrollment if only_enrollment is not None else true(),
         )
         .order_by(Enrollment.next_due_at)
         .limit(limit)
@@ -418,3 +421,113 @@ def due_count(session: Session, plan_id: str, now: datetime) -> int:
         )
         or 0
     )
+
+
+# -- consent, suppression, forgetting ------------------------------------------------------
+
+
+def record_consent(
+    session: Session,
+    subscriber_id: int,
+    *,
+    kind: str,
+    at: datetime,
+    ip: str,
+    user_agent: str,
+    source_page: str,
+) -> None:
+    session.add(
+        Consent(
+            subscriber_id=subscriber_id, kind=kind, at=at, ip=ip[:64],
+            user_agent=user_agent[:400], source_page=source_page[:400],
+        )
+    )  # fmt: skip
+
+
+def is_suppressed(session: Session, email_hash: str) -> bool:
+    return session.get(Suppression, email_hash) is not None
+
+
+def suppress(session: Session, email_hash: str, reason: str, now: datetime) -> None:
+    if session.get(Suppression, email_hash) is None:
+        session.add(Suppression(email_hash=email_hash, reason=reason, created_at=now))
+
+
+def unsuppress(session: Session, email_hash: str) -> None:
+    session.execute(delete(Suppression).where(Suppression.email_hash == email_hash))
+
+
+def subscriber_by_id(session: Session, subscriber_id: int) -> SubscriberRecord | None:
+    row = session.get(Subscriber, subscriber_id)
+    return _record(row) if row else None
+
+
+def resume_enrollment(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> bool:
+    """Restart a cancelled enrollment where it stopped (not from the start); False if none."""
+    result = session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.subscriber_id == subscriber_id,
+            Enrollment.plan_id == plan_id,
+            Enrollment.status == "cancelled",
+        )
+        .values(status="active", next_due_at=now, updated_at=now)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def enrollment_id(session: Session, subscriber_id: int, plan_id: str) -> int | None:
+    return session.scalar(
+        select(Enrollment.id).where(
+            Enrollment.subscriber_id == subscriber_id, Enrollment.plan_id == plan_id
+        )
+    )
+
+
+def everything_about(session: Session, subscriber_id: int) -> dict[str, Any]:
+    """All rows that concern one subscriber, as plain values (for `campaign export`)."""
+
+    def rows(model: Any, where: Any) -> list[dict[str, Any]]:
+        return [
+            {c.key: getattr(row, c.key) for c in model.__table__.columns}
+            for row in session.scalars(select(model).where(where))
+        ]
+
+    enrollments = rows(Enrollment, Enrollment.subscriber_id == subscriber_id)
+    ids = [e["id"] for e in enrollments]
+    return {
+        "subscriber": rows(Subscriber, Subscriber.id == subscriber_id)[0],
+        "consents": rows(Consent, Consent.subscriber_id == subscriber_id),
+        "enrollments": enrollments,
+        "deliveries": rows(Delivery, Delivery.enrollment_id.in_(ids)) if ids else [],
+    }
+
+
+def purge_pending(session: Session, created_before: datetime) -> int:
+    """Delete signups never confirmed since `created_before`; returns how many."""
+    result = session.execute(
+        delete(Subscriber).where(
+            Subscriber.status == "pending", Subscriber.created_at < created_before
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- heartbeats ----------------------------------------------------------------------------
+
+
+def beat(session: Session, owner: str, started_at: datetime, now: datetime, seconds: float) -> None:
+    row = session.get(Heartbeat, owner)
+    if row is None:
+        session.add(
+            Heartbeat(
+                owner=owner, started_at=started_at, last_pass_at=now, last_pass_seconds=seconds
+            )
+        )
+    else:
+        row.last_pass_at = now
+        row.last_pass_seconds = seconds
+
+
+def last_pass_at(session: Session) -> datetime | None:
+    return session.scalar(select(func.max(Heartbeat.last_pass_at)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,18 @@ from campaign.errors import BadInput, InvalidAddress, UnknownSubscriber
 from campaign.plan import Plan
 
 IMPORT_CHUNK = 500
+
+
+class Suppressed(BadInput):
+    """This address asked to be forgotten and is never mailed again."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f"{address} was forgotten on request and is suppressed; not added")
+
+
+def email_hash(email: str) -> str:
+    """The suppression key of an address: SHA-256 of its lowercase form."""
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
 
 
 def normalise_address(email: str) -> str:
@@ -38,7 +51,7 @@ def checked_timezone(name: str | None) -> str:
     return name
 
 
-def _first_name(name: str | None) -> str:
+def first_name_of(name: str | None) -> str:
     cleaned = " ".join((name or "").split())
     if len(cleaned) > 100:
         raise BadInput("first name is longer than 100 characters")
@@ -67,12 +80,14 @@ def subscribe(
     Someone already known is left as they are: no second enrolment, no restarted plan.
     """
     address = normalise_address(email)
-    name = _first_name(first_name)
+    name = first_name_of(first_name)
     zone = checked_timezone(timezone)
     with db.transaction() as session:
         known = store.find_subscriber(session, address)
         if known is not None:
             return SubscribeResult(known.email, created=False, status=known.status)
+        if store.is_suppressed(session, email_hash(address)):
+            raise Suppressed(address)
         subscriber_id = store.add_subscriber(
             session,
             email=address,
@@ -121,14 +136,17 @@ def import_rows(
     """
     report = ImportReport()
     seen: set[str] = set()
-    chunk: list[tuple[str, str, str]] = []
+    chunk: list[tuple[int, str, str, str]] = []
 
     def flush() -> None:
         with db.transaction() as session:
-            known = store.existing_emails(session, (email for email, _, _ in chunk))
-            for email, name, zone in chunk:
+            known = store.existing_emails(session, (email for _, email, _, _ in chunk))
+            for line, email, name, zone in chunk:
                 if email.lower() in known:
                     report.already_known += 1
+                    continue
+                if store.is_suppressed(session, email_hash(email)):
+                    report.problems.append((line, Suppressed(email).message))
                     continue
                 subscriber_id = store.add_subscriber(
                     session, email=email, first_name=name, timezone=zone,
@@ -141,7 +159,7 @@ def import_rows(
     for line, row in rows:
         try:
             email = normalise_address(row.get("email") or "")
-            name = _first_name(row.get("first_name"))
+            name = first_name_of(row.get("first_name"))
             zone = checked_timezone(row.get("timezone"))
         except BadInput as exc:
             report.problems.append((line, exc.message))
@@ -150,7 +168,7 @@ def import_rows(
                 report.already_known += 1
             else:
                 seen.add(email.lower())
-                chunk.append((email, name, zone))
+                chunk.append((line, email, name, zone))
                 if len(chunk) >= IMPORT_CHUNK:
                     flush()
         on_row()

@@ -1,0 +1,64 @@
+"""Prometheus metrics: counters this process sees, plus gauges read from the database."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """One registry per app, so tests and several apps in one process never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.signups = Counter(
+            "campaign_signups", "Signup form submissions, by outcome.", ["outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.confirmations = Counter(
+            "campaign_confirmations", "Double opt-in confirmations.", registry=self.registry
+        )
+        self.unsubscribes = Counter(
+            "campaign_unsubscribes", "Unsubscribes over HTTP, by method.", ["method"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.pass_seconds = Histogram(
+            "campaign_pass_seconds", "Duration of sending passes run by this process.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900),
+            registry=self.registry,
+        )  # fmt: skip
+        self.emails = Gauge(
+            "campaign_emails", "Deliveries in the database, by plan step and status.",
+            ["step", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.subscribers = Gauge(
+            "campaign_subscribers", "Subscribers by status.", ["status"], registry=self.registry
+        )
+        self.backlog = Gauge(
+            "campaign_backlog_due", "Emails due now and not yet sent.", registry=self.registry
+        )
+        self.last_pass_age = Gauge(
+            "campaign_last_pass_age_seconds", "Seconds since any scheduler finished a pass.",
+            registry=self.registry,
+        )  # fmt: skip
+
+    def update(
+        self,
+        *,
+        emails: Mapping[tuple[str, str], int],
+        subscribers: Mapping[str, int],
+        backlog: int,
+        last_pass_age: float | None,
+    ) -> None:
+        for (step, status), count in emails.items():
+            self.emails.labels(step=step, status=status).set(count)
+        for status, count in subscribers.items():
+            self.subscribers.labels(status=status).set(count)
+        self.backlog.set(backlog)
+        self.last_pass_age.set(last_pass_age if last_pass_age is not None else float("nan"))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

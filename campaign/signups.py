@@ -1,0 +1,199 @@
+"""The public side of subscribing: signup with consent, double opt-in, one-click unsubscribe,
+and a person's right to see and erase what is stored about them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from campaign import store, tokens
+from campaign.compose import Composer, Recipient
+from campaign.db import Database
+from campaign.errors import BadInput, CampaignError, DeliveryError, UnknownSubscriber
+from campaign.plan import Plan
+from campaign.subscriptions import (
+    checked_timezone,
+    email_hash,
+    first_name_of,
+    normalise_address,
+)
+from campaign.transport import Transport
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Where a request came from: kept as the consent record."""
+
+    ip: str = ""
+    user_agent: str = ""
+    source_page: str = ""
+
+
+@dataclass(frozen=True)
+class SignupResult:
+    """What happened, for logs and metrics only: the visitor sees the same page either way."""
+
+    outcome: str  # "confirmation-sent", "enrolled", "already-active", "ignored"
+    enrollment_id: int | None = None
+
+
+class ConfirmationFailed(CampaignError):
+    """The confirmation email could not be sent; please try again in a few minutes."""
+
+
+@dataclass
+class Signups:
+    """Signup, confirmation and unsubscribe for one plan, with the engine's composer."""
+
+    db: Database
+    plan: Plan
+    composer: Composer
+    transport: Transport
+    secret_key: str
+    double_opt_in: bool = True
+    confirm_token_days: int = 7
+
+    def signup(
+        self,
+        *,
+        email: str,
+        first_name: str | None,
+        timezone: str | None,
+        visitor: Visitor,
+        now: datetime,
+    ) -> SignupResult:
+        """Record a signup. Raise InvalidAddress for a bad address; otherwise the caller shows the
+        same answer whatever happened, so nobody can learn who is subscribed."""
+        address = normalise_address(email)
+        name = first_name_of(first_name)
+        try:
+            zone = checked_timezone(timezone)
+        except BadInput:
+            zone = "UTC"  # a browser's odd zone name must not cost a signup
+        with self.db.transaction() as session:
+            known = store.find_subscriber(session, address)
+            if known is None:
+                subscriber_id = store.add_subscriber(
+                    session, email=address, first_name=name, timezone=zone,
+                    status="pending" if self.double_opt_in else "active",
+                    source=visitor.source_page[:200] or "web", now=now,
+                )  # fmt: skip
+                status = "pending"
+            else:
+                subscriber_id, status = known.id, known.status
+            store.record_consent(
+                session, subscriber_id, kind="signup", at=now, ip=visitor.ip,
+                user_agent=visitor.user_agent, source_page=visitor.source_page,
+            )  # fmt: skip
+            if status == "active":
+                return SignupResult("already-active")
+            if status in ("bounced", "complained"):
+                return SignupResult("ignored")
+            if not self.double_opt_in:
+                enrollment = self._activate(session, subscriber_id, address, now)
+                return SignupResult("enrolled", enrollment)
+        self._send_confirmation(subscriber_id, address, name, now)
+        return SignupResult("confirmation-sent")
+
+    def _send_confirmation(
+        self, subscriber_id: int, address: str, name: str, now: datetime
+    ) -> None:
+        step = self.plan.confirmation
+        if step is None:
+            raise CampaignError("the plan has no `confirmation:` email but DOUBLE_OPT_IN is on")
+        composed = self.composer.compose(
+            step,
+            Recipient(subscriber_id, address, name),
+            message_id=self.composer.new_message_id(),
+            now=now,
+            extra={"confirm_url": self.composer.confirm_url(subscriber_id, now)},
+        )
+        try:
+            with self.transport.open() as connection:
+                connection.send(composed.envelope, composed.data)
+        except DeliveryError as exc:
+            raise ConfirmationFailed() from exc
+
+    def _activate(self, session: Any, subscriber_id: int, address: str, now: datetime) -> int:
+        store.set_subscriber_status(session, subscriber_id, "active", now)
+        store.unsuppress(session, email_hash(address))
+        if not store.enrol(session, subscriber_id, self.plan.id, now):
+            store.resume_enrollment(session, subscriber_id, self.plan.id, now)
+        enrollment = store.enrollment_id(session, subscriber_id, self.plan.id)
+        if enrollment is None:  # cannot happen: enrolled or resumed just above
+            raise CampaignError(f"subscriber {subscriber_id} has no enrollment")
+        return enrollment
+
+    def check_confirmation(self, token: str, now: datetime) -> int:
+        """The subscriber a confirmation link is for; InvalidToken if forged or expired."""
+        claims = tokens.verify(
+            self.secret_key, token, "confirm", now, timedelta(days=self.confirm_token_days)
+        )
+        return claims.subject_id
+
+    def confirm(self, token: str, visitor: Visitor, now: datetime) -> int | None:
+        """Activate and enrol the subscriber; the enrollment whose welcome is due now, if any."""
+        subscriber_id = self.check_confirmation(token, now)
+        with self.db.transaction() as session:
+            known = store.subscriber_by_id(session, subscriber_id)
+            if known is None:
+                raise tokens.InvalidToken("This link is no longer valid.")
+            store.record_consent(
+                session, subscriber_id, kind="confirm", at=now, ip=visitor.ip,
+                user_agent=visitor.user_agent, source_page=visitor.source_page,
+            )  # fmt: skip
+            if known.status == "active":
+                return None  # a second click: nothing restarts
+            if known.status in ("bounced", "complained"):
+                return None
+            return self._activate(session, subscriber_id, known.email, now)
+
+    def check_unsubscribe(self, token: str, now: datetime) -> int:
+        return tokens.verify(self.secret_key, token, "unsubscribe", now).subject_id
+
+    def unsubscribe(self, token: str, now: datetime) -> bool:
+        """Unsubscribe the token's subscriber at once; False if they had already left."""
+        subscriber_id = self.check_unsubscribe(token, now)
+        with self.db.transaction() as session:
+            known = store.subscriber_by_id(session, subscriber_id)
+            if known is None or known.status == "unsubscribed":
+                return False
+            store.set_subscriber_status(session, subscriber_id, "unsubscribed", now)
+            store.cancel_enrollments(session, subscriber_id, now)
+        return True
+
+    def purge_pending(self, now: datetime, days: int) -> int:
+        with self.db.transaction() as session:
+            return store.purge_pending(session, now - timedelta(days=days))
+
+
+def export_person(db: Database, email: str) -> dict[str, Any]:
+    """Everything stored about `email`, as JSON-ready values."""
+    with db.transaction() as session:
+        known = store.find_subscriber(session, email.strip())
+        if known is None:
+            raise UnknownSubscriber(email)
+        data = store.everything_about(session, known.id)
+    exported: dict[str, Any] = _jsonable(data)
+    return exported
+
+
+def forget_person(db: Database, email: str, now: datetime) -> None:
+    """Erase a person; keep only a hash of the address so it is never mailed by mistake."""
+    with db.transaction() as session:
+        known = store.find_subscriber(session, email.strip())
+        if known is None:
+            raise UnknownSubscriber(email)
+        store.suppress(session, email_hash(known.email), "forgotten", now)
+        store.delete_subscriber(session, known.id)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
