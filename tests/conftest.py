@@ -90,6 +90,7 @@ def env(database_url: str, smtp_server: SMTPServer, tmp_path: Path) -> dict[str,
         "MAIL_FROM": "Pain & Injury Doctor <newsletter@example.org>",
         "PLAN_PATH": str(ROOT / "plans" / "thirty_day.yaml"),
         "TEMPLATES_DIR": str(ROOT / "templates" / "emails"),
+        "PAGES_DIR": str(ROOT / "templates" / "web"),
         "OUTBOX_DIR": str(tmp_path / "outbox"),
         "POSTAL_ADDRESS": "Pain & Injury Doctor, 1 Test Street, Testville",
     }

@@ -231,3 +231,20 @@ def test_sigterm_stops_the_service_cleanly_within_ten_seconds(
     assert service.returncode == 0, log.read_text()
     assert time.monotonic() - started < 10
     assert "stopped" in log.read_text()
+
+
+def test_export_prints_everything_and_forget_erases_all_but_a_suppression_hash(run: Run) -> None:
+    """`export` shows a person's data as JSON; after `forget` it is gone and cannot be re-added."""
+    assert run(*CAMPAIGN, "subscribe", "eva@example.org", "--name", "Eva").returncode == 0
+    exported = run(*CAMPAIGN, "export", "eva@example.org")
+    assert exported.returncode == 0, exported.stderr
+    data = json.loads(exported.stdout)
+    assert data["subscriber"]["email"] == "eva@example.org"
+    assert data["subscriber"]["first_name"] == "Eva"
+    assert len(data["enrollments"]) == 1
+    assert run(*CAMPAIGN, "forget", "eva@example.org").returncode == 0
+    gone = run(*CAMPAIGN, "export", "eva@example.org")
+    assert gone.returncode == 2
+    again = run(*CAMPAIGN, "subscribe", "EVA@example.org")
+    assert again.returncode == 2
+    assert "suppressed" in again.stderr

@@ -10,7 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from campaign import store, subscriptions
+from campaign.bootstrap import App
 from campaign.models import Delivery, Subscriber
+from campaign.testing import RecordingTransport
+from campaign.transport import Envelope
 from tests.conftest import EngineFactory
 from tests.helpers import hours, tick
 from tests.smtp_server import Received, SMTPServer
@@ -208,3 +211,33 @@ def test_one_malformed_subscriber_does_not_stop_the_pass(
     result = tick(app, clock, START)
     assert (result.sent, result.failed) == (1, 1)
     assert [r.recipients for r in smtp_server.received] == [["fine@example.org"]]
+
+
+class _UnsubscribesDuringThePass(RecordingTransport):
+    """Accepts messages; while accepting the first, someone else unsubscribes."""
+
+    def __init__(self, app: App, leaver: str) -> None:
+        super().__init__()
+        self.app, self.leaver = app, leaver
+
+    def send(self, envelope: Envelope, data: bytes) -> None:
+        super().send(envelope, data)
+        if len(self.sent) == 1:
+            subscriptions.unsubscribe(self.app.db, email=self.leaver, now=START)
+
+
+def test_an_unsubscribe_during_a_pass_stops_an_email_already_claimed(
+    engine: EngineFactory,
+) -> None:
+    """Status is re-read just before SMTP: a claimed email of someone who just left never goes."""
+    app, clock = engine(START)
+    for email in ("first@example.org", "leaver@example.org"):
+        subscriptions.subscribe(
+            app.db, app.plan, email=email, first_name=None, timezone="UTC", now=START
+        )
+    transport = _UnsubscribesDuringThePass(app, "leaver@example.org")
+    app.dispatcher.transport = transport
+    result = tick(app, clock, START)
+    assert result.claimed == 2
+    assert (result.sent, result.skipped) == (1, 1)
+    assert [m.envelope.recipient for m in transport.sent] == ["first@example.org"]

@@ -1,0 +1,229 @@
+"""The public HTTP side over real HTTP: uvicorn on loopback, httpx, a real SMTP server, both
+databases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+
+from campaign import signups, subscriptions
+from tests.acceptance.conftest import NOW, Site
+from tests.helpers import tick
+from tests.tools import ROOT
+
+
+def test_signup_then_confirm_sends_the_welcome_email_at_once(site: Site) -> None:
+    """Signup mails a confirmation link; confirming sends the welcome and ebook with no tick."""
+    page = site.signup("maria@example.org", first_name="Maria", timezone="Europe/Berlin")
+    assert page.status_code == 200
+    assert "Check your email" in page.text
+    assert "newsletter@example.org" in page.text  # the real MAIL_FROM, to add to contacts
+    [confirmation] = site.mail_to("maria@example.org")
+    link = site.link_in(confirmation, "confirm")
+    shown = site.http.get(link)
+    assert shown.status_code == 200
+    assert "<form" in shown.text
+    assert site.status_of("maria@example.org") == "pending"  # a GET changes nothing
+    done = site.http.post(link)
+    assert done.status_code == 200
+    assert site.status_of("maria@example.org") == "active"
+    welcome = site.mail_to("maria@example.org")[1]
+    assert str(welcome["X-Campaign-Step"]).endswith("/welcome")
+    assert [a.get_filename() for a in welcome.iter_attachments()] == [
+        "concepts-of-self-healing.pdf"
+    ]
+    again = site.http.post(link)  # a second click restarts nothing
+    assert again.status_code == 200
+    assert len(site.mail_to("maria@example.org")) == 2
+
+
+def test_a_known_address_gets_the_same_answer_as_a_new_one(site: Site) -> None:
+    """Whether an address is new, pending, active or unsubscribed, the answer is identical."""
+    subscriptions.subscribe(
+        site.app.db, site.app.plan, email="active@example.org", first_name=None,
+        timezone=None, now=NOW,
+    )  # fmt: skip
+    subscriptions.subscribe(
+        site.app.db, site.app.plan, email="gone@example.org", first_name=None,
+        timezone=None, now=NOW,
+    )  # fmt: skip
+    subscriptions.unsubscribe(site.app.db, email="gone@example.org", now=NOW)
+    answers = [
+        site.signup(email)
+        for email in (
+            "new@example.org",
+            "new@example.org",
+            "active@example.org",
+            "gone@example.org",
+        )
+    ]
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.text for a in answers}) == 1
+    json_answers = [
+        site.http.post("/subscribe", json={"email": e}).json()
+        for e in ("other@example.org", "active@example.org")
+    ]
+    assert json_answers[0] == json_answers[1]
+
+
+def test_a_resignup_never_restarts_or_duplicates_a_running_plan(site: Site) -> None:
+    """An active subscriber who signs up again gets no new email and keeps their place."""
+    site.app.signups.double_opt_in = False
+    site.signup("sam@example.org")
+    tick(site.app, site.clock, NOW + timedelta(days=1, hours=-2))  # day 1 at 07:00 UTC
+    before = len(site.mail_to("sam@example.org"))
+    assert before == 2
+    site.signup("sam@example.org")
+    tick(site.app, site.clock, NOW + timedelta(days=1, hours=-1))
+    assert len(site.mail_to("sam@example.org")) == before
+
+
+def test_without_double_opt_in_the_welcome_goes_straight_after_signup(site: Site) -> None:
+    """With DOUBLE_OPT_IN=false the first email is the welcome, sent during the request."""
+    site.app.signups.double_opt_in = False
+    site.signup("direct@example.org")
+    [welcome] = site.mail_to("direct@example.org")
+    assert str(welcome["X-Campaign-Step"]).endswith("/welcome")
+
+
+def test_a_bad_address_is_refused_next_to_the_field(site: Site) -> None:
+    """A bad address gets its message beside the field (HTML) or a 422 naming it (JSON)."""
+    form = site.signup("maria@@example.org")
+    assert form.status_code == 422
+    assert 'id="email-error"' in form.text
+    assert 'value="maria@@example.org"' in form.text
+    api = site.http.post("/subscribe", json={"email": "not-an-address"})
+    assert api.status_code == 422
+    assert api.json()["field"] == "email"
+    assert site.smtp.received == []
+
+
+def test_one_click_unsubscribe_stops_the_plan_at_once(site: Site) -> None:
+    """RFC 8058: a POST of List-Unsubscribe=One-Click unsubscribes; no later email goes out."""
+    site.app.signups.double_opt_in = False
+    site.signup("leaver@example.org")
+    [welcome] = site.mail_to("leaver@example.org")
+    url = str(welcome["List-Unsubscribe"]).strip("<>")
+    assert url.startswith(site.url + "/unsubscribe/")
+    response = httpx.post(
+        url,
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200
+    assert site.status_of("leaver@example.org") == "unsubscribed"
+    for hours in range(0, 72, 6):
+        tick(site.app, site.clock, NOW + timedelta(hours=hours))
+    assert len(site.mail_to("leaver@example.org")) == 1
+
+
+def test_a_get_of_the_unsubscribe_link_only_shows_a_button(site: Site) -> None:
+    """Link scanners fetch links: a GET shows a confirm button and unsubscribes nobody."""
+    site.app.signups.double_opt_in = False
+    site.signup("kept@example.org")
+    [welcome] = site.mail_to("kept@example.org")
+    path = site.link_in(welcome, "unsubscribe")
+    page = site.http.get(path)
+    assert page.status_code == 200
+    assert "Unsubscribe me" in page.text
+    assert site.status_of("kept@example.org") == "active"
+    site.http.post(path)
+    assert site.status_of("kept@example.org") == "unsubscribed"
+
+
+def test_forged_altered_or_expired_links_change_nothing(site: Site) -> None:
+    """A forged, altered or expired token gets a 400 page and leaves the subscriber as is."""
+    site.signup("maria@example.org")
+    [confirmation] = site.mail_to("maria@example.org")
+    link = site.link_in(confirmation, "confirm")
+    altered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
+    for bad in (altered, "/confirm/forged.token", "/unsubscribe/" + link.split("/")[-1]):
+        response = site.http.post(bad)
+        assert response.status_code == 400, bad
+        assert "This link does not work" in response.text
+    site.clock.advance(timedelta(days=8))
+    expired = site.http.post(link)
+    assert expired.status_code == 400
+    assert "expired" in expired.text
+    assert site.status_of("maria@example.org") == "pending"
+
+
+def test_the_signup_rate_limit_answers_429_with_retry_after(site: Site) -> None:
+    """The 11th signup in a minute from one address is refused with 429 and Retry-After."""
+    codes = [site.signup(f"p{n}@example.org").status_code for n in range(11)]
+    assert codes == [200] * 10 + [429]
+    refused = site.http.post("/subscribe", json={"email": "p9@example.org"})
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) > 0
+    site.clock.advance(timedelta(seconds=61))
+    assert site.signup("later@example.org").status_code == 200
+
+
+def test_a_filled_honeypot_is_accepted_silently_and_dropped(site: Site) -> None:
+    """A bot filling the hidden field sees success, but nobody is stored or mailed."""
+    response = site.signup("bot@example.org", website="http://spam.example")
+    assert response.status_code == 200
+    assert "Check your email" in response.text
+    assert site.status_of("bot@example.org") is None
+    assert site.smtp.received == []
+
+
+def test_an_oversized_body_is_refused(site: Site) -> None:
+    """A request body over the small limit is refused with 413 before it is parsed."""
+    response = site.signup("big@example.org", first_name="x" * 20_000)
+    assert response.status_code == 413
+    assert site.status_of("big@example.org") is None
+
+
+def test_pending_signups_never_confirmed_are_purged(site: Site) -> None:
+    """After PENDING_PURGE_DAYS an unconfirmed signup is deleted by the scheduler."""
+    site.signup("ghost@example.org")
+    from campaign.bootstrap import make_service
+
+    service = make_service(site.app)
+    service.run_pass(NOW + timedelta(days=13))
+    assert site.status_of("ghost@example.org") == "pending"
+    service.run_pass(NOW + timedelta(days=15))
+    assert site.status_of("ghost@example.org") is None
+
+
+def test_the_ebook_is_served_under_the_public_url(site: Site) -> None:
+    """The welcome email's download link answers with the PDF itself."""
+    response = site.http.get("/ebook/concepts-of-self-healing.pdf")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/pdf"
+    assert response.content == (ROOT / "assets" / "concepts-of-self-healing.pdf").read_bytes()
+    assert site.http.get("/ebook/../../etc/passwd").status_code == 404
+
+
+def test_healthz_reports_the_last_pass_and_metrics_count_signups(site: Site) -> None:
+    """/healthz is 503 until a pass has run, then 200; /metrics counts signups and backlog."""
+    assert site.http.get("/healthz").status_code == 503
+    from campaign.bootstrap import make_service
+
+    make_service(site.app).run_pass(NOW)
+    health = site.http.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["database"] == "ok"
+    site.signup("m@example.org")
+    metrics = site.http.get("/metrics").text
+    assert 'campaign_signups_total{outcome="confirmation-sent"} 1.0' in metrics
+    assert "campaign_backlog_due 0.0" in metrics
+
+
+def test_signup_and_confirmation_are_recorded_as_consent(site: Site) -> None:
+    """Each consent keeps time, IP, user agent and source page, and `export` shows them."""
+    site.http.post(
+        "/subscribe",
+        data={"email": "c@example.org", "source": "https://health.example/back-pain"},
+        headers={"User-Agent": "TestBrowser/1.0"},
+    )
+    [confirmation] = site.mail_to("c@example.org")
+    site.http.post(site.link_in(confirmation, "confirm"), headers={"User-Agent": "TestBrowser/1.0"})
+    consents = signups.export_person(site.app.db, "c@example.org")["consents"]
+    assert [c["kind"] for c in consents] == ["signup", "confirm"]
+    assert consents[0]["ip"] == "127.0.0.1"
+    assert consents[0]["user_agent"] == "TestBrowser/1.0"
+    assert consents[0]["source_page"] == "https://health.example/back-pain"
+    assert consents[0]["at"] == NOW.isoformat()
