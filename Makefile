@@ -22,12 +22,13 @@ run: $(STAMP)
 	$(BIN)/campaign plan check
 	@echo
 	@echo "The engine is starting on the embedded defaults (SQLite campaign.db, dev sink outbox/)."
-	@echo "In another terminal, add yourself and watch the welcome email arrive:"
-	@echo "    .venv/bin/campaign subscribe you@example.com --name You --timezone Europe/Berlin"
+	@echo "Sign up at http://127.0.0.1:8000/subscribe, then open the confirmation email:"
 	@echo "    ls outbox/        # each email is an .eml file: open it in any mail client"
+	@echo "Or add a subscriber directly (no confirmation) from another terminal:"
+	@echo "    .venv/bin/campaign subscribe you@example.com --name You --timezone Europe/Berlin"
 	@echo "Stop with Ctrl-C."
 	@echo
-	$(BIN)/python run_scheduler.py
+	$(BIN)/python run_scheduler.py --http 127.0.0.1:8000
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

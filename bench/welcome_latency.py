@@ -1,0 +1,141 @@
+"""Confirm-to-accepted latency: from a visitor's confirmation click to the SMTP server's 250 for
+the welcome email, measured against the real service (`run_scheduler.py --http`).
+
+    .venv/bin/python bench/welcome_latency.py              # 50 signups, SQLite
+    .venv/bin/python bench/welcome_latency.py --count 20 --database postgresql://postgres@127.0.0.1:5432/test
+
+The SMTP server (aiosmtpd) runs in this process and notes when each message arrives; the
+service runs in its own process, as in production. Prints the median and the worst latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from aiosmtpd.controller import Controller
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.smtp_server import free_port  # noqa: E402 - after the path is set
+
+
+class Arrivals:
+    """Records (recipient, step, monotonic time) for each message the server accepts."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, float, bytes]] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        arrived = time.monotonic()
+        content = envelope.original_content or b""
+        step = re.search(rb"X-Campaign-Step: \S+/(\S+)", content)
+        with self.lock:
+            self.items.append(
+                (envelope.rcpt_tos[0], step.group(1).decode() if step else "confirmation",
+                 arrived, content)
+            )  # fmt: skip
+        return "250 OK"
+
+    def wait_for(self, recipient: str, step: str, timeout: float = 30) -> tuple[float, bytes]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for to, kind, arrived, content in self.items:
+                    if to == recipient and kind == step:
+                        return arrived, content
+            time.sleep(0.001)
+        raise SystemExit(f"no {step} email for {recipient} within {timeout} s")
+
+
+def confirm_path(content: bytes, base: str) -> str:
+    message = message_from_bytes(content, policy=policy.default)
+    text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    found = re.search(rf"{re.escape(base)}(/confirm/[A-Za-z0-9_.=-]+)", text)
+    if not found:
+        raise SystemExit("no confirmation link in the email")
+    return found.group(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=50)
+    parser.add_argument("--database", default=None, help="PostgreSQL URL (default: temp SQLite)")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="campaign-latency-"))
+    schema = None
+    if args.database:
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(args.database, autocommit=True) as connection:
+            connection.execute(f'CREATE SCHEMA "{schema}"')
+        url = f"{args.database}?options=-csearch_path%3D{schema}"
+    else:
+        url = f"sqlite:///{workdir / 'latency.db'}"
+    arrivals = Arrivals()
+    smtp_port, http_port = free_port(), free_port()
+    controller = Controller(arrivals, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    base = f"http://127.0.0.1:{http_port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
+        "SMTP_SECURITY": "none", "SECRET_KEY": "latency-bench-secret-0123456789-0123456789",
+        "PUBLIC_BASE_URL": base, "SIGNUP_RATE_PER_MINUTE": "10000", "LOG_LEVEL": "WARNING",
+    }  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "campaign", "db", "upgrade"], env=env, cwd=ROOT, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    service = subprocess.Popen(
+        [sys.executable, "run_scheduler.py", "--http", f"127.0.0.1:{http_port}"], env=env, cwd=ROOT
+    )
+    latencies: list[float] = []
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.get("/subscribe")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            for n in range(args.count):
+                email = f"reader{n}@example.org"
+                client.post("/subscribe", data={"email": email, "first_name": "Reader"})
+                _, content = arrivals.wait_for(email, "confirmation")
+                path = confirm_path(content, base)
+                clicked = time.monotonic()
+                client.post(path)
+                accepted, _ = arrivals.wait_for(email, "welcome")
+                latencies.append(accepted - clicked)
+    finally:
+        service.terminate()
+        service.wait(timeout=15)
+        controller.stop()
+        if schema and args.database:
+            with psycopg.connect(args.database, autocommit=True) as connection:
+                connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    print(f"database          {'postgresql' if args.database else 'sqlite'}")
+    print(f"confirmations     {len(latencies)}")
+    print(f"median            {statistics.median(latencies) * 1000:.1f} ms")
+    print(f"worst             {max(latencies) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
