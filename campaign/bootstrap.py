@@ -128,6 +128,7 @@ def build(
         sender=address(settings.sender_address, plan.sender_name or settings.sender_name),
         public_base_url=settings.public_base_url,
         secret_key=settings.secret_key.get_secret_value(),
+        track_clicks=settings.track_clicks,
     )
     transport = transport or make_transport(settings)
     db = Database(settings.database_url)

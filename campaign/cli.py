@@ -17,12 +17,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from campaign import reports, signups, subscriptions
+from campaign import reports, signups, simulation, subscriptions
 from campaign.bootstrap import App, build, check_plan, make_service
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
 from campaign.compose import Recipient
 from campaign.errors import BadInput, CampaignError, PlanError, UnknownStep
+from campaign.report_page import render_report
 from campaign.settings import Settings, load_environment
+from campaign.studio import serve_studio
 from campaign.web import make_server
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -224,7 +226,9 @@ def _step(app: App, key_or_day: str) -> Any:
 
 
 @main.command()
-@click.argument("step")
+@click.argument("step", required=False)
+@click.option("--serve", is_flag=True, help="Open the preview studio: the whole month, live.")
+@click.option("--port", type=int, default=8001, help="Port for --serve (default 8001).")
 @click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="html")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--name", default="Ann", help="First name of the sample subscriber.")
@@ -232,9 +236,30 @@ def _step(app: App, key_or_day: str) -> Any:
 @NOW
 @reports_errors
 def preview(
-    step: str, fmt: str, out_file: Path | None, name: str, email: str, now: datetime | None
+    step: str | None,
+    serve: bool,
+    port: int,
+    fmt: str,
+    out_file: Path | None,
+    name: str,
+    email: str,
+    now: datetime | None,
 ) -> None:
-    """Render STEP (a key or a day number) for a sample subscriber, without sending."""
+    """Render STEP (a key or a day number) for a sample subscriber, without sending.
+
+    With --serve, open the preview studio instead: every step of the month with its day,
+    send time, subject and preheader; a click shows it as a phone and a desktop would, with
+    its text part and headers. It reloads by itself when the plan or a template changes.
+    """
+    if serve:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        clock: Clock = FixedClock(now) if now else SystemClock()
+        out.print(f"preview studio: http://127.0.0.1:{port}/  (Ctrl-C to stop)")
+        serve_studio(settings, port, clock.now)
+        return
+    if not step:
+        raise BadInput("give a STEP (a key or a day number), or --serve")
     app = make_app(now, migrated=False)
     chosen = _step(app, step)
     composed = app.composer.compose(
@@ -256,25 +281,29 @@ def preview(
 
 
 @main.command("send-test")
-@click.argument("step")
-@click.option("--to", "to", required=True, help="Where to send the test email.")
+@click.argument("step", required=False)
+@click.option("--all", "send_all", is_flag=True, help="Send every step of the plan, in order.")
+@click.option("--to", "to", required=True, help="Where to send the test email(s).")
 @click.option("--name", default="Ann", help="First name to render with.")
 @reports_errors
-def send_test(step: str, to: str, name: str) -> None:
-    """Send STEP to one address for review; nothing is recorded and no subscriber is touched."""
+def send_test(step: str | None, send_all: bool, to: str, name: str) -> None:
+    """Send STEP (or --all steps) to one inbox for review; nothing is recorded."""
+    if bool(step) == send_all:
+        raise BadInput("give a STEP or --all (not both)")
     app = make_app(migrated=False)
-    chosen = _step(app, step)
+    steps = list(app.plan.steps) if send_all else [_step(app, step or "")]
     address = subscriptions.normalise_address(to)
-    composed = app.composer.compose(
-        chosen,
-        Recipient(0, address, name),
-        message_id=app.composer.new_message_id(),
-        now=app.clock.now(),
-        subject_prefix=f"[TEST day {chosen.day}] ",
-    )
     with app.transport.open() as connection:
-        connection.send(composed.envelope, composed.data)
-    out.print(f"sent {chosen.key} to {address} via {app.transport.description}")
+        for chosen in steps:
+            composed = app.composer.compose(
+                chosen,
+                Recipient(0, address, name),
+                message_id=app.composer.new_message_id(),
+                now=app.clock.now(),
+                subject_prefix=f"[TEST day {chosen.day}] ",
+            )
+            connection.send(composed.envelope, composed.data)
+            out.print(f"sent {chosen.key} to {address} via {app.transport.description}")
 
 
 @main.command()
@@ -313,6 +342,39 @@ def forget(email: str, now: datetime | None) -> None:
 
 
 @main.command()
+@click.option("--start", type=InstantType(), default=None, help="Signup instant (default: now).")
+@click.option("--timezone", default="UTC", help="The subscriber's IANA time zone.")
+@click.option("--days", type=int, default=None, help="Only the first N days of the plan.")
+@click.option("--name", default="Ann", help="The subscriber's first name, for subjects.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "ics"]), default="table")
+@reports_errors
+def simulate(start: datetime | None, timezone: str, days: int | None, name: str, fmt: str) -> None:
+    """Print, without sending, when a subscriber who signs up at --start gets each email."""
+    app = make_app(start, migrated=False)
+    try:
+        deliveries = simulation.simulate(
+            app.composer, start=app.clock.now(), timezone=timezone, days=days, first_name=name
+        )
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+    if fmt == "json":
+        rows = [
+            {"day": d.day, "step": d.key, "at": d.at.isoformat(), "local": d.local.isoformat(),
+             "subject": d.subject, "preheader": d.preheader}
+            for d in deliveries
+        ]  # fmt: skip
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "ics":
+        click.echo(simulation.to_ics(app.plan.id, deliveries), nl=False)
+    else:
+        table = Table("day", "step", "local time", "UTC", "subject", title=f"signup {timezone}")
+        for d in deliveries:
+            table.add_row(str(d.day), d.key, f"{d.local:%a %Y-%m-%d %H:%M %Z}",
+                          f"{d.at:%Y-%m-%d %H:%M}", d.subject)  # fmt: skip
+        out.print(table)
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @reports_errors
 def stats(as_json: bool) -> None:
@@ -326,9 +388,21 @@ def stats(as_json: bool) -> None:
         "subscribers: "
         + ", ".join(f"{status} {count}" for status, count in numbers["subscribers"].items())
     )
-    table = Table("step", "day", "sent", "failed", "pending", title=f"plan {numbers['plan']}")
+    columns = ["sent", "bounced", "failed", "unsubscribes_48h", "clicks", "pending"]
+    table = Table("step", "day", *[c.replace("_", " ") for c in columns],
+                  title=f"plan {numbers['plan']}")  # fmt: skip
     for row in numbers["steps"]:
-        table.add_row(
-            row["key"], str(row["day"]), str(row["sent"]), str(row["failed"]), str(row["pending"])
-        )
+        table.add_row(row["key"], str(row["day"]), *[str(row[c]) for c in columns])
     out.print(table)
+
+
+@main.command()
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("report.html"), help="Where to write the page.")  # fmt: skip
+@reports_errors
+def report(out_file: Path) -> None:
+    """Write a self-contained HTML report: the month's funnel chart and the per-step table."""
+    app = make_app()
+    page = render_report(reports.stats(app.db, app.plan), app.clock.now())
+    out_file.write_text(page, encoding="utf-8")
+    out.print(f"wrote {out_file}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import mimetypes
+import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.headerregistry import Address
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from campaign.message import Attachment, address, build_message
 from campaign.plan import Plan, Step
 from campaign.render import RenderedEmail, Renderer, subscriber_context
 from campaign.transport import Envelope
+
+_HREF = re.compile(r'href="(https?://[^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,14 @@ class Composer:
         sender: Address,
         public_base_url: str,
         secret_key: str,
+        track_clicks: bool = False,
     ) -> None:
         self.plan = plan
         self.renderer = renderer
         self.sender = sender
         self.public_base_url = public_base_url.rstrip("/")
         self._secret = secret_key
+        self.track_clicks = track_clicks
         self._attachments: dict[Path, Attachment] = {}
 
     @property
@@ -90,10 +96,16 @@ class Composer:
         now: datetime,
         subject_prefix: str = "",
         extra: Mapping[str, Any] | None = None,
+        delivery_id: int | None = None,
     ) -> Composed:
-        """Render and build; raises RenderError for a template that fails for this subscriber."""
+        """Render and build; raises RenderError for a template that fails for this subscriber.
+
+        With click tracking on and a `delivery_id`, links become signed `/c/` redirects.
+        """
         rendered = self.render(step, recipient, now, extra)
         unsubscribe = self.unsubscribe_url(recipient.subscriber_id, now)
+        if self.track_clicks and delivery_id is not None:
+            rendered = self._tracked(rendered, delivery_id, now, keep=unsubscribe)
         data = build_message(
             sender=self.sender,
             recipient=address(recipient.email, recipient.first_name),
@@ -111,6 +123,24 @@ class Composer:
             attachments=[self._attachment(path) for path in step.attachments],
         )
         return Composed(Envelope(self.sender.addr_spec, recipient.email), data, rendered)
+
+    def click_url(self, delivery_id: int, target: str, now: datetime) -> str:
+        token = tokens.sign(self._secret, "click", delivery_id, now, data=target)
+        return f"{self.public_base_url}/c/{token}"
+
+    def _tracked(
+        self, rendered: RenderedEmail, delivery_id: int, now: datetime, keep: str
+    ) -> RenderedEmail:
+        """Every http(s) link but the unsubscribe one, in both parts, as a signed redirect."""
+        html, text = rendered.html, rendered.text
+        for escaped in sorted(set(_HREF.findall(html)), key=len, reverse=True):
+            target = unescape(escaped)
+            if target == keep:
+                continue
+            tracked = self.click_url(delivery_id, target, now)
+            html = html.replace(f'href="{escaped}"', f'href="{tracked}"')
+            text = text.replace(f"<{target}>", f"<{tracked}>")
+        return replace(rendered, html=html, text=text)
 
     def _attachment(self, path: Path) -> Attachment:
         # Read once per plan load, like the templates: not once per email.

@@ -149,7 +149,10 @@ class Dispatcher:
         step = self.plan.steps[claim.step_index]
         recipient = Recipient(claim.subscriber_id, claim.email, claim.first_name)
         try:
-            composed = self.composer.compose(step, recipient, message_id=claim.message_id, now=now)
+            composed = self.composer.compose(
+                step, recipient, message_id=claim.message_id, now=now,
+                delivery_id=claim.delivery_id,
+            )  # fmt: skip
         except RenderError as exc:
             log.warning("render failed for delivery %s: %s", claim.delivery_id, exc.message)
             self._temporary(claim, now, exc.message, result)

@@ -25,7 +25,7 @@ from sqlalchemy.types import TypeDecorator
 SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 ENROLLMENT_STATUSES = ("active", "completed", "cancelled")
 #: queued = claimed or waiting for its first try; retry = deferred after a temporary failure.
-DELIVERY_STATUSES = ("queued", "retry", "sent", "failed", "skipped")
+DELIVERY_STATUSES = ("queued", "retry", "sent", "failed", "bounced", "skipped")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -169,3 +169,16 @@ class Heartbeat(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_pass_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_pass_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Click(Base):
+    """A click on a tracked link (TRACK_CLICKS=true), counted per step in `campaign stats`."""
+
+    __tablename__ = "clicks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())

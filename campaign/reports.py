@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from campaign import store
 from campaign.db import Database
 from campaign.plan import Plan
+
+#: An unsubscribe this soon after an email is counted against that email's step.
+UNSUBSCRIBE_WINDOW = timedelta(hours=48)
 
 
 @dataclass(frozen=True)
@@ -16,8 +19,11 @@ class StepStats:
     key: str
     day: int
     sent: int
+    bounced: int
     failed: int
     pending: int
+    unsubscribes_48h: int
+    clicks: int
 
 
 def stats(db: Database, plan: Plan) -> dict[str, Any]:
@@ -26,6 +32,8 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
         by_status = store.count_subscribers_by_status(session)
         deliveries = store.count_deliveries_by_step(session, plan.id)
         waiting = store.count_active_by_next_step(session, plan.id)
+        leavers = store.unsubscribes_after_step(session, plan.id, UNSUBSCRIBE_WINDOW)
+        clicks = store.clicks_by_step(session, plan.id)
     steps = []
     for step in plan.steps:
         # pending: active enrollments that have not got past this step yet.
@@ -35,13 +43,17 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
                 key=step.key,
                 day=step.day,
                 sent=deliveries.get((step.key, "sent"), 0),
+                bounced=deliveries.get((step.key, "bounced"), 0),
                 failed=deliveries.get((step.key, "failed"), 0),
                 pending=pending,
+                unsubscribes_48h=leavers.get(step.key, 0),
+                clicks=clicks.get(step.key, 0),
             )
         )
     statuses = ("pending", "active", "unsubscribed", "bounced", "complained")
     return {
         "plan": plan.id,
+        "name": plan.name,
         "subscribers": {status: by_status.get(status, 0) for status in statuses},
         "steps": [asdict(s) for s in steps],
     }

@@ -65,3 +65,17 @@ def retry_delay(attempts: int, base_seconds: int, jitter: float) -> timedelta:
     """Exponential backoff base * 2^(attempts-1), capped at 6 hours, times `jitter` (0.5-1.5)."""
     seconds = min(base_seconds * 2 ** max(attempts - 1, 0), 6 * 3600)
     return timedelta(seconds=seconds * jitter)
+
+
+def timeline(
+    plan: Plan, started_at: datetime, tz: ZoneInfo, last_day: int | None = None
+) -> list[tuple[Step, datetime]]:
+    """When each step goes out for someone enrolling at `started_at`, if no pass runs late."""
+    entries: list[tuple[Step, datetime]] = []
+    last_sent: datetime | None = None
+    for step in plan.steps:
+        if last_day is not None and step.day > last_day:
+            break
+        last_sent = due_at(plan, step, started_at, tz, last_sent)
+        entries.append((step, last_sent))
+    return entries

@@ -45,6 +45,7 @@ class Settings(BaseModel):
     max_attempts: int = Field(default=5, ge=1, le=100)
     retry_base_seconds: int = Field(default=60, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    track_clicks: bool = False
     double_opt_in: bool = True
     confirm_token_days: int = Field(default=7, ge=1, le=90)
     signup_rate_per_minute: int = Field(default=5, ge=1, le=10_000)

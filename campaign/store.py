@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, true, tuple_, update
 from sqlalchemy.orm import Session
 
-from campaign.models import Consent, Delivery, Enrollment, Heartbeat, Subscriber, Suppression
+from campaign.models import (
+    Click,
+    Consent,
+    Delivery,
+    Enrollment,
+    Heartbeat,
+    Subscriber,
+    Suppression,
+)
 
 
 @dataclass(frozen=True)
@@ -348,7 +356,7 @@ def record_failed(
 
 def record_bounce(session: Session, claim: Claim, now: datetime, error: str) -> None:
     """The address does not exist: fail the step, mark the subscriber bounced, stop the plan."""
-    _settle_delivery(session, claim, "failed", now, error)
+    _settle_delivery(session, claim, "bounced", now, error)
     set_subscriber_status(session, claim.subscriber_id, "bounced", now)
     cancel_enrollments(session, claim.subscriber_id, now)
 
@@ -531,3 +539,51 @@ def beat(session: Session, owner: str, started_at: datetime, now: datetime, seco
 
 def last_pass_at(session: Session) -> datetime | None:
     return session.scalar(select(func.max(Heartbeat.last_pass_at)))
+
+
+# -- numbers per step ------------------------------------------------------------------------
+
+
+def unsubscribes_after_step(session: Session, plan_id: str, window: timedelta) -> dict[str, int]:
+    """Per step key: unsubscribes that came within `window` after that step's email."""
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.unsubscribed_at, Delivery.step_key, Delivery.sent_at)
+        .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+        .join(Delivery, Delivery.enrollment_id == Enrollment.id)
+        .where(
+            Enrollment.plan_id == plan_id,
+            Subscriber.status == "unsubscribed",
+            Delivery.status == "sent",
+            Delivery.sent_at <= Subscriber.unsubscribed_at,
+        )
+    )
+    latest: dict[int, tuple[datetime, str, datetime]] = {}
+    for subscriber_id, left_at, step_key, sent_at in rows:
+        if sent_at is None or left_at is None:
+            continue
+        if subscriber_id not in latest or sent_at > latest[subscriber_id][0]:
+            latest[subscriber_id] = (sent_at, step_key, left_at)
+    counts: dict[str, int] = {}
+    for sent_at, step_key, left_at in latest.values():
+        if left_at - sent_at <= window:
+            counts[step_key] = counts.get(step_key, 0) + 1
+    return counts
+
+
+def record_click(session: Session, delivery_id: int, url: str, at: datetime) -> bool:
+    """Count a click; False when the delivery no longer exists (the person was forgotten)."""
+    if session.get(Delivery, delivery_id) is None:
+        return False
+    session.add(Click(delivery_id=delivery_id, url=url, at=at))
+    return True
+
+
+def clicks_by_step(session: Session, plan_id: str) -> dict[str, int]:
+    rows = session.execute(
+        select(Delivery.step_key, func.count(Click.id))
+        .join(Delivery, Delivery.id == Click.delivery_id)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(Enrollment.plan_id == plan_id)
+        .group_by(Delivery.step_key)
+    )
+    return {str(key): int(count) for key, count in rows}

@@ -20,6 +20,8 @@ class TokenClaims:
     purpose: str
     subject_id: int
     issued_at: datetime
+    #: signed extra text, e.g. the one URL a click link may redirect to.
+    data: str = ""
 
 
 def _b64(data: bytes) -> str:
@@ -35,9 +37,11 @@ def _mac(secret: str, payload: str) -> str:
     return _b64(digest[:20])
 
 
-def sign(secret: str, purpose: str, subject_id: int, issued_at: datetime) -> str:
-    """A URL-safe token binding `purpose` (e.g. "unsubscribe") to `subject_id`."""
+def sign(secret: str, purpose: str, subject_id: int, issued_at: datetime, data: str = "") -> str:
+    """A URL-safe token binding `purpose` (e.g. "unsubscribe") to `subject_id` (and `data`)."""
     payload = f"{purpose}.{subject_id}.{int(issued_at.timestamp())}"
+    if data:
+        payload += "." + _b64(data.encode("utf-8"))
     return f"{_b64(payload.encode('ascii'))}.{_mac(secret, payload)}"
 
 
@@ -55,9 +59,14 @@ def verify(
     if not hmac.compare_digest(mac.encode("utf-8"), _mac(secret, payload).encode("ascii")):
         raise InvalidToken()
     try:
-        token_purpose, subject, issued = payload.split(".")
-        claims = TokenClaims(token_purpose, int(subject), datetime.fromtimestamp(int(issued), UTC))
-    except (ValueError, OverflowError, OSError) as exc:
+        token_purpose, subject, issued, *extra = payload.split(".")
+        if len(extra) > 1:
+            raise ValueError("too many parts")
+        data = _unb64(extra[0]).decode("utf-8") if extra else ""
+        claims = TokenClaims(
+            token_purpose, int(subject), datetime.fromtimestamp(int(issued), UTC), data
+        )
+    except (ValueError, OverflowError, OSError, UnicodeError) as exc:
         raise InvalidToken() from exc
     if claims.purpose != purpose:
         raise InvalidToken()

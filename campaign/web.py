@@ -27,7 +27,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from campaign import reports
+from campaign import clicks, reports
 from campaign.bootstrap import App
 from campaign.clock import Clock
 from campaign.errors import InvalidAddress
@@ -240,6 +240,16 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
             return PlainTextResponse("unsubscribed\n", headers=SECURITY_HEADERS)
         return page("unsubscribed.html")
 
+    async def click(request: Request) -> Response:
+        try:
+            target = await run_in_threadpool(
+                clicks.follow, app.db, settings.secret_key.get_secret_value(),
+                request.path_params["token"], app.clock.now(),
+            )  # fmt: skip
+        except InvalidToken as exc:
+            return invalid_link(exc)
+        return RedirectResponse(target, 302, headers={"Referrer-Policy": "no-referrer"})
+
     async def ebook(request: Request) -> Response:
         book = app.plan.ebook
         if book is None or request.path_params["name"] != book.file.name or not book.file.is_file():
@@ -280,6 +290,7 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
         Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
         Route("/unsubscribe/{token}", unsubscribe, methods=["POST"]),
         Route("/ebook/{name}", ebook),
+        Route("/c/{token}", click),
         Route("/healthz", healthz),
         Route("/metrics", metrics),
     ]
