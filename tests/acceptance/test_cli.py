@@ -134,7 +134,10 @@ def test_import_reports_bad_rows_by_line_and_adds_nobody_twice(run: Run, tmp_pat
     assert "added 0" in second.stdout
     stats = json.loads(run(*CAMPAIGN, "stats", "--json").stdout)
     assert stats["subscribers"]["active"] == 2
-    assert stats["steps"][0] == {"key": "welcome", "day": 0, "sent": 0, "failed": 0, "pending": 2}
+    assert stats["steps"][0] == {
+        "key": "welcome", "day": 0, "sent": 0, "bounced": 0, "failed": 0, "pending": 2,
+        "unsubscribes_48h": 0, "clicks": 0,
+    }  # fmt: skip
 
 
 def test_bad_input_exits_2_and_names_what_is_wrong(run: Run) -> None:

@@ -118,7 +118,7 @@ def test_permanent_failure_bounces_the_subscriber_and_spares_the_others(
         status = session.scalar(
             select(Subscriber.status).where(Subscriber.email == "gone@example.org")
         )
-        delivery = session.scalars(select(Delivery).where(Delivery.status == "failed")).one()
+        delivery = session.scalars(select(Delivery).where(Delivery.status == "bounced")).one()
     assert status == "bounced"
     assert delivery.last_error is not None
     assert "550" in delivery.last_error
