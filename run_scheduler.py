@@ -50,18 +50,19 @@ def main(argv: list[str] | None = None) -> int:
         app = build(settings, clock=clock)
         app.require_schema()
         service = make_service(app)
-        if args.once:
-            result = service.run_once()
-            return 1 if result.error else 0
-        if args.http:
-            server, thread = serve_in_thread(app, *args.http)
-            try:
+        with app.sending():
+            if args.once:
+                result = service.run_once()
+                return 1 if result.error else 0
+            if args.http:
+                server, thread = serve_in_thread(app, *args.http)
+                try:
+                    service.run_forever()
+                finally:
+                    server.should_exit = True
+                    thread.join(timeout=10)
+            else:
                 service.run_forever()
-            finally:
-                server.should_exit = True
-                thread.join(timeout=10)
-        else:
-            service.run_forever()
     except CampaignError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code

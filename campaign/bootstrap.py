@@ -6,6 +6,8 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ from campaign.outbox import OutboxTransport
 from campaign.plan import Plan, load_plan
 from campaign.render import Renderer, subscriber_context
 from campaign.scheduler import Service
+from campaign.sender_lock import SenderLock
 from campaign.settings import Settings
 from campaign.signups import Signups
 from campaign.smtp import SMTPTransport
@@ -47,14 +50,37 @@ class App:
         """Close database connections."""
         self.db.dispose()
 
-    def require_schema(self) -> None:
-        """Fail with a clear message (not a stack trace) on a database that was never migrated."""
+    @contextmanager
+    def sending(self) -> Iterator[None]:
+        """Hold the right to run sending passes: on SQLite, one process per database file."""
+        database_file = self.db.sqlite_file
+        if database_file is None:
+            yield
+            return
+        lock = SenderLock(database_file)
+        lock.acquire()
         try:
-            migrated = self.db.is_migrated()
-        except Exception as exc:
+            yield
+        finally:
+            lock.release()
+
+    def require_schema(self) -> None:
+        """Refuse, with a clear message, a database whose schema is not this code's."""
+        try:
+            state = self.db.schema_state()
+        except Exception as exc:  # any driver error means "cannot reach"
             raise DatabaseError(f"cannot reach the database: {exc}") from exc
-        if not migrated:
+        if state == "missing":
             raise DatabaseError("the database has no schema yet: run `campaign db upgrade`")
+        if state == "older":
+            raise DatabaseError(
+                "the database schema is older than this code: run `campaign db upgrade`"
+            )
+        if state == "newer":
+            raise DatabaseError(
+                "the database schema is newer than this code: deploy the newer code (an older "
+                "engine must not write to it)"
+            )
 
 
 def make_service(app: App) -> Service:

@@ -190,7 +190,8 @@ def import_csv(file: Path, now: datetime | None) -> None:
 def tick(now: datetime | None) -> None:
     """Run one sending pass: send everything due now."""
     app = make_app(now)
-    result = make_service(app).run_once()
+    with app.sending():
+        result = make_service(app).run_once()
     out.print(
         f"sent {result.sent}, failed {result.failed + result.bounced} "
         f"(bounced {result.bounced}), retried {result.retried}, skipped {result.skipped}"

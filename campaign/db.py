@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from campaign.errors import DatabaseError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: pg_advisory_xact_lock key for migrations ("campaign" in ASCII, as a number).
+MIGRATION_LOCK = 0x63616D706169676E
 
 
 def normalise_url(url: str) -> str:
@@ -37,6 +39,14 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The database file, for SQLite on disk; None otherwise."""
+        database = self.engine.url.database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return None
+        return Path(database).resolve()
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error."""
@@ -47,15 +57,32 @@ class Database:
             raise DatabaseError(f"database error: {exc.orig}") from exc
 
     def upgrade(self) -> None:
-        """Create or migrate the schema to the newest revision."""
+        """Create or migrate the schema to the newest revision, once, however many run it.
+
+        PostgreSQL: under an advisory lock, so instances started together migrate one at a
+        time (the later ones find nothing to do). SQLite: BEGIN IMMEDIATE already serialises.
+        """
         from alembic import command
 
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             command.upgrade(_alembic_config(connection), "head")
 
-    def is_migrated(self) -> bool:
+    def schema_state(self) -> str:
+        """ "current", "missing" (never migrated), "older" or "newer" than this code."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         with self.engine.connect() as connection:
-            return inspect(connection).has_table("deliveries")
+            revision = MigrationContext.configure(connection).get_current_revision()
+        scripts = ScriptDirectory.from_config(_alembic_config(None))
+        if revision is None:
+            return "missing"
+        if revision == scripts.get_current_head():
+            return "current"
+        known = {script.revision for script in scripts.walk_revisions()}
+        return "older" if revision in known else "newer"
 
     def dispose(self) -> None:
         self.engine.dispose()
