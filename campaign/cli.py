@@ -389,7 +389,7 @@ def stats(as_json: bool) -> None:
         "subscribers: "
         + ", ".join(f"{status} {count}" for status, count in numbers["subscribers"].items())
     )
-    columns = ["sent", "bounced", "failed", "unsubscribes_48h", "clicks", "pending"]
+    columns = ["sent", "bounced", "failed", "skipped", "unsubscribes_48h", "clicks", "pending"]
     table = Table("step", "day", *[c.replace("_", " ") for c in columns],
                   title=f"plan {numbers['plan']}")  # fmt: skip
     for row in numbers["steps"]:

@@ -147,6 +147,14 @@ class Dispatcher:
         result: PassResult,
     ) -> None:
         step = self.plan.steps[claim.step_index]
+        if self._too_late(claim, now):
+            with self.db.transaction() as session:
+                store.record_late_skip(
+                    session, claim, now, f"more than {self.plan.skip_after} late (catch_up)",
+                    self._next_due(claim, None),
+                )  # fmt: skip
+            result.skipped += 1
+            return
         recipient = Recipient(claim.subscriber_id, claim.email, claim.first_name)
         try:
             composed = self.composer.compose(
@@ -222,6 +230,19 @@ class Dispatcher:
             )
             store.record_retry(session, claim, now, error, now + delay)
         result.retried += 1
+
+    def _too_late(self, claim: Claim, now: datetime) -> bool:
+        """Under `catch_up: {skip_after: H}`, a daily step H hours past its time is not sent.
+
+        The welcome email (day 0) always goes: it carries what the signup promised.
+        """
+        step = self.plan.steps[claim.step_index]
+        if self.plan.skip_after is None or step.day == 0:
+            return False
+        nominal = schedule.nominal_due(
+            self.plan, step, claim.started_at, _zone_or_utc(claim.timezone)
+        )
+        return now - nominal > self.plan.skip_after
 
     def _next_due(self, claim: Claim, sent_at: datetime | None) -> datetime | None:
         """When the step after `claim` is due; None when the plan is finished."""

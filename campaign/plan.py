@@ -9,9 +9,9 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import time, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from ruamel.yaml import YAML
@@ -40,6 +40,10 @@ class StepSpec(_Strict):
     attachments: list[Text] = Field(default_factory=list)
 
 
+class SkipAfterSpec(_Strict):
+    skip_after: int = Field(ge=1, le=24 * 30, description="hours")
+
+
 class ConfirmationSpec(_Strict):
     subject: Text
     preheader: str = ""
@@ -58,6 +62,7 @@ class PlanSpec(_Strict):
     send_time: Annotated[str, StringConstraints(pattern=SEND_TIME.pattern)]
     ebook: EbookSpec | None = None
     confirmation: ConfirmationSpec | None = None
+    catch_up: Literal["shift"] | SkipAfterSpec = "shift"
     steps: list[StepSpec] = Field(min_length=1)
 
 
@@ -106,6 +111,9 @@ class Plan:
     ebook: Ebook | None = None
     #: the double opt-in email, sent before the plan starts (not one of `steps`).
     confirmation: Step | None = None
+    #: catch_up: {skip_after: H}: a daily step more than this late is skipped, not sent.
+    #: None is the default `shift`: late steps go at the next pass and the rest move later.
+    skip_after: timedelta | None = None
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def step(self, key_or_day: str) -> Step | None:
@@ -154,6 +162,11 @@ def load_plan(path: Path | str, templates_dir: Path | str) -> Plan:
         steps=tuple(_step(i, s, ebook, path) for i, s in enumerate(spec.steps)),
         source=path,
         ebook=ebook,
+        skip_after=(
+            timedelta(hours=spec.catch_up.skip_after)
+            if isinstance(spec.catch_up, SkipAfterSpec)
+            else None
+        ),
         confirmation=(
             Step(
                 CONFIRMATION_INDEX,

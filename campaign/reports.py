@@ -21,6 +21,7 @@ class StepStats:
     sent: int
     bounced: int
     failed: int
+    skipped: int
     pending: int
     unsubscribes_48h: int
     clicks: int
@@ -45,6 +46,7 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
                 sent=deliveries.get((step.key, "sent"), 0),
                 bounced=deliveries.get((step.key, "bounced"), 0),
                 failed=deliveries.get((step.key, "failed"), 0),
+                skipped=deliveries.get((step.key, "skipped"), 0),
                 pending=pending,
                 unsubscribes_48h=leavers.get(step.key, 0),
                 clicks=clicks.get(step.key, 0),

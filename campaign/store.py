@@ -361,6 +361,14 @@ def record_bounce(session: Session, claim: Claim, now: datetime, error: str) -> 
     cancel_enrollments(session, claim.subscriber_id, now)
 
 
+def record_late_skip(
+    session: Session, claim: Claim, now: datetime, reason: str, next_due_at: datetime | None
+) -> None:
+    """The step is too late to be worth sending (catch_up: skip_after): skip it, move on."""
+    _settle_delivery(session, claim, "skipped", now, reason)
+    _advance(session, claim, now, next_due_at, sent=False)
+
+
 def record_skipped(session: Session, claim: Claim, now: datetime, reason: str) -> None:
     """Not sent because the subscriber left between claim and send."""
     _settle_delivery(session, claim, "skipped", now, reason)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
 
-from campaign import store, subscriptions
+from campaign import reports, store, subscriptions
 from campaign.bootstrap import App
+from campaign.clock import FixedClock
 from campaign.models import Delivery, Subscriber
 from campaign.testing import RecordingTransport
 from campaign.transport import Envelope
-from tests.conftest import EngineFactory
+from tests.conftest import ROOT, EngineFactory
 from tests.helpers import hours, tick
 from tests.smtp_server import Received, SMTPServer
 
@@ -241,3 +243,50 @@ def test_an_unsubscribe_during_a_pass_stops_an_email_already_claimed(
     assert result.claimed == 2
     assert (result.sent, result.skipped) == (1, 1)
     assert [m.envelope.recipient for m in transport.sent] == ["first@example.org"]
+
+
+def _walk_with_outage(
+    app: App, clock: FixedClock, outage: tuple[int, int], total_days: int
+) -> None:
+    """Hourly passes from START, none during `outage` (first and last hour after START)."""
+    for instant in hours(START, total_days * 24):
+        hour = int((instant - START).total_seconds() // 3600)
+        if not outage[0] <= hour < outage[1]:
+            tick(app, clock, instant)
+
+
+def test_after_downtime_the_month_shifts_later_one_email_a_day(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """With `catch_up: shift` (the default) a 3-day outage loses nothing and never bursts."""
+    app, clock = engine(START)
+    subscriptions.subscribe(
+        app.db, app.plan, email="ann@example.org", first_name=None, timezone="UTC", now=START
+    )
+    _walk_with_outage(app, clock, outage=(4 * 24, 7 * 24), total_days=36)
+    mails = smtp_server.to("ann@example.org")
+    assert [_step(m) for m in mails] == STEP_ORDER
+    days = [_sent_at(m).date() for m in mails]
+    assert len(set(days)) == len(days)  # never two on one local day
+    assert _sent_at(mails[4]) == START + timedelta(days=7)  # day 4 at the first pass after
+    assert _sent_at(mails[5]) == START + timedelta(days=8, hours=7)
+
+
+def test_skip_after_skips_daily_steps_that_are_too_late(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """With `catch_up: {skip_after: 6}` steps more than 6 h late are recorded skipped, not sent."""
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "assets").symlink_to(ROOT / "assets")
+    plan_file = tmp_path / "plans" / "thirty_day.yaml"
+    text = (ROOT / "plans" / "thirty_day.yaml").read_text()
+    plan_file.write_text(text.replace("steps:\n", "catch_up:\n  skip_after: 6\nsteps:\n", 1))
+    app, clock = engine(START, PLAN_PATH=str(plan_file))
+    subscriptions.subscribe(
+        app.db, app.plan, email="ann@example.org", first_name=None, timezone="UTC", now=START
+    )
+    _walk_with_outage(app, clock, outage=(4 * 24, 7 * 24), total_days=9)
+    sent = [_step(m) for m in smtp_server.to("ann@example.org")]
+    assert sent == ["welcome", "day01", "day02", "day03", "day07", "day08"]
+    numbers = {row["key"]: row for row in reports.stats(app.db, app.plan)["steps"]}
+    assert [numbers[k]["skipped"] for k in ("day04", "day05", "day06", "day07")] == [1, 1, 1, 0]
