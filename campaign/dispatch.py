@@ -32,6 +32,14 @@ from campaign.transport import Connection, Transport
 log = logging.getLogger(__name__)
 
 
+class RelayThrottled(TemporaryFailure):
+    """The mail server asks us to slow down (4.7.x): the whole relay backs off, not one email."""
+
+
+def is_throttle(failure: TemporaryFailure) -> bool:
+    return (failure.enhanced_code or "").startswith("4.7.")
+
+
 @dataclass(frozen=True)
 class SendPolicy:
     batch_size: int = 200
@@ -89,6 +97,9 @@ class Dispatcher:
     clock: Clock
     owner: str
     policy: SendPolicy = field(default_factory=SendPolicy)
+    #: after a throttle reply no pass sends before this instant (this process).
+    relay_paused_until: datetime | None = None
+    _throttles: int = 0
 
     def run_pass(
         self,
@@ -103,6 +114,9 @@ class Dispatcher:
         sent the moment someone confirms, without waiting for the next tick.
         """
         result = PassResult()
+        if self.relay_paused_until is not None and now < self.relay_paused_until:
+            result.error = f"relay throttled: backing off until {self.relay_paused_until:%H:%M:%S}"
+            return result
         pacer = Pacer(self.policy.rate_per_second, self.clock)
         step_keys = [step.key for step in self.plan.steps]
         with ExitStack() as stack:
@@ -136,6 +150,17 @@ class Dispatcher:
                         # An operator problem, not the message's: give every claim back intact.
                         self._release(claims[position:], result)
                         result.error = exc.message
+                        return result
+                    except RelayThrottled as exc:
+                        # Slow down as asked: every claim back, no attempt used, no sending
+                        # until the backoff ends (doubling while the server keeps asking).
+                        self._release(claims[position:], result)
+                        self._throttles += 1
+                        delay = schedule.retry_delay(
+                            self._throttles, self.policy.retry_base_seconds, 1.0
+                        )
+                        self.relay_paused_until = now + delay
+                        result.error = f"relay throttled ({exc.message}); backing off {delay}"
                         return result
 
     def _deliver(
@@ -185,6 +210,10 @@ class Dispatcher:
         try:
             connection.send(composed.envelope, composed.data)
         except TemporaryFailure as exc:
+            if is_throttle(exc):
+                raise RelayThrottled(
+                    exc.message, smtp_code=exc.smtp_code, enhanced_code=exc.enhanced_code
+                ) from exc
             self._temporary(claim, now, exc.message, result)
         except PermanentFailure as exc:
             with self.db.transaction() as session:
@@ -209,11 +238,15 @@ class Dispatcher:
             with self.db.transaction() as session:
                 store.record_sent(session, claim, sent_at, self._next_due(claim, sent_at))
             result.sent += 1
+            self._throttles = 0
 
-    def record_heartbeat(self, started_at: datetime, now: datetime, seconds: float) -> None:
-        """Say this engine finished a pass at `now` (read by /healthz across instances)."""
+    def record_heartbeat(
+        self, started_at: datetime, now: datetime, seconds: float, paused: str | None = None
+    ) -> None:
+        """Say this engine finished a pass at `now`, and whether sending is paused and why
+        (read by /healthz and /metrics, across instances)."""
         with self.db.transaction() as session:
-            store.beat(session, self.owner, started_at, now, seconds)
+            store.beat(session, self.owner, started_at, now, seconds, paused)
 
     def _temporary(self, claim: Claim, now: datetime, error: str, result: PassResult) -> None:
         attempts = claim.attempts + 1

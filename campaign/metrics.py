@@ -45,6 +45,12 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
 
+        self.paused = Gauge(
+            "campaign_sending_paused",
+            "1 while sending is paused by an operator problem (connection, TLS, auth).",
+            registry=self.registry,
+        )
+
     def update(
         self,
         *,
@@ -52,6 +58,7 @@ class Metrics:
         subscribers: Mapping[str, int],
         backlog: int,
         last_pass_age: float | None,
+        paused: bool = False,
     ) -> None:
         for (step, status), count in emails.items():
             self.emails.labels(step=step, status=status).set(count)
@@ -59,6 +66,7 @@ class Metrics:
             self.subscribers.labels(status=status).set(count)
         self.backlog.set(backlog)
         self.last_pass_age.set(last_pass_age if last_pass_age is not None else float("nan"))
+        self.paused.set(1 if paused else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

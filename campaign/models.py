@@ -169,6 +169,8 @@ class Heartbeat(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_pass_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_pass_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    #: why this scheduler's sending is paused (None while it sends normally).
+    paused_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Click(Base):

@@ -62,19 +62,22 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
 
 
 def operational_snapshot(db: Database, plan: Plan, now: datetime) -> dict[str, Any]:
-    """What /healthz and /metrics report: database numbers and the last pass's age."""
+    """What /metrics reports: database numbers, the last pass's age, whether sending is paused."""
     with db.transaction() as session:
-        last = store.last_pass_at(session)
+        beat = store.latest_heartbeat(session)
         return {
             "emails": store.count_deliveries_by_step(session, plan.id),
             "subscribers": store.count_subscribers_by_status(session),
             "backlog": store.due_count(session, plan.id, now),
-            "last_pass_age": (now - last).total_seconds() if last else None,
+            "last_pass_age": (now - beat[0]).total_seconds() if beat else None,
+            "paused": bool(beat and beat[1]),
         }
 
 
-def last_pass_age(db: Database, now: datetime) -> float | None:
-    """Seconds since any scheduler finished a pass; None if none ever did."""
+def sending_health(db: Database, now: datetime) -> tuple[float | None, str | None]:
+    """Seconds since any scheduler finished a pass (None: never), and why sending is paused."""
     with db.transaction() as session:
-        last = store.last_pass_at(session)
-    return (now - last).total_seconds() if last else None
+        beat = store.latest_heartbeat(session)
+    if beat is None:
+        return None, None
+    return (now - beat[0]).total_seconds(), beat[1]

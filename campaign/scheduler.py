@@ -49,7 +49,7 @@ class Service:
             self._housekeeping(now)
             result = self.dispatcher.run_pass(now, self.stop_requested)
             elapsed = time.perf_counter() - started
-            self.dispatcher.record_heartbeat(self.started_at, now, elapsed)
+            self.dispatcher.record_heartbeat(self.started_at, now, elapsed, result.error)
         except CampaignError as exc:
             log.error("pass failed: %s", exc.message)
             return PassResult(error=exc.message)

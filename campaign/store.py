@@ -532,21 +532,36 @@ def purge_pending(session: Session, created_before: datetime) -> int:
 # -- heartbeats ----------------------------------------------------------------------------
 
 
-def beat(session: Session, owner: str, started_at: datetime, now: datetime, seconds: float) -> None:
+def beat(
+    session: Session,
+    owner: str,
+    started_at: datetime,
+    now: datetime,
+    seconds: float,
+    paused_reason: str | None = None,
+) -> None:
     row = session.get(Heartbeat, owner)
     if row is None:
         session.add(
             Heartbeat(
-                owner=owner, started_at=started_at, last_pass_at=now, last_pass_seconds=seconds
+                owner=owner, started_at=started_at, last_pass_at=now,
+                last_pass_seconds=seconds, paused_reason=paused_reason,
             )
-        )
+        )  # fmt: skip
     else:
         row.last_pass_at = now
         row.last_pass_seconds = seconds
+        row.paused_reason = paused_reason
 
 
-def last_pass_at(session: Session) -> datetime | None:
-    return session.scalar(select(func.max(Heartbeat.last_pass_at)))
+def latest_heartbeat(session: Session) -> tuple[datetime, str | None] | None:
+    """When the most recent pass of any scheduler ended, and why it was paused (if it was)."""
+    row = session.execute(
+        select(Heartbeat.last_pass_at, Heartbeat.paused_reason)
+        .order_by(Heartbeat.last_pass_at.desc())
+        .limit(1)
+    ).one_or_none()
+    return (row[0], row[1]) if row else None
 
 
 # -- numbers per step ------------------------------------------------------------------------

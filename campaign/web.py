@@ -259,13 +259,14 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
     async def healthz(request: Request) -> Response:
         stale_after = max(3 * settings.tick_seconds, 120.0)
         try:
-            age = await run_in_threadpool(reports.last_pass_age, app.db, app.clock.now())
+            age, paused = await run_in_threadpool(reports.sending_health, app.db, app.clock.now())
         except Exception as exc:  # any failure to read the database means unhealthy
             return JSONResponse({"status": "error", "database": f"unreachable: {exc}"}, 503)
-        ok = age is not None and age <= stale_after
+        ok = age is not None and age <= stale_after and not paused
         body = {
             "status": "ok" if ok else "degraded",
             "database": "ok",
+            "sending": f"paused: {paused}" if paused else "ok",
             "last_pass_age_seconds": age,
             "stale_after_seconds": stale_after,
         }

@@ -8,8 +8,11 @@ from datetime import timedelta
 import httpx
 
 from campaign import signups, subscriptions
-from tests.acceptance.conftest import NOW, Site
+from campaign.bootstrap import make_service
+from tests.acceptance.conftest import NOW, Site, _serve
+from tests.conftest import EngineFactory
 from tests.helpers import tick
+from tests.smtp_server import SMTPServer, free_port
 from tests.tools import ROOT
 
 
@@ -227,3 +230,27 @@ def test_signup_and_confirmation_are_recorded_as_consent(site: Site) -> None:
     assert consents[0]["user_agent"] == "TestBrowser/1.0"
     assert consents[0]["source_page"] == "https://health.example/back-pain"
     assert consents[0]["at"] == NOW.isoformat()
+
+
+def test_healthz_and_metrics_say_when_sending_is_paused(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """An unreachable mail server pauses sending: /healthz is 503 and says why; a gauge is 1."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app, _ = engine(NOW, PUBLIC_BASE_URL=url, SMTP_PORT=str(free_port()))  # nobody there
+    subscriptions.subscribe(
+        app.db, app.plan, email="wait@example.org", first_name=None, timezone=None, now=NOW
+    )
+    make_service(app).run_pass(NOW)
+    serving = _serve(app, port)
+    next(serving)
+    try:
+        health = httpx.get(url + "/healthz")
+        metrics = httpx.get(url + "/metrics").text
+    finally:
+        next(serving, None)
+    assert health.status_code == 503
+    assert health.json()["sending"].startswith("paused: ")
+    assert "cannot connect" in health.json()["sending"]
+    assert "campaign_sending_paused 1.0" in metrics

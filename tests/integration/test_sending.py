@@ -290,3 +290,25 @@ def test_skip_after_skips_daily_steps_that_are_too_late(
     assert sent == ["welcome", "day01", "day02", "day03", "day07", "day08"]
     numbers = {row["key"]: row for row in reports.stats(app.db, app.plan)["steps"]}
     assert [numbers[k]["skipped"] for k in ("day04", "day05", "day06", "day07")] == [1, 1, 1, 0]
+
+
+def test_a_throttle_backs_off_the_whole_relay_without_using_attempts(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """A 4.7.x reply pauses all sending for a backoff; then everything goes, once each."""
+    app, clock = engine(START)
+    for n in range(3):
+        subscriptions.subscribe(
+            app.db, app.plan, email=f"t{n}@example.org", first_name=None, timezone="UTC", now=START
+        )
+    smtp_server.handler.data_replies.append("451 4.7.1 Rate limited, slow down")
+    first = tick(app, clock, START)
+    assert first.sent == 0
+    assert first.error is not None
+    assert "throttled" in first.error
+    assert tick(app, clock, START + timedelta(seconds=30)).sent == 0  # still backing off
+    assert smtp_server.received == []
+    assert tick(app, clock, START + timedelta(minutes=2)).sent == 3
+    with app.db.transaction() as session:
+        attempts = list(session.scalars(select(Delivery.attempts)))
+    assert attempts == [1, 1, 1]  # the throttle used up nobody's attempts
