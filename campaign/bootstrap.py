@@ -164,6 +164,7 @@ def build(
         max_attempts=settings.max_attempts,
         retry_base_seconds=settings.retry_base_seconds,
         rate_per_second=settings.send_rate_per_second,
+        soft_bounce_limit=settings.soft_bounce_limit,
     )
     dispatcher = Dispatcher(db, plan, composer, transport, clock, owner_id(), policy)
     signups = Signups(

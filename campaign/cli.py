@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from campaign import reports, signups, simulation, subscriptions
+from campaign import bounces, reports, signups, simulation, subscriptions
 from campaign.bootstrap import App, build, check_plan, make_service
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
 from campaign.compose import Recipient
@@ -373,6 +373,47 @@ def simulate(start: datetime | None, timezone: str, days: int | None, name: str,
             table.add_row(str(d.day), d.key, f"{d.local:%a %Y-%m-%d %H:%M %Z}",
                           f"{d.at:%Y-%m-%d %H:%M}", d.subject)  # fmt: skip
         out.print(table)
+
+
+@main.group("bounces")
+def bounces_group() -> None:
+    """Bounce and complaint reports."""
+
+
+@bounces_group.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@NOW
+@reports_errors
+def bounces_ingest(paths: tuple[Path, ...], now: datetime | None) -> None:
+    """Read DSN bounces and ARF complaints (files, folders, maildirs); suppress each address."""
+    app = make_app(now)
+    result = bounces.ingest(app.db, list(paths), app.clock.now())
+    for line in result.bounced:
+        out.print(f"bounced {line}", highlight=False)
+    for line in result.complained:
+        out.print(f"complained {line}", highlight=False)
+    for path, problem in result.unreadable:
+        click.echo(f"{path}: unreadable: {problem}", err=True)
+    out.print(
+        f"{len(result.bounced)} bounced, {len(result.complained)} complained, "
+        f"{len(result.ignored)} file(s) with nothing to act on"
+    )
+
+
+@main.group("suppressions")
+def suppressions_group() -> None:
+    """Addresses that are never mailed (bounced, complained, forgotten)."""
+
+
+@suppressions_group.command("clear")
+@click.argument("email")
+@NOW
+@reports_errors
+def suppressions_clear(email: str, now: datetime | None) -> None:
+    """Lift the suppression of EMAIL: they may sign up (or be imported) again."""
+    app = make_app(now)
+    cleared = subscriptions.clear_suppression(app.db, email=email, now=app.clock.now())
+    out.print(f"cleared {email}" if cleared else f"{email} was not suppressed")
 
 
 @main.command()

@@ -27,6 +27,7 @@ from campaign.errors import (
 )
 from campaign.plan import Plan
 from campaign.store import Claim
+from campaign.subscriptions import email_hash
 from campaign.transport import Connection, Transport
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class SendPolicy:
     max_attempts: int = 5
     retry_base_seconds: int = 60
     rate_per_second: float = 0.0
+    soft_bounce_limit: int = 3
 
 
 @dataclass
@@ -218,7 +220,7 @@ class Dispatcher:
         except PermanentFailure as exc:
             with self.db.transaction() as session:
                 if exc.bounce:
-                    store.record_bounce(session, claim, now, exc.message)
+                    store.record_bounce(session, claim, now, exc.message, email_hash(claim.email))
                 else:
                     store.record_failed(
                         session, claim, now, exc.message, self._next_due(claim, None)
@@ -252,9 +254,19 @@ class Dispatcher:
         attempts = claim.attempts + 1
         with self.db.transaction() as session:
             if attempts >= self.policy.max_attempts:
-                # Give up on this step only: the subscriber stays active and the plan goes on.
+                # Give up on this step only: the subscriber stays active and the plan goes on,
+                # unless this mailbox has now soft-bounced on SOFT_BOUNCE_LIMIT steps in a row.
                 store.record_failed(session, claim, now, error, self._next_due(claim, None))
                 result.failed += 1
+                failures = store.consecutive_failures(session, claim.subscriber_id)
+                if failures >= self.policy.soft_bounce_limit:
+                    store.stop_mailing(
+                        session, claim.subscriber_id, "bounced", email_hash(claim.email), now
+                    )
+                    log.warning(
+                        "subscriber %s suppressed: %d steps in a row failed (last: %s)",
+                        claim.subscriber_id, failures, error,
+                    )  # fmt: skip
                 return
             delay = schedule.retry_delay(
                 attempts,

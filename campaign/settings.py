@@ -44,6 +44,7 @@ class Settings(BaseModel):
     lease_seconds: int = Field(default=300, ge=10)
     max_attempts: int = Field(default=5, ge=1, le=100)
     retry_base_seconds: int = Field(default=60, ge=1)
+    soft_bounce_limit: int = Field(default=3, ge=1, le=100)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     track_clicks: bool = False
     double_opt_in: bool = True

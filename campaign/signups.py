@@ -20,6 +20,9 @@ from campaign.subscriptions import (
 )
 from campaign.transport import Transport
 
+#: Suppression reasons that a new signup does not lift (a forgotten person may come back).
+STOPPED = ("bounced", "complained")
+
 
 @dataclass(frozen=True)
 class Visitor:
@@ -73,6 +76,8 @@ class Signups:
             zone = "UTC"  # a browser's odd zone name must not cost a signup
         with self.db.transaction() as session:
             known = store.find_subscriber(session, address)
+            if store.suppression_reason(session, email_hash(address)) in STOPPED:
+                return SignupResult("ignored")  # bounced or complained: until an operator clears
             if known is None:
                 subscriber_id = store.add_subscriber(
                     session, email=address, first_name=name, timezone=zone,

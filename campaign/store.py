@@ -354,11 +354,48 @@ def record_failed(
     _advance(session, claim, now, next_due_at, sent=False)
 
 
-def record_bounce(session: Session, claim: Claim, now: datetime, error: str) -> None:
-    """The address does not exist: fail the step, mark the subscriber bounced, stop the plan."""
+def record_bounce(
+    session: Session, claim: Claim, now: datetime, error: str, email_hash: str
+) -> None:
+    """The address does not exist: fail the step, mark the subscriber bounced, stop the plan,
+    and suppress the address so no later signup or import mails it again."""
     _settle_delivery(session, claim, "bounced", now, error)
-    set_subscriber_status(session, claim.subscriber_id, "bounced", now)
-    cancel_enrollments(session, claim.subscriber_id, now)
+    stop_mailing(session, claim.subscriber_id, "bounced", email_hash, now)
+
+
+def stop_mailing(
+    session: Session, subscriber_id: int | None, status: str, email_hash: str, now: datetime
+) -> None:
+    """Bounced or complained: status set, plan cancelled, address suppressed (by hash)."""
+    if subscriber_id is not None:
+        set_subscriber_status(session, subscriber_id, status, now)
+        cancel_enrollments(session, subscriber_id, now)
+    suppress(session, email_hash, status, now)
+
+
+def consecutive_failures(session: Session, subscriber_id: int) -> int:
+    """How many of the subscriber's latest settled deliveries in a row failed."""
+    statuses = session.scalars(
+        select(Delivery.status)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(
+            Enrollment.subscriber_id == subscriber_id,
+            Delivery.status.in_(("sent", "failed")),
+        )
+        .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
+        .limit(50)
+    )
+    count = 0
+    for status in statuses:
+        if status != "failed":
+            break
+        count += 1
+    return count
+
+
+def suppression_reason(session: Session, email_hash: str) -> str | None:
+    row = session.get(Suppression, email_hash)
+    return row.reason if row else None
 
 
 def record_late_skip(
@@ -462,6 +499,15 @@ def record_consent(
 
 def is_suppressed(session: Session, email_hash: str) -> bool:
     return session.get(Suppression, email_hash) is not None
+
+
+def reopen_suppressed(session: Session, subscriber_id: int, now: datetime) -> None:
+    """An operator cleared the suppression: a bounced or complained row may sign up again."""
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id, Subscriber.status.in_(("bounced", "complained")))
+        .values(status="unsubscribed", updated_at=now)
+    )
 
 
 def suppress(session: Session, email_hash: str, reason: str, now: datetime) -> None:

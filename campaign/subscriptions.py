@@ -101,6 +101,19 @@ def subscribe(
     return SubscribeResult(address, created=True, status="active")
 
 
+def clear_suppression(db: Database, *, email: str, now: datetime) -> bool:
+    """An operator lifts a suppression (bounce, complaint, forget); False if there was none."""
+    with db.transaction() as session:
+        key = email_hash(email)
+        if not store.is_suppressed(session, key):
+            return False
+        store.unsuppress(session, key)
+        known = store.find_subscriber(session, email.strip())
+        if known is not None:
+            store.reopen_suppressed(session, known.id, now)
+    return True
+
+
 def unsubscribe(db: Database, *, email: str, now: datetime) -> bool:
     """Stop all email to `email` at once; False if they had already left."""
     with db.transaction() as session:

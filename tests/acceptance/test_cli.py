@@ -252,3 +252,16 @@ def test_export_prints_everything_and_forget_erases_all_but_a_suppression_hash(r
     again = run(*CAMPAIGN, "subscribe", "EVA@example.org")
     assert again.returncode == 2
     assert "suppressed" in again.stderr
+
+
+def test_bounces_ingest_reads_a_folder_of_reports_and_suppresses(run: Run) -> None:
+    """`bounces ingest DIR` bounces hard-bounced and complaining addresses, and says so."""
+    for email in ("gone@example.org", "angry@example.org", "slow@example.org"):
+        assert run(*CAMPAIGN, "subscribe", email).returncode == 0
+    result = run(*CAMPAIGN, "bounces", "ingest", str(ROOT / "tests" / "fixtures"))
+    assert result.returncode == 0, result.stderr
+    assert "1 bounced, 1 complained, 1 file(s) with nothing to act on" in result.stdout
+    stats = json.loads(run(*CAMPAIGN, "stats", "--json").stdout)
+    assert stats["subscribers"] == {
+        "pending": 0, "active": 1, "unsubscribed": 0, "bounced": 1, "complained": 1,
+    }  # fmt: skip

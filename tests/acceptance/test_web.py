@@ -3,11 +3,13 @@ databases."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 
-from campaign import signups, subscriptions
+from campaign import bounces, signups, subscriptions
 from campaign.bootstrap import make_service
 from tests.acceptance.conftest import NOW, Site, _serve
 from tests.conftest import EngineFactory
@@ -254,3 +256,22 @@ def test_healthz_and_metrics_say_when_sending_is_paused(
     assert health.json()["sending"].startswith("paused: ")
     assert "cannot connect" in health.json()["sending"]
     assert "campaign_sending_paused 1.0" in metrics
+
+
+def test_a_bounced_address_is_never_mailed_again_until_an_operator_clears_it(
+    site: Site, tmp_path: Path
+) -> None:
+    """After a DSN bounce is ingested, a new signup gets the usual page but no email."""
+    maildir = tmp_path / "bounces" / "new"
+    maildir.mkdir(parents=True)
+    fixture = Path(__file__).resolve().parent.parent / "fixtures" / "dsn_hard_bounce.eml"
+    shutil.copy(fixture, maildir / "1.eml")
+    report = bounces.ingest(site.app.db, [tmp_path / "bounces"], NOW)
+    assert len(report.bounced) == 1
+    answer = site.signup("gone@example.org")
+    assert answer.status_code == 200
+    assert "Check your email" in answer.text
+    assert site.mail_to("gone@example.org") == []
+    assert subscriptions.clear_suppression(site.app.db, email="gone@example.org", now=NOW)
+    site.signup("gone@example.org")
+    assert len(site.mail_to("gone@example.org")) == 1  # the confirmation, at last

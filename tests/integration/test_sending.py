@@ -312,3 +312,22 @@ def test_a_throttle_backs_off_the_whole_relay_without_using_attempts(
     with app.db.transaction() as session:
         attempts = list(session.scalars(select(Delivery.attempts)))
     assert attempts == [1, 1, 1]  # the throttle used up nobody's attempts
+
+
+def test_a_mailbox_that_soft_bounces_on_k_steps_in_a_row_is_suppressed(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """With MAX_ATTEMPTS=1 and SOFT_BOUNCE_LIMIT=2, two failed steps in a row stop the email."""
+    app, clock = engine(START, MAX_ATTEMPTS="1", SOFT_BOUNCE_LIMIT="2")
+    subscriptions.subscribe(
+        app.db, app.plan, email="full@example.org", first_name=None, timezone="UTC", now=START
+    )
+    smtp_server.handler.rcpt_replies["full@example.org"] = "452 4.2.2 Mailbox full"
+    for instant in hours(START, 4 * 24):
+        tick(app, clock, instant)
+    with app.db.transaction() as session:
+        known = store.find_subscriber(session, "full@example.org")
+        statuses = list(session.scalars(select(Delivery.status).order_by(Delivery.id)))
+    assert known is not None
+    assert known.status == "bounced"
+    assert statuses == ["failed", "failed"]  # welcome and day 1; nothing tried after that
