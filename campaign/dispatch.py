@@ -120,7 +120,7 @@ class Dispatcher:
             result.error = f"relay throttled: backing off until {self.relay_paused_until:%H:%M:%S}"
             return result
         pacer = Pacer(self.policy.rate_per_second, self.clock)
-        step_keys = [step.key for step in self.plan.steps]
+        plan_steps = [(step.key, step.day) for step in self.plan.steps]
         with ExitStack() as stack:
             connection: Connection | None = None
             while True:
@@ -128,7 +128,7 @@ class Dispatcher:
                     claims = store.claim_due(
                         session,
                         plan_id=self.plan.id,
-                        step_keys=step_keys,
+                        steps=plan_steps,
                         now=now,
                         owner=self.owner,
                         lease_until=now + timedelta(seconds=self.policy.lease_seconds),
@@ -173,7 +173,10 @@ class Dispatcher:
         now: datetime,
         result: PassResult,
     ) -> None:
-        step = self.plan.steps[claim.step_index]
+        step = self.plan.step_by_key(claim.step_key)
+        if step is None:  # the plan changed since the claim: look again next pass
+            self._release([claim], result)
+            return
         if self._too_late(claim, now):
             with self.db.transaction() as session:
                 store.record_late_skip(
@@ -281,8 +284,8 @@ class Dispatcher:
 
         The welcome email (day 0) always goes: it carries what the signup promised.
         """
-        step = self.plan.steps[claim.step_index]
-        if self.plan.skip_after is None or step.day == 0:
+        step = self.plan.step_by_key(claim.step_key)
+        if step is None or self.plan.skip_after is None or step.day == 0:
             return False
         nominal = schedule.nominal_due(
             self.plan, step, claim.started_at, _zone_or_utc(claim.timezone)
@@ -291,12 +294,12 @@ class Dispatcher:
 
     def _next_due(self, claim: Claim, sent_at: datetime | None) -> datetime | None:
         """When the step after `claim` is due; None when the plan is finished."""
-        index = claim.step_index + 1
-        if index >= len(self.plan.steps):
+        following = next((s for s in self.plan.steps if s.day > claim.step_day), None)
+        if following is None:
             return None
         tz = _zone_or_utc(claim.timezone)
         last_sent = sent_at or claim.last_sent_at
-        return schedule.due_at(self.plan, self.plan.steps[index], claim.started_at, tz, last_sent)
+        return schedule.due_at(self.plan, following, claim.started_at, tz, last_sent)
 
     def _release(self, claims: list[Claim], result: PassResult) -> None:
         with self.db.transaction() as session:

@@ -102,8 +102,9 @@ class Enrollment(Base):
     plan_id: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="active")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    #: index into the plan's steps of the next email to send.
-    next_step: Mapped[int] = mapped_column(Integer, default=0)
+    #: the plan day of the last step settled (sent, failed or skipped); -1 before the welcome.
+    #: The next step is the plan's first one after this day that was not settled yet.
+    last_day: Mapped[int] = mapped_column(Integer, default=-1)
     #: when the next step is due; while claimed, when the claim's lease expires.
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -127,6 +127,9 @@ class Plan:
                     return step
         return None
 
+    def step_by_key(self, key: str) -> Step | None:
+        return next((step for step in self.steps if step.key == key), None)
+
     def problem(self, field_path: str, message: str) -> PlanProblem:
         """A problem located at a field of this plan's file."""
         return PlanProblem(str(self.source), self.lines.get(field_path), field_path, message)

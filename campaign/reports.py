@@ -32,13 +32,13 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
     with db.transaction() as session:
         by_status = store.count_subscribers_by_status(session)
         deliveries = store.count_deliveries_by_step(session, plan.id)
-        waiting = store.count_active_by_next_step(session, plan.id)
+        waiting = store.count_active_by_last_day(session, plan.id)
         leavers = store.unsubscribes_after_step(session, plan.id, UNSUBSCRIBE_WINDOW)
         clicks = store.clicks_by_step(session, plan.id)
     steps = []
     for step in plan.steps:
         # pending: active enrollments that have not got past this step yet.
-        pending = sum(count for index, count in waiting.items() if index <= step.index)
+        pending = sum(count for day, count in waiting.items() if day < step.day)
         steps.append(
             StepStats(
                 key=step.key,
@@ -81,3 +81,9 @@ def sending_health(db: Database, now: datetime) -> tuple[float | None, str | Non
     if beat is None:
         return None, None
     return (now - beat[0]).total_seconds(), beat[1]
+
+
+def active_by_last_day(db: Database, plan: Plan) -> dict[int, int]:
+    """Active subscribers by the plan day they have reached (for `plan diff`)."""
+    with db.transaction() as session:
+        return store.count_active_by_last_day(session, plan.id)

@@ -20,6 +20,9 @@ from campaign.models import (
     Suppression,
 )
 
+#: A delivery in one of these states is done: its step never goes to that enrollment again.
+SETTLED = ("sent", "failed", "bounced", "skipped")
+
 
 @dataclass(frozen=True)
 class SubscriberRecord:
@@ -38,8 +41,8 @@ class Claim:
     message_id: str
     attempts: int
     enrollment_id: int
-    step_index: int
     step_key: str
+    step_day: int
     due_at: datetime
     started_at: datetime
     last_sent_at: datetime | None
@@ -142,7 +145,7 @@ def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> 
             plan_id=plan_id,
             status="active",
             started_at=now,
-            next_step=0,
+            last_day=-1,
             next_due_at=now,
             updated_at=now,
         )
@@ -155,7 +158,7 @@ def claim_due(
     session: Session,
     *,
     plan_id: str,
-    step_keys: Sequence[str],
+    steps: Sequence[tuple[str, int]],
     now: datetime,
     owner: str,
     lease_until: datetime,
@@ -165,14 +168,16 @@ def claim_due(
 ) -> list[Claim]:
     """Claim up to `limit` due steps: lease them to `owner` until `lease_until`.
 
-    On PostgreSQL rows locked by another claimer are skipped (FOR UPDATE SKIP LOCKED); on
-    SQLite the transaction already holds the single write lock. A claimed enrollment's
-    `next_due_at` becomes the lease expiry, so it is due again only if the claimer dies.
+    `steps` are the plan's (key, day) pairs in order; an enrollment's next step is the first
+    one after the day it has reached. On PostgreSQL rows locked by another claimer are
+    skipped (FOR UPDATE SKIP LOCKED); on SQLite the transaction already holds the single
+    write lock. A claimed enrollment's `next_due_at` becomes the lease expiry, so it is due
+    again only if the claimer dies.
     """
     rows = session.execute(
         select(
             Enrollment.id,
-            Enrollment.next_step,
+            Enrollment.last_day,
             Enrollment.next_due_at,
             Enrollment.started_at,
             Enrollment.last_sent_at,
@@ -195,14 +200,15 @@ def claim_due(
     ).all()
     if not rows:
         return []
-    finished = [r[0] for r in rows if r[1] >= len(step_keys)]
+    upcoming = {r[0]: next(((k, d) for k, d in steps if d > r[1]), None) for r in rows}
+    finished = [enrollment for enrollment, step in upcoming.items() if step is None]
     if finished:
         session.execute(
             update(Enrollment)
             .where(Enrollment.id.in_(finished))
             .values(status="completed", next_due_at=None, updated_at=now)
         )
-    wanted = [(r[0], step_keys[r[1]]) for r in rows if r[1] < len(step_keys)]
+    wanted = [(enrollment, step[0]) for enrollment, step in upcoming.items() if step]
     existing = (
         {
             (d.enrollment_id, d.step_key): d
@@ -216,17 +222,21 @@ def claim_due(
         else {}
     )
     claims: list[Claim] = []
-    skipped: list[int] = []
     for row in rows:
-        enrollment_id, step_index, due_at, started_at, last_sent_at, sub_id, email, name, tz = row
-        due_at = due_at or now
-        if step_index >= len(step_keys):
+        enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz = row
+        step = upcoming[enrollment_id]
+        if step is None:
             continue
-        key = step_keys[step_index]
+        key, day = step
         found = existing.get((enrollment_id, key))
-        if found is not None and found.status in ("sent", "failed", "skipped"):
-            # The step was settled but the pointer not moved on (a plan edit reordered keys).
-            skipped.append(enrollment_id)
+        if found is not None and found.status in SETTLED:
+            # Settled under an earlier plan (a step moved to a later day): never again. Move
+            # past it; the enrollment stays due and the next claim looks further on.
+            session.execute(
+                update(Enrollment)
+                .where(Enrollment.id == enrollment_id, Enrollment.last_day < day)
+                .values(last_day=day, updated_at=now)
+            )
             continue
         if found is None:
             message_id = new_message_id()
@@ -251,16 +261,10 @@ def claim_due(
             delivery_id, message_id, attempts = found.id, found.message_id, found.attempts
         claims.append(
             Claim(
-                delivery_id, message_id, attempts, enrollment_id, step_index, key,
-                due_at, started_at, last_sent_at, sub_id, email, name, tz,
+                delivery_id, message_id, attempts, enrollment_id, key, day,
+                due_at or now, started_at, last_sent_at, sub_id, email, name, tz,
             )
         )  # fmt: skip
-    if skipped:
-        session.execute(
-            update(Enrollment)
-            .where(Enrollment.id.in_(skipped))
-            .values(next_step=Enrollment.next_step + 1, updated_at=now)
-        )
     reused = [c.delivery_id for c in claims if (c.enrollment_id, c.step_key) in existing]
     if reused:
         session.execute(
@@ -306,7 +310,7 @@ def _advance(
     sent: bool,
 ) -> None:
     values: dict[str, object] = {
-        "next_step": claim.step_index + 1,
+        "last_day": claim.step_day,
         "next_due_at": next_due_at,
         "updated_at": now,
     }
@@ -319,7 +323,7 @@ def _advance(
         update(Enrollment)
         .where(
             Enrollment.id == claim.enrollment_id,
-            Enrollment.next_step == claim.step_index,
+            Enrollment.last_day < claim.step_day,
             Enrollment.status == "active",
         )
         .values(**values)
@@ -444,11 +448,12 @@ def count_deliveries_by_step(session: Session, plan_id: str) -> dict[tuple[str, 
     return {(key, status): count for key, status, count in rows}
 
 
-def count_active_by_next_step(session: Session, plan_id: str) -> dict[int, int]:
+def count_active_by_last_day(session: Session, plan_id: str) -> dict[int, int]:
+    """Active enrollments by the plan day they have reached."""
     rows = session.execute(
-        select(Enrollment.next_step, func.count())
+        select(Enrollment.last_day, func.count())
         .where(Enrollment.plan_id == plan_id, Enrollment.status == "active")
-        .group_by(Enrollment.next_step)
+        .group_by(Enrollment.last_day)
     )
     return {int(step): int(count) for step, count in rows}
 

@@ -15,7 +15,7 @@ from campaign.models import Delivery
 from campaign.store import Claim
 
 NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
-KEYS = ["welcome", "day01", "day02"]
+STEPS = [("welcome", 0), ("day01", 1), ("day02", 2)]
 
 
 def _seed(db: Database, count: int) -> None:
@@ -31,7 +31,7 @@ def _seed(db: Database, count: int) -> None:
 def _claim(db: Database, owner: str, limit: int = 1000) -> list[Claim]:
     with db.transaction() as session:
         return store.claim_due(
-            session, plan_id="plan", step_keys=KEYS, now=NOW, owner=owner,
+            session, plan_id="plan", steps=STEPS, now=NOW, owner=owner,
             lease_until=NOW + timedelta(minutes=5), limit=limit,
             new_message_id=lambda: f"<{uuid.uuid4().hex}@example.org>",
         )  # fmt: skip
@@ -70,7 +70,7 @@ def test_a_claimed_step_is_not_due_again_until_its_lease_ends(database_url: str)
     assert _claim(db, "b") == []
     with db.transaction() as session:
         later = store.claim_due(
-            session, plan_id="plan", step_keys=KEYS, now=NOW + timedelta(minutes=6), owner="b",
+            session, plan_id="plan", steps=STEPS, now=NOW + timedelta(minutes=6), owner="b",
             lease_until=NOW + timedelta(minutes=11), limit=10, new_message_id=lambda: "<new@x>",
         )  # fmt: skip
     db.dispose()
