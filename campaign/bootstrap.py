@@ -45,6 +45,34 @@ class App:
     dispatcher: Dispatcher
     signups: Signups
     metrics: Metrics
+    fingerprint: tuple[tuple[str, int], ...] = ()
+
+    def reload_plan_if_changed(self) -> bool:
+        """Switch to an edited plan if, and only if, it is valid; True when it switched.
+
+        An invalid edit is logged with its file:line problems (once per save) and the last
+        good plan keeps running. Steps are matched by key, so unsent emails take the new
+        words, a removed step is not sent, and a moved one is never sent twice.
+        """
+        current = plan_fingerprint(self.settings)
+        if current == self.fingerprint:
+            return False
+        self.fingerprint = current
+        try:
+            plan = check_plan(self.settings)
+        except PlanError as exc:
+            for problem in exc.problems:
+                log.error("plan edit refused, still sending the last good plan: %s", problem)
+            return False
+        if plan.id != self.plan.id:
+            log.error("plan edit refused: the plan id changed (%s -> %s)", self.plan.id, plan.id)
+            return False
+        renderer, composer = _composer(self.settings, plan)
+        self.plan, self.renderer, self.composer = plan, renderer, composer
+        self.dispatcher.plan, self.dispatcher.composer = plan, composer
+        self.signups.plan, self.signups.composer = plan, composer
+        log.info("plan reloaded: %s, %d steps", plan.source, len(plan.steps))
+        return True
 
     def close(self) -> None:
         """Close database connections."""
@@ -87,6 +115,7 @@ def make_service(app: App) -> Service:
     """The scheduler for `app`: purges stale pending signups, times each pass for /metrics."""
 
     def housekeeping(now: datetime) -> None:
+        app.reload_plan_if_changed()
         purged = app.signups.purge_pending(now, app.settings.pending_purge_days)
         if purged:
             log.info("purged %d signup(s) never confirmed", purged)
@@ -145,17 +174,9 @@ def build(
     """Wire the engine from settings; tests pass a fixed clock or their own transport."""
     clock = clock or SystemClock()
     plan = load_plan(plan_path or settings.plan_path, settings.templates_dir)
-    renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
+    renderer, composer = _composer(settings, plan)
     for problem in renderer.problems:
         log.error("plan problem (steps affected are retried until fixed): %s", problem)
-    composer = Composer(
-        plan=plan,
-        renderer=renderer,
-        sender=address(settings.sender_address, plan.sender_name or settings.sender_name),
-        public_base_url=settings.public_base_url,
-        secret_key=settings.secret_key.get_secret_value(),
-        track_clicks=settings.track_clicks,
-    )
     transport = transport or make_transport(settings)
     db = Database(settings.database_url)
     policy = SendPolicy(
@@ -176,8 +197,28 @@ def build(
             [plan.problem("confirmation", "DOUBLE_OPT_IN is on but the plan has no confirmation:")]
         )
     return App(
-        settings, clock, db, plan, renderer, composer, transport, dispatcher, signups, Metrics()
+        settings, clock, db, plan, renderer, composer, transport, dispatcher, signups, Metrics(),
+        plan_fingerprint(settings),
+    )  # fmt: skip
+
+
+def _composer(settings: Settings, plan: Plan) -> tuple[Renderer, Composer]:
+    renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
+    composer = Composer(
+        plan=plan,
+        renderer=renderer,
+        sender=address(settings.sender_address, plan.sender_name or settings.sender_name),
+        public_base_url=settings.public_base_url,
+        secret_key=settings.secret_key.get_secret_value(),
+        track_clicks=settings.track_clicks,
     )
+    return renderer, composer
+
+
+def plan_fingerprint(settings: Settings) -> tuple[tuple[str, int], ...]:
+    """Names and modification times of the plan and its templates: changes on every save."""
+    files = [Path(settings.plan_path), *sorted(Path(settings.templates_dir).rglob("*"))]
+    return tuple((str(f), f.stat().st_mtime_ns) for f in files if f.is_file())
 
 
 def check_plan(settings: Settings, plan_path: Path | None = None) -> Plan:

@@ -17,11 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from campaign import bounces, reports, signups, simulation, subscriptions
+from campaign import bounces, plan_diff, reports, signups, simulation, subscriptions
 from campaign.bootstrap import App, build, check_plan, make_service
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
 from campaign.compose import Recipient
 from campaign.errors import BadInput, CampaignError, PlanError, UnknownStep
+from campaign.plan import load_plan
 from campaign.report_page import render_report
 from campaign.settings import Settings, load_environment
 from campaign.studio import serve_studio
@@ -217,6 +218,31 @@ def plan_check(path: Path | None) -> None:
         f"{checked.source}: ok: {len(checked.steps)} steps, days {checked.steps[0].day}"
         f"-{checked.last_day}, sent at {checked.send_time:%H:%M} local time"
     )
+
+
+@plan.command("diff")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@reports_errors
+def plan_diff_command(old: Path, new: Path) -> None:
+    """What replacing plan OLD with NEW changes, and how many in-flight subscribers it touches."""
+    settings = load_settings()
+    before = load_plan(old, settings.templates_dir)
+    after = check_plan(settings, new)
+    changes = plan_diff.diff_plans(before, after)
+    try:
+        app = make_app()
+        waiting: dict[int, int] | None = reports.active_by_last_day(app.db, before)
+    except CampaignError:
+        waiting = None  # no database yet: show the changes without counts
+    if not changes:
+        out.print("no changes")
+        return
+    table = Table("change", "step", "what it means", "subscribers affected")
+    for change in changes:
+        count = "-" if waiting is None else str(plan_diff.affected(change, waiting))
+        table.add_row(change.kind, change.key, change.detail, count)
+    out.print(table)
 
 
 def _step(app: App, key_or_day: str) -> Any:

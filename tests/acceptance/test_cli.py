@@ -265,3 +265,25 @@ def test_bounces_ingest_reads_a_folder_of_reports_and_suppresses(run: Run) -> No
     assert stats["subscribers"] == {
         "pending": 0, "active": 1, "unsubscribed": 0, "bounced": 1, "complained": 1,
     }  # fmt: skip
+
+
+def test_plan_diff_names_each_change_and_whom_it_touches(run: Run, tmp_path: Path) -> None:
+    """`plan diff OLD NEW` lists added, removed, moved and reworded steps with subscriber counts."""
+    for n in range(3):
+        assert run(*CAMPAIGN, "subscribe", f"p{n}@example.org", "--now", NOW).returncode == 0
+    (tmp_path / "assets").symlink_to(ROOT / "assets")
+    (tmp_path / "plans").mkdir()
+    new = tmp_path / "plans" / "new.yaml"
+    text = (ROOT / "plans" / "thirty_day.yaml").read_text()
+    start = text.index("  - key: day06\n")
+    block = text[start : text.index("  - key: day07\n")]
+    text = text.replace(block, block.replace("key: day06", "key: bonus"))
+    text = text.replace('subject: "Why your upper back hurts (mostly good news)"',
+                        'subject: "Why the upper back hurts"')  # fmt: skip
+    new.write_text(text)
+    result = run(*CAMPAIGN, "plan", "diff", str(ROOT / "plans" / "thirty_day.yaml"), str(new))
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if "│" in line]
+    assert any("added" in r and "bonus" in r and r.rstrip(" │").endswith("3") for r in rows)
+    assert any("removed" in r and "day06" in r for r in rows)
+    assert any("changed" in r and "day01" in r and "subject" in r for r in rows)
