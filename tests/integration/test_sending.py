@@ -14,11 +14,12 @@ from campaign import reports, store, subscriptions
 from campaign.bootstrap import App
 from campaign.clock import FixedClock
 from campaign.models import Delivery, Subscriber
+from campaign.smtp import SMTPTransport
 from campaign.testing import RecordingTransport
 from campaign.transport import Envelope
 from tests.conftest import ROOT, EngineFactory
 from tests.helpers import hours, tick
-from tests.smtp_server import Received, SMTPServer
+from tests.smtp_server import Received, SMTPServer, free_port
 
 START = datetime(2026, 10, 20, 0, 0, tzinfo=UTC)  # before both the EU and the US DST change
 ZONES = {
@@ -331,3 +332,32 @@ def test_a_mailbox_that_soft_bounces_on_k_steps_in_a_row_is_suppressed(
     assert known is not None
     assert known.status == "bounced"
     assert statuses == ["failed", "failed"]  # welcome and day 1; nothing tried after that
+
+
+def test_an_hour_without_smtp_loses_nothing_and_drains_without_a_burst(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """SMTP unreachable 06:30-07:30 on day 1: passes pause, then everything due goes once."""
+    app, clock = engine(START)
+    for n in range(5):
+        subscriptions.subscribe(
+            app.db, app.plan, email=f"d{n}@example.org", first_name=None, timezone="UTC",
+            now=START,
+        )  # fmt: skip
+    tick(app, clock, START)
+    working = app.dispatcher.transport
+    app.dispatcher.transport = SMTPTransport("127.0.0.1", free_port(), security="none", timeout=2)
+    for minutes in range(0, 61, 10):  # every 10 minutes through the outage
+        at = START + timedelta(days=1, hours=6, minutes=30 + minutes)
+        paused = tick(app, clock, at)
+        assert paused.sent == 0
+        assert (paused.error is not None) == (at.hour >= 7)  # day 1 is due from 07:00
+    app.dispatcher.transport = working
+    drained = tick(app, clock, START + timedelta(days=1, hours=7, minutes=40))
+    assert drained.sent == 5
+    for instant in hours(START + timedelta(days=1, hours=8), 20):
+        assert tick(app, clock, instant).sent == 0  # no second email that local day
+    assert sorted(_step(m) for m in smtp_server.received) == ["day01"] * 5 + ["welcome"] * 5
+    with app.db.transaction() as session:
+        attempts = set(session.scalars(select(Delivery.attempts)))
+    assert attempts == {1}  # the outage used up nobody's attempts
