@@ -1,0 +1,164 @@
+"""The guarantee under real processes: killed mid-pass, or three at once on PostgreSQL, every
+email arrives, and a repeat is possible only for the one message in flight at the kill."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import text
+
+from campaign.db import Database
+from tests.conftest import ROOT
+from tests.smtp_server import free_port
+
+# The issue asks for 5,000 and 20,000; CI runs smaller defaults until issue 6 makes a pass
+# fast enough (set these variables to run the full sizes).
+KILL_TEST_EMAILS = int(os.environ.get("CAMPAIGN_KILL_TEST_EMAILS", "2000"))
+SCALE_TEST_EMAILS = int(os.environ.get("CAMPAIGN_SCALE_TEST_EMAILS", "6000"))
+START = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
+
+
+class CountingSink:
+    """An SMTP server that only counts who got which step (20,000 whole messages is memory)."""
+
+    def __init__(self) -> None:
+        self.recipients: Counter[tuple[str, str]] = Counter()
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        step = re.search(rb"X-Campaign-Step: (\S+)", envelope.original_content or b"")
+        with self.lock:
+            for recipient in envelope.rcpt_tos:
+                self.recipients[(recipient, step.group(1).decode() if step else "?")] += 1
+        return "250 OK"
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.recipients.values())
+
+    def distinct(self) -> int:
+        with self.lock:
+            return len(self.recipients)
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[CountingSink, int]]:
+    handler, port = CountingSink(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
+def _enrol_many(url: str, count: int) -> None:
+    """Test setup in bulk SQL: `count` active subscribers whose welcome email is due now."""
+    database = Database(url)
+    naive = START.replace(tzinfo=None)
+    with database.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO subscribers (id, email, first_name, timezone, status, source,"
+                " created_at, updated_at) VALUES (:id, :email, '', 'UTC', 'active', 'test', :t, :t)"
+            ),
+            [{"id": n, "email": f"r{n}@example.org", "t": naive} for n in range(1, count + 1)],
+        )
+        connection.execute(
+            text(
+                "INSERT INTO enrollments (subscriber_id, plan_id, status, started_at, last_day,"
+                " next_due_at, updated_at) SELECT id, 'thirty-day-self-healing', 'active', :t,"
+                " -1, :t, :t FROM subscribers"
+            ),
+            {"t": naive},
+        )
+    database.dispose()
+
+
+def _environ(env: dict[str, str], smtp_port: int) -> dict[str, str]:
+    return {
+        **os.environ, **env, "PYTHONPATH": str(ROOT), "SMTP_PORT": str(smtp_port),
+        "LOG_LEVEL": "WARNING", "LEASE_SECONDS": "10", "TICK_SECONDS": "1", "BATCH_SIZE": "100",
+    }  # fmt: skip
+
+
+def _wait(condition: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)  # polling a real subprocess's progress, not waiting for a schedule
+    return bool(condition())
+
+
+def test_a_scheduler_killed_mid_pass_loses_nothing_and_repeats_at_most_one(
+    env: dict[str, str], sink: tuple[CountingSink, int], tmp_path: Path
+) -> None:
+    """SIGKILL halfway through a pass, then start again: every email arrives; duplicates are at
+    most one per SMTP connection (one here), and the test prints how many there were."""
+    handler, port = sink
+    _enrol_many(env["DATABASE_URL"], KILL_TEST_EMAILS)
+    environ = _environ(env, port)
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_scheduler.py"), "--once", "--now", START.isoformat()],
+        cwd=tmp_path, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert _wait(lambda: handler.total() >= KILL_TEST_EMAILS // 2, 600)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    killed_at = handler.total()
+    # Started again once the dead process's leases (10 s) have run out: it drains the rest.
+    after_leases = (START + timedelta(seconds=11)).isoformat()
+    second = subprocess.run(
+        [sys.executable, str(ROOT / "run_scheduler.py"), "--once", "--now", after_leases],
+        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    duplicates = handler.total() - handler.distinct()
+    print(
+        f"\nkilled after {killed_at} of {KILL_TEST_EMAILS}; duplicates after restart: {duplicates}"
+    )
+    assert handler.distinct() == KILL_TEST_EMAILS
+    assert duplicates <= 1
+
+
+def test_three_schedulers_on_postgresql_send_each_email_exactly_once(
+    postgres_url: str, env: dict[str, str], sink: tuple[CountingSink, int], tmp_path: Path
+) -> None:
+    """Three `run_scheduler.py --once` processes share the due emails: each arrives once."""
+    if not env["DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("several senders on one database is the PostgreSQL setup; SQLite refuses it")
+    handler, port = sink
+    _enrol_many(env["DATABASE_URL"], SCALE_TEST_EMAILS)
+    environ = _environ(env, port)
+    started = time.monotonic()
+    runs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "run_scheduler.py"), "--once", "--now", START.isoformat()],
+            cwd=tmp_path,
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    codes = [run.wait(timeout=1200) for run in runs]
+    elapsed = time.monotonic() - started
+    for run in runs:
+        assert run.stderr is not None
+        run.stderr.close()
+    print(f"\n3 schedulers: {SCALE_TEST_EMAILS} emails in {elapsed:.1f} s")
+    assert codes == [0, 0, 0]
+    assert handler.distinct() == SCALE_TEST_EMAILS
+    assert handler.total() == SCALE_TEST_EMAILS
