@@ -1,0 +1,310 @@
+"""Claiming due steps and recording what happened to each delivery (the send guarantee)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, true, tuple_, update
+from sqlalchemy.orm import Session
+
+from campaign.models import (
+    Delivery,
+    Enrollment,
+    Subscriber,
+)
+from campaign.store.people import cancel_enrollments, set_subscriber_status, suppress
+
+#: A delivery in one of these states is done: its step never goes to that enrollment again.
+SETTLED = ("sent", "failed", "bounced", "skipped")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One step of one enrollment, claimed by a pass for sending (plain values, no ORM)."""
+
+    delivery_id: int
+    message_id: str
+    attempts: int
+    enrollment_id: int
+    step_key: str
+    step_day: int
+    due_at: datetime
+    started_at: datetime
+    last_sent_at: datetime | None
+    subscriber_id: int
+    email: str
+    first_name: str
+    timezone: str
+
+
+def claim_due(
+    session: Session,
+    *,
+    plan_id: str,
+    steps: Sequence[tuple[str, int]],
+    now: datetime,
+    owner: str,
+    lease_until: datetime,
+    limit: int,
+    new_message_id: Callable[[], str],
+    only_enrollment: int | None = None,
+) -> list[Claim]:
+    """Claim up to `limit` due steps: lease them to `owner` until `lease_until`.
+
+    `steps` are the plan's (key, day) pairs in order; an enrollment's next step is the first
+    one after the day it has reached. On PostgreSQL rows locked by another claimer are
+    skipped (FOR UPDATE SKIP LOCKED); on SQLite the transaction already holds the single
+    write lock. A claimed enrollment's `next_due_at` becomes the lease expiry, so it is due
+    again only if the claimer dies.
+    """
+    rows = session.execute(
+        select(
+            Enrollment.id,
+            Enrollment.last_day,
+            Enrollment.next_due_at,
+            Enrollment.started_at,
+            Enrollment.last_sent_at,
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.first_name,
+            Subscriber.timezone,
+        )
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(
+            Enrollment.plan_id == plan_id,
+            Enrollment.status == "active",
+            Enrollment.next_due_at <= now,
+            Subscriber.status == "active",
+            Enrollment.id == only_enrollment if only_enrollment is not None else true(),
+        )
+        .order_by(Enrollment.next_due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=Enrollment)
+    ).all()
+    if not rows:
+        return []
+    upcoming = {r[0]: next(((k, d) for k, d in steps if d > r[1]), None) for r in rows}
+    finished = [enrollment for enrollment, step in upcoming.items() if step is None]
+    if finished:
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.id.in_(finished))
+            .values(status="completed", next_due_at=None, updated_at=now)
+        )
+    wanted = [(enrollment, step[0]) for enrollment, step in upcoming.items() if step]
+    existing = (
+        {
+            (d.enrollment_id, d.step_key): d
+            for d in session.execute(
+                select(Delivery.enrollment_id, Delivery.step_key, Delivery.id, Delivery.status)
+                .add_columns(Delivery.message_id, Delivery.attempts)
+                .where(tuple_(Delivery.enrollment_id, Delivery.step_key).in_(wanted))
+            )
+        }
+        if wanted
+        else {}
+    )
+    claims: list[Claim] = []
+    for row in rows:
+        enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz = row
+        step = upcoming[enrollment_id]
+        if step is None:
+            continue
+        key, day = step
+        found = existing.get((enrollment_id, key))
+        if found is not None and found.status in SETTLED:
+            # Settled under an earlier plan (a step moved to a later day): never again. Move
+            # past it; the enrollment stays due and the next claim looks further on.
+            session.execute(
+                update(Enrollment)
+                .where(Enrollment.id == enrollment_id, Enrollment.last_day < day)
+                .values(last_day=day, updated_at=now)
+            )
+            continue
+        if found is None:
+            message_id = new_message_id()
+            delivery_id = session.scalars(
+                insert(Delivery).returning(Delivery.id),
+                [
+                    {
+                        "enrollment_id": enrollment_id,
+                        "step_key": key,
+                        "status": "queued",
+                        "attempts": 0,
+                        "message_id": message_id,
+                        "lease_owner": owner,
+                        "lease_expires_at": lease_until,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                ],
+            ).one()
+            attempts = 0
+        else:
+            delivery_id, message_id, attempts = found.id, found.message_id, found.attempts
+        claims.append(
+            Claim(
+                delivery_id, message_id, attempts, enrollment_id, key, day,
+                due_at or now, started_at, last_sent_at, sub_id, email, name, tz,
+            )
+        )  # fmt: skip
+    reused = [c.delivery_id for c in claims if (c.enrollment_id, c.step_key) in existing]
+    if reused:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(reused))
+            .values(
+                status="queued", lease_owner=owner, lease_expires_at=lease_until, updated_at=now
+            )
+        )
+    if claims:
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.id.in_([c.enrollment_id for c in claims]))
+            .values(next_due_at=lease_until, updated_at=now)
+        )
+    return claims
+
+
+def _settle_delivery(
+    session: Session, claim: Claim, status: str, now: datetime, error: str | None
+) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == claim.delivery_id)
+        .values(
+            status=status,
+            attempts=Delivery.attempts + 1,
+            last_error=error,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+            sent_at=now if status == "sent" else None,
+        )
+    )
+
+
+def _advance(
+    session: Session,
+    claim: Claim,
+    now: datetime,
+    next_due_at: datetime | None,
+    *,
+    sent: bool,
+) -> None:
+    values: dict[str, object] = {
+        "last_day": claim.step_day,
+        "next_due_at": next_due_at,
+        "updated_at": now,
+    }
+    if sent:
+        values["last_sent_at"] = now
+    if next_due_at is None:
+        values["status"] = "completed"
+    # Guarded by the step index, so recording the same outcome twice moves the pointer once.
+    session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.id == claim.enrollment_id,
+            Enrollment.last_day < claim.step_day,
+            Enrollment.status == "active",
+        )
+        .values(**values)
+    )
+
+
+def record_sent(
+    session: Session, claim: Claim, sent_at: datetime, next_due_at: datetime | None
+) -> None:
+    """The server said 250: the step is done and the enrollment moves on."""
+    _settle_delivery(session, claim, "sent", sent_at, None)
+    _advance(session, claim, sent_at, next_due_at, sent=True)
+
+
+def record_retry(
+    session: Session, claim: Claim, now: datetime, error: str, retry_at: datetime
+) -> None:
+    """A temporary failure: try the same step (same Message-ID) again at `retry_at`."""
+    _settle_delivery(session, claim, "retry", now, error)
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == claim.enrollment_id, Enrollment.status == "active")
+        .values(next_due_at=retry_at, updated_at=now)
+    )
+
+
+def record_failed(
+    session: Session, claim: Claim, now: datetime, error: str, next_due_at: datetime | None
+) -> None:
+    """The step failed for good; the subscriber's plan goes on with the next step."""
+    _settle_delivery(session, claim, "failed", now, error)
+    _advance(session, claim, now, next_due_at, sent=False)
+
+
+def record_bounce(
+    session: Session, claim: Claim, now: datetime, error: str, email_hash: str
+) -> None:
+    """The address does not exist: fail the step, mark the subscriber bounced, stop the plan,
+    and suppress the address so no later signup or import mails it again."""
+    _settle_delivery(session, claim, "bounced", now, error)
+    stop_mailing(session, claim.subscriber_id, "bounced", email_hash, now)
+
+
+def stop_mailing(
+    session: Session, subscriber_id: int | None, status: str, email_hash: str, now: datetime
+) -> None:
+    """Bounced or complained: status set, plan cancelled, address suppressed (by hash)."""
+    if subscriber_id is not None:
+        set_subscriber_status(session, subscriber_id, status, now)
+        cancel_enrollments(session, subscriber_id, now)
+    suppress(session, email_hash, status, now)
+
+
+def consecutive_failures(session: Session, subscriber_id: int) -> int:
+    """How many of the subscriber's latest settled deliveries in a row failed."""
+    statuses = session.scalars(
+        select(Delivery.status)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(
+            Enrollment.subscriber_id == subscriber_id,
+            Delivery.status.in_(("sent", "failed")),
+        )
+        .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
+        .limit(50)
+    )
+    count = 0
+    for status in statuses:
+        if status != "failed":
+            break
+        count += 1
+    return count
+
+
+def record_late_skip(
+    session: Session, claim: Claim, now: datetime, reason: str, next_due_at: datetime | None
+) -> None:
+    """The step is too late to be worth sending (catch_up: skip_after): skip it, move on."""
+    _settle_delivery(session, claim, "skipped", now, reason)
+    _advance(session, claim, now, next_due_at, sent=False)
+
+
+def record_skipped(session: Session, claim: Claim, now: datetime, reason: str) -> None:
+    """Not sent because the subscriber left between claim and send."""
+    _settle_delivery(session, claim, "skipped", now, reason)
+
+
+def release(session: Session, claims: Iterable[Claim], now: datetime) -> None:
+    """Give claims back unsent (graceful stop): due again at their old time, attempts unchanged."""
+    for claim in claims:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == claim.delivery_id, Delivery.status == "queued")
+            .values(lease_owner=None, lease_expires_at=None, updated_at=now)
+        )
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.id == claim.enrollment_id, Enrollment.status == "active")
+            .values(next_due_at=claim.due_at, updated_at=now)
+        )
