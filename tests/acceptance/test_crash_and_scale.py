@@ -133,12 +133,12 @@ def test_a_scheduler_killed_mid_pass_loses_nothing_and_repeats_at_most_one(
     assert duplicates <= 1
 
 
-def test_three_schedulers_on_postgresql_send_each_email_exactly_once(
-    postgres_url: str, env: dict[str, str], sink: tuple[CountingSink, int], tmp_path: Path
+def test_three_schedulers_at_once_send_each_email_exactly_once(
+    env: dict[str, str], sink: tuple[CountingSink, int], tmp_path: Path
 ) -> None:
-    """Three `run_scheduler.py --once` processes share the due emails: each arrives once."""
-    if not env["DATABASE_URL"].startswith("postgresql"):
-        pytest.skip("several senders on one database is the PostgreSQL setup; SQLite refuses it")
+    """Three `run_scheduler.py --once` at once: on PostgreSQL they share the due emails; on
+    SQLite the ones that find the sender lock taken stop, naming its holder. Either way every
+    email arrives exactly once."""
     handler, port = sink
     _enrol_many(env["DATABASE_URL"], SCALE_TEST_EMAILS)
     environ = _environ(env, port)
@@ -150,15 +150,16 @@ def test_three_schedulers_on_postgresql_send_each_email_exactly_once(
             env=environ,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(3)
     ]
-    codes = [run.wait(timeout=1200) for run in runs]
+    outcomes = [(run.wait(timeout=1200), run.communicate()[1]) for run in runs]
     elapsed = time.monotonic() - started
-    for run in runs:
-        assert run.stderr is not None
-        run.stderr.close()
     print(f"\n3 schedulers: {SCALE_TEST_EMAILS} emails in {elapsed:.1f} s")
-    assert codes == [0, 0, 0]
+    if env["DATABASE_URL"].startswith("postgresql"):
+        assert [code for code, _ in outcomes] == [0, 0, 0]
+    else:
+        assert all(code == 0 or "another scheduler" in err for code, err in outcomes), outcomes
     assert handler.distinct() == SCALE_TEST_EMAILS
     assert handler.total() == SCALE_TEST_EMAILS
