@@ -1,0 +1,6 @@
+"""The `campaign` command line: parses input, calls use cases, prints results, maps errors."""
+
+from campaign.cli import marketer, operator  # noqa: F401 - importing registers the commands
+from campaign.cli.common import configure_logging, load_settings, main
+
+__all__ = ["configure_logging", "load_settings", "main"]

@@ -1,0 +1,108 @@
+"""What every command shares: settings, the app, --now, errors to exit codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from campaign.bootstrap import App, build
+from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
+from campaign.errors import CampaignError, PlanError, UnknownStep
+from campaign.settings import Settings, load_environment
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+err = Console(stderr=True)
+
+
+out = Console()
+
+
+class InstantType(click.ParamType):  # type: ignore[type-arg]  # click 8.2+ is generic
+    name = "ISO8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_instant(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+NOW = click.option(
+    "--now",
+    type=InstantType(),
+    default=None,
+    help="Act as if it were this instant (ISO-8601 with offset, e.g. 2026-12-01T07:00:00+00:00).",
+)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Alembic narrates its plugins at INFO; operators need only its warnings.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def load_settings() -> Settings:
+    return Settings.from_env(load_environment())
+
+
+def make_app(now: datetime | None = None, *, migrated: bool = True) -> App:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    clock: Clock = FixedClock(now) if now else SystemClock()
+    app = build(settings, clock=clock)
+    if migrated:
+        app.require_schema()
+    return app
+
+
+def reports_errors(command: F) -> F:
+    """CampaignError becomes one line on stderr and its exit code (2 input, 1 runtime)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except PlanError as exc:
+            # One problem per line, compiler style, so editors can jump to file:line.
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            click.echo(f"error: the plan has {len(exc.problems)} problem(s)", err=True)
+            sys.exit(exc.exit_code)
+        except CampaignError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="campaign-engine")
+def main() -> None:
+    """The campaign engine: a 30-day email plan sent at each subscriber's local morning."""
+
+
+def _step(app: App, key_or_day: str) -> Any:
+    step = app.plan.step(key_or_day)
+    if step is None:
+        raise UnknownStep(key_or_day)
+    return step
+
+
+@main.group()
+def plan() -> None:
+    """The plan file."""

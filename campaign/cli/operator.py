@@ -1,0 +1,224 @@
+"""Operator commands: the database, subscribers, passes, HTTP, bounces, stats."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from campaign import bounces, reports, signups, subscriptions
+from campaign.bootstrap import make_service
+from campaign.cli.common import (
+    NOW,
+    err,
+    main,
+    make_app,
+    out,
+    reports_errors,
+)
+from campaign.errors import BadInput
+from campaign.web import make_server
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@reports_errors
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version."""
+    app = make_app(migrated=False)
+    app.db.upgrade()
+    out.print(f"database ready: {app.db.engine.url.render_as_string(hide_password=True)}")
+
+
+@main.command()
+@click.argument("email")
+@click.option("--name", default=None, help="First name, used in greetings.")
+@click.option("--timezone", default=None, help="IANA time zone, e.g. Europe/Berlin (default UTC).")
+@NOW
+@reports_errors
+def subscribe(email: str, name: str | None, timezone: str | None, now: datetime | None) -> None:
+    """Add an active subscriber and enrol them; the welcome email is due at once."""
+    app = make_app(now)
+    result = subscriptions.subscribe(
+        app.db, app.plan, email=email, first_name=name, timezone=timezone, now=app.clock.now()
+    )
+    if result.created:
+        out.print(f"subscribed {result.email}: the welcome email goes out on the next pass")
+    else:
+        out.print(f"{result.email} is already known (status {result.status}); nothing changed")
+
+
+@main.command()
+@click.argument("email")
+@NOW
+@reports_errors
+def unsubscribe(email: str, now: datetime | None) -> None:
+    """Stop all email to EMAIL at once."""
+    app = make_app(now)
+    changed = subscriptions.unsubscribe(app.db, email=email, now=app.clock.now())
+    out.print(f"unsubscribed {email}" if changed else f"{email} was already unsubscribed")
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str | None]]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"email"} - set(reader.fieldnames or [])
+        if missing:
+            raise BadInput(f"{path}:1: the header must name an 'email' column")
+        for row in reader:
+            yield reader.line_num, row
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@NOW
+@reports_errors
+def import_csv(file: Path, now: datetime | None) -> None:
+    """Add subscribers from a CSV with columns email,first_name,timezone."""
+    app = make_app(now)
+    with file.open(encoding="utf-8-sig") as handle:
+        total = max(sum(1 for _ in handle) - 1, 0)
+    with Progress(
+        TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("import", total=total)
+        report = subscriptions.import_rows(
+            app.db,
+            app.plan,
+            _csv_rows(file),
+            now=app.clock.now(),
+            on_row=lambda: progress.advance(task),
+        )
+    for line, problem in report.problems:
+        click.echo(f"{file}:{line}: skipped: {problem}", err=True)
+    out.print(
+        f"added {report.added}, already known {report.already_known}, "
+        f"skipped {len(report.problems)} bad row(s)"
+    )
+
+
+@main.command()
+@NOW
+@reports_errors
+def tick(now: datetime | None) -> None:
+    """Run one sending pass: send everything due now."""
+    app = make_app(now)
+    with app.sending():
+        result = make_service(app).run_once()
+    out.print(
+        f"sent {result.sent}, failed {result.failed + result.bounced} "
+        f"(bounced {result.bounced}), retried {result.retried}, skipped {result.skipped}"
+    )
+    if result.error:
+        click.echo(f"error: {result.error}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default HTTP_HOST, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default HTTP_PORT, 8000).")
+@reports_errors
+def serve(host: str | None, port: int | None) -> None:
+    """Serve the signup, confirmation and unsubscribe pages, /healthz and /metrics."""
+    app = make_app()
+    host = host or app.settings.http_host
+    port = port or app.settings.http_port
+    out.print(
+        f"serving http://{host}:{port}/subscribe (public links use {app.settings.public_base_url})"
+    )
+    make_server(app, host, port).run()
+
+
+@main.command("export")
+@click.argument("email")
+@reports_errors
+def export_command(email: str) -> None:
+    """Print everything stored about EMAIL as JSON (consent, enrollments, deliveries)."""
+    app = make_app()
+    click.echo(json.dumps(signups.export_person(app.db, email), indent=2))
+
+
+@main.command()
+@click.argument("email")
+@NOW
+@reports_errors
+def forget(email: str, now: datetime | None) -> None:
+    """Erase EMAIL and all about them; keep only a hash so it is never mailed again."""
+    app = make_app(now)
+    signups.forget_person(app.db, email, app.clock.now())
+    out.print(f"forgot {email}: erased, and suppressed by hash")
+
+
+@main.group("bounces")
+def bounces_group() -> None:
+    """Bounce and complaint reports."""
+
+
+@bounces_group.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@NOW
+@reports_errors
+def bounces_ingest(paths: tuple[Path, ...], now: datetime | None) -> None:
+    """Read DSN bounces and ARF complaints (files, folders, maildirs); suppress each address."""
+    app = make_app(now)
+    result = bounces.ingest(app.db, list(paths), app.clock.now())
+    for line in result.bounced:
+        out.print(f"bounced {line}", highlight=False)
+    for line in result.complained:
+        out.print(f"complained {line}", highlight=False)
+    for path, problem in result.unreadable:
+        click.echo(f"{path}: unreadable: {problem}", err=True)
+    out.print(
+        f"{len(result.bounced)} bounced, {len(result.complained)} complained, "
+        f"{len(result.ignored)} file(s) with nothing to act on"
+    )
+
+
+@main.group("suppressions")
+def suppressions_group() -> None:
+    """Addresses that are never mailed (bounced, complained, forgotten)."""
+
+
+@suppressions_group.command("clear")
+@click.argument("email")
+@NOW
+@reports_errors
+def suppressions_clear(email: str, now: datetime | None) -> None:
+    """Lift the suppression of EMAIL: they may sign up (or be imported) again."""
+    app = make_app(now)
+    cleared = subscriptions.clear_suppression(app.db, email=email, now=app.clock.now())
+    out.print(f"cleared {email}" if cleared else f"{email} was not suppressed")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@reports_errors
+def stats(as_json: bool) -> None:
+    """Subscribers by status; per step: sent, bounced, failed, skipped, unsubscribes, clicks."""
+    app = make_app()
+    numbers = reports.stats(app.db, app.plan)
+    if as_json:
+        click.echo(json.dumps(numbers, indent=2))
+        return
+    out.print(
+        "subscribers: "
+        + ", ".join(f"{status} {count}" for status, count in numbers["subscribers"].items())
+    )
+    columns = ["sent", "bounced", "failed", "skipped", "unsubscribes_48h", "clicks", "pending"]
+    table = Table("step", "day", *[c.replace("_", " ") for c in columns],
+                  title=f"plan {numbers['plan']}")  # fmt: skip
+    for row in numbers["steps"]:
+        table.add_row(row["key"], str(row["day"]), *[str(row[c]) for c in columns])
+    out.print(table)
