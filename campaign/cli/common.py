@@ -52,8 +52,10 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Alembic narrates its plugins at INFO; operators need only its warnings.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Alembic and APScheduler narrate every plugin and every job run at INFO; the engine logs
+    # its own line per pass, so operators need only their warnings.
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def load_settings() -> Settings:
