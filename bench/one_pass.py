@@ -14,21 +14,21 @@ import argparse
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-
-import psycopg
 
 from campaign import subscriptions
 from campaign.bootstrap import build
 from campaign.clock import FixedClock
 from campaign.db import Database
+from campaign.dispatch import PassResult
 from campaign.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.scratch import scratch_database  # noqa: E402 - after the path is set
+
 NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
 
 
@@ -55,15 +55,19 @@ def main() -> None:
     parser.add_argument("--database", default=None, help="PostgreSQL URL (default: temp SQLite)")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="campaign-bench-"))
-    schema = None
-    if args.database:
-        schema = f"bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(args.database, autocommit=True) as connection:
-            connection.execute(f'CREATE SCHEMA "{schema}"')
-        url = f"{args.database}?options=-csearch_path%3D{schema}"
-    else:
-        url = f"sqlite:///{workdir / 'bench.db'}"
+    with scratch_database(args.database, "bench") as url:
+        report, enrolled, result, elapsed = run(url, args.count)
+    backend = "postgresql" if args.database else "sqlite"
+    print(f"database          {backend}")
+    print(f"subscribers       {report.added} enrolled in {enrolled:.2f} s")
+    print(f"pass              {result.summary()}")
+    print(f"pass time         {elapsed:.2f} s")
+    print(f"rate              {result.sent / elapsed:.0f} emails/s")
+    print(f"per email         {elapsed / max(result.sent, 1) * 1e6:.0f} us")
+
+
+def run(url: str, count: int) -> tuple[subscriptions.ImportReport, float, PassResult, float]:
+    """Enrol `count` subscribers, then time one pass that sends all their welcome emails."""
     port = free_port()
     sink = subprocess.Popen(
         [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
@@ -94,7 +98,7 @@ def main() -> None:
                 n + 2,
                 {"email": f"reader{n}@example.org", "first_name": f"Reader{n}", "timezone": "UTC"},
             )
-            for n in range(args.count)
+            for n in range(count)
         )
         started = time.perf_counter()
         report = subscriptions.import_rows(app.db, app.plan, rows, now=NOW)
@@ -106,16 +110,7 @@ def main() -> None:
     finally:
         sink.terminate()
         sink.wait()
-        if schema and args.database:
-            with psycopg.connect(args.database, autocommit=True) as connection:
-                connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    backend = "postgresql" if args.database else "sqlite"
-    print(f"database          {backend}")
-    print(f"subscribers       {report.added} enrolled in {enrolled:.2f} s")
-    print(f"pass              {result.summary()}")
-    print(f"pass time         {elapsed:.2f} s")
-    print(f"rate              {result.sent / elapsed:.0f} emails/s")
-    print(f"per email         {elapsed / max(result.sent, 1) * 1e6:.0f} us")
+    return report, enrolled, result, elapsed
 
 
 if __name__ == "__main__":

@@ -16,21 +16,19 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.smtp_server import free_port  # noqa: E402 - after the path is set
+from bench.scratch import scratch_database  # noqa: E402 - after the path is set
+from tests.smtp_server import free_port  # noqa: E402
 
 
 class Arrivals:
@@ -76,15 +74,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--database", default=None, help="PostgreSQL URL (default: temp SQLite)")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="campaign-latency-"))
-    schema = None
-    if args.database:
-        schema = f"bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(args.database, autocommit=True) as connection:
-            connection.execute(f'CREATE SCHEMA "{schema}"')
-        url = f"{args.database}?options=-csearch_path%3D{schema}"
-    else:
-        url = f"sqlite:///{workdir / 'latency.db'}"
+    with scratch_database(args.database, "latency") as url:
+        latencies = measure(url, args.count)
+    print(f"database          {'postgresql' if args.database else 'sqlite'}")
+    print(f"confirmations     {len(latencies)}")
+    print(f"median            {statistics.median(latencies) * 1000:.1f} ms")
+    print(f"worst             {max(latencies) * 1000:.1f} ms")
+
+
+def measure(url: str, count: int) -> list[float]:
+    """Seconds from each confirmation click to the welcome email's 250, for `count` signups."""
     arrivals = Arrivals()
     smtp_port, http_port = free_port(), free_port()
     controller = Controller(arrivals, hostname="127.0.0.1", port=smtp_port)
@@ -115,7 +114,7 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
-            for n in range(args.count):
+            for n in range(count):
                 email = f"reader{n}@example.org"
                 client.post("/subscribe", data={"email": email, "first_name": "Reader"})
                 _, content = arrivals.wait_for(email, "confirmation")
@@ -128,13 +127,7 @@ def main() -> None:
         service.terminate()
         service.wait(timeout=15)
         controller.stop()
-        if schema and args.database:
-            with psycopg.connect(args.database, autocommit=True) as connection:
-                connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    print(f"database          {'postgresql' if args.database else 'sqlite'}")
-    print(f"confirmations     {len(latencies)}")
-    print(f"median            {statistics.median(latencies) * 1000:.1f} ms")
-    print(f"worst             {max(latencies) * 1000:.1f} ms")
+    return latencies
 
 
 if __name__ == "__main__":

@@ -81,43 +81,39 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
             step, SAMPLE, message_id="<preview@example.com>", now=app.clock.now()
         )
 
-    async def timeline(request: Request) -> Response:
-        try:
-            app = await run_in_threadpool(load)
-        except CampaignError as exc:
-            return _problems(exc)
-        try:
-            items = []
-            for step in app.plan.steps:
-                rendered = compose(app, step).rendered
-                when = "at signup" if step.day == 0 else f"{app.plan.send_time:%H:%M} local"
-                items.append(
-                    f'<li><a href="/step/{step.key}"><span class="day">Day {step.day}</span>'
-                    f'<span class="when">{when}</span><span><span class="subject">'
-                    f'{html.escape(rendered.subject)}</span><span class="pre">'
-                    f"{html.escape(rendered.preheader)}</span></span></a></li>"
-                )
-        except CampaignError as exc:
-            return _problems(exc)
-        finally:
-            app.close()
-        title = f"Preview: {app.plan.name}"
-        return _page(title, f'<ol class="timeline">{"".join(items)}</ol>')
+    async def fresh(render: Callable[[App], Response]) -> Response:
+        """A page rendered from the plan as it is on disk now; its problems if it is broken."""
 
-    async def step_page(request: Request) -> Response:
+        def work() -> Response:
+            app = load()
+            try:
+                return render(app)
+            finally:
+                app.close()
+
         try:
-            app = await run_in_threadpool(load)
+            return await run_in_threadpool(work)
         except CampaignError as exc:
             return _problems(exc)
-        try:
-            step = app.plan.step(request.path_params["key"])
-            if step is None:
-                return PlainTextResponse("no such step", 404)
-            composed = compose(app, step)
-        except CampaignError as exc:
-            return _problems(exc)
-        finally:
-            app.close()
+
+    def timeline_page(app: App) -> Response:
+        items = []
+        for step in app.plan.steps:
+            rendered = compose(app, step).rendered
+            when = "at signup" if step.day == 0 else f"{app.plan.send_time:%H:%M} local"
+            items.append(
+                f'<li><a href="/step/{step.key}"><span class="day">Day {step.day}</span>'
+                f'<span class="when">{when}</span><span><span class="subject">'
+                f'{html.escape(rendered.subject)}</span><span class="pre">'
+                f"{html.escape(rendered.preheader)}</span></span></a></li>"
+            )
+        return _page(f"Preview: {app.plan.name}", f'<ol class="timeline">{"".join(items)}</ol>')
+
+    def step_page(app: App, key: str) -> Response:
+        step = app.plan.step(key)
+        if step is None:
+            return PlainTextResponse("no such step", 404)
+        composed = compose(app, step)
         headers = composed.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
         source = f"/step/{step.key}/email.html"
         body = (
@@ -133,20 +129,20 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
         )
         return _page(f"Preview: {step.key}", body)
 
+    def email_page(app: App, key: str) -> Response:
+        step = app.plan.step(key)
+        if step is None:
+            return PlainTextResponse("no such step", 404)
+        return HTMLResponse(compose(app, step).rendered.html)
+
+    async def timeline(request: Request) -> Response:
+        return await fresh(timeline_page)
+
+    async def step_detail(request: Request) -> Response:
+        return await fresh(lambda app: step_page(app, request.path_params["key"]))
+
     async def step_email(request: Request) -> Response:
-        try:
-            app = await run_in_threadpool(load)
-        except CampaignError as exc:
-            return _problems(exc)
-        try:
-            step = app.plan.step(request.path_params["key"])
-            if step is None:
-                return PlainTextResponse("no such step", 404)
-            return HTMLResponse(compose(app, step).rendered.html)
-        except CampaignError as exc:
-            return _problems(exc)
-        finally:
-            app.close()
+        return await fresh(lambda app: email_page(app, request.path_params["key"]))
 
     async def events(request: Request) -> Response:
         from watchfiles import awatch
@@ -166,7 +162,7 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
     return Starlette(
         routes=[
             Route("/", timeline),
-            Route("/step/{key}", step_page),
+            Route("/step/{key}", step_detail),
             Route("/step/{key}/email.html", step_email),
             Route("/events", events),
         ]
