@@ -57,10 +57,6 @@ class Composer:
         self.track_clicks = track_clicks
         self._attachments: dict[Path, Attachment] = {}
 
-    @property
-    def sender_domain(self) -> str:
-        return self.sender.domain
-
     def new_message_id(self) -> str:
         return f"<{uuid.uuid4().hex}@{self.sender.domain}>"
 

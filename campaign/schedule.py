@@ -8,7 +8,7 @@ instead of letting them burst.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from campaign.plan import Plan, Step
 
@@ -21,10 +21,6 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)") from exc
-
-
-def is_timezone(name: str) -> bool:
-    return name in available_timezones() or name == "UTC"
 
 
 def local_date(instant: datetime, tz: ZoneInfo) -> date:
