@@ -185,6 +185,8 @@ def build(
         max_attempts=settings.max_attempts,
         retry_base_seconds=settings.retry_base_seconds,
         rate_per_second=settings.send_rate_per_second,
+        rate_per_hour=settings.send_rate_per_hour,
+        connections=settings.smtp_connections,
         soft_bounce_limit=settings.soft_bounce_limit,
     )
     dispatcher = Dispatcher(db, plan, composer, transport, clock, owner_id(), policy)

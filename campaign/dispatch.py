@@ -1,8 +1,9 @@
-"""One sending pass: claim what is due at `now`, render, send over one connection, record each.
+"""One sending pass: claim what is due at `now`, render, send over SMTP_CONNECTIONS, record each.
 
 The order per message is the guarantee: the claim is committed before SMTP sees anything, the
 subscriber's status is re-read just before sending, and the outcome is committed right after
-the server's reply (a crash in between can repeat only that one message, with its Message-ID).
+the server's reply (a crash in between can repeat only the message each connection had in
+flight, with its Message-ID).
 """
 
 from __future__ import annotations
@@ -10,25 +11,36 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
 
 from campaign import schedule, store
 from campaign.clock import Clock
 from campaign.compose import Composer, Recipient
 from campaign.db import Database
 from campaign.errors import (
+    DatabaseError,
     PermanentFailure,
     RenderError,
     TemporaryFailure,
     TransportUnavailable,
 )
+from campaign.pacing import SendBudget, buckets_for
 from campaign.plan import Plan
 from campaign.store import Claim
 from campaign.subscriptions import email_hash
 from campaign.transport import Connection, Transport
+
+#: how long a recorded outcome waits for a lost database before the pass gives up (seconds).
+_RECORD_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +60,9 @@ class SendPolicy:
     max_attempts: int = 5
     retry_base_seconds: int = 60
     rate_per_second: float = 0.0
+    rate_per_hour: float = 0.0
     soft_bounce_limit: int = 3
+    connections: int = 1
 
 
 @dataclass
@@ -62,6 +76,12 @@ class PassResult:
     released: int = 0
     error: str | None = None
     stopped: bool = False
+    #: why the pass ended before everything due was handed out (None: it did not).
+    halted_by: BaseException | None = None
+
+    def add(self, other: PassResult) -> None:
+        for name in ("sent", "retried", "failed", "bounced", "skipped", "released"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def summary(self) -> str:
         return (
@@ -70,22 +90,49 @@ class PassResult:
         )
 
 
-class Pacer:
-    """Keeps sending under `rate` messages a second (0: no limit), sleeping on the clock."""
+class _Feed:
+    """Hands claims to the connections one at a time, claiming a new batch when they run out.
 
-    def __init__(self, rate: float, clock: Clock) -> None:
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._clock = clock
-        self._next_at: float | None = None
+    Any connection can halt the feed (the relay throttles, the server or the database is
+    gone, or the process is stopping); what was claimed and not handed out is given back.
+    """
 
-    def wait(self) -> None:
-        if not self._interval:
-            return
-        now = self._clock.monotonic()
-        if self._next_at is not None and now < self._next_at:
-            self._clock.sleep(self._next_at - now)
-            now = self._next_at
-        self._next_at = now + self._interval
+    def __init__(self, claim_batch: Callable[[], list[Claim]], stop: threading.Event | None):
+        self._claim_batch = claim_batch
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._pending: deque[Claim] = deque()
+        self._exhausted = False
+        self.claimed = 0
+        self.stopped = False
+        self.halted_by: BaseException | None = None
+
+    def next(self) -> Claim | None:
+        with self._lock:
+            if self.halted_by is not None:
+                return None
+            if self._stop is not None and self._stop.is_set():
+                self.stopped = True
+                return None
+            if not self._pending and not self._exhausted:
+                batch = self._claim_batch()
+                self.claimed += len(batch)
+                self._exhausted = not batch
+                self._pending.extend(batch)
+            return self._pending.popleft() if self._pending else None
+
+    def halt(self, reason: BaseException, unsent: Claim | None = None) -> None:
+        with self._lock:
+            if self.halted_by is None:
+                self.halted_by = reason
+            if unsent is not None:
+                self._pending.appendleft(unsent)
+
+    def leftovers(self) -> list[Claim]:
+        with self._lock:
+            left = list(self._pending)
+            self._pending.clear()
+            return left
 
 
 @dataclass
@@ -102,6 +149,11 @@ class Dispatcher:
     #: after a throttle reply no pass sends before this instant (this process).
     relay_paused_until: datetime | None = None
     _throttles: int = 0
+    _budget: SendBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        limits = buckets_for(self.policy.rate_per_second, self.policy.rate_per_hour)
+        self._budget = SendBudget(self.db, self.clock, limits)
 
     def run_pass(
         self,
@@ -119,57 +171,81 @@ class Dispatcher:
         if self.relay_paused_until is not None and now < self.relay_paused_until:
             result.error = f"relay throttled: backing off until {self.relay_paused_until:%H:%M:%S}"
             return result
-        pacer = Pacer(self.policy.rate_per_second, self.clock)
-        plan_steps = [(step.key, step.day) for step in self.plan.steps]
+        feed = _Feed(lambda: self._claim(now, only_enrollment), stop)
+        # The welcome email of one subscriber needs one connection, not a pool.
+        workers = 1 if only_enrollment is not None else self.policy.connections
+        results = [PassResult() for _ in range(workers)]
+        if workers == 1:
+            self._work(feed, now, results[0])
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="smtp") as pool:
+                futures = [pool.submit(self._work, feed, now, part) for part in results]
+            for future in futures:
+                future.result()  # an unexpected error in a connection ends the pass here
+        for part in results:
+            result.add(part)
+        result.claimed = feed.claimed
+        result.stopped = feed.stopped
+        leftovers = feed.leftovers()
+        if leftovers:
+            self._release(leftovers, result)
+        result.halted_by = feed.halted_by
+        self._after_halt(feed.halted_by, now, result)
+        return result
+
+    def _claim(self, now: datetime, only_enrollment: int | None) -> list[Claim]:
+        with self.db.transaction() as session:
+            return store.claim_due(
+                session,
+                plan_id=self.plan.id,
+                steps=[(step.key, step.day) for step in self.plan.steps],
+                now=now,
+                owner=self.owner,
+                lease_until=now + timedelta(seconds=self.policy.lease_seconds),
+                limit=self.policy.batch_size,
+                new_message_id=self.composer.new_message_id,
+                only_enrollment=only_enrollment,
+            )
+
+    def _work(self, feed: _Feed, now: datetime, result: PassResult) -> None:
+        """One SMTP connection: deliver claims from the feed until it runs dry or halts."""
         with ExitStack() as stack:
             connection: Connection | None = None
             while True:
-                with self.db.transaction() as session:
-                    claims = store.claim_due(
-                        session,
-                        plan_id=self.plan.id,
-                        steps=plan_steps,
-                        now=now,
-                        owner=self.owner,
-                        lease_until=now + timedelta(seconds=self.policy.lease_seconds),
-                        limit=self.policy.batch_size,
-                        new_message_id=self.composer.new_message_id,
-                        only_enrollment=only_enrollment,
-                    )
-                if not claims:
-                    return result
-                result.claimed += len(claims)
-                for position, claim in enumerate(claims):
-                    if stop is not None and stop.is_set():
-                        self._release(claims[position:], result)
-                        result.stopped = True
-                        return result
-                    try:
-                        if connection is None:
-                            connection = stack.enter_context(self.transport.open())
-                        self._deliver(claim, connection, pacer, now, result)
-                    except TransportUnavailable as exc:
-                        # An operator problem, not the message's: give every claim back intact.
-                        self._release(claims[position:], result)
-                        result.error = exc.message
-                        return result
-                    except RelayThrottled as exc:
-                        # Slow down as asked: every claim back, no attempt used, no sending
-                        # until the backoff ends (doubling while the server keeps asking).
-                        self._release(claims[position:], result)
-                        self._throttles += 1
-                        delay = schedule.retry_delay(
-                            self._throttles, self.policy.retry_base_seconds, 1.0
-                        )
-                        self.relay_paused_until = now + delay
-                        result.error = f"relay throttled ({exc.message}); backing off {delay}"
-                        return result
+                try:
+                    claim = feed.next()
+                except DatabaseError as exc:
+                    feed.halt(exc)
+                    return
+                if claim is None:
+                    return
+                try:
+                    if connection is None:
+                        connection = stack.enter_context(self.transport.open())
+                    self._deliver(claim, connection, now, result)
+                except (TransportUnavailable, RelayThrottled, DatabaseError) as exc:
+                    # Not this message's fault: it goes back unsent, and so does the rest.
+                    feed.halt(exc, unsent=claim)
+                    return
+                except BaseException as exc:
+                    feed.halt(exc)
+                    raise
+
+    def _after_halt(self, reason: BaseException | None, now: datetime, result: PassResult) -> None:
+        if isinstance(reason, TransportUnavailable | DatabaseError):
+            result.error = reason.message
+        elif isinstance(reason, RelayThrottled):
+            # Slow down as asked: no attempt used, no sending until the backoff ends
+            # (doubling while the server keeps asking).
+            self._throttles += 1
+            delay = schedule.retry_delay(self._throttles, self.policy.retry_base_seconds, 1.0)
+            self.relay_paused_until = now + delay
+            result.error = f"relay throttled ({reason.message}); backing off {delay}"
 
     def _deliver(
         self,
         claim: Claim,
         connection: Connection,
-        pacer: Pacer,
         now: datetime,
         result: PassResult,
     ) -> None:
@@ -211,7 +287,7 @@ class Dispatcher:
         if not still_active:
             result.skipped += 1
             return
-        pacer.wait()
+        self._budget.acquire()
         try:
             connection.send(composed.envelope, composed.data)
         except TemporaryFailure as exc:
@@ -221,13 +297,7 @@ class Dispatcher:
                 ) from exc
             self._temporary(claim, now, exc.message, result)
         except PermanentFailure as exc:
-            with self.db.transaction() as session:
-                if exc.bounce:
-                    store.record_bounce(session, claim, now, exc.message, email_hash(claim.email))
-                else:
-                    store.record_failed(
-                        session, claim, now, exc.message, self._next_due(claim, None)
-                    )
+            self._record(partial(self._rejected, claim=claim, now=now, failure=exc))
             log.warning(
                 "delivery %s to subscriber %s rejected: %s",
                 claim.delivery_id,
@@ -240,8 +310,8 @@ class Dispatcher:
                 result.failed += 1
         else:
             sent_at = self.clock.now()
-            with self.db.transaction() as session:
-                store.record_sent(session, claim, sent_at, self._next_due(claim, sent_at))
+            next_due = self._next_due(claim, sent_at)
+            self._record(lambda session: store.record_sent(session, claim, sent_at, next_due))
             result.sent += 1
             self._throttles = 0
 
@@ -253,31 +323,58 @@ class Dispatcher:
         with self.db.transaction() as session:
             store.beat(session, self.owner, started_at, now, seconds, paused)
 
+    def _rejected(
+        self, session: Session, claim: Claim, now: datetime, failure: PermanentFailure
+    ) -> None:
+        if failure.bounce:
+            store.record_bounce(session, claim, now, failure.message, email_hash(claim.email))
+        else:
+            store.record_failed(session, claim, now, failure.message, self._next_due(claim, None))
+
+    def _record(self, write: Callable[[Session], None]) -> None:
+        """Commit what the mail server answered, waiting out a database restart.
+
+        Until this commit the message is unrecorded: given up, its claim would expire and the
+        message go again. So wait a while for the database; past that, the pass stops.
+        """
+        for delay in (*_RECORD_RETRIES, None):
+            try:
+                with self.db.transaction() as session:
+                    write(session)
+                return
+            except DatabaseError as exc:
+                if delay is None:
+                    raise
+                log.warning("cannot record a delivery (%s); retrying in %.1fs", exc.message, delay)
+                self.clock.sleep(delay)
+
     def _temporary(self, claim: Claim, now: datetime, error: str, result: PassResult) -> None:
         attempts = claim.attempts + 1
-        with self.db.transaction() as session:
-            if attempts >= self.policy.max_attempts:
-                # Give up on this step only: the subscriber stays active and the plan goes on,
-                # unless this mailbox has now soft-bounced on SOFT_BOUNCE_LIMIT steps in a row.
-                store.record_failed(session, claim, now, error, self._next_due(claim, None))
-                result.failed += 1
-                failures = store.consecutive_failures(session, claim.subscriber_id)
-                if failures >= self.policy.soft_bounce_limit:
-                    store.stop_mailing(
-                        session, claim.subscriber_id, "bounced", email_hash(claim.email), now
-                    )
-                    log.warning(
-                        "subscriber %s suppressed: %d steps in a row failed (last: %s)",
-                        claim.subscriber_id, failures, error,
-                    )  # fmt: skip
-                return
-            delay = schedule.retry_delay(
-                attempts,
-                self.policy.retry_base_seconds,
-                random.uniform(0.5, 1.5),  # noqa: S311
-            )
-            store.record_retry(session, claim, now, error, now + delay)
-        result.retried += 1
+        if attempts < self.policy.max_attempts:
+            jitter = random.uniform(0.5, 1.5)  # noqa: S311
+            retry_at = now + schedule.retry_delay(attempts, self.policy.retry_base_seconds, jitter)
+            self._record(lambda session: store.record_retry(session, claim, now, error, retry_at))
+            result.retried += 1
+            return
+        # Give up on this step only: the subscriber stays active and the plan goes on,
+        # unless this mailbox has now soft-bounced on SOFT_BOUNCE_LIMIT steps in a row.
+        failures: list[int] = []
+
+        def give_up(session: Session) -> None:
+            store.record_failed(session, claim, now, error, self._next_due(claim, None))
+            failures[:] = [store.consecutive_failures(session, claim.subscriber_id)]
+            if failures[0] >= self.policy.soft_bounce_limit:
+                store.stop_mailing(
+                    session, claim.subscriber_id, "bounced", email_hash(claim.email), now
+                )
+
+        self._record(give_up)
+        result.failed += 1
+        if failures[0] >= self.policy.soft_bounce_limit:
+            log.warning(
+                "subscriber %s suppressed: %d steps in a row failed (last: %s)",
+                claim.subscriber_id, failures[0], error,
+            )  # fmt: skip
 
     def _too_late(self, claim: Claim, now: datetime) -> bool:
         """Under `catch_up: {skip_after: H}`, a daily step H hours past its time is not sent.
@@ -302,8 +399,8 @@ class Dispatcher:
         return schedule.due_at(self.plan, following, claim.started_at, tz, last_sent)
 
     def _release(self, claims: list[Claim], result: PassResult) -> None:
-        with self.db.transaction() as session:
-            store.release(session, claims, self.clock.now())
+        released_at = self.clock.now()
+        self._record(lambda session: store.release(session, claims, released_at))
         result.released += len(claims)
 
 

@@ -15,9 +15,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from campaign.clock import Clock
 from campaign.dispatch import Dispatcher, PassResult
-from campaign.errors import CampaignError
+from campaign.errors import CampaignError, DatabaseError
 
 log = logging.getLogger("campaign.scheduler")
+
+#: after losing the database, try the pass again after these pauses (seconds) before the tick.
+DATABASE_RETRIES = (1.0, 2.0, 4.0, 8.0)
 
 
 class Service:
@@ -42,17 +45,33 @@ class Service:
         self._operator_error: str | None = None
 
     def run_pass(self, now: datetime | None = None) -> PassResult:
-        """One pass at `now` (read from the clock once, when not given); one log line."""
-        now = now or self.clock.now()
+        """One pass at `now` (read from the clock once, when not given); one log line.
+
+        A database that went away (a restart, a failover) gets the pass retried a few times
+        on new connections before waiting for the next tick.
+        """
+        for pause in (*DATABASE_RETRIES, None):
+            try:
+                return self._pass(now or self.clock.now())
+            except DatabaseError as exc:
+                if pause is None or self.stop_requested.is_set():
+                    log.error("pass failed: %s", exc.message)
+                    return PassResult(error=exc.message)
+                log.warning("pass failed: %s; retrying in %.0fs", exc.message, pause)
+                self.stop_requested.wait(pause)
+            except CampaignError as exc:
+                log.error("pass failed: %s", exc.message)
+                return PassResult(error=exc.message)
+        raise AssertionError("unreachable")
+
+    def _pass(self, now: datetime) -> PassResult:
         started = time.perf_counter()
-        try:
-            self._housekeeping(now)
-            result = self.dispatcher.run_pass(now, self.stop_requested)
-            elapsed = time.perf_counter() - started
-            self.dispatcher.record_heartbeat(self.started_at, now, elapsed, result.error)
-        except CampaignError as exc:
-            log.error("pass failed: %s", exc.message)
-            return PassResult(error=exc.message)
+        self._housekeeping(now)
+        result = self.dispatcher.run_pass(now, self.stop_requested)
+        if isinstance(result.halted_by, DatabaseError):
+            raise result.halted_by
+        elapsed = time.perf_counter() - started
+        self.dispatcher.record_heartbeat(self.started_at, now, elapsed, result.error)
         self._on_pass(result, elapsed)
         if result.error:
             if result.error != self._operator_error:

@@ -25,6 +25,8 @@ class Received:
     sender: str
     recipients: list[str]
     data: bytes
+    #: the client's (host, port): which SMTP connection delivered it.
+    peer: Any = None
 
     @property
     def message(self) -> EmailMessage:
@@ -57,7 +59,7 @@ class _Handler:
                 return self.data_replies.pop(0)
             content = envelope.original_content or b""
             self.received.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
+                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content, session.peer)
             )
         return "250 Message accepted"
 

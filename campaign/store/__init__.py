@@ -1,5 +1,6 @@
 """Every query, as a function taking a Session first. The caller owns the transaction."""
 
+from campaign.store.budget import Bucket, take_tokens, wait_for_token
 from campaign.store.deliveries import (
     SETTLED,
     Claim,
@@ -50,6 +51,7 @@ from campaign.store.people import (
 
 __all__ = [
     "SETTLED",
+    "Bucket",
     "Claim",
     "SubscriberRecord",
     "add_subscriber",
@@ -88,6 +90,8 @@ __all__ = [
     "subscriber_is_active",
     "suppress",
     "suppression_reason",
+    "take_tokens",
     "unsubscribes_after_step",
     "unsuppress",
+    "wait_for_token",
 ]

@@ -1,0 +1,58 @@
+"""Sending limits: SEND_RATE_PER_SECOND and SEND_RATE_PER_HOUR as token buckets in the database.
+
+Every engine on one database takes its tokens from the same rows, so the limits hold in total
+however many instances run. Tokens are taken a few at a time to keep database trips rare.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from campaign import store
+from campaign.clock import Clock
+from campaign.db import Database
+from campaign.store import Bucket
+
+#: take about this many seconds of sending per database trip.
+_CHUNK_SECONDS = 0.05
+#: never poll the buckets faster than this while waiting for a token.
+_MIN_WAIT_SECONDS = 0.005
+
+
+def buckets_for(per_second: float, per_hour: float) -> list[Bucket]:
+    """The buckets for the configured limits (0 means no limit). A per-second limit may burst
+    by one second's worth; a per-hour limit by one minute's worth."""
+    buckets = []
+    if per_second > 0:
+        buckets.append(Bucket("per_second", per_second, max(1.0, per_second)))
+    if per_hour > 0:
+        buckets.append(Bucket("per_hour", per_hour / 3600, max(1.0, per_hour / 60)))
+    return buckets
+
+
+class SendBudget:
+    """Blocks each send until the shared buckets allow it; free when no limit is set."""
+
+    def __init__(self, db: Database, clock: Clock, buckets: list[Bucket]) -> None:
+        self._db = db
+        self._clock = clock
+        self._buckets = buckets
+        self._chunk = max(1, math.floor(min((b.rate for b in buckets), default=0) * _CHUNK_SECONDS))
+        self._tokens = 0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if not self._buckets:
+            return
+        with self._lock:  # one waiter asks the database; the others queue behind it
+            while self._tokens == 0:
+                now = self._clock.now()
+                with self._db.transaction() as session:
+                    granted = store.take_tokens(session, self._buckets, self._chunk, now)
+                    wait = 0.0 if granted else store.wait_for_token(session, self._buckets, now)
+                if granted:
+                    self._tokens = granted
+                else:
+                    self._clock.sleep(max(wait, _MIN_WAIT_SECONDS))
+            self._tokens -= 1

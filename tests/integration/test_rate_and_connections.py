@@ -1,0 +1,105 @@
+"""Sending limits shared through the database, and parallel SMTP connections."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from campaign import subscriptions
+from campaign.bootstrap import App
+from campaign.db import Database
+from campaign.pacing import buckets_for
+from campaign.store import take_tokens
+from tests.conftest import EngineFactory
+from tests.smtp_server import SMTPServer, free_port
+
+START = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
+
+
+def _take_in_turns(
+    url: str, buckets_args: tuple[float, float], step: timedelta, turns: int, want: int
+) -> int:
+    """Two engines (two connection pools) take turns asking for `want` tokens every `step`."""
+    engines = [Database(url), Database(url)]
+    buckets = buckets_for(*buckets_args)
+    granted = 0
+    for turn in range(turns):
+        for database in engines:
+            with database.transaction() as session:
+                granted += take_tokens(session, buckets, want, START + step * turn)
+    for database in engines:
+        database.dispose()
+    return granted
+
+
+def test_two_engines_share_one_per_second_limit(database_url: str) -> None:
+    """10 a second between them: over 4 s at most the 10-token burst plus 10 a second."""
+    elapsed = 3.9
+    granted = _take_in_turns(database_url, (10, 0), timedelta(seconds=0.1), 40, want=5)
+    assert granted <= 10 + 10 * elapsed
+    assert granted >= 10 + 10 * elapsed - 2  # and the budget is not wasted either
+
+
+def test_two_engines_share_one_per_hour_limit(database_url: str) -> None:
+    """120 an hour between them: over an hour, at most a minute's burst (2) plus 120."""
+    granted = _take_in_turns(database_url, (0, 120), timedelta(minutes=1), 61, want=10)
+    assert 118 <= granted <= 2 + 120
+
+
+def _subscribe(app: App, count: int) -> None:
+    for n in range(count):
+        subscriptions.subscribe(
+            app.db, app.plan, email=f"p{n}@example.org", first_name="", timezone="UTC", now=START
+        )
+
+
+def test_a_pass_is_paced_by_the_per_second_limit(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """20 due at 5 a second: all go, and the pass takes the 3 s the limit asks for (on the
+    injected clock, which pacing advances instead of sleeping)."""
+    app, clock = engine(START, SEND_RATE_PER_SECOND="5")
+    _subscribe(app, 20)
+    result = app.dispatcher.run_pass(START)
+    assert result.sent == 20
+    assert len(smtp_server.received) == 20
+    assert timedelta(seconds=3) <= clock.now() - START <= timedelta(seconds=4)
+
+
+def test_a_pass_is_paced_by_the_per_hour_limit(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """60 an hour allows a burst of one, then one a minute: 5 emails take 4 minutes."""
+    app, clock = engine(START, SEND_RATE_PER_HOUR="60")
+    _subscribe(app, 5)
+    assert app.dispatcher.run_pass(START).sent == 5
+    assert timedelta(minutes=4) <= clock.now() - START < timedelta(minutes=5)
+
+
+def test_parallel_connections_share_a_pass_and_send_each_email_once(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """SMTP_CONNECTIONS=3: the server sees three sessions, and every email exactly once."""
+    app, _ = engine(START, SMTP_CONNECTIONS="3", BATCH_SIZE="10")
+    _subscribe(app, 60)
+    result = app.dispatcher.run_pass(START)
+    received = smtp_server.received
+    assert result.sent == 60
+    assert Counter(r.recipients[0] for r in received) == {f"p{n}@example.org": 1 for n in range(60)}
+    assert len({r.peer for r in received}) == 3
+
+
+def test_a_server_outage_with_parallel_connections_gives_every_claim_back(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """No server answers: the pass stops with one error and every claim goes back unused;
+    once a server answers, the next pass sends each email once."""
+    down, _ = engine(START, SMTP_CONNECTIONS="3", SMTP_PORT=str(free_port()))
+    _subscribe(down, 30)
+    result = down.dispatcher.run_pass(START)
+    assert result.sent == 0
+    assert "cannot connect" in (result.error or "")
+    assert result.released == result.claimed == 30
+    up, _ = engine(START, SMTP_CONNECTIONS="3")
+    assert up.dispatcher.run_pass(START + timedelta(minutes=1)).sent == 30
+    assert len(smtp_server.received) == 30
