@@ -135,6 +135,29 @@ class _Feed:
             return left
 
 
+Write = Callable[[Session], None]
+
+
+def _nothing(session: Session) -> None:
+    pass
+
+
+class _Unrecorded:
+    """The one accepted message per connection whose outcome is not committed yet."""
+
+    def __init__(self) -> None:
+        self._write: Write | None = None
+
+    def hold(self, write: Write) -> None:
+        if self._write is not None:  # would widen the crash window the README promises
+            raise RuntimeError("a second unrecorded message on one connection")
+        self._write = write
+
+    def take(self) -> Write:
+        write, self._write = self._write, None
+        return write or _nothing
+
+
 @dataclass
 class Dispatcher:
     """Sends one plan's due steps. Built once by bootstrap; `run_pass` is called per tick."""
@@ -209,6 +232,7 @@ class Dispatcher:
 
     def _work(self, feed: _Feed, now: datetime, result: PassResult) -> None:
         """One SMTP connection: deliver claims from the feed until it runs dry or halts."""
+        unrecorded = _Unrecorded()
         with ExitStack() as stack:
             connection: Connection | None = None
             while True:
@@ -216,20 +240,25 @@ class Dispatcher:
                     claim = feed.next()
                 except DatabaseError as exc:
                     feed.halt(exc)
-                    return
+                    break
                 if claim is None:
-                    return
+                    break
                 try:
                     if connection is None:
                         connection = stack.enter_context(self.transport.open())
-                    self._deliver(claim, connection, now, result)
+                    self._deliver(claim, connection, now, result, unrecorded)
                 except (TransportUnavailable, RelayThrottled, DatabaseError) as exc:
                     # Not this message's fault: it goes back unsent, and so does the rest.
                     feed.halt(exc, unsent=claim)
-                    return
-                except BaseException as exc:
+                    break
+                except Exception as exc:
+                    feed.halt(exc)
+                    self._record(unrecorded.take())
+                    raise
+                except BaseException as exc:  # the process is dying: like a kill, record nothing
                     feed.halt(exc)
                     raise
+        self._record(unrecorded.take())
 
     def _after_halt(self, reason: BaseException | None, now: datetime, result: PassResult) -> None:
         if isinstance(reason, TransportUnavailable | DatabaseError):
@@ -248,6 +277,7 @@ class Dispatcher:
         connection: Connection,
         now: datetime,
         result: PassResult,
+        unrecorded: _Unrecorded,
     ) -> None:
         step = self.plan.step_by_key(claim.step_key)
         if step is None:  # the plan changed since the claim: look again next pass
@@ -280,11 +310,19 @@ class Dispatcher:
                 )
             result.failed += 1
             return
-        with self.db.transaction() as session:
-            still_active = store.subscriber_is_active(session, claim.subscriber_id)
-            if not still_active:
+        # One transaction records the previous message's 250 and re-reads this subscriber's
+        # status: the last moment before DATA, and no more than one unrecorded message.
+        previous = unrecorded.take()
+        active: list[bool] = []
+
+        def record_and_check(session: Session) -> None:
+            previous(session)
+            active[:] = [store.subscriber_is_active(session, claim.subscriber_id)]
+            if not active[0]:
                 store.record_skipped(session, claim, now, "subscriber left before sending")
-        if not still_active:
+
+        self._record(record_and_check)
+        if not active[0]:
             result.skipped += 1
             return
         self._budget.acquire()
@@ -311,7 +349,8 @@ class Dispatcher:
         else:
             sent_at = self.clock.now()
             next_due = self._next_due(claim, sent_at)
-            self._record(lambda session: store.record_sent(session, claim, sent_at, next_due))
+            # Committed with the next message's status check (or when this connection ends).
+            unrecorded.hold(lambda session: store.record_sent(session, claim, sent_at, next_due))
             result.sent += 1
             self._throttles = 0
 
@@ -331,7 +370,7 @@ class Dispatcher:
         else:
             store.record_failed(session, claim, now, failure.message, self._next_due(claim, None))
 
-    def _record(self, write: Callable[[Session], None]) -> None:
+    def _record(self, write: Write) -> None:
         """Commit what the mail server answered, waiting out a database restart.
 
         Until this commit the message is unrecorded: given up, its claim would expire and the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import insert, select, true, tuple_, update
@@ -107,6 +107,7 @@ def claim_due(
         else {}
     )
     claims: list[Claim] = []
+    fresh: list[dict[str, object]] = []  # deliveries to insert, in the order of `claims`
     for row in rows:
         enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz = row
         step = upcoming[enrollment_id]
@@ -124,24 +125,20 @@ def claim_due(
             )
             continue
         if found is None:
-            message_id = new_message_id()
-            delivery_id = session.scalars(
-                insert(Delivery).returning(Delivery.id),
-                [
-                    {
-                        "enrollment_id": enrollment_id,
-                        "step_key": key,
-                        "status": "queued",
-                        "attempts": 0,
-                        "message_id": message_id,
-                        "lease_owner": owner,
-                        "lease_expires_at": lease_until,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                ],
-            ).one()
-            attempts = 0
+            message_id, attempts, delivery_id = new_message_id(), 0, 0  # id set below
+            fresh.append(
+                {
+                    "enrollment_id": enrollment_id,
+                    "step_key": key,
+                    "status": "queued",
+                    "attempts": 0,
+                    "message_id": message_id,
+                    "lease_owner": owner,
+                    "lease_expires_at": lease_until,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
         else:
             delivery_id, message_id, attempts = found.id, found.message_id, found.attempts
         claims.append(
@@ -150,6 +147,14 @@ def claim_due(
                 due_at or now, started_at, last_sent_at, sub_id, email, name, tz,
             )
         )  # fmt: skip
+    if fresh:
+        # One multi-row INSERT ... RETURNING for the batch, ids in the order given.
+        ids = iter(
+            session.scalars(
+                insert(Delivery).returning(Delivery.id, sort_by_parameter_order=True), fresh
+            ).all()
+        )
+        claims = [c if c.delivery_id else replace(c, delivery_id=next(ids)) for c in claims]
     reused = [c.delivery_id for c in claims if (c.enrollment_id, c.step_key) in existing]
     if reused:
         session.execute(
