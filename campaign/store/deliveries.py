@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, true, tuple_, update
+from sqlalchemy import insert, select, text, true, tuple_, update
 from sqlalchemy.orm import Session
 
 from campaign.models import (
@@ -173,22 +173,38 @@ def claim_due(
     return claims
 
 
+# The per-email statements, as plain SQL built once: they run for every message sent, and
+# SQLAlchemy's expression and ORM layers cost about 1 ms of CPU each time; these about 0.2 ms.
+_SETTLE = text(
+    "UPDATE deliveries SET status = :status, attempts = attempts + 1, last_error = :error,"
+    " lease_owner = NULL, lease_expires_at = NULL, updated_at = :now, sent_at = :sent_at"
+    " WHERE id = :id"
+)
+# Guarded by the step's day, so recording the same outcome twice moves the pointer once.
+_ADVANCE = text(
+    "UPDATE enrollments SET last_day = :day, next_due_at = :next_due_at, updated_at = :now,"
+    " last_sent_at = COALESCE(:sent_at, last_sent_at),"
+    " status = CASE WHEN :finished = 1 THEN 'completed' ELSE status END"
+    " WHERE id = :id AND last_day < :day AND status = 'active'"
+)
+
+
+def _naive(instant: datetime | None) -> datetime | None:
+    """How UTCDateTime stores an instant: naive UTC (plain SQL skips the column type)."""
+    return None if instant is None else instant.astimezone(UTC).replace(tzinfo=None)
+
+
 def _settle_delivery(
     session: Session, claim: Claim, status: str, now: datetime, error: str | None
 ) -> None:
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id == claim.delivery_id)
-        .values(
-            status=status,
-            attempts=Delivery.attempts + 1,
-            last_error=error,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-            sent_at=now if status == "sent" else None,
-        )
-    )
+    at = _naive(now)
+    session.connection().execute(
+        _SETTLE,
+        {
+            "status": status, "error": error, "now": at, "id": claim.delivery_id,
+            "sent_at": at if status == "sent" else None,
+        },
+    )  # fmt: skip
 
 
 def _advance(
@@ -199,25 +215,15 @@ def _advance(
     *,
     sent: bool,
 ) -> None:
-    values: dict[str, object] = {
-        "last_day": claim.step_day,
-        "next_due_at": next_due_at,
-        "updated_at": now,
-    }
-    if sent:
-        values["last_sent_at"] = now
-    if next_due_at is None:
-        values["status"] = "completed"
-    # Guarded by the step index, so recording the same outcome twice moves the pointer once.
-    session.execute(
-        update(Enrollment)
-        .where(
-            Enrollment.id == claim.enrollment_id,
-            Enrollment.last_day < claim.step_day,
-            Enrollment.status == "active",
-        )
-        .values(**values)
-    )
+    at = _naive(now)
+    session.connection().execute(
+        _ADVANCE,
+        {
+            "day": claim.step_day, "next_due_at": _naive(next_due_at), "now": at,
+            "sent_at": at if sent else None, "finished": int(next_due_at is None),
+            "id": claim.enrollment_id,
+        },
+    )  # fmt: skip
 
 
 def record_sent(
