@@ -378,7 +378,7 @@ class Dispatcher:
         """
         for delay in (*_RECORD_RETRIES, None):
             try:
-                with self.db.transaction() as session:
+                with self.db.transaction(flush_to_disk=False) as session:
                     write(session)
                 return
             except DatabaseError as exc:

@@ -148,13 +148,22 @@ def claim_due(
             )
         )  # fmt: skip
     if fresh:
-        # One multi-row INSERT ... RETURNING for the batch, ids in the order given.
-        ids = iter(
-            session.scalars(
-                insert(Delivery).returning(Delivery.id, sort_by_parameter_order=True), fresh
-            ).all()
-        )
-        claims = [c if c.delivery_id else replace(c, delivery_id=next(ids)) for c in claims]
+        # One executemany for the batch, then one query for the new ids (SQLite would run an
+        # INSERT ... RETURNING row by row).
+        session.connection().execute(insert(Delivery), fresh)
+        keys = [(row["enrollment_id"], row["step_key"]) for row in fresh]
+        ids = {
+            (enrollment, key): delivery
+            for enrollment, key, delivery in session.execute(
+                select(Delivery.enrollment_id, Delivery.step_key, Delivery.id).where(
+                    tuple_(Delivery.enrollment_id, Delivery.step_key).in_(keys)
+                )
+            )
+        }
+        claims = [
+            c if c.delivery_id else replace(c, delivery_id=ids[(c.enrollment_id, c.step_key)])
+            for c in claims
+        ]
     reused = [c.delivery_id for c in claims if (c.enrollment_id, c.step_key) in existing]
     if reused:
         session.execute(
