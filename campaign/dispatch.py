@@ -33,7 +33,7 @@ from campaign.errors import (
     TemporaryFailure,
     TransportUnavailable,
 )
-from campaign.pacing import SendBudget, buckets_for
+from campaign.pacing import SendBudget, StopWaiting, buckets_for
 from campaign.plan import Plan
 from campaign.store import Claim
 from campaign.subscriptions import email_hash
@@ -99,7 +99,7 @@ class _Feed:
 
     def __init__(self, claim_batch: Callable[[], list[Claim]], stop: threading.Event | None):
         self._claim_batch = claim_batch
-        self._stop = stop
+        self.stop = stop
         self._lock = threading.Lock()
         self._pending: deque[Claim] = deque()
         self._exhausted = False
@@ -111,7 +111,7 @@ class _Feed:
         with self._lock:
             if self.halted_by is not None:
                 return None
-            if self._stop is not None and self._stop.is_set():
+            if self.stop is not None and self.stop.is_set():
                 self.stopped = True
                 return None
             if not self._pending and not self._exhausted:
@@ -208,7 +208,7 @@ class Dispatcher:
         for part in results:
             result.add(part)
         result.claimed = feed.claimed
-        result.stopped = feed.stopped
+        result.stopped = feed.stopped or isinstance(feed.halted_by, StopWaiting)
         leftovers = feed.leftovers()
         if leftovers:
             self._release(leftovers, result)
@@ -246,8 +246,8 @@ class Dispatcher:
                 try:
                     if connection is None:
                         connection = stack.enter_context(self.transport.open())
-                    self._deliver(claim, connection, now, result, unrecorded)
-                except (TransportUnavailable, RelayThrottled, DatabaseError) as exc:
+                    self._deliver(claim, connection, now, result, unrecorded, feed)
+                except (TransportUnavailable, RelayThrottled, DatabaseError, StopWaiting) as exc:
                     # Not this message's fault: it goes back unsent, and so does the rest.
                     feed.halt(exc, unsent=claim)
                     break
@@ -278,6 +278,7 @@ class Dispatcher:
         now: datetime,
         result: PassResult,
         unrecorded: _Unrecorded,
+        feed: _Feed,
     ) -> None:
         step = self.plan.step_by_key(claim.step_key)
         if step is None:  # the plan changed since the claim: look again next pass
@@ -325,7 +326,7 @@ class Dispatcher:
         if not active[0]:
             result.skipped += 1
             return
-        self._budget.acquire()
+        self._budget.acquire(feed.stop)
         try:
             connection.send(composed.envelope, composed.data)
         except TemporaryFailure as exc:

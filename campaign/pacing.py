@@ -18,6 +18,12 @@ from campaign.store import Bucket
 _CHUNK_SECONDS = 0.05
 #: never poll the buckets faster than this while waiting for a token.
 _MIN_WAIT_SECONDS = 0.005
+#: look at the stop flag at least this often while waiting (SIGTERM must end within 10 s).
+_MAX_WAIT_SECONDS = 1.0
+
+
+class StopWaiting(Exception):
+    """The engine is stopping while a message waited for its turn under a rate limit."""
 
 
 def buckets_for(per_second: float, per_hour: float) -> list[Bucket]:
@@ -42,11 +48,14 @@ class SendBudget:
         self._tokens = 0
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def acquire(self, stop: threading.Event | None = None) -> None:
+        """Wait for a token; raises StopWaiting if `stop` is set meanwhile."""
         if not self._buckets:
             return
         with self._lock:  # one waiter asks the database; the others queue behind it
             while self._tokens == 0:
+                if stop is not None and stop.is_set():
+                    raise StopWaiting
                 now = self._clock.now()
                 with self._db.transaction() as session:
                     granted = store.take_tokens(session, self._buckets, self._chunk, now)
@@ -54,5 +63,5 @@ class SendBudget:
                 if granted:
                     self._tokens = granted
                 else:
-                    self._clock.sleep(max(wait, _MIN_WAIT_SECONDS))
+                    self._clock.sleep(min(max(wait, _MIN_WAIT_SECONDS), _MAX_WAIT_SECONDS))
             self._tokens -= 1

@@ -231,3 +231,31 @@ def test_a_rate_limit_holds_in_total_across_two_schedulers(
     span = max(handler.arrivals) - min(handler.arrivals)
     print(f"\n80 emails by 2 schedulers at 20/s in total: {span:.2f} s")
     assert span >= (80 - 20 - 1) / 20 * 0.95
+
+
+def test_sigterm_while_waiting_under_a_rate_limit_stops_within_seconds(
+    env: dict[str, str], sink: tuple[CountingSink, int], tmp_path: Path
+) -> None:
+    """At 60 an hour the second email waits a minute for its turn; SIGTERM during that wait
+    ends the service at once (exit 0), and the emails it had claimed go to the next run."""
+    handler, port = sink
+    _enrol_many(env["DATABASE_URL"], 5, start=SystemClock().now() - timedelta(hours=1))
+    environ = {**_environ(env, port), "SEND_RATE_PER_HOUR": "60", "LEASE_SECONDS": "300"}
+    service = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_scheduler.py")], cwd=tmp_path, env=environ,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert _wait(lambda: handler.total() >= 1, 60)
+    service.send_signal(signal.SIGTERM)
+    asked = time.monotonic()
+    _, log = service.communicate(timeout=30)
+    assert service.returncode == 0, log
+    assert time.monotonic() - asked < 10
+    assert handler.total() == 1
+    database = Database(env["DATABASE_URL"])
+    with database.engine.connect() as connection:
+        leased = connection.scalar(
+            text("SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL")
+        )
+    database.dispose()
+    assert leased == 0  # given back, not left to expire
