@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, text, true, tuple_, update
+from sqlalchemy import insert, select, text, true, update
 from sqlalchemy.orm import Session
 
 from campaign.models import (
@@ -100,7 +100,12 @@ def claim_due(
             for d in session.execute(
                 select(Delivery.enrollment_id, Delivery.step_key, Delivery.id, Delivery.status)
                 .add_columns(Delivery.message_id, Delivery.attempts)
-                .where(tuple_(Delivery.enrollment_id, Delivery.step_key).in_(wanted))
+                # Two plain INs, not a row-value IN: SQLite scans the whole log for that.
+                # The extra pairs they match are ignored by the lookup below.
+                .where(
+                    Delivery.enrollment_id.in_({enrollment for enrollment, _ in wanted}),
+                    Delivery.step_key.in_({key for _, key in wanted}),
+                )
             )
         }
         if wanted
@@ -151,12 +156,12 @@ def claim_due(
         # One executemany for the batch, then one query for the new ids (SQLite would run an
         # INSERT ... RETURNING row by row).
         session.connection().execute(insert(Delivery), fresh)
-        keys = [(row["enrollment_id"], row["step_key"]) for row in fresh]
         ids = {
             (enrollment, key): delivery
             for enrollment, key, delivery in session.execute(
                 select(Delivery.enrollment_id, Delivery.step_key, Delivery.id).where(
-                    tuple_(Delivery.enrollment_id, Delivery.step_key).in_(keys)
+                    Delivery.enrollment_id.in_({row["enrollment_id"] for row in fresh}),
+                    Delivery.step_key.in_({row["step_key"] for row in fresh}),
                 )
             )
         }

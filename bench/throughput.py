@@ -1,0 +1,270 @@
+"""Sending rate of the engine against plain smtplib: N due emails to one local SMTP sink.
+
+    .venv/bin/python bench/throughput.py                        # 20,000 emails, SQLite
+    .venv/bin/python bench/throughput.py --count 2000 --connections 1 2 4 \\
+        --database sqlite --database postgresql://postgres@127.0.0.1:5432/test --json out.json
+
+For each database and connection count: N subscribers whose welcome email is due are loaded in
+bulk (not timed), then one engine pass sends them all (`make_service(app).run_once(now)`, what
+`run_scheduler.py --once --now` runs, in a fresh process whose set-up is not timed). Then the
+same number of pre-built messages of the same size are blasted by plain smtplib over the same
+number of connections, one thread each. Each side gets its own fresh sink of the same kind:
+Postfix's smtp-sink when installed, aiosmtpd otherwise. Prints both rates, their ratio, and
+the engine's CPU time per email (the target is 300 us or less).
+
+`--connections N` passes SMTP_CONNECTIONS=N to the engine; an engine without that setting
+ignores it and sends over one connection (the output says which). Other engine settings pass
+through from the environment, e.g. `BATCH_SIZE=500 .venv/bin/python bench/throughput.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import resource
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from campaign.bootstrap import build, make_service
+from campaign.clock import FixedClock
+from campaign.compose import Recipient
+from campaign.db import Database
+from campaign.plan import load_plan
+from campaign.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.scratch import (  # noqa: E402 - after the path is set
+    NOW,
+    PLAN_PATH,
+    SINKS,
+    TEMPLATES_DIR,
+    code_version,
+    database_kind,
+    engine_env,
+    load_average,
+    load_campaign,
+    machine,
+    print_machine,
+    scratch_database,
+    smtp_sink,
+)
+
+#: The engine's CPU budget per email, from the performance issue.
+CPU_TARGET_US = 300.0
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in WORKERS:
+        print(json.dumps(WORKERS[sys.argv[1]](json.loads(sys.argv[2]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20_000, help="due emails (default 20,000)")
+    parser.add_argument(
+        "--database", action="append", metavar="URL",
+        help="'sqlite' (a temporary file) or a PostgreSQL URL; repeat for both (default sqlite)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--connections", type=int, nargs="+", default=[1], metavar="N",
+        help="SMTP connections, for the engine (SMTP_CONNECTIONS) and smtplib (default 1)",
+    )  # fmt: skip
+    parser.add_argument("--sink", choices=SINKS, default="auto")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N",
+        help="run the engine under cProfile and print its N costliest functions (slows it down)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    databases: list[str | None] = [
+        None if url == "sqlite" else url for url in (args.database or ["sqlite"])
+    ]
+    found = machine(databases)
+    print_machine(found)
+    results = [
+        measure(url, args.count, connections, args.sink, args.profile)
+        for url in databases
+        for connections in args.connections
+    ]
+    if args.json:
+        args.json.write_text(
+            json.dumps({"bench": "throughput", "machine": found, "results": results}, indent=2)
+        )
+
+
+def measure(
+    postgres_url: str | None, count: int, connections: int, sink: str, profile: int = 0
+) -> dict[str, Any]:
+    """One engine pass and one smtplib blast of `count` emails over `connections`; prints both."""
+    with scratch_database(postgres_url, "throughput") as url:
+        _prepare(url, count)
+        message = _sample_message(url)
+        with smtp_sink(sink) as engine_sink:
+            engine = _worker(
+                "engine",
+                {"profile": profile},
+                engine_env(url, engine_sink.port, SMTP_CONNECTIONS=str(connections)),
+            )
+        with tempfile.NamedTemporaryFile(suffix=".eml") as file:
+            file.write(message)
+            file.flush()
+            with smtp_sink(sink) as blast_sink:
+                blast = _worker(
+                    "blast",
+                    {"port": blast_sink.port, "count": count, "connections": connections,
+                     "message": file.name},
+                    dict(os.environ),
+                )  # fmt: skip
+    engine_rate = engine["sent"] / engine["wall_s"]
+    blast_rate = blast["sent"] / blast["wall_s"]
+    result = {
+        "database": database_kind(postgres_url),
+        "sink": engine_sink.kind,
+        "count": count,
+        "connections": connections,
+        "message_bytes": len(message),
+        "engine": {**engine, "rate": engine_rate, "sink_cpu_s": engine_sink.cpu_seconds},
+        "smtplib": {**blast, "rate": blast_rate, "sink_cpu_s": blast_sink.cpu_seconds},
+        "ratio": engine_rate / blast_rate,
+        "load_average": load_average(),
+        "code": code_version(),
+    }
+    _print(result)
+    return result
+
+
+def _print(r: dict[str, Any]) -> None:
+    engine, blast = r["engine"], r["smtplib"]
+    cpu_us = engine["cpu_s"] / max(engine["sent"], 1) * 1e6
+    used = engine["connections_used"]
+    note = "" if used == r["connections"] else f" (engine has no SMTP_CONNECTIONS: used {used})"
+    print(
+        f"\n{r['database']}, {r['count']} emails of {r['message_bytes'] / 1024:.0f} KiB, "
+        f"{r['connections']} connection(s){note}, sink {r['sink']}, "
+        f"load average {r['load_average']}"
+    )
+    print(f"  engine          {engine['sent']} sent in {engine['wall_s']:.2f} s = "
+          f"{engine['rate']:.0f} emails/s   ({engine['summary']})")  # fmt: skip
+    print(f"  smtplib         {blast['sent']} sent in {blast['wall_s']:.2f} s = "
+          f"{blast['rate']:.0f} emails/s")  # fmt: skip
+    print(f"  ratio           engine / smtplib = {r['ratio']:.2f}")
+    verdict = "meets" if cpu_us <= CPU_TARGET_US else "misses"
+    print(f"  engine CPU      {engine['cpu_s']:.2f} s = {cpu_us:.0f} us per email "
+          f"({verdict} the {CPU_TARGET_US:.0f} us target); smtplib {blast['cpu_s']:.2f} s = "
+          f"{blast['cpu_s'] / max(blast['sent'], 1) * 1e6:.0f} us per email")  # fmt: skip
+    print(f"  sink CPU        engine run {engine['sink_cpu_s']:.2f} s, "
+          f"smtplib run {blast['sink_cpu_s']:.2f} s")  # fmt: skip
+    print(f"  engine peak RSS {engine['peak_rss_mb']:.0f} MB")
+    if engine["sent"] != r["count"] or blast["sent"] != r["count"]:
+        print(f"  WARNING         of {r['count']}, the engine sent {engine['sent']} "
+              f"(error: {engine['error']}) and smtplib {blast['sent']}")  # fmt: skip
+    if engine.get("profile"):
+        print(engine["profile"])
+
+
+def _prepare(url: str, count: int) -> None:
+    """Migrate and load `count` subscribers whose welcome email is due (set-up, not timed)."""
+    database = Database(url)
+    database.upgrade()
+    database.dispose()
+    plan = load_plan(PLAN_PATH, TEMPLATES_DIR)
+    load_campaign(
+        url, subscribers=count, due=count, plan_id=plan.id,
+        step_keys={step.day: step.key for step in plan.steps},
+    )  # fmt: skip
+
+
+def _sample_message(url: str) -> bytes:
+    """The welcome email exactly as the engine builds it, for smtplib to send N times."""
+    app = build(Settings.from_env(engine_env(url, 25)), clock=FixedClock(NOW))
+    composed = app.composer.compose(
+        app.plan.steps[0], Recipient(1, "reader1@example.org", "Reader1"),
+        message_id=app.composer.new_message_id(), now=NOW, delivery_id=1,
+    )  # fmt: skip
+    app.close()
+    return composed.data
+
+
+def _worker(name: str, params: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Run a worker in a fresh process (its own CPU and memory figures); its JSON result."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), name, json.dumps(params)],
+        env=env, cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"{name} worker failed ({done.returncode}):\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def engine_worker(params: dict[str, Any]) -> dict[str, Any]:
+    """Build the engine from the environment (not timed), then time one pass at NOW."""
+    settings = Settings.from_env(os.environ)
+    app = build(settings, clock=FixedClock(NOW))
+    app.require_schema()
+    service = make_service(app)
+    profiler = cProfile.Profile() if params.get("profile") else None
+    with app.sending():
+        cpu, wall = time.process_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
+        result = service.run_once(NOW)
+        if profiler:
+            profiler.disable()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    app.close()
+    report = io.StringIO()
+    if profiler:
+        stats = pstats.Stats(profiler, stream=report)
+        stats.sort_stats("cumulative").print_stats("campaign/", params["profile"])
+    return {
+        "sent": result.sent,
+        "summary": result.summary(),
+        "error": result.error,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "connections_used": int(getattr(settings, "smtp_connections", 1)),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "profile": report.getvalue(),
+    }
+
+
+def blast_worker(params: dict[str, Any]) -> dict[str, Any]:
+    """Send the pre-built message `count` times over `connections` smtplib connections."""
+    data = Path(params["message"]).read_bytes()
+    count, connections, port = params["count"], params["connections"], params["port"]
+    sent = [0] * connections
+    start = threading.Barrier(connections + 1)
+
+    def send(lane: int) -> None:
+        start.wait()
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
+            smtp.ehlo()
+            for n in range(lane, count, connections):
+                smtp.sendmail("newsletter@example.com", [f"reader{n}@example.org"], data)
+                sent[lane] += 1
+
+    threads = [threading.Thread(target=send, args=(lane,)) for lane in range(connections)]
+    for thread in threads:
+        thread.start()
+    cpu, wall = time.process_time(), time.perf_counter()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"sent": sum(sent), "wall_s": wall, "cpu_s": cpu}
+
+
+WORKERS = {"engine": engine_worker, "blast": blast_worker}
+
+if __name__ == "__main__":
+    main()
