@@ -75,13 +75,22 @@ class Composer:
         now: datetime,
         extra: Mapping[str, Any] | None = None,
     ) -> RenderedEmail:
-        context = self.renderer.context(
+        unsubscribe = self.unsubscribe_url(recipient.subscriber_id, now)
+        return self._render(step, recipient, unsubscribe, extra)
+
+    def _render(
+        self,
+        step: Step,
+        recipient: Recipient,
+        unsubscribe: str,
+        extra: Mapping[str, Any] | None,
+    ) -> RenderedEmail:
+        return self.renderer.render_for(
             step,
             subscriber_context(recipient.email, recipient.first_name),
-            unsubscribe_url=self.unsubscribe_url(recipient.subscriber_id, now),
+            unsubscribe_url=unsubscribe,
             **(extra or {}),
         )
-        return self.renderer.render(step, context)
 
     def compose(
         self,
@@ -98,8 +107,8 @@ class Composer:
 
         With click tracking on and a `delivery_id`, links become signed `/c/` redirects.
         """
-        rendered = self.render(step, recipient, now, extra)
         unsubscribe = self.unsubscribe_url(recipient.subscriber_id, now)
+        rendered = self._render(step, recipient, unsubscribe, extra)
         if self.track_clicks and delivery_id is not None:
             rendered = self._tracked(rendered, delivery_id, now, keep=unsubscribe)
         data = build_message(

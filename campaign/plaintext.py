@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from html.parser import HTMLParser
 
 _BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "table", "tr", "ul", "ol", "blockquote"}
 _CELLS = {"td", "th"}
 _SKIP = {"style", "script", "head", "title"}
+_SCHEMES = ("http://", "https://", "mailto:")
+_WHITESPACE = re.compile(r"\s+")
+_BLANK_LINES = re.compile(r"\n{3,}")
 _VOID = {
     "area",
     "base",
@@ -33,6 +37,7 @@ class _TextWriter(HTMLParser):
         self.hidden = 0  # how many open elements hide their content
         self.lists: list[list[int]] = []  # per open list: [is_ordered, counter]
         self.links: list[tuple[str | None, list[str]]] = []
+        self.closed_links: list[tuple[str | None, str]] = []  # (href, text) of each shown link
 
     def _write(self, text: str) -> None:
         if not text:
@@ -114,7 +119,8 @@ class _TextWriter(HTMLParser):
         if tag == "a" and self.links:
             href, parts = self.links.pop()
             text = "".join(parts).strip()
-            if href and href.startswith(("http://", "https://", "mailto:")) and href != text:
+            self.closed_links.append((href, text))
+            if href is not None and spells_out(href, text):
                 self._write(f" <{href}>" if text else href)
         if tag in {"ul", "ol"} and self.lists:
             self.lists.pop()
@@ -124,16 +130,34 @@ class _TextWriter(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self.hidden:
             return
-        text = re.sub(r"\s+", " ", data)
+        text = _WHITESPACE.sub(" ", data)
         if not self.out or self.trailing_newlines:
             text = text.lstrip()
         self._write(text)
 
 
-def html_to_text(html: str) -> str:
-    """Plain text a person can read in any client; hidden preheaders are left out."""
+@dataclass(frozen=True)
+class Conversion:
+    text: str
+    #: (href, text) of every link shown, in order: what `spells_out` decided on.
+    links: tuple[tuple[str | None, str], ...]
+
+
+def spells_out(href: str, text: str) -> bool:
+    """Whether a link's address follows its text: absolute ones, unless the text already is it."""
+    return href.startswith(_SCHEMES) and href != text
+
+
+def convert(html: str) -> Conversion:
+    """The plain text of `html`, with the links it decided about."""
     writer = _TextWriter()
     writer.feed(html)
     writer.close()
     lines = [line.rstrip() for line in "".join(writer.out).splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+    text = _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip() + "\n"
+    return Conversion(text, tuple(writer.closed_links))
+
+
+def html_to_text(html: str) -> str:
+    """Plain text a person can read in any client; hidden preheaders are left out."""
+    return convert(html).text

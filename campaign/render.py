@@ -1,7 +1,14 @@
-"""Jinja2 rendering of a plan's steps: compiled once per plan load, CSS inlined, text derived."""
+"""Jinja2 rendering of a plan's steps: compiled once per plan load, CSS inlined, text derived.
+
+Inlining CSS and deriving the text cost far more than rendering, so they run once per step on a
+render whose subscriber values are placeholders; each email fills its values in (`render_for`).
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import secrets
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,13 +23,18 @@ from jinja2 import (
     Template,
     TemplateError,
     TemplateSyntaxError,
+    nodes,
     select_autoescape,
 )
+from markupsafe import escape
 
 from campaign.errors import PlanProblem, RenderError
-from campaign.message import header_text
-from campaign.plaintext import html_to_text
+from campaign.message import Joined, header_text
+from campaign.plaintext import convert, html_to_text, spells_out
 from campaign.plan import CONFIRMATION_INDEX, Plan, Step
+from campaign.skeleton import SCHEMES, Fill, Skeleton, inert, regular, scheme
+
+log = logging.getLogger(__name__)
 
 GREETING_FALLBACK = "there"
 
@@ -41,6 +53,9 @@ class _CompiledStep:
     preheader: Template
     html: Template
     text: Template | None
+    #: the sanitised subject and preheader of templates that use no variable.
+    fixed_subject: str | None = None
+    fixed_preheader: str | None = None
 
 
 def subscriber_context(email: str, first_name: str) -> dict[str, str]:
@@ -67,6 +82,9 @@ class Renderer:
         self._strings = Environment(undefined=StrictUndefined, autoescape=False)  # noqa: S701
         self._inliner = css_inline.CSSInliner(keep_style_tags=True)
         self._compiled: dict[str, _CompiledStep] = {}
+        self._skeletons: dict[tuple[Any, ...], Skeleton | None] = {}
+        # Placeholders no template can contain by chance.
+        self._nonce = secrets.token_hex(6)
         self.problems: list[PlanProblem] = []
         for step in self._all_steps():
             compiled = self._compile(step)
@@ -106,7 +124,21 @@ class Renderer:
         except TemplateError as exc:
             self.problems.append(self.plan.problem(f"{where}.template", str(exc)))
             return None
-        return _CompiledStep(subject, preheader, html, text)
+        return _CompiledStep(
+            subject, preheader, html, text,
+            self._fixed(step.subject), self._fixed(step.preheader),
+        )  # fmt: skip
+
+    def _fixed(self, source: str) -> str | None:
+        """The sanitised text of a subject or preheader that holds no Jinja code at all."""
+        body = self._strings.parse(source).body
+        if all(
+            isinstance(node, nodes.Output)
+            and all(isinstance(part, nodes.TemplateData) for part in node.nodes)
+            for node in body
+        ):
+            return header_text(self._strings.from_string(source).render(), limit=250)
+        return None
 
     def context(self, step: Step, subscriber: Mapping[str, str], **extra: Any) -> dict[str, Any]:
         """The names a template may use."""
@@ -123,14 +155,9 @@ class Renderer:
 
     def render(self, step: Step, context: Mapping[str, Any]) -> RenderedEmail:
         """Subject, preheader, inlined HTML and plain text of one step for one subscriber."""
-        compiled = self._compiled.get(step.key)
-        if compiled is None:
-            raise RenderError(step.key, "the template did not compile; run `campaign plan check`")
+        compiled = self._compiled_step(step)
         try:
-            subject = header_text(compiled.subject.render(context), limit=250)
-            preheader = header_text(compiled.preheader.render(context), limit=250)
-            full = {**context, "subject": subject, "preheader": preheader}
-            raw_html = compiled.html.render(full)
+            subject, preheader, full, raw_html = self._render_html(compiled, context)
             text = compiled.text.render(full) if compiled.text else html_to_text(raw_html)
             html = self._inliner.inline(raw_html)
         except TemplateError as exc:
@@ -138,6 +165,147 @@ class Renderer:
         except (TypeError, ValueError, AttributeError) as exc:
             raise RenderError(step.key, str(exc)) from exc
         return RenderedEmail(subject, preheader, html, text)
+
+    def render_for(self, step: Step, subscriber: Mapping[str, str], **extra: Any) -> RenderedEmail:
+        """What `render(step, context(step, subscriber, **extra))` gives, at a fraction of the cost.
+
+        The template is still rendered for every email, and its output must equal the step's
+        placeholder render with this email's values in place; only then are the inlined HTML
+        and the text filled in the same way. Anything else takes the full path.
+        """
+        compiled = self._compiled_step(step)
+        context = self.context(step, subscriber, **extra)
+        try:
+            subject, preheader, full, raw_html = self._render_html(compiled, context)
+            values = [*subscriber.values(), subject, preheader, *extra.values()]
+            shape = (tuple(subscriber), tuple(extra))
+            filled = self._filled(step, compiled, shape, values, raw_html)
+            html = filled[0] if filled else self._inliner.inline(raw_html)
+            if compiled.text:
+                text = compiled.text.render(full)
+            else:
+                text = filled[1] if filled else html_to_text(raw_html)
+        except TemplateError as exc:
+            raise RenderError(step.key, _describe(exc, self.templates_dir)) from exc
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise RenderError(step.key, str(exc)) from exc
+        return RenderedEmail(subject, preheader, html, text)
+
+    def _compiled_step(self, step: Step) -> _CompiledStep:
+        compiled = self._compiled.get(step.key)
+        if compiled is None:
+            raise RenderError(step.key, "the template did not compile; run `campaign plan check`")
+        return compiled
+
+    def _render_html(
+        self, compiled: _CompiledStep, context: Mapping[str, Any]
+    ) -> tuple[str, str, dict[str, Any], str]:
+        subject = compiled.fixed_subject
+        if subject is None:
+            subject = header_text(compiled.subject.render(context), limit=250)
+        preheader = compiled.fixed_preheader
+        if preheader is None:
+            preheader = header_text(compiled.preheader.render(context), limit=250)
+        full = {**context, "subject": subject, "preheader": preheader}
+        return subject, preheader, full, compiled.html.render(full)
+
+    def _filled(
+        self,
+        step: Step,
+        compiled: _CompiledStep,
+        shape: tuple[tuple[str, ...], tuple[str, ...]],
+        values: list[Any],
+        raw_html: str,
+    ) -> tuple[str, str] | None:
+        """Inlined HTML and text from the step's skeleton, or None where that is not proven."""
+        if not all(isinstance(value, str) for value in values):
+            return None
+        schemes = [scheme(value) if value.startswith(SCHEMES) else "" for value in values]
+        key = (step.key, shape, tuple(schemes))
+        if key not in self._skeletons:
+            self._skeletons[key] = self._skeleton(step, compiled, shape, key[2])
+        skeleton = self._skeletons[key]
+        if skeleton is None:
+            return None
+        if not all(regular(values[i]) for i in skeleton.used):
+            return None
+        escaped = [escape(value) for value in values]
+        if skeleton.raw.fill(escaped) != raw_html:
+            return None  # the template does more with a value than print it
+        for href, text, spelled_out in skeleton.links:
+            if spells_out(href.fill(values), text.fill(values)) != spelled_out:
+                return None
+        # Joined: the MIME builder encodes the template's share of each part once per step.
+        html = Joined(skeleton.html.segments(escaped))
+        return html, Joined(skeleton.text.segments(values)) if skeleton.text else ""
+
+    def _skeleton(
+        self,
+        step: Step,
+        compiled: _CompiledStep,
+        shape: tuple[tuple[str, ...], tuple[str, ...]],
+        schemes: tuple[str, ...],
+    ) -> Skeleton | None:
+        """The step rendered once with placeholders, if filling them in is proven to equal
+        rendering; None sends every email of this kind down the full path."""
+        if {"subscriber", "subject", "preheader"} & set(shape[1]):
+            return None  # an extra value would shadow what the renderer itself provides
+        names = [*(("subscriber", key) for key in shape[0]), "subject", "preheader", *shape[1]]
+        placeholders = [f"{scheme}x{self._nonce}{i}x" for i, scheme in enumerate(schemes)]
+        probes = [f"{scheme}Probe{i}z" for i, scheme in enumerate(schemes)]
+        pattern = re.compile("(" + "|".join(map(re.escape, placeholders)) + ")")
+        try:
+            raw = self._placeholder_render(step, compiled, names, placeholders)
+            if not inert(raw, pattern):
+                log.debug("step %s: a value is used beyond plain text; rendered in full", step.key)
+                return None
+            html, conversion = self._inliner.inline(raw), convert(raw)
+            # A canary: a full render with other values must give what the skeleton gives.
+            probe_raw = self._placeholder_render(step, compiled, names, probes)
+            probe_html, probe_text = self._inliner.inline(probe_raw), html_to_text(probe_raw)
+        except (TemplateError, TypeError, ValueError, AttributeError) as exc:
+            log.debug("step %s: placeholders do not render (%s); rendered in full", step.key, exc)
+            return None  # the full path raises the error, if any, for each email
+        index = {placeholder: i for i, placeholder in enumerate(placeholders)}
+
+        def split(text: str) -> Fill:
+            return Fill.split(text, pattern, index)
+
+        skeleton = Skeleton(
+            raw=split(raw),
+            html=split(html),
+            text=None if compiled.text else split(conversion.text),
+            links=tuple(
+                (split(href or ""), split(text), spells_out(href or "", text))
+                for href, text in conversion.links
+                if pattern.search(f"{href}{text}")
+            ),
+            used=tuple(i for i, placeholder in enumerate(placeholders) if placeholder in raw),
+        )
+        proven = (
+            all(html.count(p) == raw.count(p) for p in placeholders)
+            and skeleton.raw.fill(probes) == probe_raw
+            and skeleton.html.fill(probes) == probe_html
+            and (skeleton.text is None or skeleton.text.fill(probes) == probe_text)
+        )
+        if not proven:
+            log.debug("step %s: placeholders did not survive inlining; rendered in full", step.key)
+        return skeleton if proven else None
+
+    def _placeholder_render(
+        self, step: Step, compiled: _CompiledStep, names: list[Any], values: list[str]
+    ) -> str:
+        named = dict(zip(names, values, strict=True))
+        subscriber = {name[1]: value for name, value in named.items() if isinstance(name, tuple)}
+        extra = {
+            name: value
+            for name, value in named.items()
+            if isinstance(name, str) and name not in ("subject", "preheader")
+        }
+        context = self.context(step, subscriber, **extra)
+        return compiled.html.render(
+            {**context, "subject": named["subject"], "preheader": named["preheader"]}
+        )
 
     def check(self, samples: list[dict[str, Any]]) -> list[PlanProblem]:
         """Render every step for each sample context; every problem located by file:line."""

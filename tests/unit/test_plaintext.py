@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from campaign.plaintext import html_to_text
+from campaign.plaintext import convert, html_to_text, spells_out
 
 
 def test_headings_are_marked_and_set_apart() -> None:
@@ -107,3 +107,17 @@ def test_paragraphs_are_separated_by_one_blank_line() -> None:
 def test_unclosed_elements_do_not_hide_the_body(html: str) -> None:
     """Valid HTML that leaves an element unclosed in the head or preheader keeps its body text."""
     assert html_to_text(html) == "Hello\n"
+
+
+def test_conversion_reports_the_links_it_decided_on() -> None:
+    """Each shown link comes back with its address and text, hidden ones do not."""
+    html = (
+        '<span style="display:none"><a href="https://example.org/h">hidden</a></span>'
+        '<p><a href="https://example.org/a">A</a> <a href="/relative">B</a></p>'
+    )
+
+    conversion = convert(html)
+
+    assert conversion.links == (("https://example.org/a", "A"), ("/relative", "B"))
+    assert conversion.text == "A <https://example.org/a> B\n"
+    assert [spells_out(href or "", text) for href, text in conversion.links] == [True, False]

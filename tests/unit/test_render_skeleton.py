@@ -1,0 +1,177 @@
+"""Rendering through a step's skeleton gives what rendering in full gives: the same subject,
+preheader and text, and HTML a browser reads the same, for the shipped plan and odd templates."""
+
+from __future__ import annotations
+
+import logging
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from campaign.bootstrap import shared_context
+from campaign.plan import Plan, Step, load_plan
+from campaign.render import RenderedEmail, Renderer, subscriber_context
+from campaign.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE_URL = "https://news.example.org"
+SETTINGS = Settings.from_env(
+    {
+        "PUBLIC_BASE_URL": BASE_URL,
+        "POSTAL_ADDRESS": "Pain & Injury Doctor, 1 Test Street, Testville",
+        "MAIL_FROM": "Pain & Injury Doctor <newsletter@example.org>",
+        "PLAN_PATH": str(ROOT / "plans" / "thirty_day.yaml"),
+        "TEMPLATES_DIR": str(ROOT / "templates" / "emails"),
+    }
+)
+PLAN = load_plan(SETTINGS.plan_path, SETTINGS.templates_dir)
+STEPS = [*PLAN.steps, *([PLAN.confirmation] if PLAN.confirmation else [])]
+ODD_NAMES = [
+    "Ann", "José", "", "Zoë\u00a0Müller", "O'Brien & <Co>", '"Bob"', "a  b", "😀",
+    "https://evil.example", "mailto:x", "&amp;", "&#65;", "Probe0z", "x" * 150,
+    "=?utf-8?q?x=0D=0ABcc:_a@b?=", "Ann\u2028Bcc: a@b", "<b>bold</b>", " Ann ",
+]  # fmt: skip
+
+
+class _Document(HTMLParser):
+    """What a browser reads from HTML: tags, attributes and text, character references decoded."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.events: list[tuple[str, object]] = []
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.events.append(("start", (tag, attrs)))
+
+    def handle_endtag(self, tag: str) -> None:
+        self.events.append(("end", tag))
+
+    def handle_data(self, data: str) -> None:
+        if self.events and self.events[-1][0] == "text":
+            data = str(self.events.pop()[1]) + data
+        self.events.append(("text", data))
+
+
+def _extra(step: Step, subscriber_id: int) -> dict[str, str]:
+    extra = {"unsubscribe_url": f"{BASE_URL}/unsubscribe/tok-{subscriber_id}.x_Y"}
+    if step is PLAN.confirmation:
+        extra["confirm_url"] = f"{BASE_URL}/confirm/tok-{subscriber_id}"
+    return extra
+
+
+def _assert_same(fast: RenderedEmail, full: RenderedEmail) -> None:
+    assert (fast.subject, fast.preheader) == (full.subject, full.preheader)
+    assert fast.text == full.text
+    assert _Document(fast.html).events == _Document(full.html).events
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    """One renderer for many emails, as in a sending pass: skeletons are built once, then reused."""
+    return Renderer(PLAN, SETTINGS.templates_dir, shared_context(SETTINGS, PLAN))
+
+
+def _render_both(renderer: Renderer, step: Step, name: str, number: int) -> None:
+    subscriber = subscriber_context(f"reader{number}@example.org", name)
+    extra = _extra(step, number)
+
+    fast = renderer.render_for(step, subscriber, **extra)
+    full = renderer.render(step, renderer.context(step, subscriber, **extra))
+
+    _assert_same(fast, full)
+
+
+@pytest.mark.parametrize("step", STEPS, ids=[step.key for step in STEPS])
+def test_every_shipped_step_renders_the_same_through_its_skeleton(
+    renderer: Renderer, step: Step
+) -> None:
+    """All 32 shipped emails, for names plain and odd, equal the full render, text exactly."""
+    for number, name in enumerate(ODD_NAMES):
+        _render_both(renderer, step, name, number)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(step=st.sampled_from(STEPS), name=st.text(max_size=40), number=st.integers(0, 10**6))
+def test_any_name_renders_the_same_through_the_skeleton(
+    renderer: Renderer, step: Step, name: str, number: int
+) -> None:
+    """For any name at all, the filled-in skeleton equals the full render."""
+    _render_both(renderer, step, name, number)
+
+
+def test_the_shipped_steps_all_use_their_skeleton(caplog: pytest.LogCaptureFixture) -> None:
+    """No shipped template makes the renderer fall back to inlining CSS for every email."""
+    renderer = Renderer(PLAN, SETTINGS.templates_dir, shared_context(SETTINGS, PLAN))
+    caplog.set_level(logging.DEBUG, logger="campaign.render")
+    for number, step in enumerate(STEPS):
+        for name in ("Ann", ""):
+            renderer.render_for(
+                step, subscriber_context(f"r{number}@example.org", name), **_extra(step, number)
+            )
+
+    assert [r.getMessage() for r in caplog.records if "rendered in full" in r.getMessage()] == []
+
+
+ODD_TEMPLATES = {
+    "class": '<style>.Ann { color: red; }</style><p class="{{ subscriber.name }}">Hi</p>',
+    "branch": "<p>{% if subscriber.first_name %}Hi {{ subscriber.first_name }}{% endif %}!</p>",
+    "filter": "<p>{{ subscriber.name|upper }} {{ subscriber.name|length }}</p>",
+    "link_text": '<p><a href="{{ unsubscribe_url }}">{{ unsubscribe_url }}</a></p>',
+    "selector": '<style>a[href^="https://news"] { color: red; }</style>'
+    '<a href="{{ unsubscribe_url }}">Leave</a>',
+    "reference": "<p>&{{ subscriber.name }};</p>",
+    "numeric": "<p>&#{{ subscriber.name }}</p>",
+    "edges": "<p> {{ subscriber.first_name }} </p><p>{{ subscriber.first_name }}</p>",
+    "alt": '<img alt="{{ subscriber.name }}"><p title={{ subscriber.name }}>x</p>',
+    "raw_text": "<textarea>{{ subscriber.name }}</textarea><!-- {{ subscriber.name }} -->",
+    "named_link": '<a href="mailto:{{ subscriber.email }}">{{ subscriber.email }}</a>',
+    "compare": '<p>{% if subscriber.name == "Ann" %}Welcome back{% endif %}</p>',
+    "same_link": '<a href="{{ subscriber.name }}">{{ subscriber.first_name }}</a>',
+    "style": "<style>p { font-family: {{ subscriber.name }}; }</style><p>x</p>",
+}
+
+
+@pytest.fixture(scope="module")
+def odd_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
+    folder = tmp_path_factory.mktemp("odd")
+    steps = []
+    for day, (key, body) in enumerate(ODD_TEMPLATES.items()):
+        (folder / f"{key}.html").write_text(
+            f"<html><head><title>{{{{ subject }}}}</title></head><body>{body}</body></html>",
+            encoding="utf-8",
+        )
+        steps.append(
+            f'  - {{key: {key}, day: {day}, subject: "Hi {{{{ subscriber.name }}}}",'
+            f" template: {key}.html}}"
+        )
+    plan = folder / "plan.yaml"
+    plan.write_text(
+        'id: odd\nname: "Odd"\nsend_time: "07:00"\nsteps:\n' + "\n".join(steps) + "\n",
+        encoding="utf-8",
+    )
+    return load_plan(plan, folder)
+
+
+@pytest.mark.parametrize("key", ODD_TEMPLATES)
+@pytest.mark.parametrize(
+    "name",
+    ["Ann", "", "O'Brien & Co", "Zoë\u00a0M", "https://x.example", "amp", "A } p { color: red"],
+)
+def test_a_template_that_does_more_than_print_a_value_still_renders_right(
+    odd_plan: Plan, key: str, name: str
+) -> None:
+    """Values in classes, conditions, filters, selectors or raw text give the full render."""
+    renderer = Renderer(odd_plan, odd_plan.source.parent, {})
+    step = odd_plan.step_by_key(key)
+    assert step is not None
+    for number, first_name in enumerate(("Bob", name, "")):  # later emails reuse the skeleton
+        subscriber = subscriber_context(f"r{number}@example.org", first_name)
+        extra = {"unsubscribe_url": f"https://news.example.org/u/{number}"}
+        fast = renderer.render_for(step, subscriber, **extra)
+        full = renderer.render(step, renderer.context(step, subscriber, **extra))
+        _assert_same(fast, full)
