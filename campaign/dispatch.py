@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from zoneinfo import ZoneInfo
@@ -217,18 +217,39 @@ class Dispatcher:
         return result
 
     def _claim(self, now: datetime, only_enrollment: int | None) -> list[Claim]:
-        with self.db.transaction() as session:
-            return store.claim_due(
-                session,
-                plan_id=self.plan.id,
-                steps=[(step.key, step.day) for step in self.plan.steps],
-                now=now,
-                owner=self.owner,
-                lease_until=now + timedelta(seconds=self.policy.lease_seconds),
-                limit=self.policy.batch_size,
-                new_message_id=self.composer.new_message_id,
-                only_enrollment=only_enrollment,
-            )
+        """The next batch of claims whose step is itself due at `now`.
+
+        An enrollment's `next_due_at` was computed for the step that was next when it was
+        written; after a plan edit removed or moved that step, the step now next may be due
+        later. Such a claim goes back with its own time: sending it now would be early.
+        """
+        while True:
+            with self.db.transaction() as session:
+                claims = store.claim_due(
+                    session,
+                    plan_id=self.plan.id,
+                    steps=[(step.key, step.day) for step in self.plan.steps],
+                    now=now,
+                    owner=self.owner,
+                    lease_until=now + timedelta(seconds=self.policy.lease_seconds),
+                    limit=self.policy.batch_size,
+                    new_message_id=self.composer.new_message_id,
+                    only_enrollment=only_enrollment,
+                )
+                early = [
+                    replace(claim, due_at=due)
+                    for claim in claims
+                    if (due := self._step_due(claim)) is not None and due > now
+                ]
+                if early:
+                    store.release(session, early, now)
+            if not early:
+                return claims
+            later = {claim.delivery_id for claim in early}
+            ready = [claim for claim in claims if claim.delivery_id not in later]
+            if ready:
+                return ready
+            # Released claims are due later, so the next look-up cannot return them again.
 
     def _work(self, feed: _Feed, now: datetime, result: PassResult) -> None:
         """One SMTP connection: deliver claims from the feed until it runs dry or halts."""
@@ -428,6 +449,14 @@ class Dispatcher:
             self.plan, step, claim.started_at, _zone_or_utc(claim.timezone)
         )
         return now - nominal > self.plan.skip_after
+
+    def _step_due(self, claim: Claim) -> datetime | None:
+        """When the claimed step is due under the current plan (None: not in the plan)."""
+        step = self.plan.step_by_key(claim.step_key)
+        if step is None:
+            return None
+        tz = _zone_or_utc(claim.timezone)
+        return schedule.due_at(self.plan, step, claim.started_at, tz, claim.last_sent_at)
 
     def _next_due(self, claim: Claim, sent_at: datetime | None) -> datetime | None:
         """When the step after `claim` is due; None when the plan is finished."""

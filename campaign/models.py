@@ -26,6 +26,8 @@ SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complain
 ENROLLMENT_STATUSES = ("active", "completed", "cancelled")
 #: queued = claimed or waiting for its first try; retry = deferred after a temporary failure.
 DELIVERY_STATUSES = ("queued", "retry", "sent", "failed", "bounced", "skipped")
+#: A delivery in one of these states is still to be sent: claimed, or awaiting a retry.
+PENDING_DELIVERY = ("queued", "retry")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -10,6 +10,7 @@ from sqlalchemy import insert, select, text, true, update
 from sqlalchemy.orm import Session
 
 from campaign.models import (
+    PENDING_DELIVERY,
     Delivery,
     Enrollment,
     Subscriber,
@@ -85,6 +86,19 @@ def claim_due(
     ).all()
     if not rows:
         return []
+    # A step removed from the plan while queued or awaiting a retry is settled, never sent.
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.enrollment_id.in_([r[0] for r in rows]),
+            Delivery.status.in_(PENDING_DELIVERY),
+            Delivery.step_key.not_in([key for key, _ in steps]),
+        )
+        .values(
+            status="skipped", last_error="step removed from the plan",
+            lease_owner=None, lease_expires_at=None, updated_at=now,
+        )
+    )  # fmt: skip
     upcoming = {r[0]: next(((k, d) for k, d in steps if d > r[1]), None) for r in rows}
     finished = [enrollment for enrollment, step in upcoming.items() if step is None]
     if finished:

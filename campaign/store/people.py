@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from campaign.models import (
+    PENDING_DELIVERY,
     Consent,
     Delivery,
     Enrollment,
@@ -88,6 +89,19 @@ def set_subscriber_status(session: Session, subscriber_id: int, status: str, now
 
 
 def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> None:
+    """Stop the subscriber's plans, settling any step still queued or awaiting a retry.
+
+    A sender holding one of those steps re-reads the status before DATA and skips it too;
+    if the server already accepted it, recording that (sent) overwrites the skip.
+    """
+    active = select(Enrollment.id).where(
+        Enrollment.subscriber_id == subscriber_id, Enrollment.status == "active"
+    )
+    session.execute(
+        update(Delivery)
+        .where(Delivery.enrollment_id.in_(active), Delivery.status.in_(PENDING_DELIVERY))
+        .values(status="skipped", last_error="subscriber left", updated_at=now)
+    )
     session.execute(
         update(Enrollment)
         .where(Enrollment.subscriber_id == subscriber_id, Enrollment.status == "active")
