@@ -48,7 +48,8 @@ class SMTPConnection:
 
     def _connect(self) -> smtplib.SMTP:
         t = self._transport
-        context = ssl.create_default_context()
+        # Loading the system's CA store costs ~30 ms: only for a connection that uses TLS.
+        context = ssl.create_default_context() if t.security != "none" else None
         smtp: smtplib.SMTP
         try:
             if t.security == "ssl":
