@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,10 @@ class Database:
         except OperationalError as exc:
             raise DatabaseError(f"database error: {exc.orig}") from exc
 
+    def driver_connection(self) -> DriverConnection:
+        """A connection for the few statements run per email, below SQLAlchemy (see there)."""
+        return DriverConnection(self)
+
     def upgrade(self) -> None:
         """Create or migrate the schema to the newest revision, once, however many run it.
 
@@ -94,6 +101,113 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class DriverConnection:
+    """One pooled database connection driven through its driver (sqlite3, psycopg) directly.
+
+    For the statements run for every email sent: through a Session they cost ~180 µs of CPU
+    (SQLite) and ~650 µs plus four round trips (PostgreSQL); here ~10 µs, and one round trip
+    for a single autocommitted statement. Its writes skip PostgreSQL's disk flush, like
+    `transaction(flush_to_disk=False)`. Taken lazily; a lost connection is dropped, reported
+    as DatabaseError, and replaced on the next use (so callers may simply retry).
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._pooled: Any = None
+        self.is_sqlite = database.is_sqlite
+        self._dbapi = database.engine.dialect.loaded_dbapi
+
+    def _driver(self) -> Any:
+        if self._pooled is None:
+            pooled = self._database.engine.raw_connection()
+            driver: Any = pooled.driver_connection
+            if not self.is_sqlite:
+                driver.autocommit = True
+                driver.execute("SET synchronous_commit TO off")
+            self._pooled = pooled
+        return self._pooled.driver_connection
+
+    def run(self, statements: list[tuple[str, dict[str, Any]]]) -> Any:
+        """Run `statements` (`:name` parameters) in one transaction; the last one's first
+        column of its first row, if it returns rows."""
+        prepared = [(self._sql(sql), self._params(params)) for sql, params in statements]
+        try:
+            cursor = self._driver().cursor()
+            try:
+                if len(prepared) == 1 and not self.is_sqlite:  # autocommitted: one round trip
+                    return _first(cursor.execute(*prepared[0]))
+                with self._transaction(cursor):
+                    for sql, params in prepared:
+                        cursor.execute(sql, params)
+                    return _first(cursor)
+            finally:
+                cursor.close()
+        except (self._dbapi.OperationalError, self._dbapi.InterfaceError) as exc:
+            self._drop()
+            raise DatabaseError(f"database error: {exc}") from exc
+        except OperationalError as exc:  # from the pool: no connection to be had
+            self._drop()
+            raise DatabaseError(f"database error: {exc.orig}") from exc
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.is_sqlite else _pyformat(sql)
+
+    def _params(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not self.is_sqlite:
+            return params
+        # As SQLAlchemy stores a DateTime in SQLite (always with microseconds, so that text
+        # comparison orders instants).
+        return {
+            name: f"{value:%Y-%m-%d %H:%M:%S.%f}" if isinstance(value, datetime) else value
+            for name, value in params.items()
+        }
+
+    @contextmanager
+    def _transaction(self, cursor: Any) -> Iterator[None]:
+        if self.is_sqlite:
+            cursor.execute("BEGIN IMMEDIATE")  # as every transaction here (see _make_engine)
+            try:
+                yield
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+        else:
+            with cursor.connection.transaction():
+                yield
+
+    def _drop(self) -> None:
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            pooled.invalidate()
+
+    def close(self) -> None:
+        """Back to the pool, as the pool handed it out."""
+        pooled, self._pooled = self._pooled, None
+        if pooled is None:
+            return
+        try:
+            if not self.is_sqlite:
+                pooled.driver_connection.execute("RESET synchronous_commit")
+                pooled.driver_connection.autocommit = False
+            pooled.close()
+        except (self._dbapi.OperationalError, self._dbapi.InterfaceError):
+            pooled.invalidate()
+
+
+@functools.cache
+def _pyformat(sql: str) -> str:
+    """`:name` parameters (sqlite3's style) as `%(name)s` (psycopg's)."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql.replace("%", "%%"))
+
+
+def _first(cursor: Any) -> Any:
+    if cursor.description is None:
+        return None
+    row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 def _alembic_config(connection: Any) -> Any:

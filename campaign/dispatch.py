@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session
 from campaign import schedule, store
 from campaign.clock import Clock
 from campaign.compose import Composer, Recipient
-from campaign.db import Database
+from campaign.db import Database, DriverConnection
 from campaign.errors import (
     DatabaseError,
     PermanentFailure,
@@ -136,26 +137,23 @@ class _Feed:
 
 
 Write = Callable[[Session], None]
-
-
-def _nothing(session: Session) -> None:
-    pass
+T = TypeVar("T")
 
 
 class _Unrecorded:
     """The one accepted message per connection whose outcome is not committed yet."""
 
     def __init__(self) -> None:
-        self._write: Write | None = None
+        self._accepted: store.Accepted | None = None
 
-    def hold(self, write: Write) -> None:
-        if self._write is not None:  # would widen the crash window the README promises
+    def hold(self, accepted: store.Accepted) -> None:
+        if self._accepted is not None:  # would widen the crash window the README promises
             raise RuntimeError("a second unrecorded message on one connection")
-        self._write = write
+        self._accepted = accepted
 
-    def take(self) -> Write:
-        write, self._write = self._write, None
-        return write or _nothing
+    def take(self) -> store.Accepted | None:
+        accepted, self._accepted = self._accepted, None
+        return accepted
 
 
 @dataclass
@@ -254,7 +252,9 @@ class Dispatcher:
     def _work(self, feed: _Feed, now: datetime, result: PassResult) -> None:
         """One SMTP connection: deliver claims from the feed until it runs dry or halts."""
         unrecorded = _Unrecorded()
+        driver = self.db.driver_connection()
         with ExitStack() as stack:
+            stack.callback(driver.close)
             connection: Connection | None = None
             while True:
                 try:
@@ -267,19 +267,19 @@ class Dispatcher:
                 try:
                     if connection is None:
                         connection = stack.enter_context(self.transport.open())
-                    self._deliver(claim, connection, now, result, unrecorded, feed)
+                    self._deliver(claim, connection, now, result, (driver, unrecorded), feed)
                 except (TransportUnavailable, RelayThrottled, DatabaseError, StopWaiting) as exc:
                     # Not this message's fault: it goes back unsent, and so does the rest.
                     feed.halt(exc, unsent=claim)
                     break
                 except Exception as exc:
                     feed.halt(exc)
-                    self._record(unrecorded.take())
+                    self._record_accepted(driver, unrecorded.take())
                     raise
                 except BaseException as exc:  # the process is dying: like a kill, record nothing
                     feed.halt(exc)
                     raise
-        self._record(unrecorded.take())
+            self._record_accepted(driver, unrecorded.take())
 
     def _after_halt(self, reason: BaseException | None, now: datetime, result: PassResult) -> None:
         if isinstance(reason, TransportUnavailable | DatabaseError):
@@ -298,7 +298,7 @@ class Dispatcher:
         connection: Connection,
         now: datetime,
         result: PassResult,
-        unrecorded: _Unrecorded,
+        records: tuple[DriverConnection, _Unrecorded],
         feed: _Feed,
     ) -> None:
         step = self.plan.step_by_key(claim.step_key)
@@ -334,17 +334,14 @@ class Dispatcher:
             return
         # One transaction records the previous message's 250 and re-reads this subscriber's
         # status: the last moment before DATA, and no more than one unrecorded message.
-        previous = unrecorded.take()
-        active: list[bool] = []
-
-        def record_and_check(session: Session) -> None:
-            previous(session)
-            active[:] = [store.subscriber_is_active(session, claim.subscriber_id)]
-            if not active[0]:
-                store.record_skipped(session, claim, now, "subscriber left before sending")
-
-        self._record(record_and_check)
-        if not active[0]:
+        driver, unrecorded = records
+        status = self._record_accepted(driver, unrecorded.take(), claim.subscriber_id)
+        if status != "active":
+            self._record(
+                lambda session: store.record_skipped(
+                    session, claim, now, "subscriber left before sending"
+                )
+            )
             result.skipped += 1
             return
         self._budget.acquire(feed.stop)
@@ -372,7 +369,7 @@ class Dispatcher:
             sent_at = self.clock.now()
             next_due = self._next_due(claim, sent_at)
             # Committed with the next message's status check (or when this connection ends).
-            unrecorded.hold(lambda session: store.record_sent(session, claim, sent_at, next_due))
+            unrecorded.hold(store.Accepted(claim, sent_at, next_due))
             result.sent += 1
             self._throttles = 0
 
@@ -393,21 +390,39 @@ class Dispatcher:
             store.record_failed(session, claim, now, failure.message, self._next_due(claim, None))
 
     def _record(self, write: Write) -> None:
-        """Commit what the mail server answered, waiting out a database restart.
+        """Commit what the mail server answered (see `_retrying`)."""
 
-        Until this commit the message is unrecorded: given up, its claim would expire and the
+        def attempt() -> None:
+            with self.db.transaction(flush_to_disk=False) as session:
+                write(session)
+
+        self._retrying(attempt)
+
+    def _record_accepted(
+        self,
+        driver: DriverConnection,
+        accepted: store.Accepted | None,
+        check_subscriber: int | None = None,
+    ) -> str | None:
+        """Commit a 250 (the commonest record, on the connection's own driver connection)
+        and read the status of the next message's subscriber (see `_retrying`)."""
+        if accepted is None and check_subscriber is None:
+            return None
+        return self._retrying(lambda: store.record_accepted(driver, accepted, check_subscriber))
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """Run a recording `attempt`, waiting out a database restart.
+
+        Until it commits the message is unrecorded: given up, its claim would expire and the
         message go again. So wait a while for the database; past that, the pass stops.
         """
-        for delay in (*_RECORD_RETRIES, None):
+        for delay in _RECORD_RETRIES:
             try:
-                with self.db.transaction(flush_to_disk=False) as session:
-                    write(session)
-                return
+                return attempt()
             except DatabaseError as exc:
-                if delay is None:
-                    raise
                 log.warning("cannot record a delivery (%s); retrying in %.1fs", exc.message, delay)
                 self.clock.sleep(delay)
+        return attempt()
 
     def _temporary(self, claim: Claim, now: datetime, error: str, result: PassResult) -> None:
         attempts = claim.attempts + 1

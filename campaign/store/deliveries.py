@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from sqlalchemy import insert, select, text, true, update
 from sqlalchemy.orm import Session
@@ -254,12 +255,62 @@ def _advance(
     )  # fmt: skip
 
 
-def record_sent(
-    session: Session, claim: Claim, sent_at: datetime, next_due_at: datetime | None
-) -> None:
-    """The server said 250: the step is done and the enrollment moves on."""
-    _settle_delivery(session, claim, "sent", sent_at, None)
-    _advance(session, claim, sent_at, next_due_at, sent=True)
+class Driver(Protocol):
+    """What `record_accepted` needs of campaign.db.DriverConnection."""
+
+    is_sqlite: bool
+
+    def run(self, statements: list[tuple[str, dict[str, Any]]]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A message the server accepted (250) whose record is not committed yet."""
+
+    claim: Claim
+    sent_at: datetime
+    next_due_at: datetime | None
+
+
+# A 250 recorded: the step is done and the enrollment moves on. Run on the driver's own
+# connection (the commonest write by far); on PostgreSQL both updates and the next status
+# check go as one statement, one round trip.
+_SENT_SQL = (
+    "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, last_error = NULL,"
+    " lease_owner = NULL, lease_expires_at = NULL, updated_at = :sent_at, sent_at = :sent_at"
+    " WHERE id = :delivery"
+)
+_ADVANCE_SQL = (
+    "UPDATE enrollments SET last_day = :day, next_due_at = :next_due_at, updated_at = :sent_at,"
+    " last_sent_at = :sent_at,"
+    " status = CASE WHEN :finished = 1 THEN 'completed' ELSE status END"
+    " WHERE id = :enrollment AND last_day < :day AND status = 'active'"
+)
+_STATUS_SQL = "SELECT status FROM subscribers WHERE id = :subscriber"
+
+
+def record_accepted(
+    driver: Driver, accepted: Accepted | None, check_subscriber: int | None = None
+) -> str | None:
+    """Record `accepted` as sent and read `check_subscriber`'s status, in one transaction;
+    returns that status (None when not asked or not found)."""
+    statements: list[tuple[str, dict[str, Any]]] = []
+    params: dict[str, Any] = {"subscriber": check_subscriber}
+    if accepted is not None:
+        claim = accepted.claim
+        params |= {
+            "delivery": claim.delivery_id, "enrollment": claim.enrollment_id,
+            "day": claim.step_day, "sent_at": _naive(accepted.sent_at),
+            "next_due_at": _naive(accepted.next_due_at),
+            "finished": int(accepted.next_due_at is None),
+        }  # fmt: skip
+        if not driver.is_sqlite and check_subscriber is not None:
+            combined = f"WITH settle AS ({_SENT_SQL}), advance AS ({_ADVANCE_SQL}) {_STATUS_SQL}"
+            return driver.run([(combined, params)])  # type: ignore[no-any-return]
+        statements += [(_SENT_SQL, params), (_ADVANCE_SQL, params)]
+    if check_subscriber is not None:
+        statements.append((_STATUS_SQL, params))
+    return driver.run(statements) if statements else None
 
 
 def record_retry(
