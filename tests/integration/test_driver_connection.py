@@ -1,0 +1,96 @@
+"""The per-email records' own connection (campaign.db.DriverConnection) on a real database:
+all or nothing, instants stored as the ORM stores them, and a lost connection replaced."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from sqlalchemy import select
+
+from campaign import store
+from campaign.db import Database
+from campaign.errors import DatabaseError
+from campaign.models import Subscriber
+
+NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
+RENAME = "UPDATE subscribers SET first_name = :name WHERE id = :id"
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+def _subscriber(db: Database) -> int:
+    with db.transaction() as session:
+        return store.add_subscriber(
+            session, email="ann@example.org", first_name="Ann", timezone="UTC",
+            status="active", source="test", now=NOW,
+        )  # fmt: skip
+
+
+def _first_name(db: Database, subscriber_id: int) -> str:
+    with db.transaction() as session:
+        return session.scalars(
+            select(Subscriber.first_name).where(Subscriber.id == subscriber_id)
+        ).one()
+
+
+def test_a_failed_statement_undoes_the_whole_transaction(db: Database) -> None:
+    subscriber_id = _subscriber(db)
+    driver = db.driver_connection()
+    with pytest.raises(Exception, match="no_such_table"):
+        driver.run(
+            [(RENAME, {"name": "Bea", "id": subscriber_id}), ("SELECT x FROM no_such_table", {})]
+        )
+    assert _first_name(db, subscriber_id) == "Ann"
+    driver.run([(RENAME, {"name": "Cy", "id": subscriber_id})])  # still usable
+    assert _first_name(db, subscriber_id) == "Cy"
+    driver.close()
+
+
+def test_an_instant_written_through_the_driver_reads_and_compares_as_the_orms(
+    db: Database,
+) -> None:
+    """SQLite keeps instants as text: a whole second written by the driver must still sort
+    and compare equal to the same instant bound by SQLAlchemy (e.g. a 07:00:00 due time)."""
+    subscriber_id = _subscriber(db)
+    driver = db.driver_connection()
+    driver.run(
+        [
+            (
+                "UPDATE subscribers SET updated_at = :at WHERE id = :id",
+                {"at": NOW.replace(tzinfo=None), "id": subscriber_id},
+            )
+        ]
+    )
+    driver.close()
+    with db.transaction() as session:
+        row = session.get(Subscriber, subscriber_id)
+        assert row is not None
+        assert row.updated_at == NOW
+        for equal in (Subscriber.updated_at <= NOW, Subscriber.updated_at >= NOW):
+            assert session.scalars(select(Subscriber.id).where(equal)).all() == [subscriber_id]
+        after = select(Subscriber.id).where(Subscriber.updated_at > NOW)
+        assert session.scalars(after).all() == []
+
+
+def test_a_lost_server_connection_is_reported_then_replaced(
+    db: Database, database_url: str
+) -> None:
+    if db.is_sqlite:
+        pytest.skip("about a database server's connection: PostgreSQL only")
+    driver = db.driver_connection()
+    backend = driver.run([("SELECT pg_backend_pid()", {})])
+    with psycopg.connect(database_url.split("?")[0], autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    with pytest.raises(DatabaseError):
+        driver.run([("SELECT 1", {})])
+    assert driver.run([("SELECT 1", {})]) == 1
+    assert driver.run([("SELECT pg_backend_pid()", {})]) != backend
+    driver.close()
