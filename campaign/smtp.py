@@ -39,6 +39,34 @@ def classify(code: int, message: bytes | str, *, at_recipient: bool) -> Exceptio
     return TemporaryFailure(f"unexpected reply {summary}", smtp_code=code, enhanced_code=enhanced)
 
 
+def dot_stuffed(data: bytes) -> bytes:
+    """RFC 5321 transparency (4.5.2): a '.' that begins a line is doubled.
+
+    The same bytes as smtplib's `re.sub(rb"(?m)^\\.", b"..", data)`, by one C-level replace: the
+    regex costs ~160 µs of CPU per 40 KiB message, about half of smtplib's CPU per message.
+    """
+    stuffed = data.replace(b"\n.", b"\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+class _Client(smtplib.SMTP):
+    """smtplib's client, with `data` quoting the message by `dot_stuffed`."""
+
+    def data(self, msg: bytes) -> tuple[int, bytes]:  # type: ignore[override]
+        # smtplib.SMTP.data, less its debug output; sendmail() hands it bytes.
+        self.putcmd("data")
+        code, reply = self.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        quoted = dot_stuffed(msg)
+        self.send(quoted + (b".\r\n" if quoted.endswith(b"\r\n") else b"\r\n.\r\n"))
+        return self.getreply()
+
+
+class _SSLClient(_Client, smtplib.SMTP_SSL):
+    pass
+
+
 class SMTPConnection:
     """A lazily (re)opened SMTP session; a dropped connection fails one message, not the pass."""
 
@@ -53,9 +81,9 @@ class SMTPConnection:
         smtp: smtplib.SMTP
         try:
             if t.security == "ssl":
-                smtp = smtplib.SMTP_SSL(t.host, t.port, timeout=t.timeout, context=context)
+                smtp = _SSLClient(t.host, t.port, timeout=t.timeout, context=context)
             else:
-                smtp = smtplib.SMTP(t.host, t.port, timeout=t.timeout)
+                smtp = _Client(t.host, t.port, timeout=t.timeout)
             smtp.ehlo()
             if t.security == "starttls":
                 # Fails closed: no STARTTLS offered means no sending, never cleartext AUTH.

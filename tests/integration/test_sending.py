@@ -361,3 +361,19 @@ def test_an_hour_without_smtp_loses_nothing_and_drains_without_a_burst(
     with app.db.transaction() as session:
         attempts = set(session.scalars(select(Delivery.attempts)))
     assert attempts == {1}  # the outage used up nobody's attempts
+
+
+def test_lines_that_begin_with_a_dot_arrive_as_written(smtp_server: SMTPServer) -> None:
+    """A lone '.' line would end the message early, and a leading '.' would be lost, without
+    SMTP's dot-stuffing; the server must get back exactly these bytes."""
+    data = (
+        b"Subject: dots\r\n\r\n.leading dot\r\n.\r\n..two dots\r\nend\r\n"
+        + b"x" * 76
+        + b"\r\n.x" * 500
+        + b"\r\n.last line"  # no final line break either
+    )
+    transport = SMTPTransport("127.0.0.1", smtp_server.port, security="none", timeout=5)
+    with transport.open() as connection:
+        connection.send(Envelope("a@example.org", "b@example.org"), data)
+    [received] = smtp_server.received
+    assert received.data.replace(b"\r\n", b"\n") == (data + b"\r\n").replace(b"\r\n", b"\n")
