@@ -5,7 +5,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Literal
 
 from campaign.errors import PermanentFailure, TemporaryFailure, TransportUnavailable
@@ -50,7 +50,58 @@ def dot_stuffed(data: bytes) -> bytes:
 
 
 class _Client(smtplib.SMTP):
-    """smtplib's client, with `data` quoting the message by `dot_stuffed`."""
+    """smtplib's client, with `data` quoting the message by `dot_stuffed`, and `deliver`:
+    `sendmail` for one recipient that pipelines when the server allows it."""
+
+    def deliver(self, sender: str, recipient: str, data: bytes) -> None:
+        """Send `data` to `recipient`, raising what `sendmail` raises.
+
+        When the server offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write and
+        their three replies are read together: two round trips fewer per message.
+        """
+        self.ehlo_or_helo_if_needed()
+        if not self.has_extn("pipelining"):
+            self.sendmail(sender, [recipient], data)
+            return
+        if "\r" in sender + recipient or "\n" in sender + recipient:
+            raise ValueError("an address contains a line break")  # as putcmd() refuses
+        size = f" SIZE={len(data)}" if self.has_extn("size") else ""
+        self.send(
+            f"MAIL FROM:{smtplib.quoteaddr(sender)}{size}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n"
+        )
+        failure: smtplib.SMTPException | None = None
+        code = 0
+        for stage, wanted in enumerate(((250,), (250, 251), (354,))):
+            code, reply = self.getreply()
+            if failure is None and code not in wanted:
+                failure = _refusal(stage, code, reply, sender, recipient)
+            if code == 421:  # the server is closing the connection: no more replies come
+                self.close()
+                raise failure or smtplib.SMTPResponseException(code, reply)
+        if failure is not None:
+            if code == 354:  # DATA accepted with no recipient: end it empty (RFC 2920)
+                self.send(".\r\n")
+                self.getreply()
+            self._after_refusal(closing=False)
+            raise failure
+        code, reply = self._end_data(data)
+        if code != 250:
+            self._after_refusal(closing=code == 421)
+            raise smtplib.SMTPDataError(code, reply)
+
+    def _after_refusal(self, closing: bool) -> None:
+        """As sendmail: a 421 closes the connection, anything else resets the transaction."""
+        if closing:
+            self.close()
+            return
+        with suppress(smtplib.SMTPServerDisconnected):
+            self.rset()
+
+    def _end_data(self, msg: bytes) -> tuple[int, bytes]:
+        quoted = dot_stuffed(msg)
+        self.send(quoted + (b".\r\n" if quoted.endswith(b"\r\n") else b"\r\n.\r\n"))
+        return self.getreply()
 
     def data(self, msg: bytes) -> tuple[int, bytes]:  # type: ignore[override]
         # smtplib.SMTP.data, less its debug output; sendmail() hands it bytes.
@@ -58,9 +109,18 @@ class _Client(smtplib.SMTP):
         code, reply = self.getreply()
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
-        quoted = dot_stuffed(msg)
-        self.send(quoted + (b".\r\n" if quoted.endswith(b"\r\n") else b"\r\n.\r\n"))
-        return self.getreply()
+        return self._end_data(msg)
+
+
+def _refusal(
+    stage: int, code: int, reply: bytes, sender: str, recipient: str
+) -> smtplib.SMTPException:
+    """What sendmail raises for a refused MAIL (0), RCPT (1) or DATA (2)."""
+    if stage == 0:
+        return smtplib.SMTPSenderRefused(code, reply, sender)
+    if stage == 1:
+        return smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+    return smtplib.SMTPDataError(code, reply)
 
 
 class _SSLClient(_Client, smtplib.SMTP_SSL):
@@ -72,13 +132,13 @@ class SMTPConnection:
 
     def __init__(self, transport: SMTPTransport) -> None:
         self._transport = transport
-        self._smtp: smtplib.SMTP | None = None
+        self._smtp: _Client | None = None
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> _Client:
         t = self._transport
         # Loading the system's CA store costs ~30 ms: only for a connection that uses TLS.
         context = ssl.create_default_context() if t.security != "none" else None
-        smtp: smtplib.SMTP
+        smtp: _Client
         try:
             if t.security == "ssl":
                 smtp = _SSLClient(t.host, t.port, timeout=t.timeout, context=context)
@@ -105,7 +165,7 @@ class SMTPConnection:
         if self._smtp is None:
             self._smtp = self._connect()
         try:
-            self._smtp.sendmail(envelope.sender, [envelope.recipient], data)
+            self._smtp.deliver(envelope.sender, envelope.recipient, data)
         except smtplib.SMTPRecipientsRefused as exc:
             code, message = exc.recipients[envelope.recipient]
             self._reset()

@@ -43,6 +43,18 @@ class _Handler:
     #: replies given at end of DATA, one per message, before accepting again.
     data_replies: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: offer PIPELINING (RFC 2920), as Postfix and most providers do; aiosmtpd reads
+    #: pipelined commands in order but does not say so by itself.
+    pipelining: bool = True
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:  # fmt: skip
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from campaign import reports, store, subscriptions
 from campaign.bootstrap import App
 from campaign.clock import FixedClock
+from campaign.errors import PermanentFailure, TemporaryFailure
 from campaign.models import Delivery, Subscriber
 from campaign.smtp import SMTPTransport
 from campaign.testing import RecordingTransport
@@ -377,3 +378,37 @@ def test_lines_that_begin_with_a_dot_arrive_as_written(smtp_server: SMTPServer) 
         connection.send(Envelope("a@example.org", "b@example.org"), data)
     [received] = smtp_server.received
     assert received.data.replace(b"\r\n", b"\n") == (data + b"\r\n").replace(b"\r\n", b"\n")
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_replies_mean_the_same_with_and_without_pipelining(
+    smtp_server: SMTPServer, pipelining: bool
+) -> None:
+    """An accepted message, a 550 5.1.1 at RCPT, a 451 at the end of DATA, a 421 4.7.0 that
+    closes the session, then a message on a new connection: same outcomes either way."""
+    smtp_server.handler.pipelining = pipelining
+    smtp_server.handler.rcpt_replies["gone@example.org"] = "550 5.1.1 No such user"
+    smtp_server.handler.rcpt_replies["busy@example.org"] = "421 4.7.0 Too busy, closing"
+    data = b"Subject: hello\r\n\r\nHello.\r\n"
+    transport = SMTPTransport("127.0.0.1", smtp_server.port, security="none", timeout=5)
+    with transport.open() as connection:
+
+        def send(to: str) -> None:
+            connection.send(Envelope("news@example.org", to), data)
+
+        send("first@example.org")
+        with pytest.raises(PermanentFailure) as bounced:
+            send("gone@example.org")
+        assert (bounced.value.bounce, bounced.value.enhanced_code) == (True, "5.1.1")
+        smtp_server.handler.data_replies.append("451 4.3.0 Try again later")
+        with pytest.raises(TemporaryFailure) as deferred:
+            send("later@example.org")
+        assert deferred.value.smtp_code == 451
+        with pytest.raises(TemporaryFailure) as throttled:
+            send("busy@example.org")
+        assert (throttled.value.smtp_code, throttled.value.enhanced_code) == (421, "4.7.0")
+        send("last@example.org")
+    assert [r.recipients for r in smtp_server.received] == [
+        ["first@example.org"],
+        ["last@example.org"],
+    ]
