@@ -132,7 +132,11 @@ class DriverConnection:
     def run(self, statements: list[tuple[str, dict[str, Any]]]) -> Any:
         """Run `statements` (`:name` parameters) in one transaction; the last one's first
         column of its first row, if it returns rows."""
-        prepared = [(self._sql(sql), self._params(params)) for sql, params in statements]
+        converted: dict[int, dict[str, Any]] = {}  # statements often share one parameter dict
+        for _, params in statements:
+            if id(params) not in converted:
+                converted[id(params)] = self._params(params)
+        prepared = [(self._sql(sql), converted[id(params)]) for sql, params in statements]
         try:
             cursor = self._driver().cursor()
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from collections.abc import Iterator
@@ -49,6 +50,18 @@ def dot_stuffed(data: bytes) -> bytes:
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
+#: an addr-spec with nothing to quote or strip: its SMTP path is simply <address>.
+_PLAIN_ADDRESS = re.compile(r'[^\s<>()"\\,;:\[\]@]+@[^\s<>()"\\,;:\[\]@]+')
+
+
+def smtp_path(address: str) -> str:
+    """`<address>` for MAIL FROM and RCPT TO, as `smtplib.quoteaddr` makes it, without its
+    full RFC 5322 parse (~35 µs per address) when the address is a plain addr-spec."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
+
+
 class _Client(smtplib.SMTP):
     """smtplib's client, with `data` quoting the message by `dot_stuffed`, and `deliver`:
     `sendmail` for one recipient that pipelines when the server allows it."""
@@ -67,8 +80,7 @@ class _Client(smtplib.SMTP):
             raise ValueError("an address contains a line break")  # as putcmd() refuses
         size = f" SIZE={len(data)}" if self.has_extn("size") else ""
         self.send(
-            f"MAIL FROM:{smtplib.quoteaddr(sender)}{size}\r\n"
-            f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n"
+            f"MAIL FROM:{smtp_path(sender)}{size}\r\nRCPT TO:{smtp_path(recipient)}\r\nDATA\r\n"
         )
         failure: smtplib.SMTPException | None = None
         code = 0
