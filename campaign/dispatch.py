@@ -406,8 +406,6 @@ class Dispatcher:
     ) -> str | None:
         """Commit a 250 (the commonest record, on the connection's own driver connection)
         and read the status of the next message's subscriber (see `_retrying`)."""
-        if accepted is None and check_subscriber is None:
-            return None
         return self._retrying(lambda: store.record_accepted(driver, accepted, check_subscriber))
 
     def _retrying(self, attempt: Callable[[], T]) -> T:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from campaign.models import (
@@ -107,15 +107,6 @@ def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> N
         .where(Enrollment.subscriber_id == subscriber_id, Enrollment.status == "active")
         .values(status="cancelled", next_due_at=None, updated_at=now)
     )
-
-
-#: read before every message's DATA: plain SQL, built once (see store.deliveries._SETTLE).
-_STATUS = text("SELECT status FROM subscribers WHERE id = :id")
-
-
-def subscriber_is_active(session: Session, subscriber_id: int) -> bool:
-    status = session.connection().scalar(_STATUS, {"id": subscriber_id})
-    return bool(status == "active")
 
 
 def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> bool:
