@@ -40,14 +40,26 @@ def classify(code: int, message: bytes | str, *, at_recipient: bool) -> Exceptio
     return TemporaryFailure(f"unexpected reply {summary}", smtp_code=code, enhanced_code=enhanced)
 
 
+#: a dot that begins a line (after the first): what SMTP transparency doubles.
+_LINE_DOT = re.compile(rb"\n\.")
+
+
 def dot_stuffed(data: bytes) -> bytes:
     """RFC 5321 transparency (4.5.2): a '.' that begins a line is doubled.
 
-    The same bytes as smtplib's `re.sub(rb"(?m)^\\.", b"..", data)`, by one C-level replace: the
-    regex costs ~160 µs of CPU per 40 KiB message, about half of smtplib's CPU per message.
+    The same bytes as smtplib's `re.sub(rb"(?m)^\\.", b"..", data)`, which costs ~130 µs of
+    CPU per 40 KiB message (`bytes.replace` ~45 µs: its two-byte search is slow where line
+    breaks are frequent). Finding the few such lines with a literal regex and joining the
+    pieces between them costs ~11 µs.
     """
-    stuffed = data.replace(b"\n.", b"\n..")
-    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+    cuts = [match.start() + 1 for match in _LINE_DOT.finditer(data)]
+    if data.startswith(b"."):
+        cuts.insert(0, 0)
+    if not cuts:
+        return data
+    # Every piece but the first starts with the dot to double; the join adds the other one.
+    ends = [*cuts, len(data)]
+    return b".".join([data[start:end] for start, end in zip([0, *cuts], ends, strict=True)])
 
 
 #: an addr-spec with nothing to quote or strip: its SMTP path is simply <address>.
