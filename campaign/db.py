@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaign.errors import DatabaseError
+from campaign.plain_sql import driver_params, driver_sql
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: pg_advisory_xact_lock key for migrations ("campaign" in ASCII, as a number).
@@ -156,17 +154,10 @@ class DriverConnection:
             raise DatabaseError(f"database error: {exc.orig}") from exc
 
     def _sql(self, sql: str) -> str:
-        return sql if self.is_sqlite else _pyformat(sql)
+        return driver_sql(sql, self.is_sqlite)
 
     def _params(self, params: dict[str, Any]) -> dict[str, Any]:
-        if not self.is_sqlite:
-            return params
-        # As SQLAlchemy stores a DateTime in SQLite (always with microseconds, so that text
-        # comparison orders instants).
-        return {
-            name: f"{value:%Y-%m-%d %H:%M:%S.%f}" if isinstance(value, datetime) else value
-            for name, value in params.items()
-        }
+        return driver_params(params, self.is_sqlite)
 
     @contextmanager
     def _transaction(self, cursor: Any) -> Iterator[None]:
@@ -199,12 +190,6 @@ class DriverConnection:
             pooled.close()
         except (self._dbapi.OperationalError, self._dbapi.InterfaceError):
             pooled.invalidate()
-
-
-@functools.cache
-def _pyformat(sql: str) -> str:
-    """`:name` parameters (sqlite3's style) as `%(name)s` (psycopg's)."""
-    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql.replace("%", "%%"))
 
 
 def _first(cursor: Any) -> Any:

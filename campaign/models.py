@@ -44,12 +44,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if not isinstance(value, datetime):  # SQLite hands back text for raw SQL columns
-            value = datetime.fromisoformat(str(value))
-        instant: datetime = value.replace(tzinfo=UTC)
-        return instant
+        return utc_instant(value)
+
+
+def utc_instant(value: Any) -> datetime | None:
+    """A stored instant (naive UTC; text when SQLite is read by plain SQL) as an aware one."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value))
+    instant: datetime = value.replace(tzinfo=UTC)
+    return instant
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
