@@ -10,7 +10,7 @@ import logging
 import re
 import secrets
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from campaign.message import Joined, header_text
 from campaign.plaintext import convert, html_to_text, spells_out
 from campaign.plan import CONFIRMATION_INDEX, Plan, Step
 from campaign.skeleton import SCHEMES, Fill, Skeleton, inert, regular, scheme
+from campaign.template_flow import only_prints
 
 log = logging.getLogger(__name__)
 
@@ -169,22 +170,30 @@ class Renderer:
     def render_for(self, step: Step, subscriber: Mapping[str, str], **extra: Any) -> RenderedEmail:
         """What `render(step, context(step, subscriber, **extra))` gives, at a fraction of the cost.
 
-        The template is still rendered for every email, and its output must equal the step's
-        placeholder render with this email's values in place; only then are the inlined HTML
-        and the text filled in the same way. Anything else takes the full path.
+        The inlined HTML and the text are the step's placeholder render with this email's
+        values in place, where that is proven to equal rendering: once per step for a template
+        that only prints its values (`campaign.template_flow`), else by rendering the template
+        for this email and comparing. Anything else takes the full path.
         """
         compiled = self._compiled_step(step)
         context = self.context(step, subscriber, **extra)
         try:
-            subject, preheader, full, raw_html = self._render_html(compiled, context)
+            subject, preheader, full = self._headers(compiled, context)
             values = [*subscriber.values(), subject, preheader, *extra.values()]
             shape = (tuple(subscriber), tuple(extra))
+            rendered: list[str] = []  # the template's output for this email, once rendered
+
+            def raw_html() -> str:
+                if not rendered:
+                    rendered.append(compiled.html.render(full))
+                return rendered[0]
+
             filled = self._filled(step, compiled, shape, values, raw_html)
-            html = filled[0] if filled else self._inliner.inline(raw_html)
+            html = filled[0] if filled else self._inliner.inline(raw_html())
             if compiled.text:
                 text = compiled.text.render(full)
             else:
-                text = filled[1] if filled else html_to_text(raw_html)
+                text = filled[1] if filled else html_to_text(raw_html())
         except TemplateError as exc:
             raise RenderError(step.key, _describe(exc, self.templates_dir)) from exc
         except (TypeError, ValueError, AttributeError) as exc:
@@ -200,14 +209,20 @@ class Renderer:
     def _render_html(
         self, compiled: _CompiledStep, context: Mapping[str, Any]
     ) -> tuple[str, str, dict[str, Any], str]:
+        subject, preheader, full = self._headers(compiled, context)
+        return subject, preheader, full, compiled.html.render(full)
+
+    def _headers(
+        self, compiled: _CompiledStep, context: Mapping[str, Any]
+    ) -> tuple[str, str, dict[str, Any]]:
+        """Subject, preheader, and the context the body templates see (which holds both)."""
         subject = compiled.fixed_subject
         if subject is None:
             subject = header_text(compiled.subject.render(context), limit=250)
         preheader = compiled.fixed_preheader
         if preheader is None:
             preheader = header_text(compiled.preheader.render(context), limit=250)
-        full = {**context, "subject": subject, "preheader": preheader}
-        return subject, preheader, full, compiled.html.render(full)
+        return subject, preheader, {**context, "subject": subject, "preheader": preheader}
 
     def _filled(
         self,
@@ -215,7 +230,7 @@ class Renderer:
         compiled: _CompiledStep,
         shape: tuple[tuple[str, ...], tuple[str, ...]],
         values: list[Any],
-        raw_html: str,
+        raw_html: Callable[[], str],
     ) -> tuple[str, str] | None:
         """Inlined HTML and text from the step's skeleton, or None where that is not proven."""
         if not all(isinstance(value, str) for value in values):
@@ -230,7 +245,7 @@ class Renderer:
         if not all(regular(values[i]) for i in skeleton.used):
             return None
         escaped = [escape(value) for value in values]
-        if skeleton.raw.fill(escaped) != raw_html:
+        if not skeleton.only_prints and skeleton.raw.fill(escaped) != raw_html():
             return None  # the template does more with a value than print it
         for href, text, spelled_out in skeleton.links:
             if spells_out(href.fill(values), text.fill(values)) != spelled_out:
@@ -281,6 +296,13 @@ class Renderer:
                 if pattern.search(f"{href}{text}")
             ),
             used=tuple(i for i, placeholder in enumerate(placeholders) if placeholder in raw),
+            only_prints=only_prints(
+                self._files,
+                step.template,
+                ["subject", "preheader", *shape[1]],
+                "subscriber",
+                shape[0],
+            ),
         )
         proven = (
             all(html.count(p) == raw.count(p) for p in placeholders)

@@ -50,6 +50,8 @@ class Skeleton:
     text: Fill | None  # None when the step has its own text template
     links: tuple[tuple[Fill, Fill, bool], ...]  # (href, text, spelled out) holding values
     used: tuple[int, ...]  # the values that appear at all
+    #: the template only prints its values: filling them in equals rendering, unchecked.
+    only_prints: bool = False
 
 
 class _PlaceholderScan(HTMLParser):

@@ -133,12 +133,23 @@ ODD_TEMPLATES = {
     "compare": '<p>{% if subscriber.name == "Ann" %}Welcome back{% endif %}</p>',
     "same_link": '<a href="{{ subscriber.name }}">{{ subscriber.first_name }}</a>',
     "style": "<style>p { font-family: {{ subscriber.name }}; }</style><p>x</p>",
+    # Printed, then read again: the stand-ins take the same branch, "Ann" does not.
+    "macro": '{% macro m() %}{{ subscriber.name }}{% endmacro %}{% if "Ann" in m() %}Hi{% endif %}',
+    "set_block": '{% set x %}{{ subscriber.name }}{% endset %}{% if "Ann" in x %}Hi{% endif %}',
+    "filter_block": '{% filter replace("Ann", "Anna") %}{{ subscriber.name }}{% endfilter %}',
+    "own_block": "{% block b %}{{ subscriber.name }}{% endblock %}"
+    '{% if "Ann" in self.b() %}Hi{% endif %}',
+    # Printed unescaped: "O'Brien & <Co>" is not what the stand-ins' escaping says.
+    "unescaped": "{% autoescape false %}<p>{{ subscriber.name }}</p>{% endautoescape %}",
+    "text_include": '<p>{% include "part.txt" %}</p>',
 }
 
 
 @pytest.fixture(scope="module")
 def odd_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
     folder = tmp_path_factory.mktemp("odd")
+    # Not autoescaped (by its name), as an included part of an HTML email could be.
+    (folder / "part.txt").write_text("{{ subscriber.name }}", encoding="utf-8")
     steps = []
     for day, (key, body) in enumerate(ODD_TEMPLATES.items()):
         (folder / f"{key}.html").write_text(
@@ -160,7 +171,7 @@ def odd_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
 @pytest.mark.parametrize("key", ODD_TEMPLATES)
 @pytest.mark.parametrize(
     "name",
-    ["Ann", "", "O'Brien & Co", "Zoë\u00a0M", "https://x.example", "amp", "A } p { color: red"],
+    ["Ann", "", "O'Brien & <Co>", "Zoë\u00a0M", "https://x.example", "amp", "A } p { color: red"],
 )
 def test_a_template_that_does_more_than_print_a_value_still_renders_right(
     odd_plan: Plan, key: str, name: str

@@ -1,0 +1,122 @@
+"""Whether a template only prints its per-email values, read from its syntax tree.
+
+If every per-email value appears only as `{{ value }}` (or `{{ subscriber.key }}`), nothing the
+template decides depends on one, so its output for any values is its output for stand-ins
+with each value put in place as Jinja2 prints it. `campaign.render` then fills a step's
+skeleton in without rendering the template for every email. Anything else is not proven.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from jinja2 import Environment, TemplateError, nodes
+
+# Output that can be captured, transformed or escaped otherwise (macros, `{% call %}`,
+# `{% set %}...{% endset %}`, `{% filter %}`, `{% autoescape %}`), or macros from elsewhere.
+_CAPTURING = (
+    nodes.Macro,
+    nodes.CallBlock,
+    nodes.AssignBlock,
+    nodes.FilterBlock,
+    nodes.EvalContextModifier,
+    nodes.Import,
+    nodes.FromImport,
+)
+#: Filters whose result differs from one render to the next.
+_IMPURE_FILTERS = {"random"}
+
+
+def only_prints(
+    environment: Environment,
+    template: str,
+    strings: Collection[str],
+    mapping: str,
+    keys: Collection[str],
+) -> bool:
+    """Whether `template`, and every template it extends or includes, autoescapes and uses
+    the per-email names only by printing them: each of `strings` as `{{ name }}`, and `mapping`
+    (a dict of strings) as `{{ mapping.key }}` or `{{ mapping["key"] }}` for one of its `keys`."""
+    per_email = {*strings, mapping}
+    seen: set[str] = set()
+    pending = [template]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if not _autoescaped(environment, name):
+            return False  # values are filled in escaped, as an autoescaping template prints them
+        try:
+            source, _, _ = environment.loader.get_source(environment, name)  # type: ignore[union-attr]
+            tree = environment.parse(source)
+        except TemplateError:
+            return False
+        if any(True for _ in tree.find_all(_CAPTURING)):
+            return False
+        for node in tree.find_all((nodes.Extends, nodes.Include)):
+            named = getattr(node, "template", None)
+            if not (isinstance(named, nodes.Const) and isinstance(named.value, str)):
+                return False  # a template chosen at render time
+            pending.append(named.value)
+        if not _printed_only(tree, None, per_email, mapping, set(keys)):
+            return False
+    return True
+
+
+def _autoescaped(environment: Environment, name: str) -> bool:
+    setting = environment.autoescape
+    return bool(setting(name) if callable(setting) else setting)
+
+
+def _printed_only(
+    node: nodes.Node, parent: nodes.Node | None, per_email: set[str], mapping: str, keys: set[str]
+) -> bool:
+    if isinstance(node, nodes.Filter) and node.name in _IMPURE_FILTERS:
+        return False
+    if isinstance(node, nodes.Call) and not (
+        isinstance(parent, nodes.Output) and _renders_a_block(node)
+    ):
+        return False  # a call's result could hold values, or differ from render to render
+    if isinstance(node, nodes.Name) and node.name in per_email:
+        if node.ctx != "load" or node.name == mapping:
+            return False  # assigned to, or the mapping itself used; a printed key is below
+        if not isinstance(parent, nodes.Output):
+            return False
+    if _mapping_key(node, mapping, keys) is not None:
+        return isinstance(parent, nodes.Output)
+    return all(
+        _printed_only(child, node, per_email, mapping, keys) for child in node.iter_child_nodes()
+    )
+
+
+def _renders_a_block(call: nodes.Call) -> bool:
+    """`super()` or `self.block()`: the template's own output, printed as it is."""
+    if call.args or call.kwargs or call.dyn_args or call.dyn_kwargs:
+        return False
+    callee = call.node
+    if isinstance(callee, nodes.Name):
+        return callee.name == "super"
+    return (
+        isinstance(callee, nodes.Getattr)
+        and isinstance(callee.node, nodes.Name)
+        and callee.node.name == "self"
+    )
+
+
+def _mapping_key(node: nodes.Node, mapping: str, keys: set[str]) -> str | None:
+    """The key of `{{ mapping.key }}` or `{{ mapping["key"] }}`, if `node` is one of those.
+
+    A key that is also a dict attribute (`items`, `get`) would print the method instead.
+    """
+    if isinstance(node, nodes.Getattr):
+        target, key = node.node, node.attr
+    elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        target, key = node.node, node.arg.value
+    else:
+        return None
+    if not (isinstance(target, nodes.Name) and target.name == mapping):
+        return None
+    if not isinstance(key, str) or key not in keys or hasattr(dict, key):
+        return None
+    return key
