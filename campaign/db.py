@@ -124,6 +124,11 @@ class DriverConnection:
             if not self.is_sqlite:
                 driver.autocommit = True
                 driver.execute("SET synchronous_commit TO off")
+                # Every statement here finds its rows by primary key. A plan made while a
+                # table looked empty (the delivery log of a fresh list, just analysed) reads
+                # it whole, and the prepared statement kept that plan as the table grew: one
+                # whole-table read per email sent.
+                driver.execute("SET enable_seqscan TO off")
             self._pooled = pooled
         return self._pooled.driver_connection
 
@@ -186,6 +191,7 @@ class DriverConnection:
         try:
             if not self.is_sqlite:
                 pooled.driver_connection.execute("RESET synchronous_commit")
+                pooled.driver_connection.execute("RESET enable_seqscan")
                 pooled.driver_connection.autocommit = False
             pooled.close()
         except (self._dbapi.OperationalError, self._dbapi.InterfaceError):
