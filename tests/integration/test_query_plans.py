@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,11 +19,12 @@ import pytest
 from sqlalchemy import Connection, event, insert
 from sqlalchemy.orm import Session
 
-from campaign import store
+from campaign import store, subscriptions
 from campaign.db import Database
 from campaign.models import Delivery, Enrollment, Subscriber
 from campaign.plan import load_plan
-from tests.conftest import ROOT
+from tests.conftest import ROOT, EngineFactory
+from tests.smtp_server import SMTPServer
 
 NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
 SUBSCRIBERS = 20_000
@@ -132,3 +134,45 @@ def test_every_select_and_update_of_a_claim_uses_an_index(loaded: Database) -> N
         if (found := _full_scans(_plan(loaded, statement, params)))
     }
     assert scans == {}
+
+
+def _delivery_scans(db: Database) -> tuple[int, int]:
+    """(sequential scans, rows updated) of the delivery log, as PostgreSQL's statistics say."""
+    with db.engine.connect() as connection:
+        row = connection.exec_driver_sql(
+            "SELECT seq_scan, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+            " AND schemaname = current_schema()"
+        ).one()
+    return int(row[0]), int(row[1])
+
+
+def test_a_first_pass_over_an_imported_list_reads_no_table_whole_per_email(
+    engine: EngineFactory, smtp_server: SMTPServer, database_url: str
+) -> None:
+    """A list imported into a fresh database, analysed while its delivery log is empty: the
+    plans made then (and kept by prepared statements) must not read that log whole for each
+    email as it grows."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("about PostgreSQL's planner statistics: PostgreSQL only")
+    count = 300
+    app, _ = engine(NOW)
+    for n in range(count):
+        subscriptions.subscribe(
+            app.db, app.plan, email=f"i{n}@example.org", first_name="", timezone="UTC", now=NOW
+        )
+    with app.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM ANALYZE")  # as autovacuum does after an import
+    scans_before, _ = _delivery_scans(app.db)
+
+    assert app.dispatcher.run_pass(NOW).sent == count
+    app.db.dispose()  # each backend reports its statistics as it ends
+    observer = Database(database_url)
+    for _ in range(100):  # until every backend's report has landed: one update per email
+        scans, updated = _delivery_scans(observer)
+        if updated >= count:
+            break
+        threading.Event().wait(0.1)
+    observer.dispose()
+
+    assert updated >= count
+    assert scans - scans_before < 20  # a few per batch at most, not one per email
