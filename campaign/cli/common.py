@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -15,6 +14,7 @@ from rich.console import Console
 from campaign.bootstrap import App, build
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
 from campaign.errors import CampaignError, PlanError, UnknownStep
+from campaign.logs import configure_logging
 from campaign.settings import Settings, load_environment
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,18 +44,6 @@ NOW = click.option(
     default=None,
     help="Act as if it were this instant (ISO-8601 with offset, e.g. 2026-12-01T07:00:00+00:00).",
 )
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Alembic and APScheduler narrate every plugin and every job run at INFO; the engine logs
-    # its own line per pass, so operators need only their warnings.
-    for noisy in ("alembic", "apscheduler"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def load_settings() -> Settings:

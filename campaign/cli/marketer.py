@@ -16,7 +16,6 @@ from campaign.cli.common import (
     NOW,
     InstantType,
     _step,
-    configure_logging,
     load_settings,
     main,
     make_app,
@@ -27,6 +26,7 @@ from campaign.cli.common import (
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.compose import Recipient
 from campaign.errors import BadInput, CampaignError
+from campaign.logs import configure_logging
 from campaign.plan import load_plan
 from campaign.report_page import render_report
 from campaign.studio import serve_studio
