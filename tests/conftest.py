@@ -4,6 +4,7 @@ server on loopback, and settings pointing at the project's own plan and template
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -94,6 +95,15 @@ def env(database_url: str, smtp_server: SMTPServer, tmp_path: Path) -> dict[str,
         "OUTBOX_DIR": str(tmp_path / "outbox"),
         "POSTAL_ADDRESS": "Pain & Injury Doctor, 1 Test Street, Testville",
     }
+
+
+@pytest.fixture
+def plan_file(tmp_path: Path) -> Path:
+    """A copy of the shipped plan (and its ebook) that the test edits."""
+    (tmp_path / "plans").mkdir()
+    shutil.copy(ROOT / "plans" / "thirty_day.yaml", tmp_path / "plans" / "thirty_day.yaml")
+    (tmp_path / "assets").symlink_to(ROOT / "assets")
+    return tmp_path / "plans" / "thirty_day.yaml"
 
 
 EngineFactory = Callable[..., tuple[App, FixedClock]]

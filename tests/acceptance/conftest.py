@@ -12,11 +12,13 @@ from email.message import EmailMessage
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 
 from campaign import store
 from campaign.bootstrap import App
 from campaign.clock import FixedClock
 from campaign.web import make_server
+from tests.acceptance.real_processes import CountingSink
 from tests.conftest import EngineFactory
 from tests.smtp_server import SMTPServer, free_port
 
@@ -61,6 +63,16 @@ def _serve(app: App, port: int) -> Iterator[None]:
     yield
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[CountingSink, int]]:
+    """A counting SMTP sink on loopback (for tests that run the scheduler as a process)."""
+    handler, port = CountingSink(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    controller.stop()
 
 
 @pytest.fixture

@@ -3,119 +3,33 @@ email arrives, and a repeat is possible only for the one message in flight at th
 
 from __future__ import annotations
 
-import asyncio
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import text
 
 from campaign.clock import SystemClock
 from campaign.db import Database
+from tests.acceptance.real_processes import (
+    START,
+    CountingSink,
+    enrol_many,
+    scheduler_environ,
+    wait_until,
+)
 from tests.conftest import ROOT
-from tests.smtp_server import free_port
 
 # The sizes the reliability issue asks for (smaller ones for a quick local run).
 KILL_TEST_EMAILS = int(os.environ.get("CAMPAIGN_KILL_TEST_EMAILS", "5000"))
 SCALE_TEST_EMAILS = int(os.environ.get("CAMPAIGN_SCALE_TEST_EMAILS", "20000"))
 KILL_TEST_CONNECTIONS = 3
-START = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
-
-
-class CountingSink:
-    """An SMTP server that only counts who got which step (20,000 whole messages is memory),
-    and when each arrived; `delay` makes it a slow server."""
-
-    def __init__(self) -> None:
-        self.recipients: Counter[tuple[str, str]] = Counter()
-        self.arrivals: list[float] = []
-        self.lock = threading.Lock()
-        self.delay = 0.0
-
-    async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        responses.insert(-1, "250-PIPELINING")  # as Postfix: the engine's usual path
-        return responses
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        step = re.search(rb"X-Campaign-Step: (\S+)", envelope.original_content or b"")
-        with self.lock:
-            self.arrivals.append(time.monotonic())
-            for recipient in envelope.rcpt_tos:
-                self.recipients[(recipient, step.group(1).decode() if step else "?")] += 1
-        return "250 OK"
-
-    def total(self) -> int:
-        with self.lock:
-            return sum(self.recipients.values())
-
-    def distinct(self) -> int:
-        with self.lock:
-            return len(self.recipients)
-
-
-@pytest.fixture
-def sink() -> Iterator[tuple[CountingSink, int]]:
-    handler, port = CountingSink(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
-
-
-def _enrol_many(url: str, count: int, start: datetime = START) -> None:
-    """Test setup in bulk SQL: `count` active subscribers whose welcome email is due at `start`."""
-    database = Database(url)
-    naive = start.astimezone(UTC).replace(tzinfo=None)
-    with database.engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO subscribers (id, email, first_name, timezone, status, source,"
-                " created_at, updated_at) VALUES (:id, :email, '', 'UTC', 'active', 'test', :t, :t)"
-            ),
-            [{"id": n, "email": f"r{n}@example.org", "t": naive} for n in range(1, count + 1)],
-        )
-        connection.execute(
-            text(
-                "INSERT INTO enrollments (subscriber_id, plan_id, status, started_at, last_day,"
-                " next_due_at, updated_at) SELECT id, 'thirty-day-self-healing', 'active', :t,"
-                " -1, :t, :t FROM subscribers"
-            ),
-            {"t": naive},
-        )
-    database.dispose()
-
-
-def _environ(env: dict[str, str], smtp_port: int) -> dict[str, str]:
-    return {
-        **os.environ, **env, "PYTHONPATH": str(ROOT), "SMTP_PORT": str(smtp_port),
-        "LOG_LEVEL": "WARNING", "LEASE_SECONDS": "10", "TICK_SECONDS": "1", "BATCH_SIZE": "100",
-    }  # fmt: skip
-
-
-def _wait(condition: Any, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)  # polling a real subprocess's progress, not waiting for a schedule
-    return bool(condition())
 
 
 def test_a_scheduler_killed_mid_pass_loses_nothing_and_repeats_at_most_one_per_connection(
@@ -124,13 +38,13 @@ def test_a_scheduler_killed_mid_pass_loses_nothing_and_repeats_at_most_one_per_c
     """SIGKILL halfway through a pass over three SMTP connections, then start again: every
     email arrives; duplicates are at most one per connection, and the test prints them."""
     handler, port = sink
-    _enrol_many(env["DATABASE_URL"], KILL_TEST_EMAILS)
-    environ = {**_environ(env, port), "SMTP_CONNECTIONS": str(KILL_TEST_CONNECTIONS)}
+    enrol_many(env["DATABASE_URL"], KILL_TEST_EMAILS)
+    environ = {**scheduler_environ(env, port), "SMTP_CONNECTIONS": str(KILL_TEST_CONNECTIONS)}
     first = subprocess.Popen(
         [sys.executable, str(ROOT / "run_scheduler.py"), "--once", "--now", START.isoformat()],
         cwd=tmp_path, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    assert _wait(lambda: handler.total() >= KILL_TEST_EMAILS // 2, 600)
+    assert wait_until(lambda: handler.total() >= KILL_TEST_EMAILS // 2, 600)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     killed_at = handler.total()
@@ -156,8 +70,8 @@ def test_three_schedulers_at_once_send_each_email_exactly_once(
     SQLite the ones that find the sender lock taken stop, naming its holder. Either way every
     email arrives exactly once."""
     handler, port = sink
-    _enrol_many(env["DATABASE_URL"], SCALE_TEST_EMAILS)
-    environ = _environ(env, port)
+    enrol_many(env["DATABASE_URL"], SCALE_TEST_EMAILS)
+    environ = scheduler_environ(env, port)
     started = time.monotonic()
     runs = [
         subprocess.Popen(
@@ -199,13 +113,13 @@ def test_a_postgresql_restart_mid_pass_is_survived(
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     handler, port = sink
     handler.delay = 0.004  # a slow server: the pass is still running at the restart
-    _enrol_many(env["DATABASE_URL"], 1000)
+    enrol_many(env["DATABASE_URL"], 1000)
     scheduler = subprocess.Popen(
         [sys.executable, str(ROOT / "run_scheduler.py"), "--once", "--now", START.isoformat()],
-        cwd=tmp_path, env=_environ(env, port), stdout=subprocess.DEVNULL,
+        cwd=tmp_path, env=scheduler_environ(env, port), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert _wait(lambda: handler.total() >= 150, 120)
+    assert wait_until(lambda: handler.total() >= 150, 120)
     restart = [control, "--skip-systemctl-redirect", version, "main", "restart"]
     subprocess.run(restart, check=True, capture_output=True, timeout=120)
     restarted_at = handler.total()
@@ -226,8 +140,8 @@ def test_a_rate_limit_holds_in_total_across_two_schedulers(
     them no faster than 20 a second (after the one-second burst), each exactly once."""
     _postgres_only(env)
     handler, port = sink
-    _enrol_many(env["DATABASE_URL"], 80, start=SystemClock().now() - timedelta(hours=1))
-    environ = {**_environ(env, port), "SEND_RATE_PER_SECOND": "20", "BATCH_SIZE": "10"}
+    enrol_many(env["DATABASE_URL"], 80, start=SystemClock().now() - timedelta(hours=1))
+    environ = {**scheduler_environ(env, port), "SEND_RATE_PER_SECOND": "20", "BATCH_SIZE": "10"}
     command = [sys.executable, str(ROOT / "run_scheduler.py"), "--once"]  # the real clock
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True}
     runs = [subprocess.Popen(command, cwd=tmp_path, env=environ, **quiet) for _ in range(2)]
@@ -245,13 +159,13 @@ def test_sigterm_while_waiting_under_a_rate_limit_stops_within_seconds(
     """At 60 an hour the second email waits a minute for its turn; SIGTERM during that wait
     ends the service at once (exit 0), and the emails it had claimed go to the next run."""
     handler, port = sink
-    _enrol_many(env["DATABASE_URL"], 5, start=SystemClock().now() - timedelta(hours=1))
-    environ = {**_environ(env, port), "SEND_RATE_PER_HOUR": "60", "LEASE_SECONDS": "300"}
+    enrol_many(env["DATABASE_URL"], 5, start=SystemClock().now() - timedelta(hours=1))
+    environ = {**scheduler_environ(env, port), "SEND_RATE_PER_HOUR": "60", "LEASE_SECONDS": "300"}
     service = subprocess.Popen(
         [sys.executable, str(ROOT / "run_scheduler.py")], cwd=tmp_path, env=environ,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert _wait(lambda: handler.total() >= 1, 60)
+    assert wait_until(lambda: handler.total() >= 1, 60)
     service.send_signal(signal.SIGTERM)
     asked = time.monotonic()
     _, log = service.communicate(timeout=30)

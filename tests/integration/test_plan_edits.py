@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,21 +10,12 @@ import pytest
 
 from campaign import subscriptions
 from campaign.bootstrap import make_service
-from tests.conftest import ROOT, EngineFactory
+from tests.conftest import EngineFactory
 from tests.helpers import hours
 from tests.smtp_server import SMTPServer
 
 START = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)
 STEP_ORDER = ["welcome"] + [f"day{n:02d}" for n in range(1, 31)]
-
-
-@pytest.fixture
-def plan_file(tmp_path: Path) -> Path:
-    """A copy of the shipped plan (and its ebook) that the test edits."""
-    (tmp_path / "plans").mkdir()
-    shutil.copy(ROOT / "plans" / "thirty_day.yaml", tmp_path / "plans" / "thirty_day.yaml")
-    (tmp_path / "assets").symlink_to(ROOT / "assets")
-    return tmp_path / "plans" / "thirty_day.yaml"
 
 
 def _steps(smtp: SMTPServer, email: str) -> list[str]:
