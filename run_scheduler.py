@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         app = build(settings, clock=clock)
         app.require_schema()
         service = make_service(app)
-        with app.sending():
+        with app.sending(), service:
             if args.once:
                 result = service.run_once()
                 return 1 if result.error else 0

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from campaign.clock import Clock, SystemClock
+from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.compose import Composer
 from campaign.db import Database
-from campaign.dispatch import Dispatcher, SendPolicy
+from campaign.dispatch import Dispatcher, PassResult, SendPolicy
 from campaign.errors import DatabaseError, PlanError, PlanProblem
+from campaign.logs import configure_logging
 from campaign.message import address
 from campaign.metrics import Metrics
 from campaign.outbox import OutboxTransport
@@ -25,6 +28,7 @@ from campaign.plan import Plan, load_plan
 from campaign.render import Renderer, subscriber_context
 from campaign.scheduler import Service
 from campaign.sender_lock import SenderLock
+from campaign.senders import PassRunner, SenderPool, connection_shares
 from campaign.settings import Settings
 from campaign.signups import Signups
 from campaign.smtp import SMTPTransport
@@ -120,13 +124,46 @@ def make_service(app: App) -> Service:
         if purged:
             log.info("purged %d signup(s) never confirmed", purged)
 
+    settings = app.settings
+    others = connection_shares(settings.smtp_connections, settings.sender_processes)[1:]
+    fixed = isinstance(app.clock, FixedClock)
+    senders = (
+        SenderPool(
+            app.dispatcher,
+            [
+                functools.partial(
+                    sender_process, settings.model_copy(update={"smtp_connections": n}), fixed
+                )
+                for n in others
+            ],
+        )
+        if others
+        else None
+    )
     return Service(
         app.dispatcher,
         app.clock,
-        app.settings.tick_seconds,
+        settings.tick_seconds,
         housekeeping=housekeeping,
         on_pass=lambda result, seconds: app.metrics.pass_seconds.observe(seconds),
+        senders=senders,
     )
+
+
+def sender_process(settings: Settings, fixed_clock: bool) -> PassRunner:
+    """The engine of a sender process (run there): its share of each pass, on the plan as
+    last saved; a fixed clock (`--now`) stands at each pass's instant."""
+    configure_logging(settings.log_level)
+    clock: Clock = FixedClock(datetime.fromtimestamp(0, UTC)) if fixed_clock else SystemClock()
+    app = build(settings, clock=clock)
+
+    def run_pass(now: datetime, stop: threading.Event) -> PassResult:
+        if isinstance(clock, FixedClock):
+            clock.set(now)
+        app.reload_plan_if_changed()
+        return app.dispatcher.run_pass(now, stop)
+
+    return run_pass
 
 
 def make_transport(settings: Settings) -> Transport:
@@ -186,7 +223,8 @@ def build(
         retry_base_seconds=settings.retry_base_seconds,
         rate_per_second=settings.send_rate_per_second,
         rate_per_hour=settings.send_rate_per_hour,
-        connections=settings.smtp_connections,
+        # this process's share; the rest go to sender processes (make_service)
+        connections=connection_shares(settings.smtp_connections, settings.sender_processes)[0],
         soft_bounce_limit=settings.soft_bounce_limit,
     )
     dispatcher = Dispatcher(db, plan, composer, transport, clock, owner_id(), policy)

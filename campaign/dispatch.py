@@ -84,6 +84,18 @@ class PassResult:
         for name in ("sent", "retried", "failed", "bounced", "skipped", "released"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
+    def add_pass(self, other: PassResult) -> None:
+        """Add a whole pass run beside this one (a sender process's): its counts and claims,
+        its error if this has none, whether it stopped, and a database it lost."""
+        self.add(other)
+        self.claimed += other.claimed
+        self.error = self.error or other.error
+        self.stopped = self.stopped or other.stopped
+        if isinstance(other.halted_by, DatabaseError) and not isinstance(
+            self.halted_by, DatabaseError
+        ):
+            self.halted_by = other.halted_by
+
     def summary(self) -> str:
         return (
             f"claimed={self.claimed} sent={self.sent} retried={self.retried} "

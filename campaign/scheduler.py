@@ -16,6 +16,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from campaign.clock import Clock
 from campaign.dispatch import Dispatcher, PassResult
 from campaign.errors import CampaignError, DatabaseError
+from campaign.senders import SenderPool
 
 log = logging.getLogger("campaign.scheduler")
 
@@ -34,8 +35,11 @@ class Service:
         *,
         housekeeping: Callable[[datetime], None] = lambda now: None,
         on_pass: Callable[[PassResult, float], None] = lambda result, seconds: None,
+        senders: SenderPool | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        #: sender processes that share each pass (SENDER_PROCESSES), if more than this one.
+        self.senders = senders
         self.clock = clock
         self.tick_seconds = tick_seconds
         self.started_at = clock.now()
@@ -67,7 +71,8 @@ class Service:
     def _pass(self, now: datetime) -> PassResult:
         started = time.perf_counter()
         self._housekeeping(now)
-        result = self.dispatcher.run_pass(now, self.stop_requested)
+        runner = self.senders or self.dispatcher
+        result = runner.run_pass(now, self.stop_requested)
         if isinstance(result.halted_by, DatabaseError):
             raise result.halted_by
         elapsed = time.perf_counter() - started
@@ -84,13 +89,32 @@ class Service:
         log.info("pass at=%s %s elapsed=%.3fs", now.isoformat(), result.summary(), elapsed)
         return result
 
+    def open(self) -> None:
+        """Start the sender processes, if any (from the main thread: they end with it)."""
+        if self.senders is not None:
+            self.senders.open()
+
+    def close(self) -> None:
+        """Let the sender processes finish the message in flight and exit."""
+        if self.senders is not None:
+            self.senders.close()
+
+    def __enter__(self) -> Service:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def run_once(self, now: datetime | None = None) -> PassResult:
         """Drain everything due at `now` and return (for cron and tests)."""
+        self.open()
         return self.run_pass(now)
 
     def run_forever(self) -> None:
         """Tick every TICK_SECONDS until SIGTERM or Ctrl-C; then finish the message in flight."""
         self._install_signal_handlers()
+        self.open()
         scheduler = BackgroundScheduler(timezone="UTC")
         scheduler.add_job(
             self.run_pass,
@@ -102,10 +126,11 @@ class Service:
             next_run_time=self.clock.now(),
         )
         log.info(
-            "scheduler started: plan=%s tick=%ss sending via %s",
+            "scheduler started: plan=%s tick=%ss sending via %s in %d process(es)",
             self.dispatcher.plan.id,
             self.tick_seconds,
             self.dispatcher.transport.description,
+            self.senders.processes if self.senders else 1,
         )
         scheduler.start()
         try:
@@ -113,6 +138,7 @@ class Service:
         finally:
             log.info("stopping: finishing the message in flight")
             scheduler.shutdown(wait=True)
+            self.close()
             log.info("stopped")
 
     def _install_signal_handlers(self) -> None:
@@ -122,6 +148,8 @@ class Service:
                 raise SystemExit(1)
             log.info("received %s", signal.Signals(signum).name)
             self.stop_requested.set()
+            if self.senders is not None:
+                self.senders.stop()
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)

@@ -42,6 +42,8 @@ class Settings(BaseModel):
     send_rate_per_second: float = Field(default=0.0, ge=0)
     send_rate_per_hour: float = Field(default=0.0, ge=0)
     smtp_connections: int = Field(default=1, ge=1, le=64)
+    #: processes the SMTP connections are spread over (one process sends on one core).
+    sender_processes: int = Field(default=1, ge=1, le=64)
     batch_size: int = Field(default=200, ge=1, le=10_000)
     lease_seconds: int = Field(default=300, ge=10)
     max_attempts: int = Field(default=5, ge=1, le=100)
