@@ -32,7 +32,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     drawn = []
     if args.throughput:
-        drawn.append(rate_by_connections(pyplot, _results(args.throughput), args.out))
+        drawn.append(rate_by_connections(pyplot, json.loads(args.throughput.read_text()), args.out))
     if args.scale:
         drawn.append(pass_by_subscribers(pyplot, _results(args.scale), args.out))
     if args.instances:
@@ -56,29 +56,38 @@ def _results(path: Path) -> list[dict[str, Any]]:
     return results
 
 
-def rate_by_connections(pyplot: Any, results: list[dict[str, Any]], out: Path) -> Path:
-    """Emails a second against SMTP connections: the engine's and smtplib's, per database."""
-    figure, axes = pyplot.subplots(figsize=(7, 4.5))
-    by_database: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for result in results:
-        by_database[result["database"]].append(result)
-    for database, runs in sorted(by_database.items()):
-        runs.sort(key=lambda r: r["connections"])
-        connections = [r["connections"] for r in runs]
-        colour = COLOURS.get(database)
-        axes.plot(connections, [r["engine"]["rate"] for r in runs], "o-", color=colour,
-                  label=f"engine, {database}")  # fmt: skip
-        axes.plot(connections, [r["smtplib"]["rate"] for r in runs], "s--", color=colour,
-                  alpha=0.6, label=f"plain smtplib, {database} run")  # fmt: skip
-    every = sorted({r["connections"] for r in results})
-    axes.set_xticks(every)
-    axes.set_xlabel("SMTP connections")
-    axes.set_ylabel("emails per second")
-    axes.set_yscale("log")
-    count, sink = results[0]["count"], results[0]["sink"]
-    axes.set_title(f"Sending rate: {count:,} welcome emails to {sink}")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="small")
+def rate_by_connections(pyplot: Any, report: dict[str, Any], out: Path) -> Path:
+    """Emails a second against SMTP connections, the engine's and smtplib's, per database:
+    one panel per step sent (a lesson, the welcome email), medians where there were repeats."""
+    rows = report.get("medians") or [
+        {**r, "engine_rate": r["engine"]["rate"], "smtplib_rate": r["smtplib"]["rate"]}
+        for r in report["results"]
+    ]
+    days = sorted({row.get("day", 0) for row in rows}, reverse=True)
+    figure, panels = pyplot.subplots(1, len(days), figsize=(6.5 * len(days), 4.5), squeeze=False)
+    for axes, day in zip(panels[0], days, strict=True):
+        by_database: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            if row.get("day", 0) == day:
+                by_database[row["database"]].append(row)
+        for database, runs in sorted(by_database.items()):
+            runs.sort(key=lambda r: r["connections"])
+            connections = [r["connections"] for r in runs]
+            colour = COLOURS.get(database)
+            axes.plot(connections, [r["engine_rate"] for r in runs], "o-", color=colour,
+                      label=f"engine, {database}")  # fmt: skip
+            axes.plot(connections, [r["smtplib_rate"] for r in runs], "s--", color=colour,
+                      alpha=0.6, label=f"plain smtplib, {database} run")  # fmt: skip
+        shown = [row for row in rows if row.get("day", 0) == day]
+        axes.set_xticks(sorted({r["connections"] for r in shown}))
+        axes.set_xlabel("SMTP connections (engine: one sender process each)")
+        axes.set_ylabel("emails per second")
+        axes.set_ylim(bottom=0)
+        what = "welcome emails" if day == 0 else f"day-{day} lessons"
+        size = shown[0]["message_bytes"] / 1024
+        axes.set_title(f"{shown[0]['count']:,} {what} ({size:.0f} KiB) to {shown[0]['sink']}")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="small")
     return _save(pyplot, figure, out / "perf-rate-vs-connections.png")
 
 

@@ -91,17 +91,23 @@ def load_campaign(
     plan_id: str,
     step_keys: Mapping[int, str],
     now: datetime = NOW,
+    due_day: int = 0,
 ) -> None:
-    """Bulk-load `subscribers` enrolled readers of whom `due` have their welcome email due.
+    """Bulk-load `subscribers` enrolled readers of whom `due` have the step of plan day
+    `due_day` due (0, the default: the welcome email; a later day: a morning's lesson, the
+    one before it in the delivery log).
 
     The rest look like a campaign in its stride: most mid-plan with their next lesson due
     within the next day and their last lesson in the delivery log, some finished, a few
     unsubscribed. COPY on PostgreSQL, executemany on SQLite; never the ORM row by row.
     """
+    if due_day not in step_keys:
+        raise SystemExit(f"the plan has no step on day {due_day}")
+    before = max((day for day in step_keys if day < due_day), default=-1)
     subscriber_rows = (_subscriber(n, due, now) for n in range(1, subscribers + 1))
-    enrollment_rows = (_enrollment(n, due, plan_id, now) for n in range(1, subscribers + 1))
+    enrollment_rows = (_enrollment(n, due, plan_id, now, before) for n in range(1, subscribers + 1))
     delivery_rows = (
-        row for n in range(due + 1, subscribers + 1) if (row := _delivery(n, step_keys, now))
+        row for n in range(1, subscribers + 1) if (row := _delivery(n, due, step_keys, now, before))
     )
     if database_kind(url) == "postgresql":
         _copy_postgres(url, subscriber_rows, enrollment_rows, delivery_rows)
@@ -122,10 +128,10 @@ def _subscriber(n: int, due: int, now: datetime) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _mid_plan(n: int, due: int) -> tuple[str, int]:
+def _mid_plan(n: int, due: int, before: int) -> tuple[str, int]:
     """(enrollment status, last plan day settled) for subscriber `n`."""
     if n <= due:
-        return "active", -1
+        return "active", before
     if n % 100 < 3:
         return "cancelled", n % 30
     if n % 100 < 15:
@@ -133,25 +139,32 @@ def _mid_plan(n: int, due: int) -> tuple[str, int]:
     return "active", n % 30
 
 
-def _enrollment(n: int, due: int, plan_id: str, now: datetime) -> tuple[Any, ...]:
-    status, last_day = _mid_plan(n, due)
+def _enrollment(n: int, due: int, plan_id: str, now: datetime, before: int) -> tuple[Any, ...]:
+    status, last_day = _mid_plan(n, due, before)
     started = _naive(now - timedelta(days=max(last_day, 0), minutes=10))
+    last_sent = _naive(now - timedelta(hours=20)) if last_day >= 0 else None
     if n <= due:  # due within the last ten minutes, oldest first
         next_due: datetime | None = _naive(now - timedelta(seconds=n % 600))
+        if last_day >= 0:
+            # Two days back, in every time zone the step's local morning has passed, and the
+            # one before it went on an earlier local day.
+            started = _naive(now - timedelta(days=last_day + 3))
+            last_sent = _naive(now - timedelta(days=2))
     elif status == "active":  # spread over the next day
         next_due = _naive(now + timedelta(seconds=60 + n % 86_400))
     else:
         next_due = None
-    last_sent = _naive(now - timedelta(hours=20)) if last_day >= 0 else None
     return (n, n, plan_id, status, started, last_day, next_due, last_sent, started)
 
 
-def _delivery(n: int, step_keys: Mapping[int, str], now: datetime) -> tuple[Any, ...] | None:
-    _, last_day = _mid_plan(n, 0)
+def _delivery(
+    n: int, due: int, step_keys: Mapping[int, str], now: datetime, before: int
+) -> tuple[Any, ...] | None:
+    _, last_day = _mid_plan(n, due, before)
     key = step_keys.get(last_day)
     if key is None:
         return None
-    sent = _naive(now - timedelta(hours=20))
+    sent = _naive(now - timedelta(days=2) if n <= due else now - timedelta(hours=20))
     return (n, key, "sent", 1, f"<bench-{n}@example.org>", sent, sent, sent)
 
 
@@ -209,6 +222,13 @@ def _insert_sqlite(url: str, *tables: Iterable[tuple[Any, ...]]) -> None:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the load's, not the pass's
     finally:
         connection.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU a running process has used (Linux /proc), for its own children
+    the scheduler's sender processes."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- SMTP sink ----------------------------------------------------------------------------

@@ -1,20 +1,23 @@
 """Sending rate of the engine against plain smtplib: N due emails to one local SMTP sink.
 
-    .venv/bin/python bench/throughput.py                        # 20,000 emails, SQLite
+    .venv/bin/python bench/throughput.py                        # 20,000 lessons, SQLite
     .venv/bin/python bench/throughput.py --count 2000 --connections 1 2 4 \\
         --database sqlite --database postgresql://postgres@127.0.0.1:5432/test --json out.json
 
-For each database and connection count: N subscribers whose welcome email is due are loaded in
-bulk (not timed), then one engine pass sends them all (`make_service(app).run_once(now)`, what
-`run_scheduler.py --once --now` runs, in a fresh process whose set-up is not timed). Then the
-same number of pre-built messages of the same size are blasted by plain smtplib over the same
-number of connections, one thread each. Each side gets its own fresh sink of the same kind:
-Postfix's smtp-sink when installed, aiosmtpd otherwise. Prints both rates, their ratio, and
-the engine's CPU time per email (the target is 300 us or less).
+For each database and connection count: N subscribers whose step of plan day `--day` is due
+are loaded in bulk (not timed; day 1 by default, a morning's lesson; day 0 is the welcome
+email with the ebook attached), then one engine pass sends them all
+(`make_service(app).run_once(now)`, what `run_scheduler.py --once --now` runs, in a fresh
+process whose set-up, sender processes included, is not timed). Then the same number of
+messages, the very bytes the engine builds for that step, are blasted by plain smtplib over
+the same number of connections, one thread each. Each side gets its own fresh sink of the
+same kind: Postfix's smtp-sink when installed, aiosmtpd otherwise. Prints both rates, their
+ratio, and the engine's CPU time per email (every sender process's; the target is 300 us).
 
-`--connections N` passes SMTP_CONNECTIONS=N to the engine; an engine without that setting
-ignores it and sends over one connection (the output says which). Other engine settings pass
-through from the environment, e.g. `BATCH_SIZE=500 .venv/bin/python bench/throughput.py`.
+`--connections N` passes SMTP_CONNECTIONS=N to the engine, spread over N sender processes
+(SENDER_PROCESSES=N; `--spread threads` keeps them all in one process). Other engine
+settings pass through from the environment, e.g. `BATCH_SIZE=500 .venv/bin/python
+bench/throughput.py`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 import pstats
 import resource
 import smtplib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +60,7 @@ from bench.scratch import (  # noqa: E402 - after the path is set
     load_campaign,
     machine,
     print_machine,
+    process_cpu_seconds,
     scratch_database,
     smtp_sink,
 )
@@ -78,6 +83,18 @@ def main() -> None:
         "--connections", type=int, nargs="+", default=[1], metavar="N",
         help="SMTP connections, for the engine (SMTP_CONNECTIONS) and smtplib (default 1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--day", type=int, nargs="+", default=[1], metavar="D",
+        help="plan day of the step sent (default 1, a lesson; 0 is the welcome email)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="N",
+        help="runs of each configuration; with more than one, their medians are printed too",
+    )  # fmt: skip
+    parser.add_argument(
+        "--spread", choices=("processes", "threads"), default="processes",
+        help="the engine's connections in one sender process each (default), or all in one",
+    )  # fmt: skip
     parser.add_argument("--sink", choices=SINKS, default="auto")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument(
@@ -90,30 +107,80 @@ def main() -> None:
     ]
     found = machine(databases)
     print_machine(found)
-    results = [
-        measure(url, args.count, connections, args.sink, args.profile)
-        for url in databases
-        for connections in args.connections
-    ]
+    results, medians = [], []
+    for url in databases:
+        for day in args.day:
+            for connections in args.connections:
+                runs = [
+                    measure(url, args.count, connections, args.sink, args.profile, day, args.spread)
+                    for _ in range(args.repeat)
+                ]
+                results += runs
+                medians.append(median_of(runs))
+    if args.repeat > 1:
+        print_medians(medians)
     if args.json:
-        args.json.write_text(
-            json.dumps({"bench": "throughput", "machine": found, "results": results}, indent=2)
+        report = {"bench": "throughput", "machine": found, "results": results, "medians": medians}
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run's figures of one configuration (rates, ratio, CPU per email)."""
+    first = runs[0]
+    return {
+        **{key: first[key] for key in ("database", "day", "connections", "sender_processes")},
+        **{key: first[key] for key in ("count", "message_bytes", "sink")},
+        "runs": len(runs),
+        "engine_rate": statistics.median(r["engine"]["rate"] for r in runs),
+        "smtplib_rate": statistics.median(r["smtplib"]["rate"] for r in runs),
+        "ratio": statistics.median(r["ratio"] for r in runs),
+        "ratios": [round(r["ratio"], 3) for r in runs],
+        "engine_cpu_us": statistics.median(
+            r["engine"]["cpu_s"] / max(r["engine"]["sent"], 1) * 1e6 for r in runs
+        ),
+        "smtplib_cpu_us": statistics.median(
+            r["smtplib"]["cpu_s"] / max(r["smtplib"]["sent"], 1) * 1e6 for r in runs
+        ),
+        "engine_peak_rss_mb": max(r["engine"]["peak_rss_mb"] for r in runs),
+    }
+
+
+def print_medians(medians: list[dict[str, Any]]) -> None:
+    print("\nmedians (engine CPU includes every sender process's)")
+    print("  database    day  KiB  conn  engine/s  smtplib/s  ratio (runs)          CPU us/email")
+    for m in medians:
+        runs = " ".join(f"{ratio:.2f}" for ratio in m["ratios"])
+        print(
+            f"  {m['database']:<10} {m['day']:>4} {m['message_bytes'] / 1024:>4.0f} "
+            f"{m['connections']:>5} {m['engine_rate']:>9,.0f} {m['smtplib_rate']:>10,.0f}  "
+            f"{m['ratio']:.2f} ({runs}){'':<{max(0, 14 - len(runs))}} "
+            f"{m['engine_cpu_us']:>6.0f}"
         )
 
 
 def measure(
-    postgres_url: str | None, count: int, connections: int, sink: str, profile: int = 0
+    postgres_url: str | None,
+    count: int,
+    connections: int,
+    sink: str,
+    profile: int = 0,
+    day: int = 1,
+    spread: str = "processes",
 ) -> dict[str, Any]:
     """One engine pass and one smtplib blast of `count` emails over `connections`; prints both."""
+    processes = connections if spread == "processes" else 1
     with scratch_database(postgres_url, "throughput") as url:
-        _prepare(url, count)
-        message = _sample_message(url)
+        _prepare(url, count, day)
+        message = _sample_message(url, day)
         with smtp_sink(sink) as engine_sink:
             engine = _worker(
                 "engine",
                 {"profile": profile},
-                engine_env(url, engine_sink.port, SMTP_CONNECTIONS=str(connections)),
-            )
+                engine_env(
+                    url, engine_sink.port, SMTP_CONNECTIONS=str(connections),
+                    SENDER_PROCESSES=str(processes),
+                ),
+            )  # fmt: skip
         with tempfile.NamedTemporaryFile(suffix=".eml") as file:
             file.write(message)
             file.flush()
@@ -131,6 +198,8 @@ def measure(
         "sink": engine_sink.kind,
         "count": count,
         "connections": connections,
+        "sender_processes": processes,
+        "day": day,
         "message_bytes": len(message),
         "engine": {**engine, "rate": engine_rate, "sink_cpu_s": engine_sink.cpu_seconds},
         "smtplib": {**blast, "rate": blast_rate, "sink_cpu_s": blast_sink.cpu_seconds},
@@ -148,8 +217,9 @@ def _print(r: dict[str, Any]) -> None:
     used = engine["connections_used"]
     note = "" if used == r["connections"] else f" (engine has no SMTP_CONNECTIONS: used {used})"
     print(
-        f"\n{r['database']}, {r['count']} emails of {r['message_bytes'] / 1024:.0f} KiB, "
-        f"{r['connections']} connection(s){note}, sink {r['sink']}, "
+        f"\n{r['database']}, {r['count']} emails (day {r['day']}) of "
+        f"{r['message_bytes'] / 1024:.0f} KiB, {r['connections']} connection(s){note} in "
+        f"{r['sender_processes']} sender process(es), sink {r['sink']}, "
         f"load average {r['load_average']}"
     )
     print(f"  engine          {engine['sent']} sent in {engine['wall_s']:.2f} s = "
@@ -163,7 +233,7 @@ def _print(r: dict[str, Any]) -> None:
           f"{blast['cpu_s'] / max(blast['sent'], 1) * 1e6:.0f} us per email")  # fmt: skip
     print(f"  sink CPU        engine run {engine['sink_cpu_s']:.2f} s, "
           f"smtplib run {blast['sink_cpu_s']:.2f} s")  # fmt: skip
-    print(f"  engine peak RSS {engine['peak_rss_mb']:.0f} MB")
+    print(f"  engine peak RSS {engine['peak_rss_mb']:.0f} MB (the largest of its processes)")
     if engine["sent"] != r["count"] or blast["sent"] != r["count"]:
         print(f"  WARNING         of {r['count']}, the engine sent {engine['sent']} "
               f"(error: {engine['error']}) and smtplib {blast['sent']}")  # fmt: skip
@@ -171,23 +241,24 @@ def _print(r: dict[str, Any]) -> None:
         print(engine["profile"])
 
 
-def _prepare(url: str, count: int) -> None:
-    """Migrate and load `count` subscribers whose welcome email is due (set-up, not timed)."""
+def _prepare(url: str, count: int, day: int) -> None:
+    """Migrate and load `count` subscribers whose step of `day` is due (set-up, not timed)."""
     database = Database(url)
     database.upgrade()
     database.dispose()
     plan = load_plan(PLAN_PATH, TEMPLATES_DIR)
     load_campaign(
         url, subscribers=count, due=count, plan_id=plan.id,
-        step_keys={step.day: step.key for step in plan.steps},
+        step_keys={step.day: step.key for step in plan.steps}, due_day=day,
     )  # fmt: skip
 
 
-def _sample_message(url: str) -> bytes:
-    """The welcome email exactly as the engine builds it, for smtplib to send N times."""
+def _sample_message(url: str, day: int) -> bytes:
+    """The step of `day` exactly as the engine builds it, for smtplib to send N times."""
     app = build(Settings.from_env(engine_env(url, 25)), clock=FixedClock(NOW))
+    step = next(step for step in app.plan.steps if step.day == day)
     composed = app.composer.compose(
-        app.plan.steps[0], Recipient(1, "reader1@example.org", "Reader1"),
+        step, Recipient(1, "reader1@example.org", "Reader1"),
         message_id=app.composer.new_message_id(), now=NOW, delivery_id=1,
     )  # fmt: skip
     app.close()
@@ -207,33 +278,42 @@ def _worker(name: str, params: dict[str, Any], env: dict[str, str]) -> dict[str,
 
 
 def engine_worker(params: dict[str, Any]) -> dict[str, Any]:
-    """Build the engine from the environment (not timed), then time one pass at NOW."""
+    """Build the engine and start its sender processes (not timed), then time one pass at
+    NOW: wall time, and the CPU of this process and of every sender process."""
     settings = Settings.from_env(os.environ)
     app = build(settings, clock=FixedClock(NOW))
     app.require_schema()
     service = make_service(app)
     profiler = cProfile.Profile() if params.get("profile") else None
-    with app.sending():
+    with app.sending(), service:
+        senders = service.senders.pids() if service.senders else []
         cpu, wall = time.process_time(), time.perf_counter()
+        senders_cpu = sum(process_cpu_seconds(pid) for pid in senders)
         if profiler:
             profiler.enable()
         result = service.run_once(NOW)
         if profiler:
             profiler.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        senders_cpu = sum(process_cpu_seconds(pid) for pid in senders) - senders_cpu
     app.close()
     report = io.StringIO()
     if profiler:
         stats = pstats.Stats(profiler, stream=report)
         stats.sort_stats("cumulative").print_stats("campaign/", params["profile"])
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,  # the senders, now ended
+    )
     return {
         "sent": result.sent,
         "summary": result.summary(),
         "error": result.error,
         "wall_s": wall,
-        "cpu_s": cpu,
+        "cpu_s": cpu + senders_cpu,
+        "senders_cpu_s": senders_cpu,
         "connections_used": int(getattr(settings, "smtp_connections", 1)),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak / 1024,
         "profile": report.getvalue(),
     }
 

@@ -86,16 +86,27 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--database", default=None, help="PostgreSQL URL (default: temp SQLite)")
     parser.add_argument("--background", type=int, default=0, help="emails due in a bulk pass")
+    parser.add_argument(
+        "--background-day", type=int, default=1, metavar="D",
+        help="plan day of the bulk pass's step (default 1: a morning's lessons)",
+    )  # fmt: skip
     parser.add_argument("--connections", type=int, default=1, help="SMTP_CONNECTIONS")
+    parser.add_argument("--processes", type=int, default=1, help="SENDER_PROCESSES (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     with scratch_database(args.database, "latency") as url:
-        latencies, bulk_sent = measure(url, args.count, args.background, args.connections)
+        latencies, bulk_sent = measure(
+            url, args.count, args.background, args.connections, args.background_day,
+            args.processes,
+        )  # fmt: skip
     ordered = sorted(latencies)
     figures = {
         "database": "postgresql" if args.database else "sqlite",
         "confirmations": len(latencies),
         "background": args.background,
+        "background_day": args.background_day,
+        "connections": args.connections,
+        "sender_processes": args.processes,
         "background_sent_meanwhile": bulk_sent,
         "median_ms": statistics.median(latencies) * 1000,
         "p95_ms": ordered[max(0, round(0.95 * len(ordered)) - 1)] * 1000,
@@ -112,7 +123,9 @@ def main() -> None:
         args.json.write_text(json.dumps(figures, indent=2))
 
 
-def measure(url: str, count: int, background: int, connections: int) -> tuple[list[float], int]:
+def measure(
+    url: str, count: int, background: int, connections: int, day: int = 1, processes: int = 1
+) -> tuple[list[float], int]:
     """Seconds from each confirmation click to the welcome email's 250, for `count` signups,
     and how many bulk emails the server accepted meanwhile."""
     arrivals = Arrivals()
@@ -125,7 +138,7 @@ def measure(url: str, count: int, background: int, connections: int) -> tuple[li
         "DATABASE_URL": url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
         "SMTP_SECURITY": "none", "SECRET_KEY": "latency-bench-secret-0123456789-0123456789",
         "PUBLIC_BASE_URL": base, "SIGNUP_RATE_PER_MINUTE": "10000", "LOG_LEVEL": "WARNING",
-        "SMTP_CONNECTIONS": str(connections),
+        "SMTP_CONNECTIONS": str(connections), "SENDER_PROCESSES": str(processes),
     }  # fmt: skip
     subprocess.run(
         [sys.executable, "-m", "campaign", "db", "upgrade"], env=env, cwd=ROOT, check=True,
@@ -136,7 +149,7 @@ def measure(url: str, count: int, background: int, connections: int) -> tuple[li
         load_campaign(
             url, subscribers=background, due=background, plan_id=plan.id,
             step_keys={step.day: step.key for step in plan.steps},
-            now=SystemClock().now() - timedelta(minutes=1),
+            now=SystemClock().now() - timedelta(minutes=1), due_day=day,
         )  # fmt: skip
     service = subprocess.Popen(
         [sys.executable, "run_scheduler.py", "--http", f"127.0.0.1:{http_port}"], env=env, cwd=ROOT
