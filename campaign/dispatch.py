@@ -246,15 +246,17 @@ class Dispatcher:
                     new_message_id=self.composer.new_message_id,
                     only_enrollment=only_enrollment,
                 )
-                early = [
-                    replace(claim, due_at=due)
-                    for claim in claims
-                    if (due := self._step_due(claim)) is not None and due > now
-                ]
-                if early:
-                    store.release(session, early, now)
+            # After the claim's commit, not in it: SQLite's one writer (a signup, another
+            # sender process) waits for that transaction, and this is ~10 µs a claim.
+            early = [
+                replace(claim, due_at=due)
+                for claim in claims
+                if (due := self._step_due(claim)) is not None and due > now
+            ]
             if not early:
                 return claims
+            with self.db.transaction() as session:
+                store.release(session, early, now)
             later = {claim.delivery_id for claim in early}
             ready = [claim for claim in claims if claim.delivery_id not in later]
             if ready:

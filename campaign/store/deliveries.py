@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -140,8 +140,8 @@ def claim_due(
             keys=in_list("k", {key for _, key in wanted}, params),
         )
         existing = {(d[0], d[1]): d for d in sql.rows(found_sql, params)}
-    claims: list[Claim] = []
-    fresh: list[dict[str, Any]] = []  # deliveries to insert, in the order of `claims`
+    chosen: list[tuple[Any, ...]] = []  # each claim's fields; a new delivery's id comes below
+    fresh: list[dict[str, Any]] = []  # deliveries to insert
     for row in rows:
         enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz = row
         step = upcoming[enrollment_id]
@@ -155,20 +155,21 @@ def claim_due(
             sql.run(_MOVE_PAST_SQL, {"day": day, "now": at, "enrollment": enrollment_id})
             continue
         if found is None:
-            message_id, attempts, delivery_id = new_message_id(), 0, 0  # id set below
+            message_id, attempts, delivery_id = new_message_id(), 0, None
             fresh.append(
                 {"enrollment": enrollment_id, "key": key, "message_id": message_id,
                  "owner": owner, "lease": lease, "now": at}
             )  # fmt: skip
         else:
             delivery_id, message_id, attempts = found[2], found[4], found[5]
-        claims.append(
-            Claim(
+        chosen.append(
+            (
                 delivery_id, message_id, attempts, enrollment_id, key, day,
                 utc_instant(due_at) or now, utc_instant(started_at) or now,
                 utc_instant(last_sent_at), sub_id, email, name, tz,
             )
         )  # fmt: skip
+    ids: dict[tuple[int, str], int] = {}
     if fresh:
         # One executemany for the batch, then one query for the new ids (SQLite would run an
         # INSERT ... RETURNING row by row).
@@ -179,10 +180,10 @@ def claim_due(
             keys=in_list("k", {row["key"] for row in fresh}, params),
         )
         ids = {(d[0], d[1]): d[2] for d in sql.rows(new_sql, params)}
-        claims = [
-            c if c.delivery_id else replace(c, delivery_id=ids[(c.enrollment_id, c.step_key)])
-            for c in claims
-        ]
+    claims = [
+        Claim(ids[(fields[3], fields[4])] if fields[0] is None else fields[0], *fields[1:])
+        for fields in chosen
+    ]
     reused = [c.delivery_id for c in claims if (c.enrollment_id, c.step_key) in existing]
     if reused:
         params = {"owner": owner, "lease": lease, "now": at}
