@@ -46,7 +46,7 @@ def connection_shares(connections: int, processes: int) -> list[int]:
 
 
 class SenderPool:
-    """The scheduler's own dispatcher plus `len(shares) - 1` sender processes."""
+    """The scheduler's own dispatcher, and a sender process per factory."""
 
     def __init__(self, local: Dispatcher, factories: list[RunnerFactory]) -> None:
         self.local = local
@@ -76,9 +76,15 @@ class SenderPool:
                     sender.close()
                 self._senders[n] = None
                 starting.append((n, _Sender.start(factory, n + 1)))
-            for n, sender in starting:  # they build their engines at the same time
-                sender.wait_ready()
-                self._senders[n] = sender
+            try:
+                for n, sender in starting:  # they build their engines at the same time
+                    sender.wait_ready()
+                    self._senders[n] = sender
+            except CampaignError:
+                for n, sender in starting:
+                    sender.close()
+                    self._senders[n] = None
+                raise
 
     def run_pass(self, now: datetime, stop: threading.Event) -> PassResult:
         """One pass at `now` in every process at once; their results added up."""

@@ -115,8 +115,8 @@ def import_csv(file: Path, now: datetime | None) -> None:
 def tick(now: datetime | None) -> None:
     """Run one sending pass: send everything due now."""
     app = make_app(now)
-    with app.sending():
-        result = make_service(app).run_once()
+    with app.sending(), make_service(app) as service:
+        result = service.run_once()
     out.print(
         f"sent {result.sent}, failed {result.failed + result.bounced} "
         f"(bounced {result.bounced}), retried {result.retried}, skipped {result.skipped}"

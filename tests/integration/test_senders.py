@@ -18,6 +18,7 @@ import pytest
 
 from campaign import subscriptions
 from campaign.bootstrap import App, make_service
+from campaign.errors import CampaignError
 from campaign.scheduler import Service
 from campaign.senders import SenderPool, connection_shares
 from tests.conftest import EngineFactory
@@ -175,3 +176,22 @@ def test_a_plan_edit_reaches_every_sender_process(
     received = smtp_server.received
     assert len({r.peer for r in received}) == 2
     assert {str(r.message["Subject"]) for r in received} == {"Here is your ebook, as promised"}
+
+
+def _engine_that_cannot_start() -> Any:
+    """A sender process's engine that fails as it is built (run in that process)."""
+    raise CampaignError("the database is not reachable from here")
+
+
+def test_a_sender_process_that_cannot_start_stops_the_service_with_the_reason(
+    engine: EngineFactory,
+) -> None:
+    """A sender process whose engine cannot be built is reported, reason and all, when the
+    service starts (not at the first pass), and leaves no process behind."""
+    app, _ = engine(START)
+    pool = SenderPool(app.dispatcher, [_engine_that_cannot_start])
+
+    with pytest.raises(CampaignError, match="sender process 1 could not start: the database"):
+        pool.open()
+
+    assert pool.pids() == []
