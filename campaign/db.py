@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from campaign.errors import DatabaseError
 from campaign.plain_sql import driver_params, driver_sql
+from campaign.write_lock import WriteLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: pg_advisory_xact_lock key for migrations ("campaign" in ASCII, as a number).
@@ -35,6 +36,8 @@ class Database:
         self.url = normalise_url(url)
         self.engine = _make_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        file = self.sqlite_file
+        self._write_lock = WriteLock(file) if file is not None else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -58,12 +61,16 @@ class Database:
         can lose the last fraction of a second. Used for per-email delivery records only.
         """
         try:
-            with self._sessions.begin() as session:
+            with self.writing(), self._sessions.begin() as session:
                 if not flush_to_disk and not self.is_sqlite:
                     session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield session
         except OperationalError as exc:
             raise DatabaseError(f"database error: {exc.orig}") from exc
+
+    def writing(self) -> AbstractContextManager[None]:
+        """Around a transaction: on SQLite, the engine's writers queue (campaign.write_lock)."""
+        return self._write_lock.held() if self._write_lock is not None else nullcontext()
 
     def driver_connection(self) -> DriverConnection:
         """A connection for the few statements run per email, below SQLAlchemy (see there)."""
@@ -99,6 +106,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._write_lock is not None:
+            self._write_lock.close()
 
 
 class DriverConnection:
@@ -167,13 +176,14 @@ class DriverConnection:
     @contextmanager
     def _transaction(self, cursor: Any) -> Iterator[None]:
         if self.is_sqlite:
-            cursor.execute("BEGIN IMMEDIATE")  # as every transaction here (see _make_engine)
-            try:
-                yield
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
+            with self._database.writing():
+                cursor.execute("BEGIN IMMEDIATE")  # as every transaction here (_make_engine)
+                try:
+                    yield
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+                cursor.execute("COMMIT")
         else:
             with cursor.connection.transaction():
                 yield
