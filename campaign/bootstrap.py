@@ -130,12 +130,7 @@ def make_service(app: App) -> Service:
     senders = (
         SenderPool(
             app.dispatcher,
-            [
-                functools.partial(
-                    sender_process, settings.model_copy(update={"smtp_connections": n}), fixed
-                )
-                for n in others
-            ],
+            [functools.partial(sender_process, _alone(settings, n), fixed) for n in others],
         )
         if others
         else None
@@ -148,6 +143,11 @@ def make_service(app: App) -> Service:
         on_pass=lambda result, seconds: app.metrics.pass_seconds.observe(seconds),
         senders=senders,
     )
+
+
+def _alone(settings: Settings, connections: int) -> Settings:
+    """A sender process's settings: its share of the connections, all in that process."""
+    return settings.model_copy(update={"smtp_connections": connections, "sender_processes": 1})
 
 
 def sender_process(settings: Settings, fixed_clock: bool) -> PassRunner:

@@ -81,6 +81,21 @@ def test_a_pass_over_two_sender_processes_sends_each_email_once(
     assert len({r.peer for r in received}) == 2  # one connection from each process
 
 
+def test_a_sender_process_with_more_than_one_connection_uses_them_all(
+    engine: EngineFactory, smtp_server: SMTPServer, service_of: Any
+) -> None:
+    """Four connections over two processes, two each: the server sees four sessions."""
+    app, _ = engine(START, SMTP_CONNECTIONS="4", SENDER_PROCESSES="2", BATCH_SIZE="5")
+    _subscribe(app, 90)
+    # Slow enough that every connection gets work before the due emails run out.
+    smtp_server.handler.handle_DATA = _SlowHandler(smtp_server, 0.01).handle_DATA  # type: ignore[method-assign]
+
+    result = service_of(app).run_once(START)
+
+    assert (result.sent, result.error) == (90, None)
+    assert len({r.peer for r in smtp_server.received}) == 4
+
+
 class _SlowHandler:
     """Accepts each message after `delay` seconds, so that a pass is still running when the
     test asks it to stop."""
