@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from campaign import compose, dispatch, smtp, store
 from campaign.bootstrap import build, make_service
 from campaign.clock import FixedClock
 from campaign.compose import Recipient
@@ -98,6 +99,11 @@ def main() -> None:
     parser.add_argument("--sink", choices=SINKS, default="auto")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument(
+        "--parts", action="store_true",
+        help="also time the CPU of each part of an email (claim, compose, record, SMTP) in "
+        "the scheduler process; meant for one connection in one process",
+    )  # fmt: skip
+    parser.add_argument(
         "--profile", type=int, default=0, metavar="N",
         help="run the engine under cProfile and print its N costliest functions (slows it down)",
     )  # fmt: skip
@@ -112,9 +118,12 @@ def main() -> None:
         for day in args.day:
             for connections in args.connections:
                 runs = [
-                    measure(url, args.count, connections, args.sink, args.profile, day, args.spread)
+                    measure(
+                        url, args.count, connections, args.sink, args.profile, day,
+                        args.spread, args.parts,
+                    )
                     for _ in range(args.repeat)
-                ]
+                ]  # fmt: skip
                 results += runs
                 medians.append(median_of(runs))
     if args.repeat > 1:
@@ -166,6 +175,7 @@ def measure(
     profile: int = 0,
     day: int = 1,
     spread: str = "processes",
+    parts: bool = False,
 ) -> dict[str, Any]:
     """One engine pass and one smtplib blast of `count` emails over `connections`; prints both."""
     processes = connections if spread == "processes" else 1
@@ -175,7 +185,7 @@ def measure(
         with smtp_sink(sink) as engine_sink:
             engine = _worker(
                 "engine",
-                {"profile": profile},
+                {"profile": profile, "parts": parts},
                 engine_env(
                     url, engine_sink.port, SMTP_CONNECTIONS=str(connections),
                     SENDER_PROCESSES=str(processes),
@@ -237,6 +247,9 @@ def _print(r: dict[str, Any]) -> None:
     if engine["sent"] != r["count"] or blast["sent"] != r["count"]:
         print(f"  WARNING         of {r['count']}, the engine sent {engine['sent']} "
               f"(error: {engine['error']}) and smtplib {blast['sent']}")  # fmt: skip
+    if engine.get("parts"):
+        shares = ", ".join(f"{name} {us:.0f}" for name, us in engine["parts"].items())
+        print(f"  CPU by part     us per email (this process's thread CPU): {shares}")
     if engine.get("profile"):
         print(engine["profile"])
 
@@ -284,6 +297,7 @@ def engine_worker(params: dict[str, Any]) -> dict[str, Any]:
     app = build(settings, clock=FixedClock(NOW))
     app.require_schema()
     service = make_service(app)
+    parts = _time_parts() if params.get("parts") else None
     profiler = cProfile.Profile() if params.get("profile") else None
     with app.sending(), service:
         senders = service.senders.pids() if service.senders else []
@@ -315,7 +329,36 @@ def engine_worker(params: dict[str, Any]) -> dict[str, Any]:
         "connections_used": int(getattr(settings, "smtp_connections", 1)),
         "peak_rss_mb": peak / 1024,
         "profile": report.getvalue(),
+        "parts": {name: seconds / max(result.sent, 1) * 1e6 for name, seconds in parts.items()}
+        if parts is not None
+        else None,
     }
+
+
+def _time_parts() -> dict[str, float]:
+    """Wrap the parts of an email's journey so that each adds up its thread CPU time."""
+    spent: dict[str, float] = {}
+    for name, owner, attribute in (
+        ("claim", dispatch.Dispatcher, "_claim"),
+        ("compose", compose.Composer, "compose"),
+        ("record", store, "record_accepted"),
+        ("smtp", smtp.SMTPConnection, "send"),
+        ("next due", dispatch.Dispatcher, "_next_due"),
+    ):
+        spent[name] = 0.0
+        setattr(owner, attribute, _timed(getattr(owner, attribute), name, spent))
+    return spent
+
+
+def _timed(function: Any, name: str, spent: dict[str, float]) -> Any:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[name] += time.thread_time() - started
+
+    return timed
 
 
 def blast_worker(params: dict[str, Any]) -> dict[str, Any]:
