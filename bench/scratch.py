@@ -225,8 +225,8 @@ def _insert_sqlite(url: str, *tables: Iterable[tuple[Any, ...]]) -> None:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User and system CPU a running process has used (Linux /proc), for its own children
-    the scheduler's sender processes."""
+    """User and system CPU seconds a running process has used so far (Linux /proc): what a
+    sender process has spent, while it still runs."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

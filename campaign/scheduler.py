@@ -108,7 +108,6 @@ class Service:
 
     def run_once(self, now: datetime | None = None) -> PassResult:
         """Drain everything due at `now` and return (for cron and tests)."""
-        self.open()
         return self.run_pass(now)
 
     def run_forever(self) -> None:

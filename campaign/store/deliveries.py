@@ -82,6 +82,16 @@ _LEASE_SQL = (
 )
 
 
+def _deliveries_of(sql: PlainSQL, pairs: list[tuple[int, str]]) -> list[tuple[Any, ...]]:
+    """The delivery rows of these (enrollment, step key) pairs, and maybe a few others."""
+    params: dict[str, Any] = {}
+    found = _DELIVERIES_SQL.format(
+        enrollments=in_list("e", {enrollment for enrollment, _ in pairs}, params),
+        keys=in_list("k", {key for _, key in pairs}, params),
+    )
+    return sql.rows(found, params)
+
+
 def claim_due(
     session: Session,
     *,
@@ -132,14 +142,7 @@ def claim_due(
         params = {"now": at}
         sql.run(_COMPLETE_SQL.format(enrollments=in_list("e", finished, params)), params)
     wanted = [(enrollment, step[0]) for enrollment, step in upcoming.items() if step]
-    existing: dict[tuple[int, str], tuple[Any, ...]] = {}
-    if wanted:
-        params = {}
-        found_sql = _DELIVERIES_SQL.format(
-            enrollments=in_list("e", {enrollment for enrollment, _ in wanted}, params),
-            keys=in_list("k", {key for _, key in wanted}, params),
-        )
-        existing = {(d[0], d[1]): d for d in sql.rows(found_sql, params)}
+    existing = {(d[0], d[1]): d for d in _deliveries_of(sql, wanted)} if wanted else {}
     chosen: list[tuple[Any, ...]] = []  # each claim's fields; a new delivery's id comes below
     fresh: list[dict[str, Any]] = []  # deliveries to insert
     for row in rows:
@@ -174,12 +177,8 @@ def claim_due(
         # One executemany for the batch, then one query for the new ids (SQLite would run an
         # INSERT ... RETURNING row by row).
         sql.run_many(_INSERT_SQL, fresh)
-        params = {}
-        new_sql = _DELIVERIES_SQL.format(
-            enrollments=in_list("e", {row["enrollment"] for row in fresh}, params),
-            keys=in_list("k", {row["key"] for row in fresh}, params),
-        )
-        ids = {(d[0], d[1]): d[2] for d in sql.rows(new_sql, params)}
+        inserted = [(row["enrollment"], row["key"]) for row in fresh]
+        ids = {(d[0], d[1]): d[2] for d in _deliveries_of(sql, inserted)}
     claims = [
         Claim(ids[(fields[3], fields[4])] if fields[0] is None else fields[0], *fields[1:])
         for fields in chosen
