@@ -24,8 +24,10 @@ from sqlalchemy.types import TypeDecorator
 
 SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 ENROLLMENT_STATUSES = ("active", "completed", "cancelled")
-#: queued = claimed or waiting for its first try; retry = deferred after a temporary failure.
-DELIVERY_STATUSES = ("queued", "retry", "sent", "failed", "bounced", "skipped")
+#: queued = claimed or waiting for its first try; retry = deferred after a temporary failure
+#: (or after an outcome that was unknown once); unknown = handed to the server twice with no
+#: final reply either time: it may or may not have arrived, and it is never sent again.
+DELIVERY_STATUSES = ("queued", "retry", "sent", "failed", "bounced", "skipped", "unknown")
 #: A delivery in one of these states is still to be sent: claimed, or awaiting a retry.
 PENDING_DELIVERY = ("queued", "retry")
 
@@ -112,10 +114,15 @@ class Enrollment(Base):
     #: the plan day of the last step settled (sent, failed or skipped); -1 before the welcome.
     #: The next step is the plan's first one after this day that was not settled yet.
     last_day: Mapped[int] = mapped_column(Integer, default=-1)
-    #: when the next step is due; while claimed, when the claim's lease expires.
+    #: when the next step is due; while claimed, the claimer's clock plus the lease (so that
+    #: the due-query's index range skips it; the lease below is what decides).
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: who holds the enrollment's next step (a token unique per process and pass), and until
+    #: when by the database's clock. Only the holder may record anything but a 250 for it.
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Delivery(Base):
@@ -134,8 +141,8 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     message_id: Mapped[str] = mapped_column(String(255))
-    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: tries whose outcome stayed unknown (no reply to the final dot): one is retried, never two.
+    unknown_outcomes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

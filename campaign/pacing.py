@@ -48,10 +48,16 @@ class SendBudget:
         self._tokens = 0
         self._lock = threading.Lock()
 
-    def acquire(self, stop: threading.Event | None = None) -> None:
-        """Wait for a token; raises StopWaiting if `stop` is set meanwhile."""
+    @property
+    def rate(self) -> float:
+        """Messages per second at most, by the tightest limit (0: no limit)."""
+        return min((bucket.rate for bucket in self._buckets), default=0.0)
+
+    def acquire(self, stop: threading.Event | None = None) -> float:
+        """Wait for a token; the seconds waited. Raises StopWaiting if `stop` is set meanwhile."""
         if not self._buckets:
-            return
+            return 0.0
+        started = self._clock.monotonic()
         with self._lock:  # one waiter asks the database; the others queue behind it
             while self._tokens == 0:
                 if stop is not None and stop.is_set():
@@ -65,3 +71,4 @@ class SendBudget:
                 else:
                     self._clock.sleep(min(max(wait, _MIN_WAIT_SECONDS), _MAX_WAIT_SECONDS))
             self._tokens -= 1
+        return self._clock.monotonic() - started

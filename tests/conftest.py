@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from campaign.bootstrap import App, build
-from campaign.clock import FixedClock
+from campaign.clock import Clock, FixedClock
 from campaign.db import Database
 from campaign.settings import Settings
 from campaign.transport import Transport
@@ -115,10 +115,20 @@ def engine(env: dict[str, str]) -> Iterator[EngineFactory]:
     built: list[App] = []
 
     def make(
-        now: datetime, transport: Transport | None = None, **overrides: str
+        now: datetime,
+        transport: Transport | None = None,
+        *,
+        lease_clock: Clock | None = None,
+        database_leases: bool = False,
+        **overrides: str,
     ) -> tuple[App, FixedClock]:
+        """An engine at `now`. Its leases run by its own fixed clock (so a test can walk past
+        them), by `lease_clock` (engines sharing a database's clock), or by the database's
+        real clock when `database_leases` is set, as in production."""
         clock = FixedClock(now)
-        app = build(Settings.from_env({**env, **overrides}), clock=clock, transport=transport)
+        leases = None if database_leases else (lease_clock or clock)
+        settings = Settings.from_env({**env, **overrides})
+        app = build(settings, clock=clock, transport=transport, lease_clock=leases)
         built.append(app)
         return app, clock
 

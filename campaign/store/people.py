@@ -105,7 +105,13 @@ def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> N
     session.execute(
         update(Enrollment)
         .where(Enrollment.subscriber_id == subscriber_id, Enrollment.status == "active")
-        .values(status="cancelled", next_due_at=None, updated_at=now)
+        .values(
+            status="cancelled",
+            next_due_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
     )
 
 

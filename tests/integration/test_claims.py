@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from campaign import store
+from campaign.clock import FixedClock
 from campaign.db import Database
 from campaign.models import Delivery
-from campaign.store import Claim
+from campaign.store import Claim, LeaseTime, ProofRequest
 
 NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
 STEPS = [("welcome", 0), ("day01", 1), ("day02", 2)]
@@ -62,19 +65,81 @@ def test_two_claimers_at_once_never_claim_the_same_step(database_url: str) -> No
     assert len(set(claimed)) == 200
 
 
+def _claim_at(
+    db: Database, owner: str, now: datetime, lease: LeaseTime, limit: int = 10
+) -> list[Claim]:
+    """Claim as an engine whose own clock reads `now`, under `lease`."""
+    with db.transaction() as session:
+        return store.claim_due(
+            session, plan_id="plan", steps=STEPS, now=now, owner=owner,
+            lease_until=now + timedelta(seconds=lease.seconds), limit=limit,
+            new_message_id=lambda: f"<{uuid.uuid4().hex}@example.org>", lease=lease,
+        )  # fmt: skip
+
+
 def test_a_claimed_step_is_not_due_again_until_its_lease_ends(database_url: str) -> None:
-    """A second claim during the lease finds nothing; after it, the same delivery row is reused."""
+    """A second claim during the lease finds nothing, even by a clock 6 minutes ahead; after
+    the lease (by the lease clock), the same delivery row is reused."""
     db = Database(database_url)
     _seed(db, 1)
-    [first] = _claim(db, "a")
-    assert _claim(db, "b") == []
-    with db.transaction() as session:
-        later = store.claim_due(
-            session, plan_id="plan", steps=STEPS, now=NOW + timedelta(minutes=6), owner="b",
-            lease_until=NOW + timedelta(minutes=11), limit=10, new_message_id=lambda: "<new@x>",
-        )  # fmt: skip
+    database_clock = FixedClock(NOW)
+    lease = LeaseTime(300, database_clock)
+    [first] = _claim_at(db, "a", NOW, lease)
+    assert _claim_at(db, "b", NOW, lease) == []
+    database_clock.advance(timedelta(seconds=299))
+    assert _claim_at(db, "b", NOW + timedelta(minutes=6), lease) == []  # b's clock is ahead
+    database_clock.advance(timedelta(seconds=2))
+    later = _claim_at(db, "b", NOW + timedelta(minutes=6), lease)
     db.dispose()
     assert [(c.delivery_id, c.message_id) for c in later] == [(first.delivery_id, first.message_id)]
+
+
+def test_a_lease_runs_by_the_databases_own_clock(database_url: str) -> None:
+    """With no injected clock a lease is measured by the database: a claimer whose host clock
+    is six minutes ahead finds the step held until the database says 2 s have passed."""
+    db = Database(database_url)
+    _seed(db, 1)
+    lease = LeaseTime(2)  # the database's clock, as in production
+    [first] = _claim_at(db, "a", NOW, lease)
+    assert _claim_at(db, "b", NOW + timedelta(minutes=6), lease) == []
+    time.sleep(2.2)  # a real lease: the database's clock must really move on
+    later = _claim_at(db, "b", NOW + timedelta(minutes=6), lease)
+    db.dispose()
+    assert [c.delivery_id for c in later] == [first.delivery_id]
+    assert later[0].owner == "b"
+
+
+def test_only_the_holder_records_an_outcome_but_a_250_always_counts(database_url: str) -> None:
+    """After a takeover the old holder can neither defer nor send the step (its proof fails);
+    a 250 it got anyway is recorded, and then the new holder's proof fails: one send."""
+    db = Database(database_url)
+    _seed(db, 1)
+    database_clock = FixedClock(NOW)
+    lease = LeaseTime(60, database_clock)
+    [old] = _claim_at(db, "a", NOW, lease)
+    database_clock.advance(timedelta(seconds=61))  # "a" was paused past its lease
+    [new] = _claim_at(db, "b", NOW + timedelta(seconds=61), lease)
+    assert (new.delivery_id, new.owner) == (old.delivery_id, "b")
+    with db.transaction() as session:
+        assert not store.record_retry(session, old, NOW, "451 later", NOW + timedelta(hours=1))
+    driver = db.driver_connection()
+    until = NOW + timedelta(seconds=60)
+    try:
+        assert not store.record_and_prove(driver, None, ProofRequest(old, lease, until)).held
+        assert store.record_and_prove(driver, None, ProofRequest(new, lease, until)).held
+        # "a" had sent it before its pause: the server's 250 is recorded whoever holds it...
+        late = store.Accepted(old, NOW, NOW + timedelta(days=1))
+        assert store.record_and_prove(driver, late).recorded
+        # ...and the new holder may no longer send it.
+        assert not store.record_and_prove(driver, None, ProofRequest(new, lease, until)).held
+    finally:
+        driver.close()
+    with db.transaction() as session:
+        status, attempts = session.execute(
+            select(Delivery.status, Delivery.attempts).where(Delivery.id == old.delivery_id)
+        ).one()
+    db.dispose()
+    assert (status, attempts) == ("sent", 1)
 
 
 def test_the_database_refuses_a_second_delivery_row_for_a_step(database_url: str) -> None:

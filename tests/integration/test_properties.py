@@ -515,8 +515,11 @@ class History(RuleBasedStateMachine):
         """The claims the dead process left: none may go out again before its lease ends."""
         with self.app.db.transaction() as session:
             leased = session.execute(
-                select(Delivery.message_id, Delivery.lease_expires_at).where(
-                    Delivery.status == "queued", Delivery.lease_owner == self.app.dispatcher.owner
+                select(Delivery.message_id, Enrollment.lease_expires_at)
+                .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+                .where(
+                    Delivery.status == "queued",
+                    Enrollment.lease_owner.startswith(f"{self.app.dispatcher.owner}/"),
                 )
             ).all()
         for message_id, until in leased:

@@ -158,7 +158,7 @@ def test_a_claim_left_by_a_dead_process_is_sent_once_after_its_lease(
         claims = store.claim_due(
             session, plan_id=app.plan.id, steps=[(s.key, s.day) for s in app.plan.steps], now=START,
             owner="dead-process", lease_until=START + timedelta(minutes=5), limit=10,
-            new_message_id=app.composer.new_message_id,
+            new_message_id=app.composer.new_message_id, lease=app.dispatcher.leases,
         )  # fmt: skip
     assert len(claims) == 1
     assert tick(app, clock, START + timedelta(minutes=1)).sent == 0
