@@ -50,6 +50,9 @@ class App:
     signups: Signups
     metrics: Metrics
     fingerprint: tuple[tuple[str, int], ...] = ()
+    #: why this process's scheduler paused sending (None: it sends, or none runs here); for
+    #: /healthz, since a database that refuses writes takes no heartbeat saying so.
+    paused_reason: str | None = None
 
     def reload_plan_if_changed(self) -> bool:
         """Switch to an edited plan if, and only if, it is valid; True when it switched.
@@ -140,9 +143,16 @@ def make_service(app: App) -> Service:
         app.clock,
         settings.tick_seconds,
         housekeeping=housekeeping,
-        on_pass=lambda result, seconds: app.metrics.pass_seconds.observe(seconds),
+        on_pass=functools.partial(_count_pass, app.metrics),
+        on_pause=lambda reason: setattr(app, "paused_reason", reason),
         senders=senders,
     )
+
+
+def _count_pass(metrics: Metrics, result: PassResult, seconds: float) -> None:
+    metrics.pass_seconds.observe(seconds)
+    metrics.claims_lost.inc(result.lost)
+    metrics.unknown_outcomes.inc(result.unknown)
 
 
 def _alone(settings: Settings, connections: int) -> Settings:
@@ -176,6 +186,8 @@ def make_transport(settings: Settings) -> Transport:
         username=settings.smtp_username,
         password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
         timeout=settings.smtp_timeout,
+        final_reply_timeout=settings.smtp_final_reply_timeout,
+        ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
     )
 
 
@@ -198,7 +210,8 @@ def ebook_path(public_base_url: str, plan: Plan) -> str:
 
 def owner_id() -> str:
     """Who holds a claim: host, process and a random part, unique per running engine."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    # At most 60 characters: a pass adds its number, and the column holds 100.
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def build(
@@ -207,8 +220,13 @@ def build(
     clock: Clock | None = None,
     transport: Transport | None = None,
     plan_path: Path | None = None,
+    lease_clock: Clock | None = None,
 ) -> App:
-    """Wire the engine from settings; tests pass a fixed clock or their own transport."""
+    """Wire the engine from settings; tests pass a fixed clock or their own transport.
+
+    Leases are measured by the database's clock, whatever `clock` says (the `--now` of the
+    command line included); tests that walk simulated time pass a `lease_clock` too.
+    """
     clock = clock or SystemClock()
     plan = load_plan(plan_path or settings.plan_path, settings.templates_dir)
     renderer, composer = _composer(settings, plan)
@@ -226,8 +244,11 @@ def build(
         # this process's share; the rest go to sender processes (make_service)
         connections=connection_shares(settings.smtp_connections, settings.sender_processes)[0],
         soft_bounce_limit=settings.soft_bounce_limit,
+        unknown_outcome_retries=settings.unknown_outcome_retries,
     )
-    dispatcher = Dispatcher(db, plan, composer, transport, clock, owner_id(), policy)
+    dispatcher = Dispatcher(
+        db, plan, composer, transport, clock, owner_id(), policy, lease_clock=lease_clock
+    )
     signups = Signups(
         db, plan, composer, transport, settings.secret_key.get_secret_value(),
         double_opt_in=settings.double_opt_in, confirm_token_days=settings.confirm_token_days,

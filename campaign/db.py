@@ -9,16 +9,47 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from campaign.errors import DatabaseError
+from campaign.errors import DatabaseError, DatabaseRefusesWrites
 from campaign.plain_sql import driver_params, driver_sql
 from campaign.write_lock import WriteLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: pg_advisory_xact_lock key for migrations ("campaign" in ASCII, as a number).
 MIGRATION_LOCK = 0x63616D706169676E
+
+#: Why a database refuses writes, as DatabaseRefusesWrites and /healthz say it.
+READ_ONLY = "read-only, after a failover?"
+IN_RECOVERY = "a standby in recovery"
+DISK_FULL = "disk full"
+LOCKED = "locked by another process"
+READ_ONLY_FILE = "read-only file"
+
+#: PostgreSQL: read_only_sql_transaction (a standby, or default_transaction_read_only) and
+#: disk_full. psycopg raises the first as an InternalError, the second as an OperationalError.
+_SQLSTATES = {"25006": READ_ONLY, "53100": DISK_FULL}
+#: SQLite primary result codes: SQLITE_BUSY (still locked after the busy timeout),
+#: SQLITE_READONLY and SQLITE_FULL.
+_SQLITE_CODES = {5: LOCKED, 8: READ_ONLY_FILE, 13: DISK_FULL}
+
+
+def write_refusal(error: BaseException | None) -> str | None:
+    """Why the database refused a write, when the driver's `error` (or the error it arose
+    while handling) says it did; None for any other error."""
+    seen: BaseException | None = error
+    for _ in range(3):  # SQLite may end the transaction itself: ROLLBACK then fails too
+        if seen is None:
+            return None
+        sqlstate = getattr(seen, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate in _SQLSTATES:
+            return _SQLSTATES[sqlstate]
+        code = getattr(seen, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF in _SQLITE_CODES:
+            return _SQLITE_CODES[code & 0xFF]
+        seen = seen.__context__
+    return None
 
 
 def normalise_url(url: str) -> str:
@@ -38,6 +69,10 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         file = self.sqlite_file
         self._write_lock = WriteLock(file) if file is not None else None
+        #: bumped by `discard_connections`; each connection remembers the one it was opened in
+        self._generation = 0
+        event.listen(self.engine, "connect", self._opened)
+        event.listen(self.engine, "checkout", self._replace_if_discarded)
 
     @property
     def is_sqlite(self) -> bool:
@@ -65,8 +100,31 @@ class Database:
                 if not flush_to_disk and not self.is_sqlite:
                     session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield session
-        except OperationalError as exc:
-            raise DatabaseError(f"database error: {exc.orig}") from exc
+        except DBAPIError as exc:
+            refusal = write_refusal(exc.orig)
+            if refusal is not None:
+                self.discard_connections()
+                raise DatabaseRefusesWrites(refusal, str(exc.orig)) from exc
+            if isinstance(exc, OperationalError):
+                raise DatabaseError(f"database error: {exc.orig}") from exc
+            raise
+
+    def discard_connections(self) -> None:
+        """Open new connections from now on: each pooled one is closed at its next checkout.
+
+        After the database refused a write: pooled connections may still lead to the node
+        that refuses them (a failover), or be read-only for their whole life. Unlike
+        `engine.dispose()`, this also reaches connections checked out by other threads.
+        """
+        self._generation += 1
+
+    def _opened(self, _dbapi_connection: Any, record: Any) -> None:
+        record.info["generation"] = self._generation
+
+    def _replace_if_discarded(self, _dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # SQLAlchemy's documented way to have the pool replace a connection on checkout.
+        if record.info.get("generation") != self._generation:
+            raise DisconnectionError("discarded after the database refused writes")
 
     def writing(self) -> AbstractContextManager[None]:
         """Around a transaction: on SQLite, the engine's writers queue (campaign.write_lock)."""
@@ -144,6 +202,11 @@ class DriverConnection:
     def run(self, statements: list[tuple[str, dict[str, Any]]]) -> Any:
         """Run `statements` (`:name` parameters) in one transaction; the last one's first
         column of its first row, if it returns rows."""
+        last = self.run_all(statements)[-1]
+        return None if last is None else last[0]
+
+    def run_all(self, statements: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Run `statements` in one transaction; each one's first row (None: no row)."""
         converted: dict[int, dict[str, Any]] = {}  # statements often share one parameter dict
         for _, params in statements:
             if id(params) not in converted:
@@ -153,18 +216,27 @@ class DriverConnection:
             cursor = self._driver().cursor()
             try:
                 if len(prepared) == 1 and not self.is_sqlite:  # autocommitted: one round trip
-                    return _first(cursor.execute(*prepared[0]))
+                    return [_first(cursor.execute(*prepared[0]))]
                 with self._transaction(cursor):
-                    for sql, params in prepared:
-                        cursor.execute(sql, params)
-                    return _first(cursor)
+                    return [_first(cursor.execute(sql, params)) for sql, params in prepared]
             finally:
                 cursor.close()
-        except (self._dbapi.OperationalError, self._dbapi.InterfaceError) as exc:
+        except self._dbapi.Error as exc:
+            refusal = write_refusal(exc)
+            lost = isinstance(exc, self._dbapi.OperationalError | self._dbapi.InterfaceError)
+            if refusal is None and not lost:
+                raise
             self._drop()
+            if refusal is not None:
+                self._database.discard_connections()
+                raise DatabaseRefusesWrites(refusal, str(exc)) from exc
             raise DatabaseError(f"database error: {exc}") from exc
         except OperationalError as exc:  # from the pool: no connection to be had
             self._drop()
+            refusal = write_refusal(exc.orig)
+            if refusal is not None:
+                self._database.discard_connections()
+                raise DatabaseRefusesWrites(refusal, str(exc.orig)) from exc
             raise DatabaseError(f"database error: {exc.orig}") from exc
 
     def _sql(self, sql: str) -> str:
@@ -208,11 +280,11 @@ class DriverConnection:
             pooled.invalidate()
 
 
-def _first(cursor: Any) -> Any:
+def _first(cursor: Any) -> tuple[Any, ...] | None:
     if cursor.description is None:
         return None
     row = cursor.fetchone()
-    return None if row is None else row[0]
+    return None if row is None else tuple(row)
 
 
 def _alembic_config(connection: Any) -> Any:

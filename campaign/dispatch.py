@@ -1,17 +1,18 @@
 """One sending pass: claim what is due at `now`, render, send over SMTP_CONNECTIONS, record each.
 
-The order per message is the guarantee: the claim is committed before SMTP sees anything, the
-subscriber's status is re-read just before sending, and the outcome is committed right after
-the server's reply (a crash in between can repeat only the message each connection had in
-flight, with its Message-ID).
+The order per message is the guarantee: the claim is committed before SMTP sees anything; just
+before sending, one transaction proves the claim is still this pass's (its lease renewed) and
+re-reads the subscriber's status; the outcome is committed right after the server's reply (a
+crash in between can repeat only the message each connection had in flight, with its
+Message-ID). A pass that lost a claim (paused, slow or cut off past its lease) never sends it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -33,10 +34,12 @@ from campaign.errors import (
     RenderError,
     TemporaryFailure,
     TransportUnavailable,
+    UnknownOutcome,
 )
+from campaign.feed import Feed, LeaseKeeper
 from campaign.pacing import SendBudget, StopWaiting, buckets_for
 from campaign.plan import Plan
-from campaign.store import Claim
+from campaign.store import Claim, LeaseTime, ProofRequest
 from campaign.subscriptions import email_hash
 from campaign.transport import Connection, Transport
 
@@ -64,6 +67,8 @@ class SendPolicy:
     rate_per_hour: float = 0.0
     soft_bounce_limit: int = 3
     connections: int = 1
+    #: how often a message whose outcome stayed unknown (no final reply) is tried again: 0 or 1.
+    unknown_outcome_retries: int = 1
 
 
 @dataclass
@@ -75,13 +80,18 @@ class PassResult:
     bounced: int = 0
     skipped: int = 0
     released: int = 0
+    #: outcomes unknown (no reply to the final dot): retried once, or settled as unknown.
+    unknown: int = 0
+    #: claims another engine took over after their lease ran out: not sent by this one.
+    lost: int = 0
     error: str | None = None
     stopped: bool = False
     #: why the pass ended before everything due was handed out (None: it did not).
     halted_by: BaseException | None = None
 
     def add(self, other: PassResult) -> None:
-        for name in ("sent", "retried", "failed", "bounced", "skipped", "released"):
+        for name in ("sent", "retried", "failed", "bounced", "skipped", "released", "unknown",
+                     "lost"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def add_pass(self, other: PassResult) -> None:
@@ -100,55 +110,10 @@ class PassResult:
         return (
             f"claimed={self.claimed} sent={self.sent} retried={self.retried} "
             f"failed={self.failed} bounced={self.bounced} skipped={self.skipped}"
+            f" unknown={self.unknown} lost={self.lost}"
         )
 
 
-class _Feed:
-    """Hands claims to the connections one at a time, claiming a new batch when they run out.
-
-    Any connection can halt the feed (the relay throttles, the server or the database is
-    gone, or the process is stopping); what was claimed and not handed out is given back.
-    """
-
-    def __init__(self, claim_batch: Callable[[], list[Claim]], stop: threading.Event | None):
-        self._claim_batch = claim_batch
-        self.stop = stop
-        self._lock = threading.Lock()
-        self._pending: deque[Claim] = deque()
-        self._exhausted = False
-        self.claimed = 0
-        self.stopped = False
-        self.halted_by: BaseException | None = None
-
-    def next(self) -> Claim | None:
-        with self._lock:
-            if self.halted_by is not None:
-                return None
-            if self.stop is not None and self.stop.is_set():
-                self.stopped = True
-                return None
-            if not self._pending and not self._exhausted:
-                batch = self._claim_batch()
-                self.claimed += len(batch)
-                self._exhausted = not batch
-                self._pending.extend(batch)
-            return self._pending.popleft() if self._pending else None
-
-    def halt(self, reason: BaseException, unsent: Claim | None = None) -> None:
-        with self._lock:
-            if self.halted_by is None:
-                self.halted_by = reason
-            if unsent is not None:
-                self._pending.appendleft(unsent)
-
-    def leftovers(self) -> list[Claim]:
-        with self._lock:
-            left = list(self._pending)
-            self._pending.clear()
-            return left
-
-
-Write = Callable[[Session], None]
 T = TypeVar("T")
 
 
@@ -179,14 +144,21 @@ class Dispatcher:
     clock: Clock
     owner: str
     policy: SendPolicy = field(default_factory=SendPolicy)
+    #: the clock leases are measured by; None: the database's own (store.leases).
+    lease_clock: Clock | None = None
     #: after a throttle reply no pass sends before this instant (this process).
     relay_paused_until: datetime | None = None
     _throttles: int = 0
     _budget: SendBudget = field(init=False)
+    _passes: itertools.count[int] = field(init=False)
+    #: seconds one connection spent per message lately (0: not measured yet).
+    _pace: float = 0.0
 
     def __post_init__(self) -> None:
         limits = buckets_for(self.policy.rate_per_second, self.policy.rate_per_hour)
         self._budget = SendBudget(self.db, self.clock, limits)
+        self._passes = itertools.count(1)
+        self.leases = LeaseTime(self.policy.lease_seconds, self.lease_clock)
 
     def run_pass(
         self,
@@ -204,29 +176,42 @@ class Dispatcher:
         if self.relay_paused_until is not None and now < self.relay_paused_until:
             result.error = f"relay throttled: backing off until {self.relay_paused_until:%H:%M:%S}"
             return result
-        feed = _Feed(lambda: self._claim(now, only_enrollment), stop)
+        # The claims of this pass are this token's: not an earlier pass's of this process.
+        token = f"{self.owner}/{next(self._passes)}"
         # The welcome email of one subscriber needs one connection, not a pool.
         workers = 1 if only_enrollment is not None else self.policy.connections
+        feed = Feed(lambda: self._claim(now, token, only_enrollment, workers), stop)
         results = [PassResult() for _ in range(workers)]
-        if workers == 1:
-            self._work(feed, now, results[0])
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="smtp") as pool:
-                futures = [pool.submit(self._work, feed, now, part) for part in results]
-            for future in futures:
-                future.result()  # an unexpected error in a connection ends the pass here
+        renew_every = min(self.policy.lease_seconds / 3, 30.0)
+        with LeaseKeeper(self.db, feed, token, self.leases, self.clock, renew_every):
+            if workers == 1:
+                self._work(feed, now, results[0])
+            else:
+                with ThreadPoolExecutor(workers, thread_name_prefix="smtp") as pool:
+                    futures = [pool.submit(self._work, feed, now, part) for part in results]
+                for future in futures:
+                    future.result()  # an unexpected error in a connection ends the pass here
         for part in results:
             result.add(part)
         result.claimed = feed.claimed
+        result.lost += feed.lost
         result.stopped = feed.stopped or isinstance(feed.halted_by, StopWaiting)
         leftovers = feed.leftovers()
         if leftovers:
             self._release(leftovers, result)
         result.halted_by = feed.halted_by
         self._after_halt(feed.halted_by, now, result)
+        if result.lost:
+            log.warning(
+                "lost %d claim(s): this engine was paused, slow or cut off for longer than "
+                "LEASE_SECONDS and another took them over; it did not send them",
+                result.lost,
+            )
         return result
 
-    def _claim(self, now: datetime, only_enrollment: int | None) -> list[Claim]:
+    def _claim(
+        self, now: datetime, token: str, only_enrollment: int | None, workers: int
+    ) -> list[Claim]:
         """The next batch of claims whose step is itself due at `now`.
 
         An enrollment's `next_due_at` was computed for the step that was next when it was
@@ -240,11 +225,12 @@ class Dispatcher:
                     plan_id=self.plan.id,
                     steps=[(step.key, step.day) for step in self.plan.steps],
                     now=now,
-                    owner=self.owner,
+                    owner=token,
                     lease_until=now + timedelta(seconds=self.policy.lease_seconds),
-                    limit=self.policy.batch_size,
+                    limit=self._claim_limit(workers),
                     new_message_id=self.composer.new_message_id,
                     only_enrollment=only_enrollment,
+                    lease=self.leases,
                 )
             # After the claim's commit, not in it: SQLite's one writer (a signup, another
             # sender process) waits for that transaction, and this is ~10 µs a claim.
@@ -263,7 +249,18 @@ class Dispatcher:
                 return ready
             # Released claims are due later, so the next look-up cannot return them again.
 
-    def _work(self, feed: _Feed, now: datetime, result: PassResult) -> None:
+    def _claim_limit(self, workers: int) -> int:
+        """A batch this pass can send well within one lease, at the rate limits and at the
+        pace the server answered lately: claims waiting their turn are held from others."""
+        window = self.policy.lease_seconds / 2
+        limit = self.policy.batch_size
+        if self._budget.rate > 0:
+            limit = min(limit, int(self._budget.rate * window))
+        if self._pace > 0:
+            limit = min(limit, int(window / self._pace * workers))
+        return max(limit, 1)
+
+    def _work(self, feed: Feed, now: datetime, result: PassResult) -> None:
         """One SMTP connection: deliver claims from the feed until it runs dry or halts."""
         unrecorded = _Unrecorded()
         driver = self.db.driver_connection()
@@ -288,12 +285,12 @@ class Dispatcher:
                     break
                 except Exception as exc:
                     feed.halt(exc)
-                    self._record_accepted(driver, unrecorded.take())
+                    self._record_sent(driver, unrecorded, feed, result)
                     raise
                 except BaseException as exc:  # the process is dying: like a kill, record nothing
                     feed.halt(exc)
                     raise
-            self._record_accepted(driver, unrecorded.take())
+            self._record_sent(driver, unrecorded, feed, result)
 
     def _after_halt(self, reason: BaseException | None, now: datetime, result: PassResult) -> None:
         if isinstance(reason, TransportUnavailable | DatabaseError):
@@ -313,19 +310,20 @@ class Dispatcher:
         now: datetime,
         result: PassResult,
         records: tuple[DriverConnection, _Unrecorded],
-        feed: _Feed,
+        feed: Feed,
     ) -> None:
         step = self.plan.step_by_key(claim.step_key)
         if step is None:  # the plan changed since the claim: look again next pass
             self._release([claim], result)
+            feed.finish(claim)
             return
         if self._too_late(claim, now):
-            with self.db.transaction() as session:
-                store.record_late_skip(
-                    session, claim, now, f"more than {self.plan.skip_after} late (catch_up)",
-                    self._next_due(claim, None),
-                )  # fmt: skip
-            result.skipped += 1
+            reason = f"more than {self.plan.skip_after} late (catch_up)"
+            next_due = self._next_due(claim, None)
+            late = partial(store.record_late_skip, claim=claim, now=now, reason=reason,
+                           next_due_at=next_due)  # fmt: skip
+            if self._settle(claim, late, feed, result):
+                result.skipped += 1
             return
         recipient = Recipient(claim.subscriber_id, claim.email, claim.first_name)
         try:
@@ -335,40 +333,41 @@ class Dispatcher:
             )  # fmt: skip
         except RenderError as exc:
             log.warning("render failed for delivery %s: %s", claim.delivery_id, exc.message)
-            self._temporary(claim, now, exc.message, result)
+            self._temporary(claim, now, exc.message, result, feed)
             return
         except ValueError as exc:
             # Data no template can fix (an address stored malformed): fail this one, not the pass.
             log.warning("cannot build delivery %s: %s", claim.delivery_id, exc)
-            with self.db.transaction() as session:
-                store.record_failed(
-                    session, claim, now, f"cannot build message: {exc}", self._next_due(claim, None)
-                )
-            result.failed += 1
+            failed = partial(store.record_failed, claim=claim, now=now,
+                             error=f"cannot build message: {exc}",
+                             next_due_at=self._next_due(claim, None))  # fmt: skip
+            if self._settle(claim, failed, feed, result):
+                result.failed += 1
             return
-        # One transaction records the previous message's 250 and re-reads this subscriber's
-        # status: the last moment before DATA, and no more than one unrecorded message.
+        # One transaction records the previous message's 250, proves this claim is still
+        # ours and re-reads the subscriber's status: the last moment before DATA.
         driver, unrecorded = records
-        status = self._record_accepted(driver, unrecorded.take(), claim.subscriber_id)
-        if status != "active":
-            self._record(
-                lambda session: store.record_skipped(
-                    session, claim, now, "subscriber left before sending"
-                )
-            )
-            result.skipped += 1
+        if not self._cleared_to_send(driver, unrecorded, claim, now, result, feed):
             return
-        self._budget.acquire(feed.stop)
+        # After a long wait for our turn under a rate limit, prove it all again.
+        waited = self._budget.acquire(feed.stop)
+        if waited > 1.0 and not self._cleared_to_send(driver, unrecorded, claim, now, result, feed):
+            return
+        started = self.clock.monotonic()
         try:
             connection.send(composed.envelope, composed.data)
+        except UnknownOutcome as exc:
+            self._unknown(claim, now, exc.message, result, feed)
         except TemporaryFailure as exc:
             if is_throttle(exc):
                 raise RelayThrottled(
                     exc.message, smtp_code=exc.smtp_code, enhanced_code=exc.enhanced_code
                 ) from exc
-            self._temporary(claim, now, exc.message, result)
+            self._temporary(claim, now, exc.message, result, feed)
         except PermanentFailure as exc:
-            self._record(partial(self._rejected, claim=claim, now=now, failure=exc))
+            rejected = partial(self._rejected, claim=claim, now=now, failure=exc)
+            if not self._settle(claim, rejected, feed, result):
+                return
             log.warning(
                 "delivery %s to subscriber %s rejected: %s",
                 claim.delivery_id,
@@ -380,12 +379,74 @@ class Dispatcher:
             else:
                 result.failed += 1
         else:
+            self._note_pace(self.clock.monotonic() - started)
             sent_at = self.clock.now()
             next_due = self._next_due(claim, sent_at)
-            # Committed with the next message's status check (or when this connection ends).
+            # Committed with the next message's proof (or when this connection ends).
             unrecorded.hold(store.Accepted(claim, sent_at, next_due))
             result.sent += 1
             self._throttles = 0
+
+    def _cleared_to_send(
+        self,
+        driver: DriverConnection,
+        unrecorded: _Unrecorded,
+        claim: Claim,
+        now: datetime,
+        result: PassResult,
+        feed: Feed,
+    ) -> bool:
+        """Record the previous 250, then prove `claim` is still this pass's (renewing its
+        lease) and that its subscriber is still active: True when it may go to SMTP."""
+        accepted = unrecorded.take()
+        request = ProofRequest(
+            claim, self.leases, self.clock.now() + timedelta(seconds=self.policy.lease_seconds)
+        )
+        proof = self._retrying(lambda: store.record_and_prove(driver, accepted, request))
+        if accepted is not None:
+            self._after_sent(accepted, proof.recorded, feed, result)
+        if proof.status != "active":
+            # Leaving settles the step as skipped and ends the lease; if we still hold it
+            # (the status changed otherwise), settle it here.
+            reason = "subscriber left before sending"
+            if proof.held:
+                skipped = partial(store.record_skipped, claim=claim, now=now, reason=reason)
+                self._record(skipped)
+            feed.finish(claim)
+            result.skipped += 1
+            return False
+        if not proof.held:
+            log.debug("delivery %s: claim lost to another engine; not sending", claim.delivery_id)
+            result.lost += 1
+            feed.finish(claim)
+            return False
+        return True
+
+    def _record_sent(
+        self, driver: DriverConnection, unrecorded: _Unrecorded, feed: Feed, result: PassResult
+    ) -> None:
+        """Commit the connection's last 250, if one is not recorded yet."""
+        accepted = unrecorded.take()
+        if accepted is not None:
+            proof = self._retrying(lambda: store.record_and_prove(driver, accepted))
+            self._after_sent(accepted, proof.recorded, feed, result)
+
+    def _after_sent(
+        self, accepted: store.Accepted, recorded: bool | None, feed: Feed, result: PassResult
+    ) -> None:
+        feed.finish(accepted.claim)
+        if not recorded:
+            # Another engine sent it too: this one was stopped past its lease mid-send.
+            result.lost += 1
+            log.warning(
+                "delivery %s was accepted twice: another engine had sent it already (this one "
+                "was paused past its lease while sending it)",
+                accepted.claim.delivery_id,
+            )
+
+    def _note_pace(self, seconds: float) -> None:
+        """Keep a moving average of the time one message takes on a connection."""
+        self._pace = seconds if self._pace == 0 else 0.8 * self._pace + 0.2 * seconds
 
     def record_heartbeat(
         self, started_at: datetime, now: datetime, seconds: float, paused: str | None = None
@@ -397,30 +458,34 @@ class Dispatcher:
 
     def _rejected(
         self, session: Session, claim: Claim, now: datetime, failure: PermanentFailure
-    ) -> None:
+    ) -> bool:
         if failure.bounce:
-            store.record_bounce(session, claim, now, failure.message, email_hash(claim.email))
-        else:
-            store.record_failed(session, claim, now, failure.message, self._next_due(claim, None))
+            return store.record_bounce(
+                session, claim, now, failure.message, email_hash(claim.email)
+            )
+        return store.record_failed(
+            session, claim, now, failure.message, self._next_due(claim, None)
+        )
 
-    def _record(self, write: Write) -> None:
+    def _settle(
+        self, claim: Claim, write: Callable[..., bool], feed: Feed, result: PassResult
+    ) -> bool:
+        """Record a claim's outcome, if the claim is still this pass's (see `_record`)."""
+        recorded = self._record(write)
+        feed.finish(claim)
+        if not recorded:
+            log.debug("delivery %s: claim lost before its outcome was recorded", claim.delivery_id)
+            result.lost += 1
+        return recorded
+
+    def _record(self, write: Callable[..., T]) -> T:
         """Commit what the mail server answered (see `_retrying`)."""
 
-        def attempt() -> None:
+        def attempt() -> T:
             with self.db.transaction(flush_to_disk=False) as session:
-                write(session)
+                return write(session)
 
-        self._retrying(attempt)
-
-    def _record_accepted(
-        self,
-        driver: DriverConnection,
-        accepted: store.Accepted | None,
-        check_subscriber: int | None = None,
-    ) -> str | None:
-        """Commit a 250 (the commonest record, on the connection's own driver connection)
-        and read the status of the next message's subscriber (see `_retrying`)."""
-        return self._retrying(lambda: store.record_accepted(driver, accepted, check_subscriber))
+        return self._retrying(attempt)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run a recording `attempt`, waiting out a database restart.
@@ -436,33 +501,62 @@ class Dispatcher:
                 self.clock.sleep(delay)
         return attempt()
 
-    def _temporary(self, claim: Claim, now: datetime, error: str, result: PassResult) -> None:
+    def _temporary(
+        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed
+    ) -> None:
         attempts = claim.attempts + 1
         if attempts < self.policy.max_attempts:
             jitter = random.uniform(0.5, 1.5)  # noqa: S311
             retry_at = now + schedule.retry_delay(attempts, self.policy.retry_base_seconds, jitter)
-            self._record(lambda session: store.record_retry(session, claim, now, error, retry_at))
-            result.retried += 1
+            retry = partial(store.record_retry, claim=claim, now=now, error=error,
+                            retry_at=retry_at)  # fmt: skip
+            if self._settle(claim, retry, feed, result):
+                result.retried += 1
             return
         # Give up on this step only: the subscriber stays active and the plan goes on,
         # unless this mailbox has now soft-bounced on SOFT_BOUNCE_LIMIT steps in a row.
-        failures: list[int] = []
+        failures: list[int] = [0]
 
-        def give_up(session: Session) -> None:
-            store.record_failed(session, claim, now, error, self._next_due(claim, None))
-            failures[:] = [store.consecutive_failures(session, claim.subscriber_id)]
+        def give_up(session: Session) -> bool:
+            if not store.record_failed(session, claim, now, error, self._next_due(claim, None)):
+                return False
+            failures[0] = store.consecutive_failures(session, claim.subscriber_id)
             if failures[0] >= self.policy.soft_bounce_limit:
                 store.stop_mailing(
                     session, claim.subscriber_id, "bounced", email_hash(claim.email), now
                 )
+            return True
 
-        self._record(give_up)
+        if not self._settle(claim, give_up, feed, result):
+            return
         result.failed += 1
         if failures[0] >= self.policy.soft_bounce_limit:
             log.warning(
                 "subscriber %s suppressed: %d steps in a row failed (last: %s)",
                 claim.subscriber_id, failures[0], error,
             )  # fmt: skip
+
+    def _unknown(
+        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed
+    ) -> None:
+        """No reply to the final dot: the server may have the message. Try once more after a
+        delay (same Message-ID), or settle it as unknown; never a soft bounce."""
+        retry_at = None
+        if claim.unknown_outcomes < self.policy.unknown_outcome_retries:
+            jitter = random.uniform(0.5, 1.5)  # noqa: S311
+            delay = schedule.retry_delay(claim.attempts + 1, self.policy.retry_base_seconds, jitter)
+            retry_at = now + delay
+        unknown = partial(store.record_unknown, claim=claim, now=now, error=error,
+                          retry_at=retry_at, next_due_at=self._next_due(claim, now))  # fmt: skip
+        if not self._settle(claim, unknown, feed, result):
+            return
+        result.unknown += 1
+        log.warning(
+            "delivery %s: outcome unknown (%s); %s",
+            claim.delivery_id,
+            error,
+            f"trying once more at {retry_at:%Y-%m-%d %H:%M:%S}" if retry_at else "not sent again",
+        )
 
     def _too_late(self, claim: Claim, now: datetime) -> bool:
         """Under `catch_up: {skip_after: H}`, a daily step H hours past its time is not sent.

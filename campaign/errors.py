@@ -121,9 +121,30 @@ class PermanentFailure(DeliveryError):
         super().__init__(problem, smtp_code=smtp_code, enhanced_code=enhanced_code)
 
 
+class UnknownOutcome(DeliveryError):
+    """The message went to the mail server, whose reply to its end never came: it may have been
+    delivered. Retried at most once, after a delay; never counted as a bounce."""
+
+
 class TransportUnavailable(DeliveryError):
     """The mail server cannot be used (connection, TLS or authentication); nothing was sent."""
 
 
 class DatabaseError(CampaignError):
     """The database is not reachable or not migrated."""
+
+
+class DatabaseRefusesWrites(DatabaseError):
+    """The database refuses writes (read-only, full or locked); sending is paused until it
+    accepts them again."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        #: why, in a few words ("read-only, after a failover?", "disk full", ...)
+        self.reason = reason
+        #: what the database driver said
+        self.detail = detail
+        super().__init__(f"the database refuses writes ({reason})")
+
+    def __reduce__(self) -> tuple[type[DatabaseRefusesWrites], tuple[str, str]]:
+        # It crosses a pipe from sender processes: rebuilt from its fields, not its message.
+        return type(self), (self.reason, self.detail)

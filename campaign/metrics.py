@@ -30,6 +30,17 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900),
             registry=self.registry,
         )  # fmt: skip
+        self.claims_lost = Counter(
+            "campaign_claims_lost",
+            "Claims this process lost to another engine after their lease ran out (it was "
+            "paused, slow or cut off); it did not send them.",
+            registry=self.registry,
+        )
+        self.unknown_outcomes = Counter(
+            "campaign_unknown_outcomes",
+            "Messages whose final reply never came (they may have arrived): retried once.",
+            registry=self.registry,
+        )
         self.emails = Gauge(
             "campaign_emails", "Deliveries in the database, by plan step and status.",
             ["step", "status"], registry=self.registry,
@@ -47,7 +58,8 @@ class Metrics:
 
         self.paused = Gauge(
             "campaign_sending_paused",
-            "1 while sending is paused by an operator problem (connection, TLS, auth).",
+            "1 while sending is paused by an operator problem (the mail server's connection, "
+            "TLS or auth; a database that refuses writes).",
             registry=self.registry,
         )
 
@@ -59,6 +71,7 @@ class Metrics:
         backlog: int,
         last_pass_age: float | None,
         paused: bool = False,
+        refuses_writes: bool = False,
     ) -> None:
         for (step, status), count in emails.items():
             self.emails.labels(step=step, status=status).set(count)
@@ -66,7 +79,7 @@ class Metrics:
             self.subscribers.labels(status=status).set(count)
         self.backlog.set(backlog)
         self.last_pass_age.set(last_pass_age if last_pass_age is not None else float("nan"))
-        self.paused.set(1 if paused else 0)
+        self.paused.set(1 if paused or refuses_writes else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
+
+from sqlalchemy.orm import Session
 
 from campaign import store
-from campaign.db import Database
+from campaign.db import IN_RECOVERY, READ_ONLY, READ_ONLY_FILE, Database
+from campaign.errors import DatabaseRefusesWrites
 from campaign.plan import Plan
 
 #: An unsubscribe this soon after an email is counted against that email's step.
@@ -74,13 +78,59 @@ def operational_snapshot(db: Database, plan: Plan, now: datetime) -> dict[str, A
         }
 
 
-def sending_health(db: Database, now: datetime) -> tuple[float | None, str | None]:
-    """Seconds since any scheduler finished a pass (None: never), and why sending is paused."""
-    with db.transaction() as session:
-        beat = store.latest_heartbeat(session)
+class SendingHealth(NamedTuple):
+    #: seconds since any scheduler finished a pass (None: never, or unknown)
+    last_pass_age: float | None
+    #: why the last pass found sending paused (the mail server), from its heartbeat
+    paused: str | None
+    #: why the database refuses writes, if it does: no pass can run, nor say so in a heartbeat
+    refuses_writes: str | None = None
+
+
+def sending_health(db: Database, now: datetime) -> SendingHealth:
+    """The last pass's age, why sending is paused, and whether the database refuses writes
+    (as far as a cheap look tells: read-only or in recovery, a read-only file, or a health
+    transaction that itself cannot start)."""
+    try:
+        with db.transaction() as session:
+            beat = store.latest_heartbeat(session)
+            refusal = _file_refusal(db) if db.is_sqlite else _server_refusal(db, session)
+    except DatabaseRefusesWrites as exc:
+        return SendingHealth(None, None, exc.reason)
     if beat is None:
-        return None, None
-    return (now - beat[0]).total_seconds(), beat[1]
+        return SendingHealth(None, None, refusal)
+    return SendingHealth((now - beat[0]).total_seconds(), beat[1], refusal)
+
+
+def write_refusal(db: Database) -> str | None:
+    """Why the database refuses writes, as far as a cheap look tells; None when it does not."""
+    if db.is_sqlite:
+        return _file_refusal(db)
+    try:
+        with db.transaction() as session:
+            return _server_refusal(db, session)
+    except DatabaseRefusesWrites as exc:
+        return exc.reason
+
+
+def _file_refusal(db: Database) -> str | None:
+    file = db.sqlite_file
+    if file is None or (os.access(file, os.W_OK) and os.access(file.parent, os.W_OK)):
+        return None
+    return READ_ONLY_FILE
+
+
+def _server_refusal(db: Database, session: Session) -> str | None:
+    # Belongs with the heartbeat queries in store; kept here while store is being changed.
+    row = session.connection().exec_driver_sql(
+        "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')"
+    )
+    in_recovery, read_only = row.one()
+    if not in_recovery and read_only != "on":
+        return None
+    # This connection is read-only for good (a failover, a standby): look on new ones next.
+    db.discard_connections()
+    return IN_RECOVERY if in_recovery else READ_ONLY
 
 
 def active_by_last_day(db: Database, plan: Plan) -> dict[int, int]:

@@ -15,7 +15,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from campaign.clock import Clock
 from campaign.dispatch import Dispatcher, PassResult
-from campaign.errors import CampaignError, DatabaseError
+from campaign.errors import CampaignError, DatabaseError, DatabaseRefusesWrites
 from campaign.senders import SenderPool
 
 log = logging.getLogger("campaign.scheduler")
@@ -35,6 +35,7 @@ class Service:
         *,
         housekeeping: Callable[[datetime], None] = lambda now: None,
         on_pass: Callable[[PassResult, float], None] = lambda result, seconds: None,
+        on_pause: Callable[[str | None], None] = lambda reason: None,
         senders: SenderPool | None = None,
     ) -> None:
         self.dispatcher = dispatcher
@@ -45,28 +46,44 @@ class Service:
         self.started_at = clock.now()
         self._housekeeping = housekeeping
         self._on_pass = on_pass
+        self._on_pause = on_pause
         self.stop_requested = threading.Event()
-        self._operator_error: str | None = None
+        #: why sending is paused in this process (None while it runs): the mail server, or a
+        #: database that is gone or refuses writes (no heartbeat can say so then).
+        self.paused_reason: str | None = None
+        self._paused_by: str | None = None  # what the pause is about: one log line for each
 
     def run_pass(self, now: datetime | None = None) -> PassResult:
         """One pass at `now` (read from the clock once, when not given); one log line.
 
-        A database that went away (a restart, a failover) gets the pass retried a few times
-        on new connections before waiting for the next tick.
+        A database that went away (a restart) gets the pass retried a few times on new
+        connections before sending pauses until the next tick. One that refuses writes
+        (read-only after a failover, full, locked) gets one more try at once, on new
+        connections (the pooled ones may lead to the old node), then sending pauses. While
+        it is paused for the database, each tick tries once and waits for nothing.
         """
-        for pause in (*DATABASE_RETRIES, None):
+        paused_for_database = self._paused_by in ("database", "refuses writes")
+        retries = iter(() if paused_for_database else DATABASE_RETRIES)
+        tried_new_connections = False
+        while True:
             try:
                 return self._pass(now or self.clock.now())
+            except DatabaseRefusesWrites as exc:
+                log.debug("pass failed: %s (%s)", exc.message, exc.detail)
+                if tried_new_connections or self.stop_requested.is_set():
+                    self._pause(exc.message, "refuses writes")
+                    return PassResult(error=exc.message)
+                tried_new_connections = True  # the pool was just discarded: a failover?
             except DatabaseError as exc:
+                pause = next(retries, None)
                 if pause is None or self.stop_requested.is_set():
-                    log.error("pass failed: %s", exc.message)
+                    self._pause(exc.message, "database")
                     return PassResult(error=exc.message)
                 log.warning("pass failed: %s; retrying in %.0fs", exc.message, pause)
                 self.stop_requested.wait(pause)
             except CampaignError as exc:
                 log.error("pass failed: %s", exc.message)
                 return PassResult(error=exc.message)
-        raise AssertionError("unreachable")
 
     def _pass(self, now: datetime) -> PassResult:
         started = time.perf_counter()
@@ -79,15 +96,22 @@ class Service:
         self.dispatcher.record_heartbeat(self.started_at, now, elapsed, result.error)
         self._on_pass(result, elapsed)
         if result.error:
-            if result.error != self._operator_error:
-                # One clear line per new problem, not one per message or per tick.
-                log.error("sending paused: %s", result.error)
-            self._operator_error = result.error
-        elif self._operator_error:
+            self._pause(result.error, result.error)
+        elif self.paused_reason is not None:
             log.info("sending resumed")
-            self._operator_error = None
+            self.paused_reason = self._paused_by = None
+            self._on_pause(None)
         log.info("pass at=%s %s elapsed=%.3fs", now.isoformat(), result.summary(), elapsed)
         return result
+
+    def _pause(self, reason: str, about: str) -> None:
+        """One clear line per new problem, not one per message or per tick."""
+        if about != self._paused_by:
+            log.error("sending paused: %s", reason)
+        else:
+            log.debug("sending still paused: %s", reason)
+        self.paused_reason, self._paused_by = reason, about
+        self._on_pause(reason)
 
     def open(self) -> None:
         """Start the sender processes, if any (from the main thread: they end with it)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from email.headerregistry import Address
 from email.utils import parseaddr
@@ -30,6 +31,11 @@ class Settings(BaseModel):
     smtp_password: SecretStr | None = None
     smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
     smtp_timeout: float = Field(default=30.0, gt=0)
+    #: the wait for the reply to a message's final dot (RFC 5321 4.5.3.2.6: 10 minutes).
+    smtp_final_reply_timeout: float = Field(default=600.0, gt=0)
+    #: a PEM bundle of the CAs trusted for the mail server's certificate, instead of the
+    #: system's store (a private relay, a test CA). Verification stays on either way.
+    smtp_ca_file: Path | None = None
     mail_from: str = "Pain & Injury Doctor <newsletter@example.com>"
     public_base_url: str = "http://localhost:8000"
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
@@ -49,6 +55,8 @@ class Settings(BaseModel):
     max_attempts: int = Field(default=5, ge=1, le=100)
     retry_base_seconds: int = Field(default=60, ge=1)
     soft_bounce_limit: int = Field(default=3, ge=1, le=100)
+    #: how often a message whose final reply never came is sent again (0 or 1).
+    unknown_outcome_retries: int = Field(default=1, ge=0, le=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     track_clicks: bool = False
     double_opt_in: bool = True
@@ -76,6 +84,19 @@ class Settings(BaseModel):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (or http:// for local development)")
         return value.rstrip("/")
+
+    @field_validator("smtp_ca_file")
+    @classmethod
+    def _ca_file_is_a_pem_bundle(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_file():
+            raise ValueError("no such file (it must be a PEM file of CA certificates)")
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=value)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ValueError(f"not a readable PEM file of CA certificates: {exc}") from exc
+        return value
 
     @field_validator("database_url")
     @classmethod

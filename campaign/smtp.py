@@ -9,14 +9,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Literal
 
-from campaign.errors import PermanentFailure, TemporaryFailure, TransportUnavailable
+from campaign.errors import (
+    PermanentFailure,
+    TemporaryFailure,
+    TransportUnavailable,
+    UnknownOutcome,
+)
 from campaign.transport import Envelope
 
 Security = Literal["starttls", "ssl", "none"]
 
 
+#: the most of a server's reply text kept in logs and the delivery log.
+_REPLY_CHARS = 300
+
+
 def _text(message: bytes | str) -> str:
-    return message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    """A reply's text on one line (smtplib joins a multi-line reply with LF), shortened."""
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    text = " ".join(text.splitlines())
+    return text if len(text) <= _REPLY_CHARS else text[:_REPLY_CHARS] + "..."
 
 
 def _enhanced(message: str) -> str | None:
@@ -74,9 +86,32 @@ def smtp_path(address: str) -> str:
     return smtplib.quoteaddr(address)
 
 
+#: RFC 5321 4.5.3.2.6: wait 10 minutes for the reply to the final dot. A shorter wait is how
+#: copies get delivered (RFC 1047): the server may be storing the message meanwhile.
+FINAL_REPLY_TIMEOUT = 600.0
+
+
+class FinalReplyLost(smtplib.SMTPException):
+    """The whole message was sent, but the reply to its final dot never came."""
+
+
 class _Client(smtplib.SMTP):
     """smtplib's client, with `data` quoting the message by `dot_stuffed`, and `deliver`:
-    `sendmail` for one recipient that pipelines when the server allows it."""
+    `sendmail` for one recipient that pipelines when the server allows it. The reply to the
+    final dot has a wait of its own (`final_reply_timeout`), and its loss is FinalReplyLost."""
+
+    final_reply_timeout = FINAL_REPLY_TIMEOUT
+
+    def getreply(self) -> tuple[int, bytes]:
+        # smtplib answers a reply line it cannot read whole (over 8 KiB) as if the server had
+        # said "500 Line too long." and closes the connection: that is a lost connection,
+        # not a rejection of the message.
+        try:
+            return super().getreply()
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code == 500 and self.sock is None:
+                raise smtplib.SMTPServerDisconnected("a reply line too long to read") from exc
+            raise
 
     def deliver(self, sender: str, recipient: str, data: bytes) -> None:
         """Send `data` to `recipient`, raising what `sendmail` raises.
@@ -124,8 +159,19 @@ class _Client(smtplib.SMTP):
 
     def _end_data(self, msg: bytes) -> tuple[int, bytes]:
         quoted = dot_stuffed(msg)
+        # A failure while sending leaves the message unterminated: the server discards it.
         self.send(quoted + (b".\r\n" if quoted.endswith(b"\r\n") else b"\r\n.\r\n"))
-        return self.getreply()
+        sock = self.sock
+        if sock is not None:
+            sock.settimeout(self.final_reply_timeout)
+        try:
+            reply = self.getreply()
+        except smtplib.SMTPServerDisconnected as exc:  # a timeout, or the connection lost
+            waited = f"{self.final_reply_timeout:g} s"
+            raise FinalReplyLost(f"{exc}; waited up to {waited}") from exc
+        if sock is not None and self.sock is sock:
+            sock.settimeout(self.timeout)
+        return reply
 
     def data(self, msg: bytes) -> tuple[int, bytes]:  # type: ignore[override]
         # smtplib.SMTP.data, less its debug output; sendmail() hands it bytes.
@@ -160,34 +206,50 @@ class SMTPConnection:
 
     def _connect(self) -> _Client:
         t = self._transport
-        # Loading the system's CA store costs ~30 ms: only for a connection that uses TLS.
-        context = ssl.create_default_context() if t.security != "none" else None
-        smtp: _Client
+        smtp: _Client | None = None
+        stage = "connect"
         try:
+            # Loading the CA store costs ~30 ms: only for a connection that uses TLS. Loaded
+            # per connection, so a replaced SMTP_CA_FILE counts from the next one.
+            context = ssl.create_default_context(cafile=t.ca_file) if t.security != "none" else None
             if t.security == "ssl":
                 smtp = _SSLClient(t.host, t.port, timeout=t.timeout, context=context)
             else:
                 smtp = _Client(t.host, t.port, timeout=t.timeout)
             smtp.ehlo()
             if t.security == "starttls":
-                # Fails closed: no STARTTLS offered means no sending, never cleartext AUTH.
+                # Fails closed: STARTTLS not offered or refused means no sending, never
+                # cleartext AUTH.
+                stage = "STARTTLS"
                 smtp.starttls(context=context)
                 smtp.ehlo()
             if t.username:
+                stage = "AUTH"
                 smtp.login(t.username, t.password or "")
-        except smtplib.SMTPAuthenticationError as exc:
-            raise TransportUnavailable(f"SMTP authentication failed: {exc.smtp_code}") from exc
-        except smtplib.SMTPNotSupportedError as exc:
-            raise TransportUnavailable(f"{t.description}: server does not offer STARTTLS") from exc
-        except ssl.SSLError as exc:
-            raise TransportUnavailable(f"{t.description}: TLS failed: {exc.reason}") from exc
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransportUnavailable(f"{t.description}: cannot connect: {exc}") from exc
+            if smtp is not None:
+                smtp.close()  # a session refused halfway: leave no socket behind
+            if isinstance(exc, smtplib.SMTPAuthenticationError):
+                reason = f"authentication failed: {exc.smtp_code} {_text(exc.smtp_error)}"
+            elif isinstance(exc, smtplib.SMTPNotSupportedError):
+                reason = f"server does not offer {stage}"
+            elif isinstance(exc, smtplib.SMTPResponseException):
+                reason = f"{stage} refused: {exc.smtp_code} {_text(exc.smtp_error)}"
+            elif isinstance(exc, ssl.SSLCertVerificationError):
+                reason = f"TLS certificate not accepted: {exc.verify_message}"
+            elif isinstance(exc, ssl.SSLError):
+                reason = f"TLS failed: {exc.reason or exc}"
+            elif isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+                reason = f"no reply within {t.timeout:g} s ({stage})"
+            else:
+                reason = f"cannot connect: {exc}"
+            raise TransportUnavailable(f"{t.description}: {reason}") from exc
         return smtp
 
     def send(self, envelope: Envelope, data: bytes) -> None:
         if self._smtp is None:
             self._smtp = self._connect()
+            self._smtp.final_reply_timeout = self._transport.final_reply_timeout
         try:
             self._smtp.deliver(envelope.sender, envelope.recipient, data)
         except smtplib.SMTPRecipientsRefused as exc:
@@ -201,6 +263,9 @@ class SMTPConnection:
             raise TransportUnavailable(
                 f"sender refused: {exc.smtp_code} {_text(exc.smtp_error)}"
             ) from exc
+        except FinalReplyLost as exc:
+            self.close()
+            raise UnknownOutcome(f"no reply to the end of the message ({exc})") from exc
         except smtplib.SMTPResponseException as exc:
             # 421 and friends: the server is closing; reconnect for the next message.
             self.close()
@@ -236,6 +301,8 @@ class SMTPTransport:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 30.0,
+        ca_file: str | None = None,
+        final_reply_timeout: float = FINAL_REPLY_TIMEOUT,
     ) -> None:
         self.host = host
         self.port = port
@@ -243,6 +310,10 @@ class SMTPTransport:
         self.username = username
         self.password = password
         self.timeout = timeout
+        #: the wait for the reply to a message's final dot (every other stage: `timeout`).
+        self.final_reply_timeout = final_reply_timeout
+        #: a PEM bundle trusted instead of the system's CA store (None: the system's).
+        self.ca_file = ca_file
         self.description = f"smtp://{host}:{port} ({security})"
 
     @contextmanager

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from campaign import clicks, reports
 from campaign.bootstrap import App
 from campaign.clock import Clock
-from campaign.errors import InvalidAddress
+from campaign.errors import DatabaseRefusesWrites, InvalidAddress
 from campaign.metrics import CONTENT_TYPE
 from campaign.signups import ConfirmationFailed, Visitor
 from campaign.tokens import InvalidToken
@@ -259,13 +259,18 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
     async def healthz(request: Request) -> Response:
         stale_after = max(3 * settings.tick_seconds, 120.0)
         try:
-            age, paused = await run_in_threadpool(reports.sending_health, app.db, app.clock.now())
+            health = await run_in_threadpool(reports.sending_health, app.db, app.clock.now())
         except Exception as exc:  # any failure to read the database means unhealthy
             return JSONResponse({"status": "error", "database": f"unreachable: {exc}"}, 503)
+        age, paused, refusal = health
+        paused = paused or app.paused_reason  # this process's scheduler, if it runs here
+        if refusal is not None:
+            # No pass can record anything, nor write a heartbeat that says so.
+            paused = DatabaseRefusesWrites(refusal).message
         ok = age is not None and age <= stale_after and not paused
         body = {
-            "status": "ok" if ok else "degraded",
-            "database": "ok",
+            "status": "ok" if ok else "error" if refusal else "degraded",
+            "database": f"refuses writes: {refusal}" if refusal else "ok",
             "sending": f"paused: {paused}" if paused else "ok",
             "last_pass_age_seconds": age,
             "stale_after_seconds": stale_after,
@@ -276,7 +281,8 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
         snapshot = await run_in_threadpool(
             reports.operational_snapshot, app.db, app.plan, app.clock.now()
         )
-        app.metrics.update(**snapshot)
+        refusal = await run_in_threadpool(reports.write_refusal, app.db)
+        app.metrics.update(**snapshot, refuses_writes=refusal is not None)
         return Response(app.metrics.render(), media_type=CONTENT_TYPE)
 
     async def home(request: Request) -> Response:
