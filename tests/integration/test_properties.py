@@ -1,10 +1,12 @@
 """Random histories against the send guarantee: subscribes, unsubscribes, plan edits, passes at
-random instants, crashes and SMTP faults never send a step twice (beyond one message per crashed
-connection), out of order, after leaving, or not at all."""
+random instants, crashes, SMTP faults, and a second engine (its clock off by minutes) running
+while this one is paused past its lease or slow, never send a step twice (beyond one message
+per connection in flight at a crash or a pause), out of order, after leaving, or not at all."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -87,23 +89,52 @@ class Script:
     #: die at this message: before it is sent, or just after the server accepted it.
     kill_at: int | None = None
     kill_after_acceptance: bool = True
-    #: run `hook` (an unsubscribe) right after the server accepted this message.
+    #: run `hook` (an unsubscribe, another engine's pass) right after the server accepted
+    #: this message.
     hook_at: int | None = None
     hook: Callable[[], None] | None = None
+    #: how long each message takes to send, by the database's clock (a slow relay).
+    slow: timedelta = timedelta(0)
+
+
+#: Message-ID at the start of a header line, as the composer writes it.
+_MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>\r\n]+>)", re.MULTILINE | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Send:
+    """A message the server accepted, as the engine that sent it saw it."""
+
+    engine: str
+    #: the engine's own clock at its pass, and the database's clock at the 250.
+    at: datetime
+    database_at: datetime
 
 
 class ScriptedTransport:
-    """The real SMTP transport, with a scripted process death and mid-pass events around it."""
+    """The real SMTP transport, with a scripted process death and mid-pass events around it;
+    it notes every accepted message in `sends`, by Message-ID."""
 
-    def __init__(self, inner: Transport) -> None:
+    def __init__(
+        self,
+        inner: Transport,
+        name: str,
+        database_clock: FixedClock,
+        sends: dict[str, list[Send]],
+    ) -> None:
         self.inner = inner
         self.description = inner.description
+        self.name = name
+        self.database_clock = database_clock
+        self.sends = sends
+        self.pass_at = database_clock.now()
         self._lock = threading.Lock()
         self.begin(Script())
 
-    def begin(self, script: Script) -> None:
+    def begin(self, script: Script, at: datetime | None = None) -> None:
         with self._lock:
             self.script = script
+            self.pass_at = at or self.database_clock.now()
             self.calls = 0
             self.accepted = 0
             self.dead = False
@@ -117,14 +148,20 @@ class ScriptedTransport:
         with self._lock:
             self.calls += 1
             script = self.script
+            if script.slow:
+                self.database_clock.advance(script.slow)
             if not self.dead and not script.kill_after_acceptance:
                 self.dead = script.kill_at == self.calls
             dead = self.dead
         if dead:
             raise Killed
 
-    def after_acceptance(self) -> None:
+    def after_acceptance(self, data: bytes) -> None:
         with self._lock:
+            found = _MESSAGE_ID.search(data)
+            if found is not None:
+                send = Send(self.name, self.pass_at, self.database_clock.now())
+                self.sends.setdefault(found.group(1).decode(), []).append(send)
             self.accepted += 1
             script = self.script
             # A connection whose message was in flight when another one died dies too: the
@@ -147,7 +184,7 @@ class _ScriptedConnection:
     def send(self, envelope: Envelope, data: bytes) -> None:
         self._transport.before_send()
         self._inner.send(envelope, data)
-        self._transport.after_acceptance()
+        self._transport.after_acceptance(data)
 
 
 class RecordingReplies(dict[str, str]):
@@ -297,6 +334,9 @@ class Mail:
     at: datetime
     #: accepted but never recorded sent: a crash hit between the 250 and the commit.
     ghost: bool
+    #: which engine sent it ("main" or "rival"), and the database's clock at its 250.
+    engine: str = "main"
+    database_at: datetime | None = None
 
 
 @dataclass
@@ -361,11 +401,19 @@ class History(RuleBasedStateMachine):
         self.saves = 0
         self.mtime = 0
         self._write_plan()
+        #: the database's clock, which leases run by: true time, whatever an engine's says.
+        self.database_clock = FixedClock(START)
+        #: Message-ID -> each acceptance of it by the server, as its sender saw it.
+        self.sends: dict[str, list[Send]] = {}
         self.app, self.clock = world.engine(
             START, PLAN_PATH=str(self.plan_path), SMTP_PORT=str(world.proxy.port),
-            **world.overrides,
+            lease_clock=self.database_clock, **world.overrides,
         )  # fmt: skip
         self._wire()
+        #: a second engine on the same database (another machine), built when first needed.
+        self.rival: tuple[App, FixedClock, ScriptedTransport, Service] | None = None
+        #: repeats allowed by what the history did: one per connection in flight at a pause.
+        self.repeat_allowance = 0
         tables = set(inspect(self.app.db.engine).get_table_names())
         with self.app.db.transaction() as session:  # a fresh database for every example
             for table in reversed(Base.metadata.sorted_tables):
@@ -389,19 +437,59 @@ class History(RuleBasedStateMachine):
     # -- wiring ----------------------------------------------------------------------------
 
     def _wire(self) -> None:
-        self.transport = ScriptedTransport(self.app.dispatcher.transport)
+        self.transport = ScriptedTransport(
+            self.app.dispatcher.transport, "main", self.database_clock, self.sends
+        )
         self.app.dispatcher.transport = self.transport
         self.service = make_service(self.app)
+
+    def _sync_database_clock(self) -> None:
+        """True time moves on: the database's clock is never behind this engine's."""
+        if self.clock.now() > self.database_clock.now():
+            self.database_clock.set(self.clock.now())
 
     def _restart(self) -> None:
         """A new process after the kill: fresh engine, same database, same plan file."""
         old = self.app
         self.app, self.clock = self.world.engine(
             self.clock.now(), PLAN_PATH=str(self.plan_path),
-            SMTP_PORT=str(self.world.proxy.port), **self.world.overrides,
+            SMTP_PORT=str(self.world.proxy.port), lease_clock=self.database_clock,
+            **self.world.overrides,
         )  # fmt: skip
         old.close()
         self._wire()
+
+    def _rival(self) -> tuple[App, FixedClock, ScriptedTransport, Service]:
+        if self.rival is None:
+            app, clock = self.world.engine(
+                self.clock.now(), PLAN_PATH=str(self.plan_path),
+                SMTP_PORT=str(self.world.proxy.port), lease_clock=self.database_clock,
+                **self.world.overrides,
+            )  # fmt: skip
+            transport = ScriptedTransport(
+                app.dispatcher.transport, "rival", self.database_clock, self.sends
+            )
+            app.dispatcher.transport = transport
+            self.rival = (app, clock, transport, make_service(app))
+        return self.rival
+
+    def _rival_pass(self, paused: bool, offset: timedelta) -> None:
+        """Another engine, its clock `offset` off, runs a whole pass on the same database
+        while this one is stopped mid-pass: paused past its lease, or only slow."""
+        if paused:
+            self.database_clock.advance(self.world.lease + timedelta(seconds=1))
+            # Each connection may have had a message in flight (past its proof) at the stop.
+            self.repeat_allowance += self.world.connections
+        else:
+            # Without the lease keeper (it renews every few real seconds, and this test is
+            # faster than that), a claim in flight on another connection of this engine may
+            # outlive its lease while the relay is slow.
+            self.repeat_allowance += self.world.connections - 1
+        _, clock, transport, service = self._rival()
+        at = self.database_clock.now() + offset
+        clock.set(at)
+        transport.begin(Script(), at)
+        service.run_pass(at)
 
     @contextlib.contextmanager
     def _step(self) -> Iterator[None]:
@@ -484,15 +572,19 @@ class History(RuleBasedStateMachine):
     def _pass(self, gap: timedelta, script: Script | None = None) -> None:
         now = self.clock.now() + gap
         self.clock.set(now)
+        self._sync_database_clock()
         info = PassInfo(len(self.passes), now, frozenset(self.blocks), dict(self.edited))
         self.passes.append(info)
         first = len(self.smtp.handler.received)
         refused_before = len(self.replies.refused)
-        self.transport.begin(script or Script())
+        self.transport.begin(script or Script(), now)
         try:
             self.service.run_pass(now)
         except Killed:
             info.crashed = True
+        # A pause or a slow relay took time: this engine's clock catches up with true time.
+        if self.database_clock.now() > self.clock.now():
+            self.clock.set(self.database_clock.now())
         # Faults last one pass.
         with self.smtp.handler.lock:
             self.smtp.handler.data_replies.clear()
@@ -546,9 +638,12 @@ class History(RuleBasedStateMachine):
         for index, recipient, key, message_id, subject in new:
             ghost = status.get(message_id) != "sent"
             ghosts += ghost
+            seen = self.sends.get(message_id) or [Send("main", info.at, info.at)]
+            send = seen.pop(0)
             self.mails.append(
-                Mail(index, recipient, key, message_id, subject, info.number, info.at, ghost)
-            )
+                Mail(index, recipient, key, message_id, subject, info.number, send.at, ghost,
+                     send.engine, send.database_at)
+            )  # fmt: skip
         if not info.crashed:
             assert ghosts == 0, f"pass {info.number}: accepted, not recorded, and no crash"
         assert ghosts <= self.world.connections, (
@@ -563,6 +658,7 @@ class History(RuleBasedStateMachine):
         never early, the edited subject."""
         ghosts = sum(mail.ghost for mail in self.mails)
         assert ghosts <= self.crashes * self.world.connections, (ghosts, self.crashes)
+        repeats = 0
         for reader in self.readers.values():
             mails = [mail for mail in self.mails if mail.recipient == reader.email]
             for mail in mails:
@@ -578,9 +674,18 @@ class History(RuleBasedStateMachine):
                 late = [mail for mail in mails if mail.index >= reader.gone_from]
                 assert len(late) <= reader.gone_slack, f"mailed after leaving: {late}"
                 assert all(mail.pass_no == reader.gone_pass for mail in late), late
-            real = [mail for mail in mails if not mail.ghost]
+            real: list[Mail] = []  # the first copy of each step
+            for mail in mails:
+                if mail.ghost:
+                    continue
+                first = next((m for m in real if m.key == mail.key), None)
+                if first is None:
+                    real.append(mail)
+                    continue
+                # A repeat: only a message in flight when its engine was paused, the same one.
+                repeats += 1
+                assert mail.message_id == first.message_id, f"a step twice: {first}, {mail}"
             keys = [mail.key for mail in real]
-            assert len(set(keys)) == len(keys), f"a step twice: {keys}"
             days = [self.key_day[key] for key in keys]
             assert all(a < b for a, b in pairwise(days)), f"out of order: {keys}"
             zone = ZoneInfo(reader.zone)
@@ -597,11 +702,13 @@ class History(RuleBasedStateMachine):
                 assert mail.at >= earliest, f"early: {mail} before {earliest}"
             for mail in mails:
                 until = self.leases.get(mail.message_id)
-                assert until is None or mail.ghost or mail.at >= until, f"{mail} within a lease"
+                sent_at = mail.database_at or mail.at
+                assert until is None or mail.ghost or sent_at >= until, f"{mail} within a lease"
             for ghost in (mail for mail in mails if mail.ghost):
                 again = [mail for mail in real if mail.key == ghost.key]
                 assert all(mail.index > ghost.index for mail in again), f"resent: {ghost}"
                 assert all(mail.message_id == ghost.message_id for mail in again), ghost
+        assert repeats <= self.repeat_allowance, f"{repeats} steps repeated"
 
     def _reached(self, reader: Reader, failed: set[str]) -> int:
         real = {
@@ -632,6 +739,7 @@ class History(RuleBasedStateMachine):
     def first_signup(self, offset: int, zone: str) -> None:
         with self._step():
             self.clock.set(START + timedelta(minutes=offset))  # any season, any hour
+            self._sync_database_clock()
             self._subscribe(zone)
 
     @precondition(lambda self: len(self.readers) < MAX_READERS)
@@ -689,6 +797,24 @@ class History(RuleBasedStateMachine):
     def crash_then_restart(self, gap: timedelta, kill_at: int, after_acceptance: bool) -> None:
         with self._step():
             self._pass(gap, Script(kill_at=kill_at, kill_after_acceptance=after_acceptance))
+
+    @rule(
+        at_message=st.integers(1, 3),
+        paused=st.booleans(),
+        slow=st.sampled_from((0, 40, 120)),
+        offset=st.integers(-10, 10),
+        gap=GAPS,
+    )
+    def another_engine_mid_pass(
+        self, at_message: int, paused: bool, slow: int, offset: int, gap: timedelta
+    ) -> None:
+        """After this engine's k-th message, with each message taking `slow` seconds, it stops
+        (past its lease, when `paused`) while another engine whose clock is `offset` minutes
+        off runs a whole pass; then it goes on. Its lost claims must not go out again."""
+        with self._step():
+            hook = functools.partial(self._rival_pass, paused, timedelta(minutes=offset))
+            script = Script(hook_at=at_message, hook=hook, slow=timedelta(seconds=slow))
+            self._pass(gap, script)
 
     @precondition(lambda self: self.saves < MAX_SAVES)
     @rule(changes=st.lists(CHANGES, min_size=1, max_size=3))
@@ -755,6 +881,8 @@ class History(RuleBasedStateMachine):
                 self._check_the_end()
         finally:
             self.app.close()
+            if self.rival is not None:
+                self.rival[0].close()
 
     def _drain(self) -> None:
         """SMTP healed: passes every 12 hours until no plan is running (at most 60 days)."""
@@ -775,7 +903,7 @@ class History(RuleBasedStateMachine):
         unsettled = [row for row in rows if row[2] not in FINAL]
         assert not unsettled, f"deliveries left unsettled: {unsettled}"
         sent = sorted(message_id for *_, status, _, message_id in rows if status == "sent")
-        delivered = sorted(mail.message_id for mail in self.mails if not mail.ghost)
+        delivered = sorted({mail.message_id for mail in self.mails if not mail.ghost})
         assert sent == delivered, "the sent records differ from what the server received"
         failed = self._failed()
         for reader in self.readers.values():
