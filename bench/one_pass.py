@@ -22,7 +22,7 @@ from campaign import subscriptions
 from campaign.bootstrap import build
 from campaign.clock import FixedClock
 from campaign.db import Database
-from campaign.dispatch import PassResult
+from campaign.passes import PassResult
 from campaign.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -341,7 +341,7 @@ def _time_parts() -> dict[str, float]:
     for name, owner, attribute in (
         ("claim", dispatch.Dispatcher, "_claim"),
         ("compose", compose.Composer, "compose"),
-        ("record", store, "record_accepted"),
+        ("record", store, "record_and_prove"),
         ("smtp", smtp.SMTPConnection, "send"),
         ("next due", dispatch.Dispatcher, "_next_due"),
     ):

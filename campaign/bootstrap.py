@@ -18,12 +18,13 @@ from typing import Any
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.compose import Composer
 from campaign.db import Database
-from campaign.dispatch import Dispatcher, PassResult, SendPolicy
+from campaign.dispatch import Dispatcher
 from campaign.errors import DatabaseError, PlanError, PlanProblem
 from campaign.logs import configure_logging
 from campaign.message import address
 from campaign.metrics import Metrics
 from campaign.outbox import OutboxTransport
+from campaign.passes import PassResult, SendPolicy
 from campaign.plan import Plan, load_plan
 from campaign.render import Renderer, subscriber_context
 from campaign.scheduler import Service

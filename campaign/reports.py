@@ -26,6 +26,8 @@ class StepStats:
     bounced: int
     failed: int
     skipped: int
+    #: emails whose server never answered the end of the message, at least once.
+    unknown: int
     pending: int
     unsubscribes_48h: int
     clicks: int
@@ -39,6 +41,7 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
         waiting = store.count_active_by_last_day(session, plan.id)
         leavers = store.unsubscribes_after_step(session, plan.id, UNSUBSCRIBE_WINDOW)
         clicks = store.clicks_by_step(session, plan.id)
+        unknown = store.unknown_outcomes_by_step(session, plan.id)
     steps = []
     for step in plan.steps:
         # pending: active enrollments that have not got past this step yet.
@@ -51,6 +54,7 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
                 bounced=deliveries.get((step.key, "bounced"), 0),
                 failed=deliveries.get((step.key, "failed"), 0),
                 skipped=deliveries.get((step.key, "skipped"), 0),
+                unknown=unknown.get(step.key, 0),
                 pending=pending,
                 unsubscribes_48h=leavers.get(step.key, 0),
                 clicks=clicks.get(step.key, 0),

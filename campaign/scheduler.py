@@ -14,8 +14,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from campaign.clock import Clock
-from campaign.dispatch import Dispatcher, PassResult
+from campaign.dispatch import Dispatcher
 from campaign.errors import CampaignError, DatabaseError, DatabaseRefusesWrites
+from campaign.passes import PassResult
 from campaign.senders import SenderPool
 
 log = logging.getLogger("campaign.scheduler")

@@ -23,8 +23,9 @@ from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
-from campaign.dispatch import Dispatcher, PassResult
+from campaign.dispatch import Dispatcher
 from campaign.errors import CampaignError, DatabaseError
+from campaign.passes import PassResult
 
 log = logging.getLogger(__name__)
 

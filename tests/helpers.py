@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from campaign.bootstrap import App
 from campaign.clock import FixedClock
-from campaign.dispatch import PassResult
+from campaign.passes import PassResult
 
 
 def tick(app: App, clock: FixedClock, at: datetime) -> PassResult:

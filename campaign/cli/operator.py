@@ -117,9 +117,14 @@ def tick(now: datetime | None) -> None:
     app = make_app(now)
     with app.sending(), make_service(app) as service:
         result = service.run_once()
+    unusual = "".join(
+        f", {name} {count}"
+        for name, count in (("outcome unknown", result.unknown), ("lost", result.lost))
+        if count
+    )
     out.print(
         f"sent {result.sent}, failed {result.failed + result.bounced} "
-        f"(bounced {result.bounced}), retried {result.retried}, skipped {result.skipped}"
+        f"(bounced {result.bounced}), retried {result.retried}, skipped {result.skipped}{unusual}"
     )
     if result.error:
         click.echo(f"error: {result.error}", err=True)
@@ -206,7 +211,8 @@ def suppressions_clear(email: str, now: datetime | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @reports_errors
 def stats(as_json: bool) -> None:
-    """Subscribers by status; per step: sent, bounced, failed, skipped, unsubscribes, clicks."""
+    """Subscribers by status; per step: sent, bounced, failed, skipped, unknown outcomes,
+    unsubscribes, clicks."""
     app = make_app()
     numbers = reports.stats(app.db, app.plan)
     if as_json:
@@ -216,7 +222,16 @@ def stats(as_json: bool) -> None:
         "subscribers: "
         + ", ".join(f"{status} {count}" for status, count in numbers["subscribers"].items())
     )
-    columns = ["sent", "bounced", "failed", "skipped", "unsubscribes_48h", "clicks", "pending"]
+    columns = [
+        "sent",
+        "bounced",
+        "failed",
+        "skipped",
+        "unknown",
+        "unsubscribes_48h",
+        "clicks",
+        "pending",
+    ]
     table = Table("step", "day", *[c.replace("_", " ") for c in columns],
                   title=f"plan {numbers['plan']}")  # fmt: skip
     for row in numbers["steps"]:

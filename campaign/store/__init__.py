@@ -31,6 +31,7 @@ from campaign.store.numbers import (
     due_count,
     latest_heartbeat,
     record_click,
+    unknown_outcomes_by_step,
     unsubscribes_after_step,
 )
 from campaign.store.people import (
@@ -103,6 +104,7 @@ __all__ = [
     "suppress",
     "suppression_reason",
     "take_tokens",
+    "unknown_outcomes_by_step",
     "unsubscribes_after_step",
     "unsuppress",
     "wait_for_token",

@@ -31,6 +31,18 @@ def count_deliveries_by_step(session: Session, plan_id: str) -> dict[tuple[str, 
     return {(key, status): count for key, status, count in rows}
 
 
+def unknown_outcomes_by_step(session: Session, plan_id: str) -> dict[str, int]:
+    """Per step, deliveries whose server never answered the end of the message at least once
+    (each may have arrived twice, or, if still unknown, not at all)."""
+    rows = session.execute(
+        select(Delivery.step_key, func.count())
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(Enrollment.plan_id == plan_id, Delivery.unknown_outcomes > 0)
+        .group_by(Delivery.step_key)
+    )
+    return {key: int(count) for key, count in rows}
+
+
 def count_active_by_last_day(session: Session, plan_id: str) -> dict[int, int]:
     """Active enrollments by the plan day they have reached."""
     rows = session.execute(

@@ -136,7 +136,7 @@ def test_import_reports_bad_rows_by_line_and_adds_nobody_twice(run: Run, tmp_pat
     assert stats["subscribers"]["active"] == 2
     assert stats["steps"][0] == {
         "key": "welcome", "day": 0, "sent": 0, "bounced": 0, "failed": 0, "skipped": 0,
-        "pending": 2,
+        "unknown": 0, "pending": 2,
         "unsubscribes_48h": 0, "clicks": 0,
     }  # fmt: skip
 

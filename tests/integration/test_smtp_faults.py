@@ -19,9 +19,9 @@ from sqlalchemy import select
 
 from campaign import subscriptions
 from campaign.bootstrap import App, make_service
-from campaign.dispatch import PassResult
 from campaign.errors import ConfigError
 from campaign.models import Delivery, Enrollment, Subscriber
+from campaign.passes import PassResult
 from campaign.settings import Settings
 from tests.conftest import EngineFactory
 from tests.helpers import tick
