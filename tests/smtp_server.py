@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ class _Handler:
     #: offer PIPELINING (RFC 2920), as Postfix and most providers do; aiosmtpd reads
     #: pipelined commands in order but does not say so by itself.
     pipelining: bool = True
+    #: what happens after a message is stored, one entry per message (then a prompt 250):
+    #: seconds to wait before the 250, or "drop" to close the connection without a reply.
+    after_storing: list[float | str] = field(default_factory=list)
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
@@ -73,6 +77,12 @@ class _Handler:
             self.received.append(
                 Received(str(envelope.mail_from), list(envelope.rcpt_tos), content, session.peer)
             )
+            then = self.after_storing.pop(0) if self.after_storing else 0.0
+        if then == "drop":  # the server has the message; the client never hears so
+            server.transport.close()
+            return "421 4.3.0 (never seen: the connection is closed)"
+        if then:
+            await asyncio.sleep(float(then))
         return "250 Message accepted"
 
 
