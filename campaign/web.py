@@ -30,7 +30,7 @@ from starlette.routing import Route
 from campaign import clicks, reports
 from campaign.bootstrap import App
 from campaign.clock import Clock
-from campaign.errors import DatabaseRefusesWrites, InvalidAddress
+from campaign.errors import DatabaseError, DatabaseRefusesWrites, InvalidAddress
 from campaign.metrics import CONTENT_TYPE
 from campaign.signups import ConfirmationFailed, Visitor
 from campaign.tokens import InvalidToken
@@ -38,6 +38,8 @@ from campaign.tokens import InvalidToken
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024
+#: what a client is told to wait when the database cannot take its request (seconds).
+RETRY_AFTER_SECONDS = 30
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     # Links carry tokens: never leak them to another site through Referer.
@@ -301,7 +303,20 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
         Route("/healthz", healthz),
         Route("/metrics", metrics),
     ]
-    return Starlette(routes=routes)
+
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
+        # Gone, read-only after a failover, full, or locked: nothing was stored, so ask the
+        # visitor (or the mailbox provider's one-click POST) to come back, never a 500.
+        log.warning("%s %s: %s", request.method, request.url.path, getattr(exc, "message", exc))
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        if "application/json" in request.headers.get("content-type", ""):
+            return JSONResponse({"error": "temporarily unavailable; try again"}, 503, headers)
+        return page(
+            "error.html", 503, headers, heading="Please try again in a minute",
+            message="We could not save that just now. Nothing was changed: please try again.",
+        )  # fmt: skip
+
+    return Starlette(routes=routes, exception_handlers={DatabaseError: database_unavailable})
 
 
 def _parse_fields(body: bytes, as_json: bool) -> dict[str, str]:

@@ -78,8 +78,8 @@ class _Handler:
                 Received(str(envelope.mail_from), list(envelope.rcpt_tos), content, session.peer)
             )
             then = self.after_storing.pop(0) if self.after_storing else 0.0
-        if then == "drop":  # the server has the message; the client never hears so
-            server.transport.close()
+        if then == "drop" and server.transport is not None:
+            server.transport.close()  # the server has the message; the client never hears so
             return "421 4.3.0 (never seen: the connection is closed)"
         if then:
             await asyncio.sleep(float(then))

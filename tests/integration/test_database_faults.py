@@ -398,3 +398,35 @@ def test_a_write_refusal_crosses_a_process_pipe_unchanged() -> None:
         sent.detail,
         "the database refuses writes (disk full)",
     )
+
+
+def _post(app: App, path: str, **kwargs: Any) -> httpx.Response:
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(app, ROOT / "templates" / "web"))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post(path, **kwargs)
+
+    return asyncio.run(send())
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_signup_while_the_database_refuses_writes_is_asked_to_retry(
+    engine: EngineFactory, smtp_server: SMTPServer, database_url: str
+) -> None:
+    """Signups (JSON and the form) during a failover get 503 with Retry-After, never a 500 or
+    a 200 that lost the row; once writes are back the same signup works and is stored once."""
+    app, _ = engine(NOW, DOUBLE_OPT_IN="false")
+    _fail_over_to_a_read_only_node(database_url)
+    app.db.discard_connections()
+    try:
+        as_json = _post(app, "/subscribe", json={"email": "new@example.org"})
+        as_form = _post(app, "/subscribe", data={"email": "new@example.org"})
+    finally:
+        _writes_come_back(database_url)
+    for response in (as_json, as_form):
+        assert response.status_code == 503
+        assert response.headers["Retry-After"].isdigit()
+    assert "try again" in as_form.text
+    app.db.discard_connections()
+    assert _post(app, "/subscribe", json={"email": "new@example.org"}).status_code == 200
+    assert [r.recipients for r in smtp_server.received] == [["new@example.org"]]
