@@ -47,9 +47,7 @@ def postgres_url() -> str:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty, migrated database: a fresh SQLite file, or a fresh PostgreSQL schema."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'campaign.db'}"
-        _migrate(url)
-        yield url
+        yield sqlite_database(tmp_path)
         return
     base = request.getfixturevalue("postgres_url")
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -60,6 +58,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield url
     with psycopg.connect(base, autocommit=True) as connection:
         connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def sqlite_database(folder: Path) -> str:
+    """The URL of a fresh, migrated SQLite file in `folder`."""
+    url = f"sqlite:///{folder / 'campaign.db'}"
+    _migrate(url)
+    return url
 
 
 def _migrate(url: str) -> None:

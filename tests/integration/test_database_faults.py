@@ -28,7 +28,7 @@ from campaign.db import DISK_FULL, LOCKED, READ_ONLY, READ_ONLY_FILE, Database, 
 from campaign.errors import DatabaseRefusesWrites
 from campaign.models import Delivery
 from campaign.web import create_app
-from tests.conftest import POSTGRES_URL, ROOT, EngineFactory, _migrate
+from tests.conftest import POSTGRES_URL, ROOT, EngineFactory, _migrate, sqlite_database
 from tests.smtp_server import SMTPServer
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -41,9 +41,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     """Overrides conftest's: a migrated SQLite file, or a PostgreSQL *database* of its own
     (not a schema), since the test makes the whole database read-only."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'campaign.db'}"
-        _migrate(url)
-        yield url
+        yield sqlite_database(tmp_path)
         return
     base = request.getfixturevalue("postgres_url")
     name = f"campaign_ro_{uuid.uuid4().hex[:12]}"
