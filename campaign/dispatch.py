@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from campaign import schedule, store
-from campaign.clock import Clock
+from campaign.clock import Clock, SystemClock
 from campaign.compose import Composer, Recipient
 from campaign.db import Database, DriverConnection
 from campaign.errors import (
@@ -69,6 +69,11 @@ class Dispatcher:
     #: after a throttle reply no pass sends before this instant (this process).
     relay_paused_until: datetime | None = None
     _throttles: int = 0
+    #: how long claims are held, and by which clock.
+    leases: LeaseTime = field(init=False)
+    #: real time, for what is about this process being alive rather than about the schedule
+    #: (waiting for a database, a server's pace): the lease clock when a test injects one.
+    _real: Clock = field(init=False)
     _budget: SendBudget = field(init=False)
     _passes: itertools.count[int] = field(init=False)
     #: seconds one connection spent per message lately (0: not measured yet).
@@ -79,6 +84,8 @@ class Dispatcher:
         self._budget = SendBudget(self.db, self.clock, limits)
         self._passes = itertools.count(1)
         self.leases = LeaseTime(self.policy.lease_seconds, self.lease_clock)
+        # `--now` fixes the schedule's clock; a database restart still takes real seconds.
+        self._real = self.lease_clock or SystemClock()
 
     def run_pass(
         self,
@@ -273,7 +280,7 @@ class Dispatcher:
         waited = self._budget.acquire(feed.stop)
         if waited > 1.0 and not self._cleared_to_send(driver, unrecorded, claim, now, result, feed):
             return
-        started = self.clock.monotonic()
+        started = self._real.monotonic()
         try:
             connection.send(composed.envelope, composed.data)
         except UnknownOutcome as exc:
@@ -299,7 +306,7 @@ class Dispatcher:
             else:
                 result.failed += 1
         else:
-            self._note_pace(self.clock.monotonic() - started)
+            self._note_pace(self._real.monotonic() - started)
             sent_at = self.clock.now()
             next_due = self._next_due(claim, sent_at)
             # Committed with the next message's proof (or when this connection ends).
@@ -418,7 +425,7 @@ class Dispatcher:
                 return attempt()
             except DatabaseError as exc:
                 log.warning("cannot record a delivery (%s); retrying in %.1fs", exc.message, delay)
-                self.clock.sleep(delay)
+                self._real.sleep(delay)
         return attempt()
 
     def _temporary(
