@@ -187,4 +187,9 @@ def import_rows(
         on_row()
     if chunk:
         flush()
+    if report.added:
+        # Plan the first passes over the new list with its real size: a planner that still
+        # thinks the tables are empty makes every claim batch read all subscribers.
+        with db.transaction() as session:
+            store.refresh_statistics(session)
     return report

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from campaign.models import (
@@ -242,3 +242,9 @@ def delete_subscriber(session: Session, subscriber_id: int) -> None:
 def suppression_reason(session: Session, email_hash: str) -> str | None:
     row = session.get(Suppression, email_hash)
     return row.reason if row else None
+
+
+def refresh_statistics(session: Session) -> None:
+    """Have PostgreSQL's planner look at the people tables again (after a bulk import)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE subscribers, enrollments"))

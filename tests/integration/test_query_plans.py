@@ -176,3 +176,23 @@ def test_a_first_pass_over_an_imported_list_reads_no_table_whole_per_email(
 
     assert updated >= count
     assert scans - scans_before < 20  # a few per batch at most, not one per email
+
+
+def test_an_import_leaves_the_planner_knowing_the_lists_size(database_url: str) -> None:
+    """After `import` PostgreSQL's statistics count the new subscribers and enrollments at
+    once (without them, each claim batch of the first passes read every subscriber)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("about PostgreSQL's planner statistics: PostgreSQL only")
+    db = Database(database_url)
+    rows = [(n, {"email": f"p{n}@example.org", "timezone": "UTC"}) for n in range(1, 301)]
+    report = subscriptions.import_rows(db, PLAN, rows, now=NOW)
+    with db.engine.connect() as connection:
+        counted = dict(
+            connection.exec_driver_sql(
+                "SELECT relname, reltuples FROM pg_class"
+                " WHERE oid IN ('subscribers'::regclass, 'enrollments'::regclass)"
+            ).all()
+        )
+    db.dispose()
+    assert report.added == 300
+    assert counted == {"subscribers": 300, "enrollments": 300}
