@@ -326,9 +326,7 @@ class Dispatcher:
         """Record the previous 250, then prove `claim` is still this pass's (renewing its
         lease) and that its subscriber is still active: True when it may go to SMTP."""
         accepted = unrecorded.take()
-        request = ProofRequest(
-            claim, self.leases, self.clock.now() + timedelta(seconds=self.policy.lease_seconds)
-        )
+        request = ProofRequest(claim, self.leases)
         proof = self._retrying(lambda: store.record_and_prove(driver, accepted, request))
         if accepted is not None:
             self._after_sent(accepted, proof.recorded, feed, result)

@@ -9,6 +9,7 @@ that also stops a new holder from sending the step again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -265,9 +266,10 @@ _ADVANCE_SQL = (
     " WHERE id = :enrollment AND last_day < :day AND status = 'active'"
 )
 # The proof, just before DATA: the holder still holds the claim, and the step is still to
-# be sent; its lease runs again from now.
+# be sent; its lease runs again from now. (next_due_at, indexed, is left to the lease keeper:
+# rewriting an index entry per email costs more than the rest of the proof.)
 _PROVE_SQL = (
-    "UPDATE enrollments SET lease_expires_at = {lease_until}, next_due_at = :proof_due"
+    "UPDATE enrollments SET lease_expires_at = {lease_until}"
     " WHERE id = :proof_enrollment AND lease_owner = :proof_owner AND EXISTS (SELECT 1"
     " FROM deliveries WHERE deliveries.id = :proof_delivery AND deliveries.status = 'queued')"
     " RETURNING 1"
@@ -368,8 +370,6 @@ class ProofRequest:
 
     claim: Claim
     lease: LeaseTime
-    #: the holder's `now` plus the lease (the enrollment's next_due_at meanwhile).
-    lease_until: datetime
 
 
 def record_and_prove(
@@ -388,10 +388,10 @@ def record_and_prove(
         claim = proof.claim
         params = {
             "proof_enrollment": claim.enrollment_id, "proof_owner": claim.owner,
-            "proof_delivery": claim.delivery_id, "proof_due": _naive(proof.lease_until),
+            "proof_delivery": claim.delivery_id,
             "subscriber": claim.subscriber_id, **proof.lease.params(),
         }  # fmt: skip
-        prove = _PROVE_SQL.format(lease_until=proof.lease.until_sql(driver.is_sqlite))
+        prove = _prove_sql(proof.lease.until_sql(driver.is_sqlite))
         parts += [("prove", prove, params), ("status", _STATUS_SQL, params)]
     if not parts:
         return Proof()
@@ -410,21 +410,32 @@ def record_and_prove(
 
 def _combined(driver: Driver, parts: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
     """The parts as one PostgreSQL statement: one round trip for the whole proof."""
-    writes = [(name, sql) for name, sql, _ in parts if name != "status"]
-    counted = [name for name, _ in writes if name in ("settle", "prove")]  # the RETURNING ones
-    columns = [f"(SELECT count(*) FROM {name})" for name in counted]  # noqa: S608 (our names)
-    asks_status = any(name == "status" for name, _, _ in parts)
-    if asks_status:
-        columns.append(f"({_STATUS_SQL})")
-    with_clause = ", ".join(f"{name} AS ({sql})" for name, sql in writes)
+    statement, counted = _combined_sql(tuple((name, sql) for name, sql, _ in parts))
     params: dict[str, Any] = {}
     for _, _, part in parts:
         params |= part
-    (row,) = driver.run_all([(f"WITH {with_clause} SELECT {', '.join(columns)}", params)])
+    (row,) = driver.run_all([(statement, params)])
     found: dict[str, Any] = {name: (1,) if row[n] else None for n, name in enumerate(counted)}
-    if asks_status:
+    if len(row) > len(counted):
         found["status"] = None if row[-1] is None else (row[-1],)
     return found
+
+
+@functools.lru_cache(maxsize=16)  # a handful of shapes, built once each (this runs per email)
+def _combined_sql(parts: tuple[tuple[str, str], ...]) -> tuple[str, tuple[str, ...]]:
+    """The one statement for `parts`, and the names of the parts it counts rows of."""
+    writes = [(name, sql) for name, sql in parts if name != "status"]
+    counted = tuple(name for name, _ in writes if name in ("settle", "prove"))  # RETURNING ones
+    columns = [f"(SELECT count(*) FROM {name})" for name in counted]  # noqa: S608 (our names)
+    if any(name == "status" for name, _ in parts):
+        columns.append(f"({_STATUS_SQL})")
+    with_clause = ", ".join(f"{name} AS ({sql})" for name, sql in writes)
+    return f"WITH {with_clause} SELECT {', '.join(columns)}", counted
+
+
+@functools.lru_cache(maxsize=4)
+def _prove_sql(lease_until: str) -> str:
+    return _PROVE_SQL.format(lease_until=lease_until)
 
 
 def record_retry(
