@@ -169,7 +169,7 @@ class Dispatcher:
             if not early:
                 return claims
             with self.db.transaction() as session:
-                store.release(session, early, now)
+                store.release(session, early)
             later = {claim.delivery_id for claim in early}
             ready = [claim for claim in claims if claim.delivery_id not in later]
             if ready:
@@ -514,8 +514,7 @@ class Dispatcher:
         return schedule.due_at(self.plan, following, claim.started_at, tz, last_sent)
 
     def _release(self, claims: list[Claim], result: PassResult) -> None:
-        released_at = self.clock.now()
-        self._record(lambda session: store.release(session, claims, released_at))
+        self._record(lambda session: store.release(session, claims))
         result.released += len(claims)
 
 

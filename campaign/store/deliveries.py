@@ -550,7 +550,7 @@ def _end_lease(session: Session, claim: Claim) -> None:
     session.connection().execute(_END_LEASE, params)
 
 
-def release(session: Session, claims: Iterable[Claim], now: datetime) -> None:
+def release(session: Session, claims: Iterable[Claim]) -> None:
     """Give claims back unsent (graceful stop): due again at their old time, attempts
     unchanged. A claim that is no longer the holder's is left to its new holder."""
     for claim in claims:
