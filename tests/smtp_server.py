@@ -78,9 +78,12 @@ class _Handler:
             content = envelope.original_content or b""
             self.received.append(
                 Received(
-                    str(envelope.mail_from), list(envelope.rcpt_tos), content, session.peer,
+                    str(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    content,
+                    session.peer,
                     list(envelope.mail_options),
-                )  # fmt: skip
+                )
             )
             then = self.after_storing.pop(0) if self.after_storing else 0.0
         if then == "drop" and server.transport is not None:
