@@ -3,6 +3,7 @@ local part needs SMTPUTF8 (RFC 6531). Pure: no I/O; the stored form is `subscrip
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -47,15 +48,29 @@ def ascii_domain(domain: str) -> str:
 def wire_address(email: str) -> WireAddress:
     """The address `email` (as stored) is sent to.
 
-    Raise UnsendableAddress for what no SMTP command can carry: no "@", an empty part, a
-    control character or a line break (stored bypassing the signup checks), or a domain with
-    no IDNA form.
+    Raise UnsendableAddress for what must not reach an SMTP command (stored bypassing the
+    signup checks): no "@", an empty part, a control character or a line break, a local
+    part that is not a dot-atom (quoting it would let a parser read another address out of
+    it: `victim@x.test y@example.org`), or a domain with no IDNA form.
     """
     local, at, domain = email.rpartition("@")
     if not at or not local or not domain:
         raise UnsendableAddress(email, "it has no local part and domain around an @")
-    if email.isascii() and email.isprintable():  # the common case: nothing to check or map
-        return WireAddress(local, domain)
+    if email.isascii() and email.isprintable() and _DOT_ATOM.fullmatch(local):
+        return WireAddress(local, _checked_domain(email, domain))  # the common case
     if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in email):
         raise UnsendableAddress(email, "it contains a control character or a line break")
-    return WireAddress(unicodedata.normalize("NFC", local), ascii_domain(domain))
+    local = unicodedata.normalize("NFC", local)
+    if not _DOT_ATOM.fullmatch(local):
+        raise UnsendableAddress(email, "its local part would need quoting (spaces, quotes, @)")
+    return WireAddress(local, _checked_domain(email, ascii_domain(domain)))
+
+
+#: RFC 5322 dot-atom (with RFC 6531's UTF-8): no specials, no white space, no empty label.
+_DOT_ATOM = re.compile(r'[^\s()<>\[\]:;@\\,."]+(?:\.[^\s()<>\[\]:;@\\,."]+)*')
+
+
+def _checked_domain(email: str, domain: str) -> str:
+    if not _DOT_ATOM.fullmatch(domain):
+        raise UnsendableAddress(email, "its domain is not a host name")
+    return domain

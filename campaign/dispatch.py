@@ -111,14 +111,22 @@ class Dispatcher:
         feed = Feed(lambda: self._claim(now, token, only_enrollment, workers), stop)
         results = [PassResult() for _ in range(workers)]
         renew_every = min(self.policy.lease_seconds / 3, 30.0)
-        with LeaseKeeper(self.db, feed, token, self.leases, self.clock, renew_every):
-            if workers == 1:
-                self._work(feed, now, results[0])
-            else:
-                with ThreadPoolExecutor(workers, thread_name_prefix="smtp") as pool:
-                    futures = [pool.submit(self._work, feed, now, part) for part in results]
-                for future in futures:
-                    future.result()  # an unexpected error in a connection ends the pass here
+        try:
+            with LeaseKeeper(self.db, feed, token, self.leases, self.clock, renew_every):
+                if workers == 1:
+                    self._work(feed, now, results[0])
+                else:
+                    with ThreadPoolExecutor(workers, thread_name_prefix="smtp") as pool:
+                        futures = [pool.submit(self._work, feed, now, part) for part in results]
+                    for future in futures:
+                        future.result()  # an unexpected error in a connection ends the pass
+        except Exception:
+            # A bug ended the pass: claims never handed to SMTP go back for the next pass at
+            # once; the one in flight waits out its lease (it may have been sent).
+            unsent = feed.leftovers()
+            if unsent:
+                self._release(unsent, result)
+            raise
         for part in results:
             result.add(part)
         result.claimed = feed.claimed
