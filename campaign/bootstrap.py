@@ -54,6 +54,8 @@ class App:
     #: why this process's scheduler paused sending (None: it sends, or none runs here); for
     #: /healthz, since a database that refuses writes takes no heartbeat saying so.
     paused_reason: str | None = None
+    #: why this process's last pass ended in an unexpected error (None: it did not); /healthz.
+    pass_failure: str | None = None
 
     def reload_plan_if_changed(self) -> bool:
         """Switch to an edited plan if, and only if, it is valid; True when it switched.
@@ -146,6 +148,7 @@ def make_service(app: App) -> Service:
         housekeeping=housekeeping,
         on_pass=functools.partial(_count_pass, app.metrics),
         on_pause=lambda reason: setattr(app, "paused_reason", reason),
+        on_pass_failure=functools.partial(_note_pass_failure, app),
         senders=senders,
     )
 
@@ -154,6 +157,12 @@ def _count_pass(metrics: Metrics, result: PassResult, seconds: float) -> None:
     metrics.pass_seconds.observe(seconds)
     metrics.claims_lost.inc(result.lost)
     metrics.unknown_outcomes.inc(result.unknown)
+
+
+def _note_pass_failure(app: App, reason: str | None) -> None:
+    app.pass_failure = reason
+    if reason is not None:
+        app.metrics.pass_errors.inc()
 
 
 def _alone(settings: Settings, connections: int) -> Settings:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from campaign import tokens
+from campaign.addresses import wire_address
 from campaign.message import Attachment, address, build_message
 from campaign.plan import Plan, Step
 from campaign.render import RenderedEmail, Renderer, subscriber_context
@@ -104,7 +105,8 @@ class Composer:
         extra: Mapping[str, Any] | None = None,
         delivery_id: int | None = None,
     ) -> Composed:
-        """Render and build; raises RenderError for a template that fails for this subscriber.
+        """Render and build; raises RenderError for a template that fails for this subscriber,
+        UnsendableAddress (or ValueError) for an address or name no message can carry.
 
         With click tracking on and a `delivery_id`, links become signed `/c/` redirects.
         """
@@ -128,7 +130,9 @@ class Composer:
             },
             attachments=[self._attachment(path) for path in step.attachments],
         )
-        return Composed(Envelope(self.sender.addr_spec, recipient.email), data, rendered)
+        wire = wire_address(recipient.email)
+        envelope = Envelope(self.sender.addr_spec, wire.addr_spec, smtputf8=wire.smtputf8)
+        return Composed(envelope, data, rendered)
 
     def click_url(self, delivery_id: int, target: str, now: datetime) -> str:
         token = tokens.sign(self._secret, "click", delivery_id, now, data=target)

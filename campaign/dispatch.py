@@ -35,6 +35,7 @@ from campaign.errors import (
     TemporaryFailure,
     TransportUnavailable,
     UnknownOutcome,
+    UnsendableAddress,
 )
 from campaign.feed import Feed, LeaseKeeper
 from campaign.pacing import SendBudget, StopWaiting, buckets_for
@@ -110,14 +111,22 @@ class Dispatcher:
         feed = Feed(lambda: self._claim(now, token, only_enrollment, workers), stop)
         results = [PassResult() for _ in range(workers)]
         renew_every = min(self.policy.lease_seconds / 3, 30.0)
-        with LeaseKeeper(self.db, feed, token, self.leases, self.clock, renew_every):
-            if workers == 1:
-                self._work(feed, now, results[0])
-            else:
-                with ThreadPoolExecutor(workers, thread_name_prefix="smtp") as pool:
-                    futures = [pool.submit(self._work, feed, now, part) for part in results]
-                for future in futures:
-                    future.result()  # an unexpected error in a connection ends the pass here
+        try:
+            with LeaseKeeper(self.db, feed, token, self.leases, self.clock, renew_every):
+                if workers == 1:
+                    self._work(feed, now, results[0])
+                else:
+                    with ThreadPoolExecutor(workers, thread_name_prefix="smtp") as pool:
+                        futures = [pool.submit(self._work, feed, now, part) for part in results]
+                    for future in futures:
+                        future.result()  # an unexpected error in a connection ends the pass
+        except Exception:
+            # A bug ended the pass: claims never handed to SMTP go back for the next pass at
+            # once; the one in flight waits out its lease (it may have been sent).
+            unsent = feed.leftovers()
+            if unsent:
+                self._release(unsent, result)
+            raise
         for part in results:
             result.add(part)
         result.claimed = feed.claimed
@@ -193,6 +202,8 @@ class Dispatcher:
         driver = self.db.driver_connection()
         with ExitStack() as stack:
             stack.callback(driver.close)
+            # The SMTP connection: closed and replaced after an unexpected error mid-message.
+            session = stack.enter_context(ExitStack())
             connection: Connection | None = None
             while True:
                 try:
@@ -204,8 +215,11 @@ class Dispatcher:
                     break
                 try:
                     if connection is None:
-                        connection = stack.enter_context(self.transport.open())
+                        connection = session.enter_context(self.transport.open())
                     self._deliver(claim, connection, now, result, (driver, unrecorded), feed)
+                except _SessionSpoiled:
+                    session.close()
+                    connection = None
                 except (TransportUnavailable, RelayThrottled, DatabaseError, StopWaiting) as exc:
                     # Not this message's fault: it goes back unsent, and so does the rest.
                     feed.halt(exc, unsent=claim)
@@ -259,17 +273,21 @@ class Dispatcher:
                 delivery_id=claim.delivery_id,
             )  # fmt: skip
         except RenderError as exc:
+            # A plan edit may fix it: retried like a 4xx.
             log.warning("render failed for delivery %s: %s", claim.delivery_id, exc.message)
             self._temporary(claim, now, exc.message, result, feed)
             return
-        except ValueError as exc:
-            # Data no template can fix (an address stored malformed): fail this one, not the pass.
-            log.warning("cannot build delivery %s: %s", claim.delivery_id, exc)
-            failed = partial(store.record_failed, claim=claim, now=now,
-                             error=f"cannot build message: {exc}",
-                             next_due_at=self._next_due(claim, None))  # fmt: skip
-            if self._settle(claim, failed, feed, result):
-                result.failed += 1
+        except (UnsendableAddress, ValueError) as exc:
+            # Data no template can fix (an address no envelope can carry, a name no header
+            # can): fail this one for good, not the pass; the subscriber is not bounced.
+            reason = exc.message if isinstance(exc, UnsendableAddress) else str(exc)
+            self._failed(claim, now, f"cannot build message: {reason}", result, feed)
+            return
+        except Exception as exc:
+            # A fault of ours met by this subscriber's data: their retry, not the pass's end.
+            log.warning("cannot build delivery %s", claim.delivery_id, exc_info=True)
+            error = f"cannot build message: {_described(exc)}"
+            self._temporary(claim, now, error, result, feed)
             return
         # One transaction records the previous message's 250, proves this claim is still
         # ours and re-reads the subscriber's status: the last moment before DATA.
@@ -291,6 +309,8 @@ class Dispatcher:
                     exc.message, smtp_code=exc.smtp_code, enhanced_code=exc.enhanced_code
                 ) from exc
             self._temporary(claim, now, exc.message, result, feed)
+        except (TransportUnavailable, DatabaseError, StopWaiting):
+            raise  # about every message, not this one: _work hands the rest back
         except PermanentFailure as exc:
             rejected = partial(self._rejected, claim=claim, now=now, failure=exc)
             if not self._settle(claim, rejected, feed, result):
@@ -305,6 +325,14 @@ class Dispatcher:
                 result.bounced += 1
             else:
                 result.failed += 1
+        except Exception as exc:
+            # Not a reply but a fault of ours sending this message: retried like a 4xx. The
+            # session may be stuck mid-transaction, so the next message gets a new one.
+            log.warning("delivery %s: unexpected error while sending", claim.delivery_id,
+                        exc_info=True)  # fmt: skip
+            error = f"unexpected error while sending: {_described(exc)}"
+            self._temporary(claim, now, error, result, feed)
+            raise _SessionSpoiled from exc
         else:
             self._note_pace(self._real.monotonic() - started)
             sent_at = self.clock.now()
@@ -398,10 +426,36 @@ class Dispatcher:
         """Record a claim's outcome, if the claim is still this pass's (see `_record`)."""
         recorded = self._record(write)
         feed.finish(claim)
-        if not recorded:
+        if recorded:
+            return True
+        if self._subscriber_left(claim):
+            # Their unsubscribe (or a bounce) settled the step as skipped meanwhile: no engine
+            # lost anything.
+            log.info(
+                "delivery %s: subscriber %s left while it was being sent; the step stays "
+                "skipped", claim.delivery_id, claim.subscriber_id,
+            )  # fmt: skip
+            result.skipped += 1
+        else:
             log.debug("delivery %s: claim lost before its outcome was recorded", claim.delivery_id)
             result.lost += 1
-        return recorded
+        return False
+
+    def _subscriber_left(self, claim: Claim) -> bool:
+        with self.db.transaction() as session:
+            subscriber = store.subscriber_by_id(session, claim.subscriber_id)
+        return subscriber is None or subscriber.status != "active"
+
+    def _failed(
+        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed
+    ) -> None:
+        """A failure no retry can cure, about this message only: the step fails, the plan goes
+        on, the subscriber is not bounced."""
+        log.warning("delivery %s failed: %s", claim.delivery_id, error)
+        failed = partial(store.record_failed, claim=claim, now=now, error=error,
+                         next_due_at=self._next_due(claim, None))  # fmt: skip
+        if self._settle(claim, failed, feed, result):
+            result.failed += 1
 
     def _record(self, write: Callable[..., T]) -> T:
         """Commit what the mail server answered (see `_retrying`)."""
@@ -516,6 +570,14 @@ class Dispatcher:
     def _release(self, claims: list[Claim], result: PassResult) -> None:
         self._record(lambda session: store.release(session, claims))
         result.released += len(claims)
+
+
+class _SessionSpoiled(Exception):
+    """An unexpected error mid-message: the SMTP session's state is unknown."""
+
+
+def _described(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _zone_or_utc(name: str) -> ZoneInfo:

@@ -66,6 +66,14 @@ class InvalidAddress(BadInput):
         super().__init__(f"{address!r} is not a valid email address: {problem}")
 
 
+class UnsendableAddress(CampaignError):
+    """No SMTP envelope can carry this address (stored bypassing the signup checks)."""
+
+    def __init__(self, address: str, problem: str) -> None:
+        self.address = address
+        super().__init__(f"cannot send to {address!r}: {problem}")
+
+
 class UnknownSubscriber(BadInput):
     """No subscriber has that address."""
 

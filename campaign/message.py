@@ -16,6 +16,8 @@ from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.utils import format_datetime
 
+from campaign.addresses import ascii_domain
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _SPACES = re.compile(r"\s{2,}")
 # RFC 5322 allows 998 characters a line; folding at 78 would RFC 2047-encode a long
@@ -137,7 +139,8 @@ def build_message(
     lines += [f"--{alternative}", *_text_part_head("plain"), _quoted_printable(text)]
     lines += [f"--{alternative}", *_text_part_head("html"), _quoted_printable(html)]
     lines.append(f"--{alternative}--\r\n")
-    data = "\r\n".join(lines).encode("ascii")
+    # ASCII but for a To header with a non-ASCII local part (RFC 6532).
+    data = "\r\n".join(lines).encode("utf-8")
     if not attachments:
         return data
     parts = [data]
@@ -279,7 +282,7 @@ def _verbatim_header(name: str, value: str) -> str:
 
 def _address_header(name: str, mailbox: Address) -> str:
     """`Name <addr>`, the name quoted or RFC 2047-encoded as it needs; the bare addr if no name."""
-    addr_spec = _ascii_addr_spec(mailbox)
+    addr_spec = _wire_addr_spec(mailbox)
     display = mailbox.display_name
     if not display:
         return _verbatim_header(name, addr_spec)
@@ -290,17 +293,15 @@ def _address_header(name: str, mailbox: Address) -> str:
     return _fold(name, [_display_name_word(display), f"<{addr_spec}>"], _MAX_LINE)
 
 
-def _ascii_addr_spec(mailbox: Address) -> str:
+def _wire_addr_spec(mailbox: Address) -> str:
+    """The addr-spec as the envelope has it: an internationalised domain as its A-label.
+
+    A non-ASCII local part stays UTF-8 (RFC 6532): such a message goes only over SMTPUTF8.
+    """
     addr_spec = mailbox.addr_spec
     if addr_spec.isascii():
         return addr_spec
-    # An internationalised domain travels as its IDNA (punycode) form; a local part cannot
-    # without SMTPUTF8, which the engine does not use (signups refuse such addresses).
-    if not mailbox.username.isascii():
-        raise ValueError(f"cannot send to a non-ASCII local part: {addr_spec!r}")
-    return Address(
-        username=mailbox.username, domain=mailbox.domain.encode("idna").decode()
-    ).addr_spec
+    return Address(username=mailbox.username, domain=ascii_domain(mailbox.domain).lower()).addr_spec
 
 
 def _text_header(name: str, value: str) -> str:

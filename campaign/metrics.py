@@ -41,6 +41,12 @@ class Metrics:
             "Messages whose final reply never came (they may have arrived): retried once.",
             registry=self.registry,
         )
+        self.pass_errors = Counter(
+            "campaign_pass_errors",
+            "Sending passes of this process that ended in an unexpected error (a bug); "
+            "/healthz says which while the last pass failed.",
+            registry=self.registry,
+        )
         self.emails = Gauge(
             "campaign_emails", "Deliveries in the database, by plan step and status.",
             ["step", "status"], registry=self.registry,

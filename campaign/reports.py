@@ -42,6 +42,7 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
         leavers = store.unsubscribes_after_step(session, plan.id, UNSUBSCRIBE_WINDOW)
         clicks = store.clicks_by_step(session, plan.id)
         unknown = store.unknown_outcomes_by_step(session, plan.id)
+        problems = store.failure_reasons(session, plan.id)
     steps = []
     for step in plan.steps:
         # pending: active enrollments that have not got past this step yet.
@@ -66,6 +67,11 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
         "name": plan.name,
         "subscribers": {status: by_status.get(status, 0) for status in statuses},
         "steps": [asdict(s) for s in steps],
+        # Why emails failed or wait for a retry, commonest first (last_error of each).
+        "problems": [
+            {"status": status, "reason": reason, "count": count}
+            for status, reason, count in problems
+        ],
     }
 
 

@@ -37,6 +37,7 @@ class Service:
         housekeeping: Callable[[datetime], None] = lambda now: None,
         on_pass: Callable[[PassResult, float], None] = lambda result, seconds: None,
         on_pause: Callable[[str | None], None] = lambda reason: None,
+        on_pass_failure: Callable[[str | None], None] = lambda reason: None,
         senders: SenderPool | None = None,
     ) -> None:
         self.dispatcher = dispatcher
@@ -48,11 +49,14 @@ class Service:
         self._housekeeping = housekeeping
         self._on_pass = on_pass
         self._on_pause = on_pause
+        self._on_pass_failure = on_pass_failure
         self.stop_requested = threading.Event()
         #: why sending is paused in this process (None while it runs): the mail server, or a
         #: database that is gone or refuses writes (no heartbeat can say so then).
         self.paused_reason: str | None = None
         self._paused_by: str | None = None  # what the pause is about: one log line for each
+        #: why the last pass ended in an unexpected error (a bug), None after one that did not.
+        self.pass_failure: str | None = None
 
     def run_pass(self, now: datetime | None = None) -> PassResult:
         """One pass at `now` (read from the clock once, when not given); one log line.
@@ -85,6 +89,20 @@ class Service:
             except CampaignError as exc:
                 log.error("pass failed: %s", exc.message)
                 return PassResult(error=exc.message)
+            except Exception as exc:
+                return self._failed(exc)
+
+    def _failed(self, exc: Exception) -> PassResult:
+        """A pass ended by an unexpected error: its traceback logged once (not every tick),
+        /healthz degraded and `campaign_pass_errors_total` counting until a pass succeeds."""
+        reason = f"the last pass failed: {type(exc).__name__}"
+        if reason != self.pass_failure:
+            log.exception("pass failed: %s: %s", type(exc).__name__, exc)
+        else:
+            log.debug("pass failed again: %s: %s", type(exc).__name__, exc)
+        self.pass_failure = reason
+        self._on_pass_failure(reason)
+        return PassResult(error=reason)
 
     def _pass(self, now: datetime) -> PassResult:
         started = time.perf_counter()
@@ -96,6 +114,10 @@ class Service:
         elapsed = time.perf_counter() - started
         self.dispatcher.record_heartbeat(self.started_at, now, elapsed, result.error)
         self._on_pass(result, elapsed)
+        if self.pass_failure is not None:
+            log.info("passes succeed again")
+            self.pass_failure = None
+            self._on_pass_failure(None)
         if result.error:
             self._pause(result.error, result.error)
         elif self.paused_reason is not None:

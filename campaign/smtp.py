@@ -95,6 +95,10 @@ class FinalReplyLost(smtplib.SMTPException):
     """The whole message was sent, but the reply to its final dot never came."""
 
 
+class NoSMTPUTF8(Exception):
+    """The server does not offer SMTPUTF8, which a non-ASCII local part needs."""
+
+
 class _Client(smtplib.SMTP):
     """smtplib's client, with `data` quoting the message by `dot_stuffed`, and `deliver`:
     `sendmail` for one recipient that pipelines when the server allows it. The reply to the
@@ -113,21 +117,36 @@ class _Client(smtplib.SMTP):
                 raise smtplib.SMTPServerDisconnected("a reply line too long to read") from exc
             raise
 
-    def deliver(self, sender: str, recipient: str, data: bytes) -> None:
+    def deliver(self, sender: str, recipient: str, data: bytes, smtputf8: bool = False) -> None:
         """Send `data` to `recipient`, raising what `sendmail` raises.
 
         When the server offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write and
-        their three replies are read together: two round trips fewer per message.
+        their three replies are read together: two round trips fewer per message. With
+        `smtputf8` (a non-ASCII local part) MAIL carries SMTPUTF8 (RFC 6531), or
+        NoSMTPUTF8 is raised before anything is written when the server does not offer it.
         """
         self.ehlo_or_helo_if_needed()
-        if not self.has_extn("pipelining"):
-            self.sendmail(sender, [recipient], data)
-            return
+        options = []
+        if smtputf8:
+            if not self.has_extn("smtputf8"):
+                raise NoSMTPUTF8(recipient)
+            options = ["SMTPUTF8", *(["BODY=8BITMIME"] if self.has_extn("8bitmime") else [])]
+        try:
+            if not self.has_extn("pipelining"):
+                self.sendmail(sender, [recipient], data, mail_options=options)
+                return
+            self.command_encoding = "utf-8" if smtputf8 else "ascii"
+            self._pipelined(sender, recipient, data, options)
+        finally:
+            self.command_encoding = "ascii"  # the next message may be plain ASCII
+
+    def _pipelined(self, sender: str, recipient: str, data: bytes, options: list[str]) -> None:
         if "\r" in sender + recipient or "\n" in sender + recipient:
             raise ValueError("an address contains a line break")  # as putcmd() refuses
         size = f" SIZE={len(data)}" if self.has_extn("size") else ""
+        params = size + "".join([" " + option for option in options])
         self.send(
-            f"MAIL FROM:{smtp_path(sender)}{size}\r\nRCPT TO:{smtp_path(recipient)}\r\nDATA\r\n"
+            f"MAIL FROM:{smtp_path(sender)}{params}\r\nRCPT TO:{smtp_path(recipient)}\r\nDATA\r\n"
         )
         failure: smtplib.SMTPException | None = None
         code = 0
@@ -251,7 +270,17 @@ class SMTPConnection:
             self._smtp = self._connect()
             self._smtp.final_reply_timeout = self._transport.final_reply_timeout
         try:
-            self._smtp.deliver(envelope.sender, envelope.recipient, data)
+            self._smtp.deliver(envelope.sender, envelope.recipient, data, envelope.smtputf8)
+        except NoSMTPUTF8 as exc:
+            # The relay's limit, not the address's fault: not a bounce, nothing was sent.
+            raise PermanentFailure(
+                f"the relay does not offer SMTPUTF8, needed for {envelope.recipient}", bounce=False
+            ) from exc
+        except ValueError as exc:  # UnicodeEncodeError: raised before the command is written
+            self._reset()
+            raise PermanentFailure(
+                f"cannot write this message's envelope in SMTP: {exc}", bounce=False
+            ) from exc
         except smtplib.SMTPRecipientsRefused as exc:
             code, message = exc.recipients[envelope.recipient]
             self._reset()

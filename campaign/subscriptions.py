@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,16 +31,41 @@ def email_hash(email: str) -> str:
 
 
 def normalise_address(email: str) -> str:
-    """The address as stored: validated (syntax only, no DNS), domain lowercased.
+    """The address as stored, the form duplicates are found by (compared case-insensitively).
 
-    Raise InvalidAddress naming the address and the problem.
+    Validated (syntax only, no DNS): a local part of at most 64 characters and an address of
+    at most 254 (RFC 5321); no quoted local part, IP literal, dotless domain (user@localhost)
+    or special-use domain (.test, .local). Unicode NFC; the domain as its lower-case U-label
+    under IDNA 2008 and UTS 46 (x@xn--strae-oqa.de and x@Straße.DE are both x@straße.de,
+    which is not x@strasse.de). A local part that is not ASCII needs SMTPUTF8 to be sent
+    and is stored in lower case, so that every database's lower() compares it alike; an
+    ASCII one keeps its case. Raise InvalidAddress naming the address and the problem.
     """
     candidate = email.strip()
     try:
-        result = validate_email(candidate, check_deliverability=False, allow_smtputf8=False)
+        result = validate_email(
+            candidate,
+            check_deliverability=False,
+            allow_smtputf8=True,
+            strict=True,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+        )
     except EmailNotValidError as exc:
         raise InvalidAddress(candidate, str(exc)) from exc
-    return result.normalized
+    local = result.local_part
+    if not local.isascii():
+        local = unicodedata.normalize("NFC", local.lower())
+    return f"{local}@{result.domain}"
+
+
+def _lookup_form(email: str) -> str:
+    """How to look an operator's `email` up: normalised, or as typed if it is not valid
+    (an address stored before the rules were this strict)."""
+    try:
+        return normalise_address(email)
+    except InvalidAddress:
+        return email.strip()
 
 
 def checked_timezone(name: str | None) -> str:
@@ -52,7 +78,12 @@ def checked_timezone(name: str | None) -> str:
 
 
 def first_name_of(name: str | None) -> str:
-    cleaned = " ".join((name or "").split())
+    """A name as stored: control characters (NUL, which PostgreSQL cannot store, CR, LF)
+    and runs of white space become one space."""
+    name = name or ""
+    if not name.isprintable():
+        name = "".join([" " if unicodedata.category(char) == "Cc" else char for char in name])
+    cleaned = " ".join(name.split())
     if len(cleaned) > 100:
         raise BadInput("first name is longer than 100 characters")
     return cleaned
@@ -103,12 +134,13 @@ def subscribe(
 
 def clear_suppression(db: Database, *, email: str, now: datetime) -> bool:
     """An operator lifts a suppression (bounce, complaint, forget); False if there was none."""
+    email = _lookup_form(email)
     with db.transaction() as session:
         key = email_hash(email)
         if not store.is_suppressed(session, key):
             return False
         store.unsuppress(session, key)
-        known = store.find_subscriber(session, email.strip())
+        known = store.find_subscriber(session, email)
         if known is not None:
             store.reopen_suppressed(session, known.id, now)
     return True
@@ -117,7 +149,7 @@ def clear_suppression(db: Database, *, email: str, now: datetime) -> bool:
 def unsubscribe(db: Database, *, email: str, now: datetime) -> bool:
     """Stop all email to `email` at once; False if they had already left."""
     with db.transaction() as session:
-        known = store.find_subscriber(session, email.strip())
+        known = store.find_subscriber(session, _lookup_form(email))
         if known is None:
             raise UnknownSubscriber(email)
         if known.status == "unsubscribed":

@@ -12,7 +12,10 @@ class Envelope:
     """Who the SMTP transaction is from and to: exactly one recipient, never read from headers."""
 
     sender: str
+    #: as SMTP writes it: an internationalised domain as its A-label (xn--...).
     recipient: str
+    #: the recipient's local part is not ASCII: only a relay that offers SMTPUTF8 takes it.
+    smtputf8: bool = False
 
 
 class Connection(Protocol):

@@ -269,13 +269,15 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
         if refusal is not None:
             # No pass can record anything, nor write a heartbeat that says so.
             paused = DatabaseRefusesWrites(refusal).message
-        ok = age is not None and age <= stale_after and not paused
+        failure = app.pass_failure  # this process's last pass ended in an unexpected error
+        ok = age is not None and age <= stale_after and not paused and not failure
         body = {
             "status": "ok" if ok else "error" if refusal else "degraded",
             "database": f"refuses writes: {refusal}" if refusal else "ok",
             "sending": f"paused: {paused}" if paused else "ok",
             "last_pass_age_seconds": age,
             "stale_after_seconds": stale_after,
+            **({"last_pass": failure} if failure else {}),
         }
         return JSONResponse(body, 200 if ok else 503)
 

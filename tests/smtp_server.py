@@ -28,6 +28,8 @@ class Received:
     data: bytes
     #: the client's (host, port): which SMTP connection delivered it.
     peer: Any = None
+    #: MAIL FROM parameters, e.g. ["SMTPUTF8", "BODY=8BITMIME"].
+    mail_options: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> EmailMessage:
@@ -75,7 +77,13 @@ class _Handler:
                 return self.data_replies.pop(0)
             content = envelope.original_content or b""
             self.received.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), content, session.peer)
+                Received(
+                    str(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    content,
+                    session.peer,
+                    list(envelope.mail_options),
+                )
             )
             then = self.after_storing.pop(0) if self.after_storing else 0.0
         if then == "drop" and server.transport is not None:
@@ -87,10 +95,14 @@ class _Handler:
 
 
 class SMTPServer:
-    def __init__(self) -> None:
+    def __init__(self, *, smtputf8: bool = True) -> None:
+        """`smtputf8`: offer SMTPUTF8 (RFC 6531) in EHLO, as aiosmtpd's Controller does
+        unless told not to."""
         self.port = free_port()
         self.handler = _Handler()
-        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8
+        )
 
     def start(self) -> None:
         self._controller.start()

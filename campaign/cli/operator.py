@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -237,3 +238,9 @@ def stats(as_json: bool) -> None:
     for row in numbers["steps"]:
         table.add_row(row["key"], str(row["day"]), *[str(row[c]) for c in columns])
     out.print(table)
+    for problem in numbers["problems"]:
+        # The reason may quote a subscriber's address: shown as text, never as markup.
+        out.print(
+            f"{problem['status']} x{problem['count']}: {escape(problem['reason'])}",
+            highlight=False,
+        )

@@ -10,6 +10,7 @@ that also stops a new holder from sending the step again.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -290,12 +291,24 @@ def _naive(instant: datetime | None) -> datetime | None:
     return None if instant is None else instant.astimezone(UTC).replace(tzinfo=None)
 
 
+#: what a delivery log's last_error cannot hold: PostgreSQL refuses NUL in text, and a
+#: reason that quotes a hostile address or name must stay one readable line.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+_ERROR_CHARS = 1000
+
+
+def _one_line(error: str | None) -> str | None:
+    if error is None or (error.isprintable() and len(error) <= _ERROR_CHARS):
+        return error
+    return _UNPRINTABLE.sub(" ", error)[:_ERROR_CHARS]
+
+
 def _settle_params(
     claim: Claim, status: str, now: datetime, error: str | None, *, unknown: int = 0
 ) -> dict[str, Any]:
     at = _naive(now)
     return {
-        "status": status, "error": error, "now": at, "delivery": claim.delivery_id,
+        "status": status, "error": _one_line(error), "now": at, "delivery": claim.delivery_id,
         "sent_at": at if status == "sent" else None, "unknown": unknown,
         "enrollment": claim.enrollment_id, "owner": claim.owner,
     }  # fmt: skip

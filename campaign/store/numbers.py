@@ -31,6 +31,24 @@ def count_deliveries_by_step(session: Session, plan_id: str) -> dict[tuple[str, 
     return {(key, status): count for key, status, count in rows}
 
 
+def failure_reasons(session: Session, plan_id: str, limit: int = 10) -> list[tuple[str, str, int]]:
+    """The commonest reasons deliveries failed or wait for a retry: (status, reason, count)."""
+    count = func.count().label("count")
+    rows = session.execute(
+        select(Delivery.status, Delivery.last_error, count)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(
+            Enrollment.plan_id == plan_id,
+            Delivery.status.in_(("failed", "retry")),
+            Delivery.last_error.is_not(None),
+        )
+        .group_by(Delivery.status, Delivery.last_error)
+        .order_by(count.desc(), Delivery.status, Delivery.last_error)
+        .limit(limit)
+    )
+    return [(str(status), str(reason), int(n)) for status, reason, n in rows]
+
+
 def unknown_outcomes_by_step(session: Session, plan_id: str) -> dict[str, int]:
     """Per step, deliveries whose server never answered the end of the message at least once
     (each may have arrived twice, or, if still unknown, not at all)."""

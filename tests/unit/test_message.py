@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
+from email import message_from_bytes, message_from_string, policy
 from email.header import decode_header, make_header
 from email.headerregistry import Address
 
@@ -12,6 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from campaign.addresses import wire_address
+from campaign.errors import UnsendableAddress
 from campaign.message import address, build_message, header_text
 
 INJECTIONS = [
@@ -114,3 +116,63 @@ def test_a_non_ascii_domain_is_written_as_punycode() -> None:
         policy=policy.default,
     )  # fmt: skip
     assert [a.addr_spec for a in parsed["To"].addresses] == ["ann@xn--exmple-cua.org"]
+
+
+def _to_header(email: str, name: str = "Ann") -> tuple[bytes, str]:
+    data = build_message(
+        sender=Address("N", "n", "example.org"), recipient=address(email, name),
+        subject="S", text="t", html="<p>t</p>", message_id="<1@example.org>",
+        date=datetime(2026, 12, 1, tzinfo=UTC),
+    )  # fmt: skip
+    # RFC 6532: a UTF-8 header is read as UTF-8.
+    parsed = message_from_string(data.decode("utf-8"), policy=policy.default)
+    return data, str(parsed["To"].addresses[0].addr_spec)
+
+
+@pytest.mark.parametrize(
+    ("email", "wire"),
+    [
+        ("x@straße.de", "x@xn--strae-oqa.de"),  # IDNA 2008: not strasse.de
+        ("x@faß.de", "x@xn--fa-hia.de"),
+        ("x@bücher.example.com", "x@xn--bcher-kva.example.com"),
+        ("x@xn--strae-oqa.de", "x@xn--strae-oqa.de"),
+    ],
+)
+def test_an_internationalised_domain_is_its_idna_2008_a_label_in_to(email: str, wire: str) -> None:
+    """The To header carries the non-transitional A-label, never a different domain."""
+    data, to = _to_header(email)
+    assert to == wire
+    assert data.isascii()
+
+
+def test_a_non_ascii_local_part_is_a_utf8_to_header() -> None:
+    """RFC 6532: a non-ASCII local part stays UTF-8 in To, its domain still the A-label."""
+    data, to = _to_header("jürgen@straße.de", "Jürgen")
+    assert to == "jürgen@xn--strae-oqa.de"
+    assert "To: =?utf-8?q?J=C3=BCrgen?= <jürgen@xn--strae-oqa.de>".encode() in data
+    assert data.replace("jürgen".encode(), b"").isascii()  # the only UTF-8 in the message
+
+
+@pytest.mark.parametrize(
+    ("email", "problem"),
+    [
+        ("x@exa\u00admple.com\u0000", "control character"),
+        ("no-at-sign", "no local part"),
+        ("@example.org", "no local part"),
+        ("x@\u2028.de", "control character or a line break"),
+        ("x@a\u200d\u0300.de", "no IDNA form"),
+        ("x@-straße.de", "no IDNA form"),
+    ],
+)
+def test_an_address_no_envelope_can_carry_is_refused_by_name(email: str, problem: str) -> None:
+    """An address stored bypassing the checks is refused with a reason, before any SMTP."""
+    with pytest.raises(UnsendableAddress) as caught:
+        wire_address(email)
+    assert problem in caught.value.message
+
+
+def test_an_ascii_address_is_sent_as_stored() -> None:
+    """The common case: nothing mapped, no SMTPUTF8."""
+    wire = wire_address("Ann.Lee@Example.org")
+    assert (wire.addr_spec, wire.smtputf8) == ("Ann.Lee@Example.org", False)
+    assert wire_address("ü@straße.de").smtputf8
