@@ -56,6 +56,7 @@ from campaign.store.people import (
     suppression_reason,
     unsuppress,
 )
+from campaign.store.sent import address_by_message_id, delivery_address, subscriber_address
 
 __all__ = [
     "SETTLED",
@@ -68,6 +69,7 @@ __all__ = [
     "ProofRequest",
     "SubscriberRecord",
     "add_subscriber",
+    "address_by_message_id",
     "beat",
     "cancel_enrollments",
     "claim_due",
@@ -77,6 +79,7 @@ __all__ = [
     "count_deliveries_by_step",
     "count_subscribers_by_status",
     "delete_subscriber",
+    "delivery_address",
     "due_count",
     "enrol",
     "enrollment_id",
@@ -102,6 +105,7 @@ __all__ = [
     "resume_enrollment",
     "set_subscriber_status",
     "stop_mailing",
+    "subscriber_address",
     "subscriber_by_id",
     "suppress",
     "suppression_reason",
