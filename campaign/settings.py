@@ -143,7 +143,7 @@ class Settings(BaseModel):
     @property
     def return_path_domain(self) -> str:
         """Where bounces go: `bounces+TOKEN@` this domain (BOUNCE_DOMAIN, else MAIL_FROM's)."""
-        return self.bounce_domain or self.sender_address.rpartition("@")[2]
+        return self.bounce_domain or self.sender_address.rpartition("@")[2].lower()
 
     @property
     def sender_name(self) -> str:

@@ -4,7 +4,7 @@ is believed only for a message we sent to that very address. Pure: no database, 
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -16,12 +16,11 @@ DELIVERY, CONFIRMATION = "d", "c"
 _KINDS = (DELIVERY, CONFIRMATION)
 # 10 bytes (80 bits) of HMAC-SHA256: far beyond guessing one address's token by mailing reports.
 _MAC_BYTES = 10
-# Lowercase only (base36 id, base32 MAC of 16 characters): some MTAs change a local part's case.
-_TOKEN = re.compile(r"([dc])([0-9a-z]{1,13})-([a-z2-7]{16})")
+# Lowercase hex only (the id, then 20 digits of MAC): some MTAs change a local part's case.
+_TOKEN = re.compile(r"([dc])([0-9a-f]{1,16})-([0-9a-f]{20})")
 #: a return path anywhere in a header value; what follows "+" is checked by `parse`.
 RETURN_PATH = re.compile(rf"(?<![\w.+-]){LOCAL_PART}\+([^@\s<>\"';,]{{1,64}})@", re.IGNORECASE)
 _KEY_PURPOSE = b"campaign verp return path v1"
-_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass(frozen=True)
@@ -55,38 +54,29 @@ def _unicode_label(label: str) -> str:
         return label  # not valid punycode: compared as written
 
 
-def _base36(number: int) -> str:
-    digits = ""
-    while True:
-        number, digit = divmod(number, 36)
-        digits = _BASE36[digit] + digits
-        if not number:
-            return digits
-
-
 class ReturnPaths:
     """Signs and checks VERP tokens with a key derived from SECRET_KEY for this purpose only:
     no VERP token is a link token (unsubscribe, confirm, click), and no link token a VERP one."""
 
     def __init__(self, secret_key: str, domain: str) -> None:
-        self._key = hmac.digest(
-            secret_key.encode("utf-8"), b"campaign verp return path v1", "sha256"
-        )
+        key = hmac.digest(secret_key.encode("utf-8"), _KEY_PURPOSE, "sha256")
+        # Keyed once: each email then costs one copy and one SHA-256 of a short text.
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
         self.domain = domain
 
     def _mac(self, kind: str, ident: int, address: str) -> str:
-        payload = f"{kind}.{ident}.{canonical_address(address)}".encode()
-        digest = hmac.digest(self._key, payload, "sha256")[:_MAC_BYTES]
-        return base64.b32encode(digest).decode("ascii").lower()
+        mac = self._keyed.copy()
+        mac.update(f"{kind}.{ident}.{canonical_address(address)}".encode())
+        return mac.digest()[:_MAC_BYTES].hex()
 
     def token(self, kind: str, ident: int, address: str) -> str:
-        """`d1z-<mac>`: at most 31 characters of [0-9a-z-], a dot-atom in any local part."""
-        if kind not in _KINDS or ident < 0:
+        """`d1f-<20 hex digits>`: at most 38 characters of [0-9a-f-], a dot-atom anywhere."""
+        if kind not in _KINDS or not 0 <= ident < 16**16:
             raise ValueError(f"no VERP token for {kind!r} {ident}")
-        return f"{kind}{_base36(ident)}-{self._mac(kind, ident, address)}"
+        return f"{kind}{ident:x}-{self._mac(kind, ident, address)}"
 
     def return_path(self, kind: str, ident: int, address: str) -> str:
-        """The envelope sender for one email: `bounces+TOKEN@domain` (local part <= 40)."""
+        """The envelope sender for one email: `bounces+TOKEN@domain` (local part <= 46)."""
         return f"{LOCAL_PART}+{self.token(kind, ident, address)}@{self.domain}"
 
     def verifies(self, ref: TokenRef, address: str) -> bool:
@@ -100,7 +90,7 @@ def parse(token: str) -> TokenRef | None:
     if found is None:
         return None
     kind, ident, mac = found.groups()
-    return TokenRef(kind, int(ident, 36), mac)
+    return TokenRef(kind, int(ident, 16), mac)
 
 
 def tokens_in(text: str) -> list[str]:
