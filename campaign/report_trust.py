@@ -60,9 +60,11 @@ def check(session: Session, paths: ReturnPaths, evidence: Evidence, address: str
         if ref is None:
             reasons.append("its VERP token is malformed or truncated")
             continue
-        if wanted and paths.verifies(ref, wanted):
-            return Verdict(address, "VERP token")
         sent_to = _sent_to(session, ref)
+        if wanted and paths.verifies(ref, wanted):
+            # The stored spelling (`straße.de` for a report's `xn--strae-oqa.de`) finds the row.
+            same = sent_to is not None and canonical_address(sent_to) == wanted
+            return Verdict(sent_to if same else address, "VERP token")
         if sent_to is None or not paths.verifies(ref, sent_to):
             reasons.append("its VERP token does not verify (forged or altered)")
         elif not wanted:

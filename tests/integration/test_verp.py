@@ -10,6 +10,7 @@ from pathlib import Path
 from campaign import bounces, signups, store, subscriptions
 from campaign.bootstrap import App, return_paths
 from campaign.clock import FixedClock
+from campaign.testing import RecordingTransport
 from campaign.verp import DELIVERY, ReturnPaths
 from tests.bounce_reports import arf, dsn
 from tests.conftest import ROOT, EngineFactory
@@ -236,3 +237,22 @@ def test_a_dsn_about_two_recipients_applies_only_to_the_one_we_mailed(
     assert [v for _, v, _ in report.outcomes] == ["applied", "not ours"]
     assert _status(app, "gone@example.net") == "bounced"
     assert _status(app, "victim@example.net") == "active"
+
+
+def test_a_bounce_naming_the_a_label_of_an_international_domain_finds_its_subscriber(
+    engine: EngineFactory, tmp_path: Path
+) -> None:
+    """A report for `x@xn--strae-oqa.de` bounces the subscriber stored as `x@straße.de`, and one
+    for `x@strasse.de` (another domain) is not ours."""
+    transport = RecordingTransport()
+    app, clock = engine(START, transport)
+    subscriptions.subscribe(
+        app.db, app.plan, email="x@straße.de", first_name="", timezone="UTC", now=START
+    )
+    tick(app, clock, START)
+    [sent] = transport.sent
+    wrong = dsn(delivered_to=sent.envelope.sender, final_recipient="x@strasse.de")
+    right = dsn(delivered_to=sent.envelope.sender, final_recipient="x@xn--strae-oqa.de")
+    report = _ingest(app, tmp_path, wrong, right)
+    assert [verdict for _, verdict, _ in report.outcomes] == ["not ours", "applied"]
+    assert _status(app, "x@straße.de") == "bounced"
