@@ -23,7 +23,8 @@ _ADDRESS = re.compile(r"[^\s<>;]+@[^\s<>;]+")
 
 @dataclass(frozen=True)
 class Finding:
-    """One address a report is about: `kind` is "bounce" (permanent) or "complaint"."""
+    """One address a report is about: `kind` is "bounce" (permanent) or "complaint"; the
+    address is empty for a complaint whose provider redacted the recipient."""
 
     kind: str
     address: str
@@ -172,6 +173,7 @@ def ingest(
         if not found:
             result.ignored.append(str(path))
             result.outcomes.append((str(path), "not a bounce", "nothing to act on"))
+            continue
         evidence = evidence_of(message)
         for finding in found:
             status = "bounced" if finding.kind == "bounce" else "complained"
