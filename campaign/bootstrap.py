@@ -34,6 +34,7 @@ from campaign.settings import Settings
 from campaign.signups import Signups
 from campaign.smtp import SMTPTransport
 from campaign.transport import Transport
+from campaign.verp import ReturnPaths
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +283,14 @@ def _composer(settings: Settings, plan: Plan) -> tuple[Renderer, Composer]:
         public_base_url=settings.public_base_url,
         secret_key=settings.secret_key.get_secret_value(),
         track_clicks=settings.track_clicks,
+        return_paths=return_paths(settings),
     )
     return renderer, composer
+
+
+def return_paths(settings: Settings) -> ReturnPaths:
+    """The VERP signer every email is sent with and every bounce report is checked against."""
+    return ReturnPaths(settings.secret_key.get_secret_value(), settings.return_path_domain)
 
 
 def plan_fingerprint(settings: Settings) -> tuple[tuple[str, int], ...]:

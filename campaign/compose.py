@@ -19,6 +19,7 @@ from campaign.message import Attachment, address, build_message
 from campaign.plan import Plan, Step
 from campaign.render import RenderedEmail, Renderer, subscriber_context
 from campaign.transport import Envelope
+from campaign.verp import CONFIRMATION, DELIVERY, ReturnPaths
 
 _HREF = re.compile(r'href="(https?://[^"]+)"')
 
@@ -49,6 +50,7 @@ class Composer:
         public_base_url: str,
         secret_key: str,
         track_clicks: bool = False,
+        return_paths: ReturnPaths | None = None,
     ) -> None:
         self.plan = plan
         self.renderer = renderer
@@ -56,6 +58,7 @@ class Composer:
         self.public_base_url = public_base_url.rstrip("/")
         self._secret = secret_key
         self.track_clicks = track_clicks
+        self.return_paths = return_paths
         self._attachments: dict[Path, Attachment] = {}
 
     def new_message_id(self) -> str:
@@ -104,11 +107,13 @@ class Composer:
         subject_prefix: str = "",
         extra: Mapping[str, Any] | None = None,
         delivery_id: int | None = None,
+        confirmation: bool = False,
     ) -> Composed:
         """Render and build; raises RenderError for a template that fails for this subscriber,
         UnsendableAddress (or ValueError) for an address or name no message can carry.
 
-        With click tracking on and a `delivery_id`, links become signed `/c/` redirects.
+        With click tracking on and a `delivery_id`, links become signed `/c/` redirects. A
+        delivery or a `confirmation` is sent from a VERP return path naming it (`envelope_sender`).
         """
         unsubscribe = self.unsubscribe_url(recipient.subscriber_id, now)
         rendered = self._render(step, recipient, unsubscribe, extra)
@@ -130,9 +135,23 @@ class Composer:
             },
             attachments=[self._attachment(path) for path in step.attachments],
         )
+        envelope_sender = self.envelope_sender(recipient, delivery_id, confirmation=confirmation)
         wire = wire_address(recipient.email)
-        envelope = Envelope(self.sender.addr_spec, wire.addr_spec, smtputf8=wire.smtputf8)
+        envelope = Envelope(envelope_sender, wire.addr_spec, smtputf8=wire.smtputf8)
         return Composed(envelope, data, rendered)
+
+    def envelope_sender(
+        self, recipient: Recipient, delivery_id: int | None, *, confirmation: bool = False
+    ) -> str:
+        """MAIL FROM: `bounces+TOKEN@domain` for a delivery or a confirmation, so that a bounce
+        report is believed only for an email we sent to that address; else MAIL_FROM (tests)."""
+        if self.return_paths is not None:
+            if delivery_id is not None:
+                return self.return_paths.return_path(DELIVERY, delivery_id, recipient.email)
+            if confirmation:
+                ident = recipient.subscriber_id
+                return self.return_paths.return_path(CONFIRMATION, ident, recipient.email)
+        return self.sender.addr_spec
 
     def click_url(self, delivery_id: int, target: str, now: datetime) -> str:
         token = tokens.sign(self._secret, "click", delivery_id, now, data=target)

@@ -27,6 +27,8 @@ class OutboxConnection:
             except FileExistsError:
                 continue
             with os.fdopen(fd, "wb") as handle:
+                # As the receiving mailbox would show it: the envelope sender (a VERP return path).
+                handle.write(b"Return-Path: <" + envelope.sender.encode("utf-8") + b">\r\n")
                 handle.write(data)
             return
 

@@ -17,6 +17,9 @@ from campaign.errors import ConfigError
 
 #: Used only when no SMTP_HOST is set (dev sink): links still verify across restarts.
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
+_DOMAIN = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+)
 
 
 class Settings(BaseModel):
@@ -37,6 +40,8 @@ class Settings(BaseModel):
     #: system's store (a private relay, a test CA). Verification stays on either way.
     smtp_ca_file: Path | None = None
     mail_from: str = "Pain & Injury Doctor <newsletter@example.com>"
+    #: the domain of the VERP return path `bounces+TOKEN@BOUNCE_DOMAIN` (default: MAIL_FROM's).
+    bounce_domain: str | None = None
     public_base_url: str = "http://localhost:8000"
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     plan_path: Path = Path("plans/thirty_day.yaml")
@@ -76,6 +81,16 @@ class Settings(BaseModel):
         if "@" not in addr or any(c in value for c in "\r\n"):
             raise ValueError("must be an address such as 'Name <newsletter@example.com>'")
         Address(display_name=name, addr_spec=addr)  # raises on an unusable address
+        return value
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _bounce_domain_is_a_domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower().rstrip(".")
+        if not _DOMAIN.fullmatch(value) or len(value) > 253:
+            raise ValueError("must be a domain name such as 'example.com' (ASCII, A-labels)")
         return value
 
     @field_validator("public_base_url")
@@ -124,6 +139,11 @@ class Settings(BaseModel):
     def sender_address(self) -> str:
         """The bare address of MAIL_FROM (the envelope sender)."""
         return parseaddr(self.mail_from)[1]
+
+    @property
+    def return_path_domain(self) -> str:
+        """Where bounces go: `bounces+TOKEN@` this domain (BOUNCE_DOMAIN, else MAIL_FROM's)."""
+        return self.bounce_domain or self.sender_address.rpartition("@")[2].lower()
 
     @property
     def sender_name(self) -> str:

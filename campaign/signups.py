@@ -113,6 +113,7 @@ class Signups:
             message_id=self.composer.new_message_id(),
             now=now,
             extra={"confirm_url": self.composer.confirm_url(subscriber_id, now)},
+            confirmation=True,
         )
         try:
             with self.transport.open() as connection:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from campaign import bounces, reports, signups, subscriptions
-from campaign.bootstrap import make_service
+from campaign.bootstrap import make_service, return_paths
 from campaign.cli.common import (
     NOW,
     err,
@@ -177,17 +177,22 @@ def bounces_group() -> None:
 @NOW
 @reports_errors
 def bounces_ingest(paths: tuple[Path, ...], now: datetime | None) -> None:
-    """Read DSN bounces and ARF complaints (files, folders, maildirs); suppress each address."""
+    """Read DSN bounces and ARF complaints (files, folders, maildirs); suppress each address
+    that a report shows we mailed (its VERP token or Message-ID); say per file what was done."""
     app = make_app(now)
-    result = bounces.ingest(app.db, list(paths), app.clock.now())
-    for line in result.bounced:
-        out.print(f"bounced {line}", highlight=False)
-    for line in result.complained:
-        out.print(f"complained {line}", highlight=False)
-    for path, problem in result.unreadable:
-        click.echo(f"{path}: unreadable: {problem}", err=True)
+    result = bounces.ingest(
+        app.db, list(paths), app.clock.now(), return_paths=return_paths(app.settings)
+    )
+    for path, verdict, what in result.outcomes:
+        # Report text is a stranger's: shown as written, never as Rich markup.
+        line = f"{path}: {verdict}: {what}"
+        if verdict == "unreadable":
+            click.echo(line, err=True)
+        else:
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
     out.print(
         f"{len(result.bounced)} bounced, {len(result.complained)} complained, "
+        f"{len(result.not_ours)} not ours, "
         f"{len(result.ignored)} file(s) with nothing to act on"
     )
 

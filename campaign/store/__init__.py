@@ -57,6 +57,7 @@ from campaign.store.people import (
     suppression_reason,
     unsuppress,
 )
+from campaign.store.sent import address_by_message_id, delivery_address, subscriber_address
 
 __all__ = [
     "SETTLED",
@@ -69,6 +70,7 @@ __all__ = [
     "ProofRequest",
     "SubscriberRecord",
     "add_subscriber",
+    "address_by_message_id",
     "beat",
     "cancel_enrollments",
     "claim_due",
@@ -78,6 +80,7 @@ __all__ = [
     "count_deliveries_by_step",
     "count_subscribers_by_status",
     "delete_subscriber",
+    "delivery_address",
     "due_count",
     "enrol",
     "enrollment_id",
@@ -104,6 +107,7 @@ __all__ = [
     "resume_enrollment",
     "set_subscriber_status",
     "stop_mailing",
+    "subscriber_address",
     "subscriber_by_id",
     "suppress",
     "suppression_reason",

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.bounce_reports import arf, dsn
 from tests.conftest import ROOT
 from tests.smtp_server import SMTPServer
 
@@ -254,13 +255,36 @@ def test_export_prints_everything_and_forget_erases_all_but_a_suppression_hash(r
     assert "suppressed" in again.stderr
 
 
-def test_bounces_ingest_reads_a_folder_of_reports_and_suppresses(run: Run) -> None:
-    """`bounces ingest DIR` bounces hard-bounced and complaining addresses, and says so."""
+def test_bounces_ingest_reads_a_folder_of_reports_and_suppresses(run: Run, tmp_path: Path) -> None:
+    """`bounces ingest DIR` bounces and marks complained the addresses whose reports are about
+    our emails, says per file applied / not ours (why) / not a bounce, and suppresses no one else.
+
+    Changed with VERP: the forged fixtures that used to suppress now count as not ours."""
     for email in ("gone@example.org", "angry@example.org", "slow@example.org"):
         assert run(*CAMPAIGN, "subscribe", email).returncode == 0
-    result = run(*CAMPAIGN, "bounces", "ingest", str(ROOT / "tests" / "fixtures"))
+    assert run(*CAMPAIGN, "tick", drop=("SMTP_HOST",)).returncode == 0
+    sent = {eml.name.split("_", 1)[1]: eml.read_bytes() for eml in (tmp_path / "outbox").glob("*")}
+    gone = sent["gone@example.org.eml"]
+    return_path = gone.split(b"\r\n", 1)[0].decode().removeprefix("Return-Path: <")[:-1]
+    assert return_path.startswith("bounces+d")
+    reports = tmp_path / "reports"
+    shutil.copytree(ROOT / "tests" / "fixtures", reports)
+    (reports / "real_bounce.eml").write_bytes(
+        dsn(delivered_to=return_path, final_recipient="gone@example.org", original=gone)
+    )
+    (reports / "real_complaint.eml").write_bytes(arf(original=sent["angry@example.org.eml"]))
+    result = run(*CAMPAIGN, "bounces", "ingest", str(reports))
     assert result.returncode == 0, result.stderr
-    assert "1 bounced, 1 complained, 1 file(s) with nothing to act on" in result.stdout
+    assert "1 bounced, 1 complained, 2 not ours, 1 file(s) with nothing to act on" in result.stdout
+    lines = result.stdout.splitlines()
+    assert any("real_bounce.eml: applied: bounced gone@example.org" in line for line in lines)
+    assert any(
+        "real_complaint.eml: applied: complained angry@example.org" in line for line in lines
+    )
+    assert any(
+        "dsn_hard_bounce.eml: not ours: gone@example.org: no VERP token" in line for line in lines
+    )
+    assert any("dsn_delayed.eml: not a bounce" in line for line in lines)
     stats = json.loads(run(*CAMPAIGN, "stats", "--json").stdout)
     assert stats["subscribers"] == {
         "pending": 0, "active": 1, "unsubscribed": 0, "bounced": 1, "complained": 1,

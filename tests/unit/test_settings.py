@@ -171,3 +171,21 @@ def test_real_environment_variables_win_over_the_env_file(
     assert merged["LOG_LEVEL"] == "DEBUG"
     settings = Settings.from_env({k: merged[k] for k in ("TICK_SECONDS", "LOG_LEVEL")})
     assert (settings.tick_seconds, settings.log_level) == (5.0, "DEBUG")
+
+
+def test_bounces_go_to_the_mail_from_domain_unless_bounce_domain_is_set() -> None:
+    """The VERP return path goes to the MAIL_FROM domain by default, to BOUNCE_DOMAIN if set."""
+    mail_from = {"MAIL_FROM": "News <news@Letters.example.org>"}
+    assert Settings.from_env(mail_from).return_path_domain == "letters.example.org"
+    chosen = Settings.from_env({**mail_from, "BOUNCE_DOMAIN": "Bounces.Example.COM."})
+    assert chosen.return_path_domain == "bounces.example.com"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["bounces@example.com", "ex ample.com", "-x.example.com", "straße.de", "a..b", "x\r\ny"],
+)
+def test_a_bounce_domain_that_is_not_a_domain_name_is_named_at_start_up(value: str) -> None:
+    """An address, spaces, a leading hyphen, a U-label or a line break in BOUNCE_DOMAIN: refused."""
+    error = _config_error({"BOUNCE_DOMAIN": value})
+    assert "BOUNCE_DOMAIN" in str(error)
