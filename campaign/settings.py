@@ -41,6 +41,8 @@ class Settings(BaseModel):
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     plan_path: Path = Path("plans/thirty_day.yaml")
     templates_dir: Path = Path("templates/emails")
+    #: the third folder a plan's files (ebook, attachments) may come from, besides its own.
+    assets_dir: Path = Path("assets")
     outbox_dir: Path = Path("outbox")
     ebook_url: str | None = None
     postal_address: str = "Pain & Injury Doctor, 123 Example Street, Springfield, USA"
