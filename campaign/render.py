@@ -23,7 +23,13 @@ from campaign.errors import PlanProblem, RenderError
 from campaign.message import Joined, header_text
 from campaign.plaintext import convert, html_to_text, spells_out
 from campaign.plan import CONFIRMATION_INDEX, Plan, Step
-from campaign.sandbox import file_templates, string_templates, unsafe_in_template, unsafe_uses
+from campaign.sandbox import (
+    TEMPLATE_FAILURES,
+    file_templates,
+    string_templates,
+    unsafe_in_template,
+    unsafe_uses,
+)
 from campaign.skeleton import SCHEMES, Fill, Skeleton, inert, regular, scheme
 from campaign.template_flow import only_prints
 
@@ -167,7 +173,7 @@ class Renderer:
             html = self._inliner.inline(raw_html)
         except TemplateError as exc:
             raise RenderError(step.key, _describe(exc, self.templates_dir)) from exc
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (*TEMPLATE_FAILURES, AttributeError) as exc:
             raise RenderError(step.key, str(exc)) from exc
         return RenderedEmail(subject, preheader, html, text)
 
@@ -200,7 +206,7 @@ class Renderer:
                 text = filled[1] if filled else html_to_text(raw_html())
         except TemplateError as exc:
             raise RenderError(step.key, _describe(exc, self.templates_dir)) from exc
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (*TEMPLATE_FAILURES, AttributeError) as exc:
             raise RenderError(step.key, str(exc)) from exc
         return RenderedEmail(subject, preheader, html, text)
 
@@ -282,7 +288,7 @@ class Renderer:
             # A canary: a full render with other values must give what the skeleton gives.
             probe_raw = self._placeholder_render(step, compiled, names, probes)
             probe_html, probe_text = self._inliner.inline(probe_raw), html_to_text(probe_raw)
-        except (TemplateError, TypeError, ValueError, AttributeError) as exc:
+        except (TemplateError, *TEMPLATE_FAILURES, AttributeError) as exc:
             log.debug("step %s: placeholders do not render (%s); rendered in full", step.key, exc)
             return None  # the full path raises the error, if any, for each email
         index = {placeholder: i for i, placeholder in enumerate(placeholders)}
@@ -364,7 +370,7 @@ class Renderer:
         for name, template in (("subject", compiled.subject), ("preheader", compiled.preheader)):
             try:
                 template.render(context)
-            except (TemplateError, TypeError, ValueError, AttributeError) as exc:
+            except (TemplateError, *TEMPLATE_FAILURES, AttributeError) as exc:
                 message = getattr(exc, "message", None) or str(exc)
                 return self.plan.problem(f"{step.field_path}.{name}", message)
         return None

@@ -8,6 +8,8 @@ when it loads, with its file:line, before any email is rendered.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,18 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 MAX_REPEAT = 100_000
 MAX_EXPONENT = 256
 
+#: Names of str methods and filters that pad a value to a width given as a number.
+_WIDENING = {"center", "ljust", "rjust", "zfill", "expandtabs", "indent", "wordwrap"}
+#: A `%` or `{}` format with a width or precision of 6 digits or more, or taken from an
+#: argument (`%*d`, `{:{}}`), where it cannot be checked before formatting.
+_WIDE_FORMAT = re.compile(
+    r"%[-#0 +]*(\d{6,}|\d*\.\d{6,}|\*|\d*\.\*)|\{[^{}]*:[^{}]*(\d{6,}|\{)"
+)
+
+#: What rendering a marketer's template may raise besides TemplateError: its own mistakes
+#: (`1/0`, `[][1]`, `range(10**9)`, a macro calling itself), never ours to crash on.
+TEMPLATE_FAILURES = (ArithmeticError, LookupError, TypeError, ValueError, RecursionError)
+
 #: Methods that change a value in place (the immutable sandbox refuses them at render).
 _MUTATING = {
     *("append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse"),
@@ -30,14 +44,37 @@ _MUTATING = {
 
 
 class TemplateSandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox with only `range` as a global and bounded `*` and `**`."""
+    """Jinja's immutable sandbox with only `range` as a global, and bounded sizes.
 
-    intercepted_binops = frozenset({"*", "**"})
+    The sandbox stops code from running; the bounds stop one short expression from building
+    gigabytes (`'x' * 10**9`, `2 ** 10**9`, `'x'|center(10**9)`, `'%09999999d' % 1`), which
+    Jinja's constant folding would otherwise do as the template loads.
+    """
+
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def __init__(self, **options: Any) -> None:
         super().__init__(undefined=StrictUndefined, **options)
         # lipsum, cycler, joiner, namespace and dict are not among the documented names.
         self.globals = {"range": self.globals["range"]}
+        for name in ("center", "indent", "wordwrap"):
+            self.filters[name] = _bounded(name, self.filters[name])
+        self.filters["format"] = _checked_format(self.filters["format"])
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(__obj, "__name__", "")
+            if name in _WIDENING:
+                _check_widths(name, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """`'...'.format` as the sandbox wraps it, refused if a field is too wide."""
+        owner = getattr(value, "__self__", None)
+        if isinstance(owner, str) and getattr(value, "__name__", "") in ("format", "format_map"):
+            _check_format(owner)
+        return super().wrap_str_format(value)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int) and abs(right) > MAX_EXPONENT:
@@ -50,7 +87,35 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
                 and len(sized) * count > MAX_REPEAT
             ):
                 raise SecurityError(f"a value repeated past {MAX_REPEAT:,} items is not allowed")
+        if operator == "%" and isinstance(left, str):
+            _check_format(left)
         return super().call_binop(context, operator, left, right)
+
+
+def _check_widths(name: str, args: Any, kwargs: Any) -> None:
+    if any(isinstance(arg, int) and arg > MAX_REPEAT for arg in [*args, *kwargs.values()]):
+        raise SecurityError(f"`{name}` wider than {MAX_REPEAT:,} is not allowed in a template")
+
+
+def _check_format(text: str) -> None:
+    if _WIDE_FORMAT.search(text):
+        raise SecurityError(f"a format wider than {MAX_REPEAT:,} is not allowed in a template")
+
+
+def _bounded(name: str, jinja_filter: Callable[..., Any]) -> Callable[..., Any]:
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_widths(name, args, kwargs)
+        return jinja_filter(value, *args, **kwargs)
+
+    return bounded
+
+
+def _checked_format(jinja_filter: Callable[..., Any]) -> Callable[..., Any]:
+    def checked(value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_format(str(value))
+        return jinja_filter(value, *args, **kwargs)
+
+    return checked
 
 
 class ConfinedLoader(FileSystemLoader):
