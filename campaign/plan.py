@@ -144,11 +144,12 @@ class Plan:
 
 
 def load_plan(
-    path: Path | str, templates_dir: Path | str, assets_dir: Path | str = Path("assets")
+    path: Path | str, templates_dir: Path | str, assets_dir: Path | str | None = None
 ) -> Plan:
     """Read, validate and freeze a plan; raise PlanError listing every problem with file:line.
 
-    Files the plan names must resolve into its own folder, `templates_dir` or `assets_dir`.
+    Files the plan names must resolve into its own folder, `templates_dir` or `assets_dir`
+    (by default the `assets` folder beside the plan's, as in `plans/` and `assets/`).
     """
     path = Path(path)
     templates_dir = Path(templates_dir)
@@ -187,7 +188,9 @@ def load_plan(
             else None
         ),
         lines=lines,
-        content_roots=content_roots(path.parent, templates_dir, assets_dir),
+        content_roots=content_roots(
+            path.parent, templates_dir, assets_dir or path.parent.parent / "assets"
+        ),
     )
     problems = _consistency_problems(plan, templates_dir)
     if problems:

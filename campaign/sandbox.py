@@ -27,9 +27,7 @@ MAX_EXPONENT = 256
 _WIDENING = {"center", "ljust", "rjust", "zfill", "expandtabs", "indent", "wordwrap"}
 #: A `%` or `{}` format with a width or precision of 6 digits or more, or taken from an
 #: argument (`%*d`, `{:{}}`), where it cannot be checked before formatting.
-_WIDE_FORMAT = re.compile(
-    r"%[-#0 +]*(\d{6,}|\d*\.\d{6,}|\*|\d*\.\*)|\{[^{}]*:[^{}]*(\d{6,}|\{)"
-)
+_WIDE_FORMAT = re.compile(r"%[-#0 +]*(\d{6,}|\d*\.\d{6,}|\*|\d*\.\*)|\{[^{}]*:[^{}]*(\d{6,}|\{)")
 
 #: What rendering a marketer's template may raise besides TemplateError: its own mistakes
 #: (`1/0`, `[][1]`, `range(10**9)`, a macro calling itself), never ours to crash on.

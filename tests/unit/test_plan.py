@@ -185,8 +185,7 @@ def test_attach_true_needs_an_ebook_declared_in_the_plan(tmp_path: Path, templat
 
 
 def test_the_ebook_path_is_relative_to_the_plan_file(tmp_path: Path, templates: Path) -> None:
-    """`ebook.file` and attachments resolve beside the plan, wherever the command runs, into
-    the assets folder."""
+    """`ebook.file` and attachments resolve beside the plan, wherever the command runs."""
     (tmp_path / "assets").mkdir()
     (tmp_path / "assets" / "guide.pdf").write_bytes(b"%PDF-1.4")
     (tmp_path / "plans").mkdir()
@@ -197,7 +196,7 @@ def test_the_ebook_path_is_relative_to_the_plan_file(tmp_path: Path, templates: 
     plan_file = tmp_path / "plans" / "plan.yaml"
     plan_file.write_text(text)
 
-    plan = load_plan(plan_file, templates, tmp_path / "assets")
+    plan = load_plan(plan_file, templates)
 
     assert plan.ebook is not None
     assert plan.ebook.file == tmp_path / "assets" / "guide.pdf"
