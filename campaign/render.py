@@ -228,10 +228,10 @@ class Renderer:
         """Subject, preheader, and the context the body templates see (which holds both)."""
         subject = compiled.fixed_subject
         if subject is None:
-            subject = header_text(compiled.subject.render(context), limit=250)
+            subject = _header("subject", compiled.subject, context)
         preheader = compiled.fixed_preheader
         if preheader is None:
-            preheader = header_text(compiled.preheader.render(context), limit=250)
+            preheader = _header("preheader", compiled.preheader, context)
         return subject, preheader, {**context, "subject": subject, "preheader": preheader}
 
     def _filled(
@@ -374,6 +374,14 @@ class Renderer:
                 message = getattr(exc, "message", None) or str(exc)
                 return self.plan.problem(f"{step.field_path}.{name}", message)
         return None
+
+
+def _header(name: str, template: Template, context: Mapping[str, Any]) -> str:
+    """A rendered subject or preheader; a failure names the field, which has no file:line."""
+    try:
+        return header_text(template.render(context), limit=250)
+    except (TemplateError, *TEMPLATE_FAILURES, AttributeError) as exc:
+        raise TemplateError(f"{name}: {getattr(exc, 'message', None) or exc}") from exc
 
 
 def _describe(exc: BaseException, templates_dir: Path) -> str:

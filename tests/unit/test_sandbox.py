@@ -250,6 +250,21 @@ def test_an_undefined_name_in_a_subject_is_reported_at_the_subject_line(folder: 
     assert "nickname" in problem.problem
 
 
+def test_an_undefined_name_in_a_subject_names_the_subject_when_an_email_fails(
+    folder: Path,
+) -> None:
+    """At send time the error says the subject failed, not a template that is fine."""
+    plan = _plan(folder, "Hi {{ subscriber.nickname }}")
+    renderer = Renderer(plan, folder / "templates", {})
+
+    with pytest.raises(RenderError) as caught:
+        renderer.render_for(plan.steps[0], SAMPLES[0]["subscriber"], unsubscribe_url="u")
+
+    assert "failed to render: subject: 'dict object' has no attribute 'nickname'" in str(
+        caught.value
+    )
+
+
 def test_an_undefined_name_in_a_preheader_is_reported_at_the_preheader_line(
     folder: Path,
 ) -> None:
