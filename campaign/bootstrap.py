@@ -239,7 +239,7 @@ def build(
     command line included); tests that walk simulated time pass a `lease_clock` too.
     """
     clock = clock or SystemClock()
-    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir)
+    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir, settings.assets_dir)
     renderer, composer = _composer(settings, plan)
     for problem in renderer.problems:
         log.error("plan problem (steps affected are retried until fixed): %s", problem)
@@ -301,7 +301,7 @@ def plan_fingerprint(settings: Settings) -> tuple[tuple[str, int], ...]:
 
 def check_plan(settings: Settings, plan_path: Path | None = None) -> Plan:
     """Load the plan and render every step for sample subscribers; PlanError lists every problem."""
-    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir)
+    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir, settings.assets_dir)
     renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
     samples = [
         {

@@ -15,6 +15,8 @@ from typing import Any
 
 from campaign import tokens
 from campaign.addresses import wire_address
+from campaign.confine import escape_reason
+from campaign.errors import RenderError
 from campaign.message import Attachment, address, build_message
 from campaign.plan import Plan, Step
 from campaign.render import RenderedEmail, Renderer, subscriber_context
@@ -133,7 +135,7 @@ class Composer:
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 "X-Campaign-Step": f"{self.plan.id}/{step.key}",
             },
-            attachments=[self._attachment(path) for path in step.attachments],
+            attachments=[self._attachment(step, path) for path in step.attachments],
         )
         envelope_sender = self.envelope_sender(recipient, delivery_id, confirmation=confirmation)
         wire = wire_address(recipient.email)
@@ -171,9 +173,12 @@ class Composer:
             text = text.replace(f"<{target}>", f"<{tracked}>")
         return replace(rendered, html=html, text=text)
 
-    def _attachment(self, path: Path) -> Attachment:
+    def _attachment(self, step: Step, path: Path) -> Attachment:
         # Read once per plan load, like the templates: not once per email.
         if path not in self._attachments:
+            reason = escape_reason(path, self.plan.content_roots)
+            if reason:  # a symlink changed since the plan loaded
+                raise RenderError(step.key, f"attachment {path} {reason}")
             kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             maintype, subtype = kind.split("/", 1)
             self._attachments[path] = Attachment(path.name, path.read_bytes(), maintype, subtype)

@@ -18,7 +18,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from campaign.confine import content_roots, escape_reason
 from campaign.errors import PlanError, PlanProblem
+from campaign.plan_source import check_yaml_bounds, read_plan_text
 
 Key = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=998)]
@@ -115,6 +117,8 @@ class Plan:
     #: None is the default `shift`: late steps go at the next pass and the rest move later.
     skip_after: timedelta | None = None
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    #: the folders files named by the plan must resolve into: its own, TEMPLATES_DIR, ASSETS_DIR.
+    content_roots: tuple[Path, ...] = field(default=(), compare=False, repr=False)
 
     def step(self, key_or_day: str) -> Step | None:
         """A step by key, or by day number (`3`, `day03`)."""
@@ -139,16 +143,17 @@ class Plan:
         return self.steps[-1].day
 
 
-def load_plan(path: Path | str, templates_dir: Path | str) -> Plan:
-    """Read, validate and freeze a plan; raise PlanError listing every problem with file:line."""
+def load_plan(
+    path: Path | str, templates_dir: Path | str, assets_dir: Path | str | None = None
+) -> Plan:
+    """Read, validate and freeze a plan; raise PlanError listing every problem with file:line.
+
+    Files the plan names must resolve into its own folder, `templates_dir` or `assets_dir`
+    (by default the `assets` folder beside the plan's, as in `plans/` and `assets/`).
+    """
     path = Path(path)
     templates_dir = Path(templates_dir)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlanError([PlanProblem(str(path), None, "", f"cannot read: {exc.strerror}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise PlanError([PlanProblem(str(path), None, "", "is not UTF-8 text")]) from exc
+    text = read_plan_text(path)
     tree = _parse_yaml(text, path)
     lines = _field_lines(tree)
     try:
@@ -183,6 +188,9 @@ def load_plan(path: Path | str, templates_dir: Path | str) -> Plan:
             else None
         ),
         lines=lines,
+        content_roots=content_roots(
+            path.parent, templates_dir, assets_dir or path.parent.parent / "assets"
+        ),
     )
     problems = _consistency_problems(plan, templates_dir)
     if problems:
@@ -213,6 +221,7 @@ def _parse_yaml(text: str, path: Path) -> Any:
             )
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    check_yaml_bounds(yaml, text, path)
     try:
         tree = yaml.load(text)
     except MarkedYAMLError as exc:
@@ -308,8 +317,8 @@ def _parse_send_time(text: str) -> time:
 
 def _consistency_problems(plan: Plan, templates_dir: Path) -> list[PlanProblem]:
     problems: list[PlanProblem] = []
-    if plan.ebook is not None and not plan.ebook.file.is_file():
-        problems.append(plan.problem("ebook.file", f"{plan.ebook.file} does not exist"))
+    if plan.ebook is not None:
+        problems += _content_file_problems(plan, "ebook.file", plan.ebook.file)
     seen_keys: dict[str, int] = {}
     seen_days: dict[int, int] = {}
     previous_day = -1
@@ -339,13 +348,7 @@ def _consistency_problems(plan: Plan, templates_dir: Path) -> list[PlanProblem]:
             )
         seen_days.setdefault(step.day, step.index)
         previous_day = max(previous_day, step.day)
-        template = templates_dir / step.template
-        if Path(step.template).is_absolute() or ".." in Path(step.template).parts:
-            problems.append(
-                plan.problem(f"{where}.template", "must be a file inside the templates folder")
-            )
-        elif not template.is_file():
-            problems.append(plan.problem(f"{where}.template", f"{template} does not exist"))
+        problems += _template_problems(plan, f"{where}.template", step.template, templates_dir)
         own = step.attachments  # (template checks for the confirmation email are below)
         if step.attaches_ebook:
             if plan.ebook is None:
@@ -355,12 +358,35 @@ def _consistency_problems(plan: Plan, templates_dir: Path) -> list[PlanProblem]:
             else:
                 own = own[1:]  # the ebook itself is checked once, at ebook.file
         for i, attachment in enumerate(own):
-            if not attachment.is_file():
-                problems.append(
-                    plan.problem(f"{where}.attachments[{i}]", f"{attachment} does not exist")
-                )
+            problems += _content_file_problems(plan, f"{where}.attachments[{i}]", attachment)
     if plan.confirmation is not None:
-        template = templates_dir / plan.confirmation.template
-        if not template.is_file():
-            problems.append(plan.problem("confirmation.template", f"{template} does not exist"))
+        problems += _template_problems(
+            plan, "confirmation.template", plan.confirmation.template, templates_dir
+        )
     return problems
+
+
+def _template_problems(
+    plan: Plan, field_path: str, written: str, templates_dir: Path
+) -> list[PlanProblem]:
+    """A step's template: a file inside the templates folder once symlinks are resolved."""
+    template = templates_dir / written
+    inside = "must be a file inside the templates folder"
+    if Path(written).is_absolute() or ".." in Path(written).parts:
+        return [plan.problem(field_path, inside)]
+    reason = escape_reason(template, content_roots(templates_dir))
+    if reason:
+        return [plan.problem(field_path, f"{inside}: {written} {reason}")]
+    if not template.is_file():
+        return [plan.problem(field_path, f"{template} does not exist")]
+    return []
+
+
+def _content_file_problems(plan: Plan, field_path: str, file: Path) -> list[PlanProblem]:
+    """An ebook or attachment: an existing file inside the content folders."""
+    reason = escape_reason(file, plan.content_roots)
+    if reason:
+        return [plan.problem(field_path, f"{file} {reason}")]
+    if not file.is_file():
+        return [plan.problem(field_path, f"{file} does not exist")]
+    return []

@@ -16,22 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import css_inline
-from jinja2 import (
-    Environment,
-    FileSystemLoader,
-    StrictUndefined,
-    Template,
-    TemplateError,
-    TemplateSyntaxError,
-    nodes,
-    select_autoescape,
-)
+from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes
 from markupsafe import escape
 
 from campaign.errors import PlanProblem, RenderError
 from campaign.message import Joined, header_text
 from campaign.plaintext import convert, html_to_text, spells_out
 from campaign.plan import CONFIRMATION_INDEX, Plan, Step
+from campaign.sandbox import (
+    TEMPLATE_FAILURES,
+    file_templates,
+    string_templates,
+    unsafe_in_template,
+    unsafe_uses,
+)
 from campaign.skeleton import SCHEMES, Fill, Skeleton, inert, regular, scheme
 from campaign.template_flow import only_prints
 
@@ -72,15 +70,9 @@ class Renderer:
         self.plan = plan
         self.templates_dir = Path(templates_dir)
         self.shared = dict(shared)
-        self._files = Environment(
-            loader=FileSystemLoader(self.templates_dir),
-            autoescape=select_autoescape(["html", "htm"], default_for_string=False),
-            undefined=StrictUndefined,
-            auto_reload=False,
-            keep_trailing_newline=True,
-        )
-        # Subjects and preheaders are header and preview text, not HTML: no escaping.
-        self._strings = Environment(undefined=StrictUndefined, autoescape=False)  # noqa: S701
+        # Marketers' input: rendered in Jinja's sandbox (campaign.sandbox), never trusted.
+        self._files = file_templates(self.templates_dir)
+        self._strings = string_templates()
         self._inliner = css_inline.CSSInliner(keep_style_tags=True)
         self._compiled: dict[str, _CompiledStep] = {}
         self._skeletons: dict[tuple[Any, ...], Skeleton | None] = {}
@@ -98,15 +90,9 @@ class Renderer:
 
     def _compile(self, step: Step) -> _CompiledStep | None:
         where = step.field_path
-        try:
-            subject = self._strings.from_string(step.subject)
-        except TemplateSyntaxError as exc:
-            self.problems.append(self.plan.problem(f"{where}.subject", exc.message or str(exc)))
-            return None
-        try:
-            preheader = self._strings.from_string(step.preheader)
-        except TemplateSyntaxError as exc:
-            self.problems.append(self.plan.problem(f"{where}.preheader", exc.message or str(exc)))
+        subject = self._compile_string(step, "subject", step.subject)
+        preheader = self._compile_string(step, "preheader", step.preheader)
+        if subject is None or preheader is None:
             return None
         try:
             html = self._files.get_template(step.template)
@@ -116,6 +102,9 @@ class Renderer:
                 if (self.templates_dir / text_name).is_file()
                 else None
             )
+            unsafe = unsafe_in_template(self._files, step.template)
+            if text is not None:
+                unsafe += unsafe_in_template(self._files, text_name)
         except TemplateSyntaxError as exc:
             location = f"{self.templates_dir / (exc.name or step.template)}:{exc.lineno}"
             self.problems.append(
@@ -125,10 +114,31 @@ class Renderer:
         except TemplateError as exc:
             self.problems.append(self.plan.problem(f"{where}.template", str(exc)))
             return None
+        for filename, line, what in unsafe:
+            location = f"{_relative(filename, self.templates_dir)}:{line}"
+            self.problems.append(
+                self.plan.problem(f"{where}.template", f"{location}: {what}; not allowed")
+            )
+        if unsafe:
+            return None
         return _CompiledStep(
             subject, preheader, html, text,
             self._fixed(step.subject), self._fixed(step.preheader),
         )  # fmt: skip
+
+    def _compile_string(self, step: Step, name: str, source: str) -> Template | None:
+        """A subject or preheader, compiled; its problems are reported at its own line."""
+        field_path = f"{step.field_path}.{name}"
+        try:
+            tree = self._strings.parse(source)
+            compiled = self._strings.from_string(source)
+        except TemplateSyntaxError as exc:
+            self.problems.append(self.plan.problem(field_path, exc.message or str(exc)))
+            return None
+        unsafe = unsafe_uses(tree)
+        for _, what in unsafe:
+            self.problems.append(self.plan.problem(field_path, f"{what}; not allowed"))
+        return None if unsafe else compiled
 
     def _fixed(self, source: str) -> str | None:
         """The sanitised text of a subject or preheader that holds no Jinja code at all."""
@@ -163,7 +173,7 @@ class Renderer:
             html = self._inliner.inline(raw_html)
         except TemplateError as exc:
             raise RenderError(step.key, _describe(exc, self.templates_dir)) from exc
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (*TEMPLATE_FAILURES, AttributeError) as exc:
             raise RenderError(step.key, str(exc)) from exc
         return RenderedEmail(subject, preheader, html, text)
 
@@ -196,7 +206,7 @@ class Renderer:
                 text = filled[1] if filled else html_to_text(raw_html())
         except TemplateError as exc:
             raise RenderError(step.key, _describe(exc, self.templates_dir)) from exc
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (*TEMPLATE_FAILURES, AttributeError) as exc:
             raise RenderError(step.key, str(exc)) from exc
         return RenderedEmail(subject, preheader, html, text)
 
@@ -218,10 +228,10 @@ class Renderer:
         """Subject, preheader, and the context the body templates see (which holds both)."""
         subject = compiled.fixed_subject
         if subject is None:
-            subject = header_text(compiled.subject.render(context), limit=250)
+            subject = _header("subject", compiled.subject, context)
         preheader = compiled.fixed_preheader
         if preheader is None:
-            preheader = header_text(compiled.preheader.render(context), limit=250)
+            preheader = _header("preheader", compiled.preheader, context)
         return subject, preheader, {**context, "subject": subject, "preheader": preheader}
 
     def _filled(
@@ -278,7 +288,7 @@ class Renderer:
             # A canary: a full render with other values must give what the skeleton gives.
             probe_raw = self._placeholder_render(step, compiled, names, probes)
             probe_html, probe_text = self._inliner.inline(probe_raw), html_to_text(probe_raw)
-        except (TemplateError, TypeError, ValueError, AttributeError) as exc:
+        except (TemplateError, *TEMPLATE_FAILURES, AttributeError) as exc:
             log.debug("step %s: placeholders do not render (%s); rendered in full", step.key, exc)
             return None  # the full path raises the error, if any, for each email
         index = {placeholder: i for i, placeholder in enumerate(placeholders)}
@@ -336,18 +346,42 @@ class Renderer:
             if step.key not in self._compiled:
                 continue
             for sample in samples:
+                extra = dict(sample["extra"])
+                if step.index == CONFIRMATION_INDEX:
+                    # only the double opt-in email has a confirmation link to show.
+                    extra["confirm_url"] = f"{self.shared.get('public_base_url', '')}/confirm/x"
+                context = self.context(step, sample["subscriber"], **extra)
+                header = self._header_problem(step, context)
+                if header is not None:
+                    problems.append(header)
+                    break
                 try:
-                    extra = dict(sample["extra"])
-                    if step.index == CONFIRMATION_INDEX:
-                        # only the double opt-in email has a confirmation link to show.
-                        extra["confirm_url"] = f"{self.shared.get('public_base_url', '')}/confirm/x"
-                    self.render(step, self.context(step, sample["subscriber"], **extra))
+                    self.render(step, context)
                 except RenderError as exc:
                     cause = exc.__cause__ or exc
                     message = _describe(cause, self.templates_dir) if cause is not exc else str(exc)
                     problems.append(self.plan.problem(f"{step.field_path}.template", message))
                     break
         return problems
+
+    def _header_problem(self, step: Step, context: Mapping[str, Any]) -> PlanProblem | None:
+        """A subject or preheader that fails to render, at its own line of the plan."""
+        compiled = self._compiled_step(step)
+        for name, template in (("subject", compiled.subject), ("preheader", compiled.preheader)):
+            try:
+                template.render(context)
+            except (TemplateError, *TEMPLATE_FAILURES, AttributeError) as exc:
+                message = getattr(exc, "message", None) or str(exc)
+                return self.plan.problem(f"{step.field_path}.{name}", message)
+        return None
+
+
+def _header(name: str, template: Template, context: Mapping[str, Any]) -> str:
+    """A rendered subject or preheader; a failure names the field, which has no file:line."""
+    try:
+        return header_text(template.render(context), limit=250)
+    except (TemplateError, *TEMPLATE_FAILURES, AttributeError) as exc:
+        raise TemplateError(f"{name}: {getattr(exc, 'message', None) or exc}") from exc
 
 
 def _describe(exc: BaseException, templates_dir: Path) -> str:

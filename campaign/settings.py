@@ -46,6 +46,9 @@ class Settings(BaseModel):
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     plan_path: Path = Path("plans/thirty_day.yaml")
     templates_dir: Path = Path("templates/emails")
+    #: the third folder a plan's files (ebook, attachments) may come from, besides its own
+    #: and templates_dir; None: the `assets` folder beside the plan's folder.
+    assets_dir: Path | None = None
     outbox_dir: Path = Path("outbox")
     ebook_url: str | None = None
     postal_address: str = "Pain & Injury Doctor, 123 Example Street, Springfield, USA"

@@ -30,6 +30,7 @@ from starlette.routing import Route
 from campaign import clicks, reports
 from campaign.bootstrap import App
 from campaign.clock import Clock
+from campaign.confine import confined
 from campaign.errors import DatabaseError, DatabaseRefusesWrites, InvalidAddress
 from campaign.metrics import CONTENT_TYPE
 from campaign.signups import ConfirmationFailed, Visitor
@@ -254,9 +255,13 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
 
     async def ebook(request: Request) -> Response:
         book = app.plan.ebook
-        if book is None or request.path_params["name"] != book.file.name or not book.file.is_file():
+        if book is None or request.path_params["name"] != book.file.name:
             return PlainTextResponse("not found", 404)
-        return FileResponse(book.file, media_type="application/pdf", filename=book.file.name)
+        # Checked again here: a symlink changed since the plan loaded must not publish a file.
+        real = confined(book.file, app.plan.content_roots)
+        if real is None or not real.is_file():
+            return PlainTextResponse("not found", 404)
+        return FileResponse(real, media_type="application/pdf", filename=book.file.name)
 
     async def healthz(request: Request) -> Response:
         stale_after = max(3 * settings.tick_seconds, 120.0)

@@ -52,7 +52,7 @@ def plan_check(path: Path | None) -> None:
 def plan_diff_command(old: Path, new: Path) -> None:
     """What replacing plan OLD with NEW changes, and how many in-flight subscribers it touches."""
     settings = load_settings()
-    before = load_plan(old, settings.templates_dir)
+    before = load_plan(old, settings.templates_dir, settings.assets_dir)
     after = check_plan(settings, new)
     changes = plan_diff.diff_plans(before, after)
     try:

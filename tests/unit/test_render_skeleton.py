@@ -33,6 +33,7 @@ ODD_NAMES = [
     "Ann", "José", "", "Zoë\u00a0Müller", "O'Brien & <Co>", '"Bob"', "a  b", "😀",
     "https://evil.example", "mailto:x", "&amp;", "&#65;", "Probe0z", "x" * 150,
     "=?utf-8?q?x=0D=0ABcc:_a@b?=", "Ann\u2028Bcc: a@b", "<b>bold</b>", " Ann ",
+    "{{ 7*7 }}", "{% raw %}", "{{ config.__class__ }}",
 ]  # fmt: skip
 
 
