@@ -18,6 +18,7 @@ from campaign.models import (
     Subscriber,
     Suppression,
 )
+from campaign.store.confirmations import void_confirmations
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,9 @@ def set_subscriber_status(session: Session, subscriber_id: int, status: str, now
     if status == "active":
         values["confirmed_at"] = now
     session.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(**values))
+    if status not in ("pending", "active"):
+        # The person left: a confirmation link sent before now must not bring them back.
+        void_confirmations(session, subscriber_id, now)
 
 
 def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> None:
