@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import uvicorn
@@ -91,6 +92,22 @@ def start_side_services(app: App) -> SideServices:
         access_log=False,
     )  # fmt: skip
     side.server = uvicorn.Server(config)
-    side.thread = threading.Thread(target=side.server.run, name="admin-http", daemon=True)
+    side.thread = threading.Thread(target=_run, args=(side.server,), name="admin-http", daemon=True)
     side.thread.start()
+    deadline = time.monotonic() + 10
+    while not side.server.started and side.thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the socket is bound (or could not be)
+    if not side.server.started:
+        # The public pages matter more than the metrics: say so loudly, and serve them.
+        log.error(
+            "the operators' listener could not start on ADMIN_LISTEN=%s (in use?): /metrics "
+            "is not served", app.settings.admin_listen,
+        )  # fmt: skip
     return side
+
+
+def _run(server: uvicorn.Server) -> None:
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's answer to a port it cannot bind: reported by the caller
+        return

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from campaign.models import (
     PENDING_DELIVERY,
+    Confirmation,
     Consent,
     Delivery,
     Enrollment,
@@ -224,6 +225,7 @@ def everything_about(session: Session, subscriber_id: int) -> dict[str, Any]:
     return {
         "subscriber": rows(Subscriber, Subscriber.id == subscriber_id)[0],
         "consents": rows(Consent, Consent.subscriber_id == subscriber_id),
+        "confirmations": rows(Confirmation, Confirmation.subscriber_id == subscriber_id),
         "enrollments": enrollments,
         "deliveries": rows(Delivery, Delivery.enrollment_id.in_(ids)) if ids else [],
     }

@@ -4,11 +4,13 @@ databases."""
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from campaign import bounces, signups, subscriptions
 from campaign.admin import start_side_services
@@ -250,6 +252,28 @@ def test_admin_listen_off_serves_no_metrics_anywhere(
     finally:
         side.close()
         next(serving, None)
+
+
+def test_a_busy_admin_port_is_reported_and_the_public_pages_still_serve(
+    engine: EngineFactory, smtp_server: SMTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ADMIN_LISTEN on a port in use: one error line names it; the public pages still answer."""
+    port, admin_port = free_port(), free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", admin_port))
+        taken.listen()
+        app, _ = engine(
+            NOW, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", ADMIN_LISTEN=f"127.0.0.1:{admin_port}"
+        )
+        serving = _serve(app, port)
+        next(serving)
+        side = start_side_services(app)
+        try:
+            assert httpx.get(f"http://127.0.0.1:{port}/subscribe").status_code == 200
+        finally:
+            side.close()
+            next(serving, None)
+    assert f"could not start on ADMIN_LISTEN=127.0.0.1:{admin_port}" in caplog.text
 
 
 def _get_when_up(url: str) -> httpx.Response:
