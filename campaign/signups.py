@@ -134,6 +134,14 @@ class Signups:
         )
         return claims.subject_id
 
+    def check_confirmation_link(self, token: str, now: datetime) -> None:
+        """InvalidToken unless the link could still confirm (for the page its GET shows)."""
+        confirmation_id = self.check_confirmation(token, now)
+        with self.db.transaction() as session:
+            link = store.confirmation_link(session, confirmation_id)
+        if link is None or link.inert:
+            raise tokens.InvalidToken("This link is no longer valid.")
+
     def confirm(self, token: str, visitor: Visitor, now: datetime) -> int | None:
         """Activate and enrol the subscriber; the enrollment whose welcome is due now, if any.
 

@@ -227,7 +227,7 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
     async def confirm_page(request: Request) -> Response:
         token = request.path_params["token"]
         try:
-            app.signups.check_confirmation(token, app.clock.now())
+            await run_in_threadpool(app.signups.check_confirmation_link, token, app.clock.now())
         except InvalidToken as exc:
             return invalid_link(exc)
         return page("confirm.html", token=token)

@@ -216,6 +216,8 @@ def test_a_confirm_link_does_nothing_after_the_person_unsubscribed(site: Site) -
     assert site.status_of("leaver@example.org") == "unsubscribed"
     refused = site.http.post(old_link)
     assert refused.status_code == 400
+    assert "no longer valid" in refused.text
+    assert site.http.get(old_link).status_code == 400  # no button that cannot work
     assert site.status_of("leaver@example.org") == "unsubscribed"
 
     site.clock.advance(timedelta(minutes=11))
