@@ -4,20 +4,25 @@ the person or the moment they were sent for."""
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 import httpx
+import pytest
 
 from campaign import signups, store, subscriptions
 from campaign.subscriptions import email_hash
 from tests.acceptance.conftest import NOW, Site, _serve
-from tests.conftest import EngineFactory
+from tests.conftest import ROOT, EngineFactory
 from tests.smtp_server import SMTPServer, free_port
 
 SPAM_NAME = "WIN $5000 now: claim at https://evil.example/prize?x=1 <b>hurry</b>"
@@ -277,3 +282,60 @@ def test_a_refused_confirmation_is_retried_and_sent_once(site: Site) -> None:
     assert len(site.mail_to("later@example.org")) == 1
     site.clock.advance(timedelta(hours=1))
     assert len(site.mail_to("later@example.org")) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["run_scheduler.py", "--http"], id="run_scheduler-http"),
+        pytest.param(["-m", "campaign", "serve", "--host", "127.0.0.1", "--port"], id="serve"),
+    ],
+)
+def test_the_confirmation_leaves_within_seconds_whatever_the_tick(
+    command: list[str], env: dict[str, str], smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """As a real process with TICK_SECONDS=3600, a signup's confirmation reaches the relay
+    within seconds; /metrics answers 404 on the public port and 200 on ADMIN_LISTEN."""
+    port, admin_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    where = f"127.0.0.1:{port}" if command[0] == "run_scheduler.py" else str(port)
+    settings = {
+        **os.environ, **env, "PYTHONPATH": str(ROOT), "TICK_SECONDS": "3600",
+        "PUBLIC_BASE_URL": url, "ADMIN_LISTEN": f"127.0.0.1:{admin_port}",
+    }  # fmt: skip
+    with (tmp_path / "service.log").open("wb") as log:
+        service = subprocess.Popen(
+            [sys.executable, *command, where], cwd=ROOT, env=settings, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            _wait_for(lambda: _answers_at(http, "/subscribe"))
+            signed_up = time.monotonic()
+            assert http.post("/subscribe", data={"email": "quick@example.org"}).status_code == 200
+            _wait_for(lambda: bool(smtp_server.to("quick@example.org")))
+            took = time.monotonic() - signed_up
+            assert http.get("/metrics").status_code == 404
+        assert httpx.get(f"http://127.0.0.1:{admin_port}/metrics").status_code == 200
+    finally:
+        service.terminate()
+        service.wait(timeout=15)
+    assert took < 5, (took, (tmp_path / "service.log").read_text())
+    [message] = smtp_server.to("quick@example.org")
+    assert "/confirm/" in message.message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]  # a text part
+
+
+def _answers_at(http: httpx.Client, path: str) -> bool:
+    try:
+        http.get(path)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 20) -> None:
+    """Poll a real process's progress with a bound (not a sleep on a schedule)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
