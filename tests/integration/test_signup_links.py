@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from alembic import command
@@ -14,7 +14,7 @@ from campaign import clicks, reports, signups, store, subscriptions
 from campaign.db import Database, _alembic_config
 from tests.conftest import EngineFactory
 from tests.helpers import tick
-from tests.smtp_server import SMTPServer
+from tests.smtp_server import SMTPServer, free_port
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -140,3 +140,41 @@ def test_the_upgrade_keeps_every_row_and_stops_sqlite_reusing_ids(tmp_path: Path
         assert newcomer > 2 + 999_999
     finally:
         db.dispose()
+
+
+def test_a_confirmation_queued_during_an_outage_goes_once_the_relay_is_back(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """The relay is down when someone signs up: the confirmation waits in the database and an
+    engine that can reach the relay sends it later, once."""
+    down, _ = engine(NOW, SMTP_PORT=str(free_port()))  # nobody listens there
+    down.signups.signup(
+        email="patient@example.org", first_name=None, timezone=None,
+        visitor=signups.Visitor(), now=NOW,
+    )  # fmt: skip
+    assert down.signup_mail.drain(NOW) == 0
+    up, _ = engine(NOW)
+    assert up.signup_mail.drain(NOW) == 0  # not before its retry time
+    later = NOW + timedelta(minutes=5)
+    assert up.signup_mail.drain(later) == 1
+    assert up.signup_mail.drain(later + timedelta(hours=1)) == 0
+    assert [r.recipients for r in smtp_server.received] == [["patient@example.org"]]
+
+
+def test_expired_confirmation_rows_are_purged_but_a_days_are_kept(engine: EngineFactory) -> None:
+    """Housekeeping forgets confirmation rows once their links have expired; the rows of the
+    last day stay, so the daily per-address limit still counts them."""
+    app, _ = engine(NOW)
+    for email in ("old@example.org", "new@example.org"):
+        at = NOW if email.startswith("old") else NOW + timedelta(days=8, hours=12)
+        app.signups.signup(
+            email=email, first_name=None, timezone=None, visitor=signups.Visitor(), now=at
+        )
+    app.signups.purge_pending(NOW + timedelta(days=9), days=14)
+    with app.db.transaction() as session:
+        old = store.find_subscriber(session, "old@example.org")
+        new = store.find_subscriber(session, "new@example.org")
+        assert old is not None
+        assert new is not None
+        assert store.confirmations_since(session, old.id, NOW - timedelta(days=1)) == 0
+        assert store.confirmations_since(session, new.id, NOW) == 1
