@@ -13,6 +13,7 @@ import argparse
 import sys
 from datetime import datetime
 
+from campaign.admin import start_side_services
 from campaign.bootstrap import build, make_service
 from campaign.cli import configure_logging, load_settings
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--now", type=_instant, help="act as if it were this ISO-8601 instant")
     parser.add_argument(
         "--http", type=_host_port, metavar="HOST:PORT",
-        help="also serve the signup and unsubscribe pages, /healthz and /metrics",
+        help="also serve the signup and unsubscribe pages and /healthz (/metrics: ADMIN_LISTEN)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:
@@ -56,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 1 if result.error else 0
             if args.http:
                 server, thread = serve_in_thread(app, *args.http)
+                side = start_side_services(app)
                 try:
                     service.run_forever()
                 finally:
                     server.should_exit = True
                     thread.join(timeout=10)
+                    side.close()
             else:
                 service.run_forever()
     except CampaignError as exc:

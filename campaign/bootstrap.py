@@ -31,6 +31,7 @@ from campaign.scheduler import Service
 from campaign.sender_lock import SenderLock
 from campaign.senders import PassRunner, SenderPool, connection_shares
 from campaign.settings import Settings
+from campaign.signup_mail import SignupMail
 from campaign.signups import Signups
 from campaign.smtp import SMTPTransport
 from campaign.transport import Transport
@@ -51,6 +52,8 @@ class App:
     dispatcher: Dispatcher
     signups: Signups
     metrics: Metrics
+    #: sends what signups queued (confirmations) or woke (welcomes), off the request path.
+    signup_mail: SignupMail
     fingerprint: tuple[tuple[str, int], ...] = ()
     #: why this process's scheduler paused sending (None: it sends, or none runs here); for
     #: /healthz, since a database that refuses writes takes no heartbeat saying so.
@@ -127,6 +130,8 @@ def make_service(app: App) -> Service:
 
     def housekeeping(now: datetime) -> None:
         app.reload_plan_if_changed()
+        # Confirmations queued by an instance that went away before sending them.
+        app.signup_mail.send_confirmations(now)
         purged = app.signups.purge_pending(now, app.settings.pending_purge_days)
         if purged:
             log.info("purged %d signup(s) never confirmed", purged)
@@ -268,9 +273,10 @@ def build(
         raise PlanError(
             [plan.problem("confirmation", "DOUBLE_OPT_IN is on but the plan has no confirmation:")]
         )
+    signup_mail = SignupMail(signups, dispatcher, clock, owner_id())
     return App(
         settings, clock, db, plan, renderer, composer, transport, dispatcher, signups, Metrics(),
-        plan_fingerprint(settings),
+        signup_mail, plan_fingerprint(settings),
     )  # fmt: skip
 
 

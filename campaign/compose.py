@@ -71,8 +71,9 @@ class Composer:
         token = tokens.sign(self._secret, "unsubscribe", subscriber_id, now)
         return f"{self.public_base_url}/unsubscribe/{token}"
 
-    def confirm_url(self, subscriber_id: int, now: datetime) -> str:
-        token = tokens.sign(self._secret, "confirm", subscriber_id, now)
+    def confirm_url(self, confirmation_id: int, now: datetime) -> str:
+        """The link for one queued confirmation (one signup), not for the subscriber."""
+        token = tokens.sign(self._secret, tokens.CONFIRM_SIGNUP, confirmation_id, now)
         return f"{self.public_base_url}/confirm/{token}"
 
     def render(

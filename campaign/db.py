@@ -142,10 +142,22 @@ class Database:
         """
         from alembic import command
 
-        with self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
-            command.upgrade(_alembic_config(connection), "head")
+        with self.engine.connect() as connection:
+            if self.is_sqlite:
+                # A migration that copies a table (batch mode) drops the old one: with foreign
+                # keys on, that DROP would cascade to every row that refers to it. The pragma
+                # only takes effect outside a transaction, hence on the driver's connection.
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]  # a sqlite3 connection
+            try:
+                with connection.begin():
+                    if connection.dialect.name == "postgresql":
+                        connection.exec_driver_sql(
+                            f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
+                        )
+                    command.upgrade(_alembic_config(connection), "head")
+            finally:
+                if self.is_sqlite:
+                    connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]  # as above
 
     def schema_state(self) -> str:
         """ "current", "missing" (never migrated), "older" or "newer" than this code."""

@@ -83,6 +83,8 @@ class Subscriber(Base):
         # purging pending signups that were never confirmed.
         Index("ix_subscribers_status_created_at", "status", "created_at"),
         CheckConstraint(_in("status", SUBSCRIBER_STATUSES), name="status"),
+        # Links name subscribers: SQLite must never hand an erased person's id to someone else.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -132,6 +134,8 @@ class Delivery(Base):
         UniqueConstraint("enrollment_id", "step_key"),
         UniqueConstraint("message_id"),
         CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
+        # Click links name deliveries: never reuse an erased person's delivery id (SQLite).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -192,12 +196,16 @@ class Click(Base):
     """A click on a tracked link (TRACK_CLICKS=true), counted per step in `campaign stats`."""
 
     __tablename__ = "clicks"
+    #: a replayed click (a scanner, a reload) counts once per delivery (subscriber, step) and link.
+    __table_args__ = (UniqueConstraint("delivery_id", "url_hash"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     delivery_id: Mapped[int] = mapped_column(
         ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
     )
     url: Mapped[str] = mapped_column(Text)
+    #: SHA-256 of the URL (hex): URLs may be longer than an index entry allows.
+    url_hash: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -209,3 +217,36 @@ class SendBudget(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Confirmation(Base):
+    """A confirmation email a signup queued: sent off the request path by the engine, and the
+    one thing its link names (so the link is good for that signup only)."""
+
+    __tablename__ = "confirmations"
+    __table_args__ = (
+        # the sender's query: unsent rows, by when they may be tried.
+        Index("ix_confirmations_due", "sent_at", "failed_at", "next_try_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: not before this instant (a retry after a temporary failure).
+    next_try_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: the sender holding it, until when (its clock): a crashed sender's claim is taken over.
+    claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: when the server took it.
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: when the sender gave up (a permanent refusal, too many tries): `last_error` says why.
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: the link was used to confirm.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: the link stopped working: the person unsubscribed, confirmed by another link, or left.
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -76,6 +76,8 @@ class Settings(BaseModel):
     pages_dir: Path = Path("templates/web")
     #: proxies whose X-Forwarded-For is believed (client addresses for rate limits and consent).
     forwarded_allow_ips: str = "127.0.0.1"
+    #: the operators' listener (/metrics, detailed /healthz): HOST:PORT, or "off".
+    admin_listen: str = "127.0.0.1:9100"
 
     @field_validator("mail_from")
     @classmethod
@@ -115,6 +117,24 @@ class Settings(BaseModel):
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ValueError(f"not a readable PEM file of CA certificates: {exc}") from exc
         return value
+
+    @field_validator("admin_listen")
+    @classmethod
+    def _admin_listen_is_host_port(cls, value: str) -> str:
+        if value.strip().lower() == "off":
+            return "off"
+        host, _, port = value.rpartition(":")
+        if not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT (e.g. 127.0.0.1:9100) or off")
+        return value
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        """Where the operators' listener binds; None when ADMIN_LISTEN=off."""
+        if self.admin_listen == "off":
+            return None
+        host, _, port = self.admin_listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @field_validator("database_url")
     @classmethod

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from campaign import store, tokens
-from campaign.compose import Composer, Recipient
+from campaign.compose import Composer
 from campaign.db import Database
-from campaign.errors import BadInput, CampaignError, DeliveryError, UnknownSubscriber
+from campaign.errors import BadInput, CampaignError, UnknownSubscriber
 from campaign.plan import Plan
 from campaign.subscriptions import (
     checked_timezone,
@@ -22,6 +22,10 @@ from campaign.transport import Transport
 
 #: Suppression reasons that a new signup does not lift (a forgotten person may come back).
 STOPPED = ("bounced", "complained")
+#: Confirmation emails to one address, whatever the client: at most one per interval and a
+#: few a day. Counted in the database, so the limit holds across instances and restarts.
+CONFIRMATION_INTERVAL = timedelta(minutes=10)
+CONFIRMATIONS_PER_DAY = 3
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,10 @@ class Visitor:
 class SignupResult:
     """What happened, for logs and metrics only: the visitor sees the same page either way."""
 
-    outcome: str  # "confirmation-sent", "enrolled", "already-active", "ignored"
+    #: "confirmation-queued", "confirmation-limited", "enrolled", "already-active", "ignored"
+    outcome: str
     enrollment_id: int | None = None
-
-
-class ConfirmationFailed(CampaignError):
-    """The confirmation email could not be sent; please try again in a few minutes."""
+    confirmation_id: int | None = None
 
 
 @dataclass
@@ -98,28 +100,18 @@ class Signups:
             if not self.double_opt_in:
                 enrollment = self._activate(session, subscriber_id, address, now)
                 return SignupResult("enrolled", enrollment)
-        self._send_confirmation(subscriber_id, address, name, now)
-        return SignupResult("confirmation-sent")
+            return self._queue_confirmation(session, subscriber_id, now)
 
-    def _send_confirmation(
-        self, subscriber_id: int, address: str, name: str, now: datetime
-    ) -> None:
-        step = self.plan.confirmation
-        if step is None:
-            raise CampaignError("the plan has no `confirmation:` email but DOUBLE_OPT_IN is on")
-        composed = self.composer.compose(
-            step,
-            Recipient(subscriber_id, address, name),
-            message_id=self.composer.new_message_id(),
-            now=now,
-            extra={"confirm_url": self.composer.confirm_url(subscriber_id, now)},
-            confirmation=True,
-        )
-        try:
-            with self.transport.open() as connection:
-                connection.send(composed.envelope, composed.data)
-        except DeliveryError as exc:
-            raise ConfirmationFailed() from exc
+    def _queue_confirmation(self, session: Any, subscriber_id: int, now: datetime) -> SignupResult:
+        """Queue the confirmation email for the engine to send, unless this address had one
+        lately: a signup never waits for the mail server, and nobody can bomb an inbox."""
+        store.lock_subscriber(session, subscriber_id)  # concurrent signups count one by one
+        lately = store.confirmations_since(session, subscriber_id, now - CONFIRMATION_INTERVAL)
+        today = store.confirmations_since(session, subscriber_id, now - timedelta(days=1))
+        if lately or today >= CONFIRMATIONS_PER_DAY:
+            return SignupResult("confirmation-limited")
+        confirmation = store.queue_confirmation(session, subscriber_id, now)
+        return SignupResult("confirmation-queued", confirmation_id=confirmation)
 
     def _activate(self, session: Any, subscriber_id: int, address: str, now: datetime) -> int:
         store.set_subscriber_status(session, subscriber_id, "active", now)
@@ -132,19 +124,37 @@ class Signups:
         return enrollment
 
     def check_confirmation(self, token: str, now: datetime) -> int:
-        """The subscriber a confirmation link is for; InvalidToken if forged or expired."""
+        """The confirmation a link names; InvalidToken if forged or expired."""
         claims = tokens.verify(
-            self.secret_key, token, "confirm", now, timedelta(days=self.confirm_token_days)
+            self.secret_key,
+            token,
+            tokens.CONFIRM_SIGNUP,
+            now,
+            timedelta(days=self.confirm_token_days),
         )
         return claims.subject_id
 
-    def confirm(self, token: str, visitor: Visitor, now: datetime) -> int | None:
-        """Activate and enrol the subscriber; the enrollment whose welcome is due now, if any."""
-        subscriber_id = self.check_confirmation(token, now)
+    def check_confirmation_link(self, token: str, now: datetime) -> None:
+        """InvalidToken unless the link could still confirm (for the page its GET shows)."""
+        confirmation_id = self.check_confirmation(token, now)
         with self.db.transaction() as session:
-            known = store.subscriber_by_id(session, subscriber_id)
-            if known is None:
+            link = store.confirmation_link(session, confirmation_id)
+        if link is None or link.inert:
+            raise tokens.InvalidToken("This link is no longer valid.")
+
+    def confirm(self, token: str, visitor: Visitor, now: datetime) -> int | None:
+        """Activate and enrol the subscriber; the enrollment whose welcome is due now, if any.
+
+        The link is good for the signup it was sent for: not after the person unsubscribed
+        (or bounced, or was erased) since, nor once another of their links confirmed them.
+        """
+        confirmation_id = self.check_confirmation(token, now)
+        with self.db.transaction() as session:
+            link = store.confirmation_link(session, confirmation_id)
+            known = store.subscriber_by_id(session, link.subscriber_id) if link else None
+            if link is None or link.inert or known is None:
                 raise tokens.InvalidToken("This link is no longer valid.")
+            subscriber_id = link.subscriber_id
             store.record_consent(
                 session, subscriber_id, kind="confirm", at=now, ip=visitor.ip,
                 user_agent=visitor.user_agent, source_page=visitor.source_page,
@@ -153,6 +163,7 @@ class Signups:
                 return None  # a second click: nothing restarts
             if known.status in ("bounced", "complained"):
                 return None
+            store.use_confirmation(session, confirmation_id, now)
             return self._activate(session, subscriber_id, known.email, now)
 
     def check_unsubscribe(self, token: str, now: datetime) -> int:
@@ -171,6 +182,9 @@ class Signups:
 
     def purge_pending(self, now: datetime, days: int) -> int:
         with self.db.transaction() as session:
+            # Links older than this have expired; a day's rows are kept for the daily limit.
+            expired = now - timedelta(days=self.confirm_token_days + 1)
+            store.purge_confirmations(session, expired)
             return store.purge_pending(session, now - timedelta(days=days))
 
 

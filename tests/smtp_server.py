@@ -52,19 +52,31 @@ class _Handler:
     #: what happens after a message is stored, one entry per message (then a prompt 250):
     #: seconds to wait before the 250, or "drop" to close the connection without a reply.
     after_storing: list[float | str] = field(default_factory=list)
+    #: seconds the server takes to answer EHLO, MAIL, RCPT and DATA: a slow relay.
+    command_delay: float = 0.0
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
         responses: list[str],
     ) -> list[str]:  # fmt: skip
+        await asyncio.sleep(self.command_delay)
         session.host_name = hostname
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        await asyncio.sleep(self.command_delay)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
+        await asyncio.sleep(self.command_delay)
         reply = self.rcpt_replies.get(address.lower())
         if reply:
             return reply
@@ -72,6 +84,7 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await asyncio.sleep(self.command_delay)
         with self.lock:
             if self.data_replies:
                 return self.data_replies.pop(0)

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from campaign import bounces, reports, signups, subscriptions
+from campaign.admin import start_side_services
 from campaign.bootstrap import make_service, return_paths
 from campaign.cli.common import (
     NOW,
@@ -137,14 +138,18 @@ def tick(now: datetime | None) -> None:
 @click.option("--port", type=int, default=None, help="Port (default HTTP_PORT, 8000).")
 @reports_errors
 def serve(host: str | None, port: int | None) -> None:
-    """Serve the signup, confirmation and unsubscribe pages, /healthz and /metrics."""
+    """Serve the signup, confirmation and unsubscribe pages, /healthz (/metrics: ADMIN_LISTEN)."""
     app = make_app()
     host = host or app.settings.http_host
     port = port or app.settings.http_port
     out.print(
         f"serving http://{host}:{port}/subscribe (public links use {app.settings.public_base_url})"
     )
-    make_server(app, host, port).run()
+    side = start_side_services(app)  # the confirmation sender and the admin listener
+    try:
+        make_server(app, host, port).run()
+    finally:
+        side.close()
 
 
 @main.command("export")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from campaign.models import (
@@ -152,8 +155,15 @@ def record_click(session: Session, delivery_id: int, url: str, at: datetime) -> 
     """Count a click; False when the delivery no longer exists (the person was forgotten)."""
     if session.get(Delivery, delivery_id) is None:
         return False
-    session.add(Click(delivery_id=delivery_id, url=url, at=at))
+    # Insert-if-absent: a replay (a link scanner, a reload) counts once per delivery and link.
+    values = {"delivery_id": delivery_id, "url": url, "url_hash": url_hash(url), "at": at}
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(Click).values(**values).on_conflict_do_nothing())
     return True
+
+
+def url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
 
 
 def clicks_by_step(session: Session, plan_id: str) -> dict[str, int]:

@@ -12,12 +12,14 @@ from sqlalchemy.orm import Session
 
 from campaign.models import (
     PENDING_DELIVERY,
+    Confirmation,
     Consent,
     Delivery,
     Enrollment,
     Subscriber,
     Suppression,
 )
+from campaign.store.confirmations import void_confirmations
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ def set_subscriber_status(session: Session, subscriber_id: int, status: str, now
     if status == "active":
         values["confirmed_at"] = now
     session.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(**values))
+    if status not in ("pending", "active"):
+        # The person left: a confirmation link sent before now must not bring them back.
+        void_confirmations(session, subscriber_id, now)
 
 
 def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> None:
@@ -220,6 +225,7 @@ def everything_about(session: Session, subscriber_id: int) -> dict[str, Any]:
     return {
         "subscriber": rows(Subscriber, Subscriber.id == subscriber_id)[0],
         "consents": rows(Consent, Consent.subscriber_id == subscriber_id),
+        "confirmations": rows(Confirmation, Confirmation.subscriber_id == subscriber_id),
         "enrollments": enrollments,
         "deliveries": rows(Delivery, Delivery.enrollment_id.in_(ids)) if ids else [],
     }

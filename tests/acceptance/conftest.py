@@ -37,6 +37,9 @@ class Site:
         return self.http.post("/subscribe", data={"email": email, **fields})
 
     def mail_to(self, email: str) -> list[EmailMessage]:
+        """What `email` received, once the engine sent what signups queued (run here, at once,
+        instead of by its thread: no waiting)."""
+        self.app.signup_mail.drain(self.clock.now())
         return [r.message for r in self.smtp.to(email)]
 
     def link_in(self, message: EmailMessage, path: str) -> str:

@@ -3,12 +3,16 @@ databases."""
 
 from __future__ import annotations
 
+import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from campaign import bounces, signups, subscriptions
+from campaign.admin import start_side_services
 from campaign.bootstrap import make_service, return_paths
 from tests.acceptance.conftest import NOW, Site, _serve
 from tests.bounce_reports import dsn
@@ -76,6 +80,7 @@ def test_a_resignup_never_restarts_or_duplicates_a_running_plan(site: Site) -> N
     """An active subscriber who signs up again gets no new email and keeps their place."""
     site.app.signups.double_opt_in = False
     site.signup("sam@example.org")
+    assert len(site.mail_to("sam@example.org")) == 1  # the welcome, sent by the engine at once
     tick(site.app, site.clock, NOW + timedelta(days=1, hours=-2))  # day 1 at 07:00 UTC
     before = len(site.mail_to("sam@example.org"))
     assert before == 2
@@ -85,7 +90,7 @@ def test_a_resignup_never_restarts_or_duplicates_a_running_plan(site: Site) -> N
 
 
 def test_without_double_opt_in_the_welcome_goes_straight_after_signup(site: Site) -> None:
-    """With DOUBLE_OPT_IN=false the first email is the welcome, sent during the request."""
+    """With DOUBLE_OPT_IN=false the first email is the welcome, sent by the engine at once."""
     site.app.signups.double_opt_in = False
     site.signup("direct@example.org")
     [welcome] = site.mail_to("direct@example.org")
@@ -202,19 +207,85 @@ def test_the_ebook_is_served_under_the_public_url(site: Site) -> None:
     assert site.http.get("/ebook/../../etc/passwd").status_code == 404
 
 
-def test_healthz_reports_the_last_pass_and_metrics_count_signups(site: Site) -> None:
-    """/healthz is 503 until a pass has run, then 200; /metrics counts signups and backlog."""
-    assert site.http.get("/healthz").status_code == 503
-    from campaign.bootstrap import make_service
-
-    make_service(site.app).run_pass(NOW)
-    health = site.http.get("/healthz")
-    assert health.status_code == 200
-    assert health.json()["database"] == "ok"
-    site.signup("m@example.org")
-    metrics = site.http.get("/metrics").text
-    assert 'campaign_signups_total{outcome="confirmation-sent"} 1.0' in metrics
+def test_healthz_reports_the_last_pass_and_metrics_count_signups(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """/healthz is 503 until a pass has run, then 200; /metrics, on the operators' listener
+    (ADMIN_LISTEN) and not the public one, counts signups and backlog."""
+    port, admin_port = free_port(), free_port()
+    site_url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+    app, _ = engine(NOW, PUBLIC_BASE_URL=site_url, ADMIN_LISTEN=f"127.0.0.1:{admin_port}")
+    serving = _serve(app, port)
+    next(serving)
+    side = start_side_services(app)
+    try:
+        assert httpx.get(site_url + "/healthz").status_code == 503
+        make_service(app).run_pass(NOW)
+        health = httpx.get(site_url + "/healthz")
+        assert health.status_code == 200
+        assert health.json()["database"] == "ok"
+        httpx.post(site_url + "/subscribe", data={"email": "m@example.org"})
+        assert httpx.get(site_url + "/metrics").status_code == 404
+        metrics = _get_when_up(admin_url + "/metrics").text
+        detailed = _get_when_up(admin_url + "/healthz")
+    finally:
+        side.close()
+        next(serving, None)
+    assert 'campaign_signups_total{outcome="confirmation-queued"} 1.0' in metrics
     assert "campaign_backlog_due 0.0" in metrics
+    assert detailed.status_code == 200
+    assert detailed.json()["database"] == "ok"
+
+
+def test_admin_listen_off_serves_no_metrics_anywhere(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """ADMIN_LISTEN=off starts no operators' listener; the public /metrics stays 404."""
+    port = free_port()
+    app, _ = engine(NOW, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", ADMIN_LISTEN="off")
+    serving = _serve(app, port)
+    next(serving)
+    side = start_side_services(app)
+    try:
+        assert side.server is None
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
+    finally:
+        side.close()
+        next(serving, None)
+
+
+def test_a_busy_admin_port_is_reported_and_the_public_pages_still_serve(
+    engine: EngineFactory, smtp_server: SMTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ADMIN_LISTEN on a port in use: one error line names it; the public pages still answer."""
+    port, admin_port = free_port(), free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", admin_port))
+        taken.listen()
+        app, _ = engine(
+            NOW, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", ADMIN_LISTEN=f"127.0.0.1:{admin_port}"
+        )
+        serving = _serve(app, port)
+        next(serving)
+        side = start_side_services(app)
+        try:
+            assert httpx.get(f"http://127.0.0.1:{port}/subscribe").status_code == 200
+        finally:
+            side.close()
+            next(serving, None)
+    assert f"could not start on ADMIN_LISTEN=127.0.0.1:{admin_port}" in caplog.text
+
+
+def _get_when_up(url: str) -> httpx.Response:
+    """GET `url`, once its listener (started in a thread just now) has bound its socket."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return httpx.get(url)
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)  # waiting for a socket to be bound, not for a schedule
 
 
 def test_signup_and_confirmation_are_recorded_as_consent(site: Site) -> None:
@@ -238,19 +309,24 @@ def test_healthz_and_metrics_say_when_sending_is_paused(
     engine: EngineFactory, smtp_server: SMTPServer
 ) -> None:
     """An unreachable mail server pauses sending: /healthz is 503 and says why; a gauge is 1."""
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    app, _ = engine(NOW, PUBLIC_BASE_URL=url, SMTP_PORT=str(free_port()))  # nobody there
+    app, _ = engine(
+        NOW, PUBLIC_BASE_URL=url, SMTP_PORT=str(free_port()),  # nobody there
+        ADMIN_LISTEN=f"127.0.0.1:{admin_port}",
+    )  # fmt: skip
     subscriptions.subscribe(
         app.db, app.plan, email="wait@example.org", first_name=None, timezone=None, now=NOW
     )
     make_service(app).run_pass(NOW)
     serving = _serve(app, port)
     next(serving)
+    side = start_side_services(app)
     try:
         health = httpx.get(url + "/healthz")
-        metrics = httpx.get(url + "/metrics").text
+        metrics = _get_when_up(f"http://127.0.0.1:{admin_port}/metrics").text
     finally:
+        side.close()
         next(serving, None)
     assert health.status_code == 503
     assert health.json()["sending"].startswith("paused: ")
@@ -264,6 +340,7 @@ def test_a_bounced_address_is_never_mailed_again_until_an_operator_clears_it(
     """After a DSN bounce of the confirmation is ingested, a new signup gets the usual page but
     no email."""
     site.signup("gone@example.org")
+    assert len(site.mail_to("gone@example.org")) == 1  # the engine sends what was queued
     [confirmation] = site.smtp.to("gone@example.org")
     maildir = tmp_path / "bounces" / "new"
     maildir.mkdir(parents=True)
@@ -278,5 +355,6 @@ def test_a_bounced_address_is_never_mailed_again_until_an_operator_clears_it(
     assert "Check your email" in answer.text
     assert len(site.mail_to("gone@example.org")) == 1
     assert subscriptions.clear_suppression(site.app.db, email="gone@example.org", now=NOW)
+    site.clock.advance(timedelta(minutes=11))  # past the one-confirmation-per-10-minutes cap
     site.signup("gone@example.org")
     assert len(site.mail_to("gone@example.org")) == 2  # a confirmation, at last

@@ -238,7 +238,8 @@ def test_a_pass_that_dies_of_a_bug_shows_in_healthz_and_a_metric_and_logs_once(
             assert health.status_code == 503
             assert health.json()["status"] == "degraded"
             assert health.json()["last_pass"] == "the last pass failed: KeyError"
-            assert "campaign_pass_errors_total 3.0" in http.get("/metrics").text
+            exposition = app.metrics.render()  # what ADMIN_LISTEN's /metrics serves
+            assert b"campaign_pass_errors_total 3.0" in exposition
             app.dispatcher.transport = real
             _add(app, "next@example.org", "")
             assert service.run_once().sent == 1

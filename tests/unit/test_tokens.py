@@ -152,3 +152,16 @@ def test_a_non_ascii_signature_is_refused() -> None:
 def test_an_absurd_issue_time_is_refused() -> None:
     """A forged payload with an out-of-range issue time is refused as invalid, not a crash."""
     _refused(_b64(b"unsubscribe.1.99999999999999999999") + ".abc")
+
+
+def test_a_confirmation_link_from_before_schema_0008_does_not_verify() -> None:
+    """Old "confirm" tokens named a subscriber id; confirmation links now name a confirmation
+    row under another purpose, so an old token can never be read as a row's id."""
+    from campaign.tokens import CONFIRM_SIGNUP
+
+    legacy = sign(SECRET, "confirm", 42, NOW)
+    with pytest.raises(InvalidToken):
+        verify(SECRET, legacy, CONFIRM_SIGNUP, NOW, max_age=timedelta(days=7))
+    assert (
+        verify(SECRET, sign(SECRET, CONFIRM_SIGNUP, 42, NOW), CONFIRM_SIGNUP, NOW).subject_id == 42
+    )

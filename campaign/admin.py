@@ -1,0 +1,113 @@
+"""The operators' side of a serving process: /metrics and a detailed /healthz on ADMIN_LISTEN
+(default 127.0.0.1:9100, never the public listener, where counters would tell who signs up),
+and the sender of signup email that runs beside the public pages."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from campaign import reports
+from campaign.bootstrap import App
+from campaign.errors import DatabaseRefusesWrites
+from campaign.metrics import CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+
+def create_admin_app(app: App) -> Starlette:
+    """The ASGI application for operators: metrics and the full health report."""
+    settings = app.settings
+
+    async def healthz(request: Request) -> Response:
+        stale_after = max(3 * settings.tick_seconds, 120.0)
+        try:
+            health = await run_in_threadpool(reports.sending_health, app.db, app.clock.now())
+        except Exception as exc:  # any failure to read the database means unhealthy
+            return JSONResponse({"status": "error", "database": f"unreachable: {exc}"}, 503)
+        age, paused, refusal = health
+        paused = paused or app.paused_reason
+        if refusal is not None:
+            paused = DatabaseRefusesWrites(refusal).message
+        ok = age is not None and age <= stale_after and not paused
+        body = {
+            "status": "ok" if ok else "error" if refusal else "degraded",
+            "database": f"refuses writes: {refusal}" if refusal else "ok",
+            "sending": f"paused: {paused}" if paused else "ok",
+            "last_pass_age_seconds": age,
+            "stale_after_seconds": stale_after,
+        }
+        return JSONResponse(body, 200 if ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        snapshot = await run_in_threadpool(
+            reports.operational_snapshot, app.db, app.plan, app.clock.now()
+        )
+        refusal = await run_in_threadpool(reports.write_refusal, app.db)
+        app.metrics.update(**snapshot, refuses_writes=refusal is not None)
+        return Response(app.metrics.render(), media_type=CONTENT_TYPE)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])
+
+
+@dataclass
+class SideServices:
+    """What runs beside the public pages: the signup email sender and the admin listener."""
+
+    app: App
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+
+    def close(self) -> None:
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout=10)
+        self.app.signup_mail.stop()
+
+
+def start_side_services(app: App) -> SideServices:
+    """Start the signup email sender and, unless ADMIN_LISTEN=off, the admin listener."""
+    app.signup_mail.start()
+    side = SideServices(app)
+    listen = app.settings.admin_address
+    log.info(
+        "/metrics is not on the public listener (it answers 404 there): %s",
+        f"see http://{listen[0]}:{listen[1]}/metrics (ADMIN_LISTEN)"
+        if listen
+        else "ADMIN_LISTEN=off, so it is not served at all",
+    )
+    if listen is None:
+        return side
+    config = uvicorn.Config(
+        create_admin_app(app), host=listen[0], port=listen[1], log_level="warning",
+        access_log=False,
+    )  # fmt: skip
+    side.server = uvicorn.Server(config)
+    side.thread = threading.Thread(target=_run, args=(side.server,), name="admin-http", daemon=True)
+    side.thread.start()
+    deadline = time.monotonic() + 10
+    while not side.server.started and side.thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the socket is bound (or could not be)
+    if not side.server.started:
+        # The public pages matter more than the metrics: say so loudly, and serve them.
+        log.error(
+            "the operators' listener could not start on ADMIN_LISTEN=%s (in use?): /metrics "
+            "is not served", app.settings.admin_listen,
+        )  # fmt: skip
+    return side
+
+
+def _run(server: uvicorn.Server) -> None:
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's answer to a port it cannot bind: reported by the caller
+        return
