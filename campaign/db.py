@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaign.errors import DatabaseError, DatabaseRefusesWrites
@@ -50,6 +57,29 @@ def write_refusal(error: BaseException | None) -> str | None:
             return _SQLITE_CODES[code & 0xFF]
         seen = seen.__context__
     return None
+
+
+#: A row the database refused for its content, not for its state: a unique index another
+#: transaction won (a race), or a value it cannot store. The other rows of a batch are fine.
+ROW_REFUSED = (IntegrityError, DataError)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def retry_once_on_conflict(use_case: Callable[P, R]) -> Callable[P, R]:
+    """Run `use_case` again, once, when another transaction inserted the same row first (two
+    signups of one new address at the same moment): the second run finds that row, as it
+    would have a moment later. Its whole transaction was rolled back, so nothing is doubled."""
+
+    @functools.wraps(use_case)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return use_case(*args, **kwargs)
+        except IntegrityError:
+            return use_case(*args, **kwargs)
+
+    return run
 
 
 def normalise_url(url: str) -> str:

@@ -10,7 +10,7 @@ from datetime import datetime
 from email_validator import EmailNotValidError, validate_email
 
 from campaign import schedule, store
-from campaign.db import Database
+from campaign.db import Database, retry_once_on_conflict
 from campaign.errors import BadInput, InvalidAddress, UnknownSubscriber
 from campaign.plan import Plan
 
@@ -55,6 +55,9 @@ def first_name_of(name: str | None) -> str:
     cleaned = " ".join((name or "").split())
     if len(cleaned) > 100:
         raise BadInput("first name is longer than 100 characters")
+    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000 for c in cleaned):
+        # NUL cannot be stored in PostgreSQL; lone surrogates (undecodable bytes) nowhere.
+        raise BadInput("first name contains control characters or undecodable bytes")
     return cleaned
 
 
@@ -65,6 +68,7 @@ class SubscribeResult:
     status: str
 
 
+@retry_once_on_conflict
 def subscribe(
     db: Database,
     plan: Plan,

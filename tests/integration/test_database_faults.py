@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine import Connection, make_url
 
-from campaign import subscriptions
+from campaign import reports, subscriptions
 from campaign.bootstrap import App, make_service
 from campaign.db import DISK_FULL, LOCKED, READ_ONLY, READ_ONLY_FILE, Database, write_refusal
 from campaign.errors import DatabaseRefusesWrites
@@ -149,7 +149,8 @@ def test_a_failover_to_a_read_only_node_pauses_once_and_resumes_without_a_restar
     assert service.paused_reason == f"the database refuses writes ({READ_ONLY})"
     health = _get(app, "/healthz")
     assert health.status_code == 503
-    assert health.json()["database"] == f"refuses writes: {READ_ONLY}"
+    assert health.json()["reason"] == "database-refuses-writes"
+    assert READ_ONLY in reports.health(app.db, clock.now(), tick_seconds=30).detail
     assert "campaign_sending_paused 1.0" in _get(app, "/metrics").text
 
     # Leave a connection opened during the outage in the pool, as a long outage would.
@@ -341,7 +342,7 @@ def test_a_lock_held_past_the_busy_timeout_pauses_sending_then_it_resumes(
     assert {(r.sent, r.error) for r in results} == {(0, f"the database refuses writes ({LOCKED})")}
     assert smtp_server.received == []
     assert health.status_code == 503
-    assert health.json()["database"] == f"refuses writes: {LOCKED}"
+    assert health.json()["reason"] == "database-refuses-writes"
     assert len(_pause_lines(caplog)) == 1
 
     result = service.run_pass()
