@@ -17,7 +17,7 @@ from typing import Any
 
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.compose import Composer
-from campaign.db import Database
+from campaign.db import Database, driver_problem
 from campaign.dispatch import Dispatcher
 from campaign.errors import DatabaseError, PlanError, PlanProblem
 from campaign.logs import configure_logging
@@ -105,7 +105,7 @@ class App:
         try:
             state = self.db.schema_state()
         except Exception as exc:  # any driver error means "cannot reach"
-            raise DatabaseError(f"cannot reach the database: {exc}") from exc
+            raise DatabaseError(f"cannot reach the database: {driver_problem(exc)}") from exc
         if state == "missing":
             raise DatabaseError("the database has no schema yet: run `campaign db upgrade`")
         if state == "older":

@@ -16,7 +16,9 @@ from campaign import store
 from campaign.db import Database
 from campaign.subscriptions import email_hash
 
-_ADDRESS = re.compile(r"[^\s<>;]+@[^\s<>;]+")
+# No control characters or undecodable bytes (surrogates): a forged report's NUL must not
+# reach the database, nor a stray byte the hash of the address.
+_ADDRESS = re.compile(r"[^\s<>;\x00-\x1f\x7f\ud800-\udfff]+@[^\s<>;\x00-\x1f\x7f\ud800-\udfff]+")
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,12 @@ def retry_once_on_conflict(use_case: Callable[P, R]) -> Callable[P, R]:
     return run
 
 
+def driver_problem(exc: BaseException) -> str:
+    """What the driver said, on one line: without SQLAlchemy's SQL, parameters and links."""
+    said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return " ".join(said[0].split()) if said else type(exc).__name__
+
+
 def normalise_url(url: str) -> str:
     """postgresql:// and postgres:// mean psycopg 3."""
     for prefix in ("postgresql://", "postgres://"):
@@ -172,10 +178,13 @@ class Database:
         """
         from alembic import command
 
-        with self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
-            command.upgrade(_alembic_config(connection), "head")
+        try:
+            with self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+                command.upgrade(_alembic_config(connection), "head")
+        except OperationalError as exc:  # cannot connect, or cannot write the file
+            raise DatabaseError(f"cannot migrate the database: {driver_problem(exc)}") from exc
 
     def schema_state(self) -> str:
         """ "current", "missing" (never migrated), "older" or "newer" than this code."""

@@ -20,10 +20,12 @@ from campaign.settings import Settings, load_environment
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-err = Console(stderr=True)
+# Markup off: addresses, names, bounce reports and plan problems are printed as they are
+# (a stray "[/x]" in one is text, not a Rich tag that crashes the command or restyles it).
+err = Console(stderr=True, markup=False, emoji=False)
 
 
-out = Console()
+out = Console(markup=False, emoji=False)
 
 
 class InstantType(click.ParamType):  # type: ignore[type-arg]  # click 8.2+ is generic
@@ -36,6 +38,24 @@ class InstantType(click.ParamType):  # type: ignore[type-arg]  # click 8.2+ is g
             return parse_instant(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class TextType(click.ParamType):  # type: ignore[type-arg]  # click 8.2+ is generic
+    """Text from the command line that can be stored and printed: no control characters, and no
+    bytes that were not valid in the terminal's encoding (Python keeps them as surrogates,
+    which neither the database nor the email can hold)."""
+
+    name = "TEXT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value)
+        if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000 for c in text):
+            shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            self.fail(f"{shown!r} has control characters or bytes that are not UTF-8", param, ctx)
+        return text
+
+
+TEXT = TextType()
 
 
 NOW = click.option(
@@ -61,7 +81,8 @@ def make_app(now: datetime | None = None, *, migrated: bool = True) -> App:
 
 
 def reports_errors(command: F) -> F:
-    """CampaignError becomes one line on stderr and its exit code (2 input, 1 runtime)."""
+    """Errors to exit codes, in one table: a CampaignError is one line on stderr and its
+    exit code (2 bad input, 1 runtime); an OSError (a file) is one line and 1."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -76,6 +97,10 @@ def reports_errors(command: F) -> F:
         except CampaignError as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a file or folder the command needs: missing, unwritable
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 
