@@ -17,8 +17,8 @@ from campaign.errors import BadInput
 
 #: More fields than any form of ours has (email, first_name, timezone, source, website).
 MAX_FIELDS = 20
-#: C0 controls except tab, newline and carriage return (which names fold to spaces), and DEL.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: C0 controls but tab (which names fold to a space), and DEL: every field is one line.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class BadRequest(BadInput):

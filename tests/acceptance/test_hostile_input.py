@@ -128,6 +128,8 @@ FORM_BODIES = {
     "NUL in timezone": b"email=nul%40example.org&timezone=UTC%00",
     "NUL in source": b"email=nul%40example.org&source=https%3A%2F%2Fx%00",
     "escape in first name": b"email=nul%40example.org&first_name=%1b%5b31mRed",
+    "CRLF in email": b"email=a%40example.org%0d%0aBcc%3A+eve%40example.org",
+    "CRLF header in source": b"email=nul%40example.org&source=x%0d%0aSet-Cookie%3A+a",
     "invalid UTF-8": b"email=ann%40example.org&first_name=%ff%fe",
     "raw invalid UTF-8": b"email=ann@example.org&first_name=\xff",
     "many fields": b"&".join(b"f%d=1" % i for i in range(2_000)),
