@@ -19,6 +19,7 @@ from campaign.errors import BadInput
 MAX_FIELDS = 20
 #: C0 controls but tab (which names fold to a space), and DEL: every field is one line.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BadRequest(BadInput):
@@ -54,6 +55,8 @@ def parse_fields(body: bytes, kind: str) -> dict[str, str]:
     for name, value in fields.items():
         if _CONTROL.search(name) or _CONTROL.search(value):
             raise BadRequest(f"the field {_shown(name)} contains control characters")
+        if _SURROGATE.search(name) or _SURROGATE.search(value):  # JSON's "\ud800" escapes
+            raise BadRequest(f"the field {_shown(name)} is not valid Unicode text")
     return fields
 
 
@@ -125,7 +128,7 @@ def _reason(exc: ValueError) -> str:
 
 def _shown(name: str) -> str:
     """A field name safe to echo: printable, short."""
-    return repr(_CONTROL.sub("?", name)[:40])
+    return repr(_SURROGATE.sub("?", _CONTROL.sub("?", name))[:40])
 
 
 def clean_header(value: str, limit: int = 400) -> str:

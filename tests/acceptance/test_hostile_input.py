@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -93,6 +93,8 @@ JSON_BODIES = {
     "NUL in email": b'{"email": "ann\\u0000@example.org"}',
     "NUL in key": b'{"em\\u0000ail": "ann@example.org"}',
     "lone surrogate": b'{"email": "ann@example.org", "first_name": "\\ud800"}',
+    "lone surrogate in source": b'{"email": "ann@example.org", "source": "\\udfff"}',
+    "lone surrogate in key": b'{"email": "ann@example.org", "\\ud800": "x"}',
     "many fields": json.dumps({f"f{i}": "x" for i in range(500)}).encode(),
 }
 
@@ -208,6 +210,10 @@ ODD_PATHS = (
     "AAAA.BBBB",
     "eyJ.AAAA",
     "Y29uZmlybS45OTk5OTk5OTk5OTk5OTk5OTk5OS4x.AAAA",
+    "%zz",
+    "%",
+    "a%2Fb",
+    "b" * 30_000,
 )
 
 
@@ -258,6 +264,8 @@ ENDPOINTS = (
     ("GET", "/ebook/{}"),
     ("GET", "/healthz"),
 )
+#: Any code point, lone surrogates and control characters included.
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=120)
 CONTENT_TYPES = (
     "application/x-www-form-urlencoded",
     "application/json",
@@ -272,7 +280,7 @@ def test_fuzzed_requests_to_every_public_endpoint_never_get_a_5xx(open_site: Sit
     503 with Retry-After), never exception or driver text in the body."""
 
     @settings(
-        max_examples=150,
+        max_examples=300,
         deadline=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -282,10 +290,16 @@ def test_fuzzed_requests_to_every_public_endpoint_never_get_a_5xx(open_site: Sit
         segment=st.text(min_size=1, max_size=300),
         body=st.one_of(
             st.binary(max_size=2_000),
-            st.dictionaries(
-                st.sampled_from(["email", "first_name", "timezone", "source", "website", "x"]),
-                st.one_of(st.text(max_size=200), st.integers(), st.floats(), st.none()),
+            st.fixed_dictionaries(
+                {"email": st.one_of(st.emails(), ANY_TEXT)},
+                optional={
+                    name: st.one_of(ANY_TEXT, st.integers(), st.floats(), st.none())
+                    for name in ("first_name", "timezone", "source", "x")
+                },
             ).map(lambda d: json.dumps(d).encode()),
+            st.fixed_dictionaries(
+                {"email": st.emails(), "first_name": ANY_TEXT, "timezone": ANY_TEXT}
+            ).map(lambda d: urlencode(d, errors="surrogatepass").encode()),
         ),
         content_type=st.sampled_from(CONTENT_TYPES),
     )
@@ -338,3 +352,66 @@ def test_healthz_tells_anonymous_clients_a_status_and_a_reason_code_only(
     detail = reports.health(app.db, NOW, tick_seconds=30).detail
     assert detail.startswith("sending paused: ")
     assert "127.0.0.1" in detail
+
+
+def test_two_confirmations_of_one_signup_at_once_enrol_once(open_site: Site) -> None:
+    """A link clicked twice at the same moment (a double click, a scanner and the person):
+    both get the confirmed page, and the subscriber is enrolled and welcomed once."""
+    people = [f"twice{n}@example.org" for n in range(8)]
+    links = []
+    for email in people:
+        open_site.signup(email)
+        links.append(open_site.link_in(open_site.mail_to(email)[0], "confirm"))
+    answers: list[int] = []
+
+    def confirm(link: str, start: threading.Barrier) -> None:
+        with httpx.Client(base_url=open_site.url, timeout=20) as client:
+            start.wait()
+            answers.append(client.post(link).status_code)
+
+    for link in links:
+        start = threading.Barrier(2)
+        threads = [threading.Thread(target=confirm, args=(link, start)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert answers == [200] * 2 * len(links)
+    for email in people:
+        enrollments = signups.export_person(open_site.app.db, email)["enrollments"]
+        assert len(enrollments) == 1
+        assert len(open_site.mail_to(email)) == 2  # the confirmation, then one welcome
+
+
+def test_fuzzed_signup_fields_get_the_normal_answer_or_a_clear_4xx(open_site: Site) -> None:
+    """A valid address with any text at all in every other field (control characters, lone
+    surrogates, any script), as JSON and as a form: 200 or a 4xx, nothing else."""
+
+    @settings(
+        max_examples=200,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        email=st.emails(),
+        others=st.fixed_dictionaries(
+            dict.fromkeys(("first_name", "timezone", "source", "website"), ANY_TEXT)
+        ),
+        as_json=st.booleans(),
+    )
+    def sign_up(email: str, others: dict[str, str], as_json: bool) -> None:
+        fields = {"email": email, **others}
+        if as_json:
+            response = open_site.http.post("/subscribe", json=fields)
+        else:
+            body = urlencode(fields, errors="surrogatepass").encode()
+            response = open_site.http.post(
+                "/subscribe", content=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )  # fmt: skip
+        assert response.status_code == 200 or 400 <= response.status_code < 500, fields
+        for leak in LEAKS:
+            assert leak not in response.text
+
+    sign_up()
