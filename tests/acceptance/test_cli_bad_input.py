@@ -18,19 +18,24 @@ from tests.conftest import ROOT
 from tests.smtp_server import free_port
 
 CAMPAIGN = [sys.executable, "-m", "campaign"]
+SCHEDULER = [sys.executable, str(ROOT / "run_scheduler.py")]
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
 def run(env: dict[str, str], tmp_path: Path) -> Run:
-    """Run `campaign` in a scratch folder with the test environment and a wide terminal."""
+    """Run `campaign` (or, given "--scheduler" first, run_scheduler.py) in a scratch folder
+    with the test environment and a wide terminal."""
 
     def call(*args: str, extra: dict[str, str] | None = None) -> Any:
         environ = {**os.environ, **env, **(extra or {}), "PYTHONPATH": str(ROOT),
                    "COLUMNS": "250"}  # fmt: skip
+        program = SCHEDULER if args[:1] == ("--scheduler",) else CAMPAIGN
+        if program is SCHEDULER:
+            args = args[1:]
         return subprocess.run(
-            [*CAMPAIGN, *args], cwd=tmp_path, env=environ, capture_output=True, text=True,
+            [*program, *args], cwd=tmp_path, env=environ, capture_output=True, text=True,
             timeout=120, errors="backslashreplace",
         )  # fmt: skip
 
@@ -54,8 +59,8 @@ def _active(run: Run) -> int:
 def test_an_unreachable_postgresql_or_unusable_sqlite_path_is_one_line_and_exit_1(
     run: Run, tmp_path: Path
 ) -> None:
-    """`db upgrade` (and any other command) against a closed port, a folder that is a file,
-    or a database that is a folder: one line naming the problem, exit 1."""
+    """`db upgrade`, `stats` and `run_scheduler.py --once` against a closed port, a folder
+    that is a file, or a database that is a folder: one line naming the problem, exit 1."""
     (tmp_path / "a-file").write_text("")
     cases = {
         f"postgresql://postgres@127.0.0.1:{free_port()}/test": "Connection refused",
@@ -63,7 +68,7 @@ def test_an_unreachable_postgresql_or_unusable_sqlite_path_is_one_line_and_exit_
         f"sqlite:///{tmp_path}": "unable to open database file",
     }
     for url, said in cases.items():
-        for command in (("db", "upgrade"), ("stats",)):
+        for command in (("db", "upgrade"), ("stats",), ("--scheduler", "--once")):
             line = _clean_failure(run(*command, extra={"DATABASE_URL": url}), 1)
             assert line.startswith("error: "), line
             assert said in line, line
