@@ -415,3 +415,30 @@ def test_fuzzed_signup_fields_get_the_normal_answer_or_a_clear_4xx(open_site: Si
             assert leak not in response.text
 
     sign_up()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the URL is replaced
+def test_healthz_never_names_an_unreachable_database(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """With the database gone, /healthz is a 503 with `database-unreachable`: no host, port,
+    user or driver error, which only reports.health(...).detail has."""
+    from campaign import reports
+
+    port = free_port()
+    gone = f"postgresql://secret_user:hunter2@127.0.0.1:{free_port()}/private_db"
+    app, _ = engine(NOW, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", DATABASE_URL=gone)
+    serving = _serve(app, port)
+    next(serving)
+    try:
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        next(serving, None)
+    assert health.status_code == 503
+    assert health.json() == {
+        "status": "error",
+        "reason": "database-unreachable",
+        "last_pass_age_seconds": None,
+        "stale_after_seconds": 120.0,
+    }
+    assert "Connection refused" in reports.health(app.db, NOW, tick_seconds=30).detail
