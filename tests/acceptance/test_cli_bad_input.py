@@ -219,6 +219,8 @@ def test_rich_markup_in_untrusted_text_is_printed_literally(run: Run, tmp_path: 
         (("export", "nobody@example.org"), "no subscriber"),
         (("forget", "'; DROP TABLE subscribers; --"), "no subscriber"),
         (("simulate", "--days", "-1"), "-1"),
+        (("simulate", "--start", "9999-12-31T23:00:00+00:00"), "between the years 1970 and 9000"),
+        (("tick", "--now", "0001-01-01T00:00:00+00:00"), "between the years 1970 and 9000"),
         (("simulate", "--timezone", "../../etc/passwd"), "not an IANA time zone"),
         (("send-test", "1", "--to", "\udcff"), "not UTF-8"),
         (("preview", "--serve", "--port", "99999"), "99999"),
@@ -230,3 +232,24 @@ def test_odd_arguments_exit_2_with_one_clear_line(
     """Undecodable bytes, control characters, odd time zones, bad instants and addresses: each
     command exits 2 and says what is wrong, never a traceback."""
     assert said in _clean_failure(run(*args), 2)
+
+
+def test_a_bounce_report_with_raw_bytes_or_nul_in_the_address_suppresses_no_one(
+    run: Run, tmp_path: Path
+) -> None:
+    """A report naming `g\\xffone@` or `a\\0b@` is read without a traceback and suppresses
+    neither that text nor a part of it (`one@`, `b@`)."""
+    for email in ("one@example.org", "b@example.org"):
+        assert run("subscribe", email).returncode == 0
+    (tmp_path / "reports").mkdir()
+    for n, recipient in enumerate((b"g\xffone@example.org", b"a\x00b@example.org")):
+        (tmp_path / "reports" / f"{n}.eml").write_bytes(
+            b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n"
+            b"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\n"
+            b"Final-Recipient: rfc822; " + recipient + b"\nAction: failed\nStatus: 5.1.1\n"
+            b"\n--b--\n"
+        )
+    result = run("bounces", "ingest", str(tmp_path / "reports"))
+    assert result.returncode == 0, result.stderr
+    assert "0 bounced, 0 complained, 2 file(s) with nothing to act on" in result.stdout
+    assert _active(run) == 2
