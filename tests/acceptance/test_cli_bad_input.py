@@ -159,7 +159,8 @@ def test_a_10_mib_line_is_a_row_error_and_its_neighbours_are_imported(
 
 def test_rich_markup_in_untrusted_text_is_printed_literally(run: Run, tmp_path: Path) -> None:
     """`[/x]` and `[bold]` in a simulated name, an address argument, a bounce report and a
-    plan's subject are printed as typed; no command fails on them."""
+    plan's subject are printed as typed; no command fails on them; a report's escape
+    sequences are shown as text, not sent to the terminal."""
     simulated = run("simulate", "--name", "[/x] [bold]Ann", "--format", "table")
     assert simulated.returncode == 0, simulated.stderr
     assert "[/x] [bold]Ann" in simulated.stdout
@@ -171,12 +172,15 @@ def test_rich_markup_in_untrusted_text_is_printed_literally(run: Run, tmp_path: 
     assert subscribed.returncode == 0, subscribed.stderr
 
     report = (ROOT / "tests" / "fixtures" / "dsn_hard_bounce.eml").read_text()
-    forged = report.replace("Recipient address rejected", "[/x] rejected [bold]loudly")
+    forged = report.replace(
+        "Recipient address rejected", "[/x] rejected [bold]loudly \x1b]0;pwned\x07\x1b[2J"
+    )
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "1.eml").write_text(forged)
     ingested = run("bounces", "ingest", str(tmp_path / "reports"))
     assert ingested.returncode == 0, ingested.stderr
-    assert "[/x] rejected [bold]loudly" in ingested.stdout
+    assert "[/x] rejected [bold]loudly \\x1b]0;pwned" in ingested.stdout
+    assert "\x1b" not in ingested.stdout  # no escape sequence reaches the terminal
 
     (tmp_path / "assets").symlink_to(ROOT / "assets")
     (tmp_path / "[bold]plans").mkdir()
