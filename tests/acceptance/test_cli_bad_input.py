@@ -170,6 +170,11 @@ def test_rich_markup_in_untrusted_text_is_printed_literally(run: Run, tmp_path: 
     assert "[/x]@example.org was not suppressed" in cleared.stdout
     subscribed = run("subscribe", "gone@example.org", "--name", "[bold]G[/x]")
     assert subscribed.returncode == 0, subscribed.stderr
+    exported = run("export", "gone@example.org")
+    assert json.loads(exported.stdout)["subscriber"]["first_name"] == "[bold]G[/x]"
+    previewed = run("preview", "day30", "--name", "[/x]", "--out", str(tmp_path / "p.html"))
+    assert previewed.returncode == 0, previewed.stderr
+    assert "Hi [/x]," in previewed.stdout
 
     report = (ROOT / "tests" / "fixtures" / "dsn_hard_bounce.eml").read_text()
     forged = report.replace(
