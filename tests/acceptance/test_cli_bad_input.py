@@ -56,6 +56,7 @@ def _active(run: Run) -> int:
     return int(stats["subscribers"]["active"])
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # each case sets its own
 def test_an_unreachable_postgresql_or_unusable_sqlite_path_is_one_line_and_exit_1(
     run: Run, tmp_path: Path
 ) -> None:
