@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except CampaignError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file or folder it needs (the SQLite folder): one line, no trace
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,7 +18,6 @@ from starlette.routing import Route
 
 from campaign import reports
 from campaign.bootstrap import App
-from campaign.errors import DatabaseRefusesWrites
 from campaign.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -26,27 +25,12 @@ log = logging.getLogger(__name__)
 
 def create_admin_app(app: App) -> Starlette:
     """The ASGI application for operators: metrics and the full health report."""
-    settings = app.settings
 
     async def healthz(request: Request) -> Response:
-        stale_after = max(3 * settings.tick_seconds, 120.0)
-        try:
-            health = await run_in_threadpool(reports.sending_health, app.db, app.clock.now())
-        except Exception as exc:  # any failure to read the database means unhealthy
-            return JSONResponse({"status": "error", "database": f"unreachable: {exc}"}, 503)
-        age, paused, refusal = health
-        paused = paused or app.paused_reason
-        if refusal is not None:
-            paused = DatabaseRefusesWrites(refusal).message
-        ok = age is not None and age <= stale_after and not paused
-        body = {
-            "status": "ok" if ok else "error" if refusal else "degraded",
-            "database": f"refuses writes: {refusal}" if refusal else "ok",
-            "sending": f"paused: {paused}" if paused else "ok",
-            "last_pass_age_seconds": age,
-            "stale_after_seconds": stale_after,
-        }
-        return JSONResponse(body, 200 if ok else 503)
+        # The public answer plus the detail: hosts, driver errors, the mail server's reply.
+        health = await run_in_threadpool(app.health)
+        body = {**health.public(), "detail": health.detail}
+        return JSONResponse(body, 200 if health.status == "ok" else 503)
 
     async def metrics(request: Request) -> Response:
         snapshot = await run_in_threadpool(

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from campaign import reports
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.compose import Composer
-from campaign.db import Database
+from campaign.db import Database, driver_problem
 from campaign.dispatch import Dispatcher
 from campaign.errors import DatabaseError, PlanError, PlanProblem
 from campaign.logs import configure_logging
@@ -60,6 +61,13 @@ class App:
     paused_reason: str | None = None
     #: why this process's last pass ended in an unexpected error (None: it did not); /healthz.
     pass_failure: str | None = None
+
+    def health(self) -> reports.Health:
+        """This deployment's health as this process sees it (its scheduler, if one runs here)."""
+        return reports.health(
+            self.db, self.clock.now(), tick_seconds=self.settings.tick_seconds,
+            paused_here=self.paused_reason, pass_failed_here=self.pass_failure,
+        )  # fmt: skip
 
     def reload_plan_if_changed(self) -> bool:
         """Switch to an edited plan if, and only if, it is valid; True when it switched.
@@ -111,7 +119,7 @@ class App:
         try:
             state = self.db.schema_state()
         except Exception as exc:  # any driver error means "cannot reach"
-            raise DatabaseError(f"cannot reach the database: {exc}") from exc
+            raise DatabaseError(f"cannot reach the database: {driver_problem(exc)}") from exc
         if state == "missing":
             raise DatabaseError("the database has no schema yet: run `campaign db upgrade`")
         if state == "older":

@@ -19,6 +19,9 @@ from campaign.subscriptions import email_hash
 from campaign.verp import ReturnPaths
 
 _ADDRESS = re.compile(r"[^\s<>;]+@[^\s<>;]+")
+# An address with control characters or undecodable bytes (surrogates, U+FFFD) is no one's:
+# a forged report's NUL must not reach the database, nor a stray byte the address hash.
+_UNUSABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff\ufffd]")
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,11 @@ def _fields(part: Message) -> list[Message]:
 def _address(value: str | None) -> str | None:
     if not value:
         return None
-    found = _ADDRESS.search(value.split(";", 1)[-1])
-    return found.group(0).strip(".,").lower() if found else None
+    # str(): a header with raw 8-bit bytes comes as an email.header.Header, not a str.
+    found = _ADDRESS.search(str(value).split(";", 1)[-1])
+    if found is None or _UNUSABLE.search(found.group(0)):
+        return None
+    return found.group(0).strip(".,").lower()
 
 
 def findings(message: Message) -> list[Finding]:

@@ -77,4 +77,6 @@ def parse_instant(text: str) -> datetime:
         raise ValueError(f"{text!r} is not an ISO-8601 instant") from exc
     if instant.tzinfo is None:
         raise ValueError(f"{text!r} has no UTC offset (write e.g. {text}+00:00)")
+    if not 1970 <= instant.year <= 9000:  # a plan's days are added to it: keep them in range
+        raise ValueError(f"{text!r} is not between the years 1970 and 9000")
     return as_utc(instant)

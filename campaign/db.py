@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaign.errors import DatabaseError, DatabaseRefusesWrites
@@ -50,6 +57,35 @@ def write_refusal(error: BaseException | None) -> str | None:
             return _SQLITE_CODES[code & 0xFF]
         seen = seen.__context__
     return None
+
+
+#: A row the database refused for its content, not for its state: a unique index another
+#: transaction won (a race), or a value it cannot store. The other rows of a batch are fine.
+ROW_REFUSED = (IntegrityError, DataError)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def retry_once_on_conflict(use_case: Callable[P, R]) -> Callable[P, R]:
+    """Run `use_case` again, once, when another transaction inserted the same row first (two
+    signups of one new address at the same moment): the second run finds that row, as it
+    would have a moment later. Its whole transaction was rolled back, so nothing is doubled."""
+
+    @functools.wraps(use_case)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return use_case(*args, **kwargs)
+        except IntegrityError:
+            return use_case(*args, **kwargs)
+
+    return run
+
+
+def driver_problem(exc: BaseException) -> str:
+    """What the driver said, on one line: without SQLAlchemy's SQL, parameters and links."""
+    said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return " ".join(said[0].split()) if said else type(exc).__name__
 
 
 def normalise_url(url: str) -> str:
@@ -142,22 +178,26 @@ class Database:
         """
         from alembic import command
 
-        with self.engine.connect() as connection:
-            if self.is_sqlite:
-                # A migration that copies a table (batch mode) drops the old one: with foreign
-                # keys on, that DROP would cascade to every row that refers to it. The pragma
-                # only takes effect outside a transaction, hence on the driver's connection.
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]  # a sqlite3 connection
-            try:
-                with connection.begin():
-                    if connection.dialect.name == "postgresql":
-                        connection.exec_driver_sql(
-                            f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
-                        )
-                    command.upgrade(_alembic_config(connection), "head")
-            finally:
+        try:
+            with self.engine.connect() as connection:
                 if self.is_sqlite:
-                    connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]  # as above
+                    # A migration that copies a table (batch mode) drops the old one: with
+                    # foreign keys on, that DROP would cascade to every row that refers to it.
+                    # The pragma only takes effect outside a transaction, hence on the driver's
+                    # connection.
+                    connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]  # a sqlite3 connection
+                try:
+                    with connection.begin():
+                        if connection.dialect.name == "postgresql":
+                            connection.exec_driver_sql(
+                                f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
+                            )
+                        command.upgrade(_alembic_config(connection), "head")
+                finally:
+                    if self.is_sqlite:
+                        connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]  # as above
+        except OperationalError as exc:  # cannot connect, or cannot write the file
+            raise DatabaseError(f"cannot migrate the database: {driver_problem(exc)}") from exc
 
     def schema_state(self) -> str:
         """ "current", "missing" (never migrated), "older" or "newer" than this code."""

@@ -112,6 +112,75 @@ def sending_health(db: Database, now: datetime) -> SendingHealth:
     return SendingHealth((now - beat[0]).total_seconds(), beat[1], refusal)
 
 
+class Health(NamedTuple):
+    """Whether this deployment is healthy: a status and a short reason code anyone may see, and
+    a detail for operators only (it may name the database, the mail server, driver errors)."""
+
+    #: "ok", "degraded" (sending is paused or late) or "error" (the database cannot be used)
+    status: str
+    #: one of HEALTH_REASONS
+    reason: str
+    detail: str
+    last_pass_age: float | None
+    stale_after: float
+
+    def public(self) -> dict[str, Any]:
+        """What an anonymous client is told: nothing about hosts, URLs or error text."""
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "last_pass_age_seconds": self.last_pass_age,
+            "stale_after_seconds": self.stale_after,
+        }
+
+
+#: The reason codes /healthz may give, most serious first.
+HEALTH_REASONS = (
+    "database-unreachable",
+    "database-refuses-writes",
+    "sending-paused",
+    "pass-failed",
+    "no-pass-yet",
+    "stale",
+    "ok",
+)
+
+
+def health(
+    db: Database,
+    now: datetime,
+    *,
+    tick_seconds: float,
+    paused_here: str | None = None,
+    pass_failed_here: str | None = None,
+) -> Health:
+    """The deployment's health: the database, sending (paused by the latest heartbeat or by
+    `paused_here`, this process's scheduler), whether this process's last pass died of an
+    unexpected error (`pass_failed_here`), and whether a pass finished recently."""
+    stale_after = max(3 * tick_seconds, 120.0)
+    try:
+        age, paused, refusal = sending_health(db, now)
+    except Exception as exc:  # any failure to read the database means it cannot be used
+        return Health("error", "database-unreachable", f"database unreachable: {exc}", None,
+                      stale_after)  # fmt: skip
+    if refusal is not None:
+        # No pass can record anything, nor write a heartbeat that says so.
+        detail = f"{DatabaseRefusesWrites(refusal).message}: sending is paused"
+        return Health("error", "database-refuses-writes", detail, age, stale_after)
+    paused = paused or paused_here
+    if paused:
+        return Health("degraded", "sending-paused", f"sending paused: {paused}", age, stale_after)
+    if pass_failed_here:
+        return Health("degraded", "pass-failed", pass_failed_here, age, stale_after)
+    if age is None:
+        return Health("degraded", "no-pass-yet", "no scheduler has finished a pass yet", None,
+                      stale_after)  # fmt: skip
+    if age > stale_after:
+        detail = f"the last pass finished {age:.0f} s ago (more than {stale_after:.0f} s)"
+        return Health("degraded", "stale", detail, age, stale_after)
+    return Health("ok", "ok", "ok", age, stale_after)
+
+
 def write_refusal(db: Database) -> str | None:
     """Why the database refuses writes, as far as a cheap look tells; None when it does not."""
     if db.is_sqlite:

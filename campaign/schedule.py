@@ -19,8 +19,8 @@ def zone(name: str) -> ZoneInfo:
     """The IANA zone; raise ValueError with the name for an unknown one."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)") from exc
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "Europe", too long
+        raise ValueError(f"{name[:64]!r} is not an IANA time zone (e.g. Europe/Berlin)") from exc
 
 
 def local_date(instant: datetime, tz: ZoneInfo) -> date:

@@ -9,7 +9,7 @@ from typing import Any
 
 from campaign import store, tokens
 from campaign.compose import Composer
-from campaign.db import Database
+from campaign.db import Database, retry_once_on_conflict
 from campaign.errors import BadInput, CampaignError, UnknownSubscriber
 from campaign.plan import Plan
 from campaign.subscriptions import (
@@ -59,6 +59,7 @@ class Signups:
     double_opt_in: bool = True
     confirm_token_days: int = 7
 
+    @retry_once_on_conflict
     def signup(
         self,
         *,

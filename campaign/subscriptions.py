@@ -11,7 +11,7 @@ from datetime import datetime
 from email_validator import EmailNotValidError, validate_email
 
 from campaign import schedule, store
-from campaign.db import Database
+from campaign.db import ROW_REFUSED, Database, driver_problem, retry_once_on_conflict
 from campaign.errors import BadInput, InvalidAddress, UnknownSubscriber
 from campaign.plan import Plan
 
@@ -86,6 +86,9 @@ def first_name_of(name: str | None) -> str:
     cleaned = " ".join(name.split())
     if len(cleaned) > 100:
         raise BadInput("first name is longer than 100 characters")
+    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000 for c in cleaned):
+        # NUL cannot be stored in PostgreSQL; lone surrogates (undecodable bytes) nowhere.
+        raise BadInput("first name contains control characters or undecodable bytes")
     return cleaned
 
 
@@ -96,6 +99,7 @@ class SubscribeResult:
     status: str
 
 
+@retry_once_on_conflict
 def subscribe(
     db: Database,
     plan: Plan,
@@ -169,13 +173,14 @@ class ImportReport:
 def import_rows(
     db: Database,
     plan: Plan,
-    rows: Iterable[tuple[int, Mapping[str, str | None]]],
+    rows: Iterable[tuple[int, Mapping[str, str | None] | BadInput]],
     *,
     now: datetime,
     source: str = "import",
     on_row: Callable[[], None] = lambda: None,
 ) -> ImportReport:
-    """Add and enrol each valid row (line number, columns); bad rows are reported and skipped.
+    """Add and enrol each valid row (line number, columns); bad rows (or a row given as the
+    BadInput that reading it raised) are reported and skipped, and never cost their neighbours.
 
     Idempotent: an address already stored, or repeated in the file, is added once.
     """
@@ -183,25 +188,48 @@ def import_rows(
     seen: set[str] = set()
     chunk: list[tuple[int, str, str, str]] = []
 
-    def flush() -> None:
+    def store_rows(batch: list[tuple[int, str, str, str]]) -> ImportReport:
+        done = ImportReport()  # counted apart: a rolled-back batch counts nothing
         with db.transaction() as session:
-            known = store.existing_emails(session, (email for _, email, _, _ in chunk))
-            for line, email, name, zone in chunk:
+            known = store.existing_emails(session, (email for _, email, _, _ in batch))
+            for line, email, name, zone in batch:
                 if email.lower() in known:
-                    report.already_known += 1
+                    done.already_known += 1
                     continue
                 if store.is_suppressed(session, email_hash(email)):
-                    report.problems.append((line, Suppressed(email).message))
+                    done.problems.append((line, Suppressed(email).message))
                     continue
                 subscriber_id = store.add_subscriber(
                     session, email=email, first_name=name, timezone=zone,
                     status="active", source=source, now=now,
                 )  # fmt: skip
                 store.enrol(session, subscriber_id, plan.id, now)
-                report.added += 1
+                done.added += 1
+        return done
+
+    def flush() -> None:
+        try:
+            parts = [store_rows(chunk)]
+        except ROW_REFUSED:
+            # One row the database refused (a value, or a signup of the same address that
+            # committed meanwhile) rolled back the batch: store its rows one by one instead.
+            parts = []
+            for item in chunk:
+                try:
+                    parts.append(store_rows([item]))
+                except ROW_REFUSED as exc:
+                    report.problems.append((item[0], f"not stored: {driver_problem(exc)}"))
+        for part in parts:
+            report.added += part.added
+            report.already_known += part.already_known
+            report.problems += part.problems
         chunk.clear()
 
     for line, row in rows:
+        if isinstance(row, BadInput):
+            report.problems.append((line, row.message))
+            on_row()
+            continue
         try:
             email = normalise_address(row.get("email") or "")
             name = first_name_of(row.get("first_name"))
@@ -219,6 +247,7 @@ def import_rows(
         on_row()
     if chunk:
         flush()
+    report.problems.sort(key=lambda problem: problem[0])
     if report.added:
         # Plan the first passes over the new list with its real size: a planner that still
         # thinks the tables are empty makes every claim batch read all subscribers.

@@ -5,7 +5,6 @@ input, call use cases, and render pages."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -13,7 +12,6 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import uvicorn
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -30,13 +28,14 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from campaign import clicks, reports
+from campaign import clicks
 from campaign.bootstrap import App
 from campaign.clock import Clock
 from campaign.confine import confined
-from campaign.errors import DatabaseError, DatabaseRefusesWrites, InvalidAddress
+from campaign.errors import BadInput, DatabaseError, InvalidAddress
 from campaign.signups import Visitor
 from campaign.tokens import InvalidToken
+from campaign.web_input import BadRequest, body_kind, clean_header, parse_fields
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +150,8 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
     def visitor(request: Request, source: str = "") -> Visitor:
         return Visitor(
             ip=request.client.host if request.client else "",
-            user_agent=request.headers.get("user-agent", ""),
-            source_page=source or request.headers.get("referer", ""),
+            user_agent=clean_header(request.headers.get("user-agent", "")),
+            source_page=clean_header(source or request.headers.get("referer", "")),
         )
 
     async def send_welcome_now(enrollment_id: int | None) -> None:
@@ -178,7 +177,8 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
         )
 
     async def subscribe(request: Request) -> Response:
-        wants_json = "application/json" in request.headers.get("content-type", "")
+        content_type = request.headers.get("content-type", "")
+        wants_json = "json" in content_type.lower()
         client = request.client.host if request.client else "?"
         wait = limiter.retry_after(client)
         if wait:
@@ -191,11 +191,9 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
                 message="Too many signups from your address. Please try again in a minute.",
             )  # fmt: skip
         try:
-            fields = _parse_fields(await read_body(request), wants_json)
+            fields = parse_fields(await read_body(request), body_kind(content_type))
         except BodyTooLarge:
             return PlainTextResponse("request body too large", 413)
-        except ValueError:
-            return JSONResponse({"error": "send a JSON object or a form"}, 400)
         email, name = fields.get("email", ""), fields.get("first_name", "")
         if fields.get("website"):
             # The honeypot: only bots fill a field people cannot see. Same answer, no record.
@@ -215,6 +213,11 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
             if wants_json:
                 return JSONResponse({"error": message, "field": "email"}, 422)
             return page("subscribe.html", 422, email=email, first_name=name, error=message,
+                        source=fields.get("source", ""))  # fmt: skip
+        except BadInput as exc:  # a first name too long, ...: said on the form, kept as typed
+            if wants_json:
+                return JSONResponse({"error": exc.message}, 422)
+            return page("subscribe.html", 422, email=email, first_name=name, error=exc.message,
                         source=fields.get("source", ""))  # fmt: skip
         app.metrics.signups.labels(outcome=result.outcome).inc()
         # No email in the request: its time (and the relay's health) would tell who is known.
@@ -293,27 +296,10 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
         return FileResponse(real, media_type="application/pdf", filename=book.file.name)
 
     async def healthz(request: Request) -> Response:
-        stale_after = max(3 * settings.tick_seconds, 120.0)
-        try:
-            health = await run_in_threadpool(reports.sending_health, app.db, app.clock.now())
-        except Exception as exc:  # any failure to read the database means unhealthy
-            return JSONResponse({"status": "error", "database": f"unreachable: {exc}"}, 503)
-        age, paused, refusal = health
-        paused = paused or app.paused_reason  # this process's scheduler, if it runs here
-        if refusal is not None:
-            # No pass can record anything, nor write a heartbeat that says so.
-            paused = DatabaseRefusesWrites(refusal).message
-        failure = app.pass_failure  # this process's last pass ended in an unexpected error
-        ok = age is not None and age <= stale_after and not paused and not failure
-        body = {
-            "status": "ok" if ok else "error" if refusal else "degraded",
-            "database": f"refuses writes: {refusal}" if refusal else "ok",
-            "sending": f"paused: {paused}" if paused else "ok",
-            "last_pass_age_seconds": age,
-            "stale_after_seconds": stale_after,
-            **({"last_pass": failure} if failure else {}),
-        }
-        return JSONResponse(body, 200 if ok else 503)
+        # Anyone may ask: the status and a reason code only. The detail (database host,
+        # driver errors, the mail server) is for operators, on ADMIN_LISTEN.
+        health = await run_in_threadpool(app.health)
+        return JSONResponse(health.public(), 200 if health.status == "ok" else 503)
 
     async def home(request: Request) -> Response:
         return RedirectResponse("/subscribe", 303)
@@ -344,18 +330,20 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
             message="We could not save that just now. Nothing was changed: please try again.",
         )  # fmt: skip
 
-    return Starlette(routes=routes, exception_handlers={DatabaseError: database_unavailable})
+    async def bad_input(request: Request, exc: Exception) -> Response:
+        # The visitor's own mistake (or an attacker's): say what it is, in words, not code.
+        status = exc.status if isinstance(exc, BadRequest) else 422
+        message = exc.message if isinstance(exc, BadInput) else "the request is not valid"
+        if "json" in request.headers.get("content-type", "").lower():
+            return JSONResponse({"error": message}, status)
+        return page("error.html", status, heading="That did not work", message=message)
 
-
-def _parse_fields(body: bytes, as_json: bool) -> dict[str, str]:
-    """The submitted fields as strings; ValueError for a body that is neither JSON nor a form."""
-    if as_json:
-        data = json.loads(body or b"{}")
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
-        return {str(k): str(v) for k, v in data.items() if isinstance(v, str | int | float)}
-    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {key: values[0] for key, values in parsed.items()}
+    # Errors to HTTP statuses, in one table: bad input 4xx, a database that cannot take the
+    # request 503 with Retry-After. Anything else is a bug: a bare 500, never its text.
+    return Starlette(
+        routes=routes,
+        exception_handlers={BadInput: bad_input, DatabaseError: database_unavailable},
+    )
 
 
 def _signed_up(wants_json: bool, page: Callable[..., HTMLResponse]) -> Response:

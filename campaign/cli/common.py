@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -20,10 +21,32 @@ from campaign.settings import Settings, load_environment
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-err = Console(stderr=True)
+#: Control characters but tab and newline: an escape sequence in a bounce report's text
+#: must not retitle or repaint the operator's terminal (Rich strips only some of them).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-out = Console()
+class PlainConsole(Console):
+    """A console that prints untrusted text as it is: markup and emoji codes off (a stray
+    "[/x]" in a name or a report is text, not a Rich tag that crashes the command), and
+    control characters shown as \\xNN."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(markup=False, emoji=False, **options)
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        shown = [_CONTROL.sub(_escaped, o) if isinstance(o, str) else o for o in objects]
+        super().print(*shown, **options)
+
+
+def _escaped(found: re.Match[str]) -> str:
+    return f"\\x{ord(found.group(0)):02x}"
+
+
+err = PlainConsole(stderr=True)
+
+
+out = PlainConsole()
 
 
 class InstantType(click.ParamType):  # type: ignore[type-arg]  # click 8.2+ is generic
@@ -36,6 +59,24 @@ class InstantType(click.ParamType):  # type: ignore[type-arg]  # click 8.2+ is g
             return parse_instant(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class TextType(click.ParamType):  # type: ignore[type-arg]  # click 8.2+ is generic
+    """Text from the command line that can be stored and printed: no control characters, and no
+    bytes that were not valid in the terminal's encoding (Python keeps them as surrogates,
+    which neither the database nor the email can hold)."""
+
+    name = "TEXT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value)
+        if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000 for c in text):
+            shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            self.fail(f"{shown!r} has control characters or bytes that are not UTF-8", param, ctx)
+        return text
+
+
+TEXT = TextType()
 
 
 NOW = click.option(
@@ -61,7 +102,8 @@ def make_app(now: datetime | None = None, *, migrated: bool = True) -> App:
 
 
 def reports_errors(command: F) -> F:
-    """CampaignError becomes one line on stderr and its exit code (2 input, 1 runtime)."""
+    """Errors to exit codes, in one table: a CampaignError is one line on stderr and its
+    exit code (2 bad input, 1 runtime); an OSError (a file) is one line and 1."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -76,6 +118,10 @@ def reports_errors(command: F) -> F:
         except CampaignError as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a file or folder the command needs: missing, unwritable
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 

@@ -14,6 +14,7 @@ from campaign import plan_diff, reports, simulation, subscriptions
 from campaign.bootstrap import check_plan
 from campaign.cli.common import (
     NOW,
+    TEXT,
     InstantType,
     _step,
     load_settings,
@@ -73,11 +74,13 @@ def plan_diff_command(old: Path, new: Path) -> None:
 @main.command()
 @click.argument("step", required=False)
 @click.option("--serve", is_flag=True, help="Open the preview studio: the whole month, live.")
-@click.option("--port", type=int, default=8001, help="Port for --serve (default 8001).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8001,
+              help="Port for --serve (default 8001).")  # fmt: skip
 @click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="html")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--name", default="Ann", help="First name of the sample subscriber.")
-@click.option("--email", default="ann@example.com", help="Address of the sample subscriber.")
+@click.option("--name", type=TEXT, default="Ann", help="First name of the sample subscriber.")
+@click.option("--email", type=TEXT, default="ann@example.com",
+              help="Address of the sample subscriber.")  # fmt: skip
 @NOW
 @reports_errors
 def preview(
@@ -128,8 +131,8 @@ def preview(
 @main.command("send-test")
 @click.argument("step", required=False)
 @click.option("--all", "send_all", is_flag=True, help="Send every step of the plan, in order.")
-@click.option("--to", "to", required=True, help="Where to send the test email(s).")
-@click.option("--name", default="Ann", help="First name to render with.")
+@click.option("--to", "to", type=TEXT, required=True, help="Where to send the test email(s).")
+@click.option("--name", type=TEXT, default="Ann", help="First name to render with.")
 @reports_errors
 def send_test(step: str | None, send_all: bool, to: str, name: str) -> None:
     """Send STEP (or --all steps) to one inbox for review; nothing is recorded."""
@@ -153,9 +156,10 @@ def send_test(step: str | None, send_all: bool, to: str, name: str) -> None:
 
 @main.command()
 @click.option("--start", type=InstantType(), default=None, help="Signup instant (default: now).")
-@click.option("--timezone", default="UTC", help="The subscriber's IANA time zone.")
-@click.option("--days", type=int, default=None, help="Only the first N days of the plan.")
-@click.option("--name", default="Ann", help="The subscriber's first name, for subjects.")
+@click.option("--timezone", type=TEXT, default="UTC", help="The subscriber's IANA time zone.")
+@click.option("--days", type=click.IntRange(min=0), default=None,
+              help="Only the first N days of the plan.")  # fmt: skip
+@click.option("--name", type=TEXT, default="Ann", help="The subscriber's first name, for subjects.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "ics"]), default="table")
 @reports_errors
 def simulate(start: datetime | None, timezone: str, days: int | None, name: str, fmt: str) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -14,18 +12,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from campaign import bounces, reports, signups, subscriptions
+from campaign import bounces, csv_import, reports, signups, subscriptions
 from campaign.admin import start_side_services
 from campaign.bootstrap import make_service, return_paths
 from campaign.cli.common import (
     NOW,
+    TEXT,
     err,
     main,
     make_app,
     out,
     reports_errors,
 )
-from campaign.errors import BadInput
 from campaign.web import make_server
 
 
@@ -44,9 +42,10 @@ def db_upgrade() -> None:
 
 
 @main.command()
-@click.argument("email")
-@click.option("--name", default=None, help="First name, used in greetings.")
-@click.option("--timezone", default=None, help="IANA time zone, e.g. Europe/Berlin (default UTC).")
+@click.argument("email", type=TEXT)
+@click.option("--name", type=TEXT, default=None, help="First name, used in greetings.")
+@click.option("--timezone", type=TEXT, default=None,
+              help="IANA time zone, e.g. Europe/Berlin (default UTC).")  # fmt: skip
 @NOW
 @reports_errors
 def subscribe(email: str, name: str | None, timezone: str | None, now: datetime | None) -> None:
@@ -62,7 +61,7 @@ def subscribe(email: str, name: str | None, timezone: str | None, now: datetime 
 
 
 @main.command()
-@click.argument("email")
+@click.argument("email", type=TEXT)
 @NOW
 @reports_errors
 def unsubscribe(email: str, now: datetime | None) -> None:
@@ -72,25 +71,23 @@ def unsubscribe(email: str, now: datetime | None) -> None:
     out.print(f"unsubscribed {email}" if changed else f"{email} was already unsubscribed")
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str | None]]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"email"} - set(reader.fieldnames or [])
-        if missing:
-            raise BadInput(f"{path}:1: the header must name an 'email' column")
-        for row in reader:
-            yield reader.line_num, row
-
-
 @main.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--encoding",
+    default=None,
+    help="The file's encoding, e.g. cp1252 (default: UTF-8, or UTF-16 by its BOM).",
+)
 @NOW
 @reports_errors
-def import_csv(file: Path, now: datetime | None) -> None:
-    """Add subscribers from a CSV with columns email,first_name,timezone."""
+def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
+    """Add subscribers from a CSV with columns email,first_name,timezone (header names in any
+    case; separated by commas, tabs or semicolons)."""
+    source = csv_import.open_csv(file, encoding)  # before anything is imported
     app = make_app(now)
-    with file.open(encoding="utf-8-sig") as handle:
-        total = max(sum(1 for _ in handle) - 1, 0)
+    for note in source.notes:
+        click.echo(note, err=True)
+    total = max(source.lines - 1, 0)
     with Progress(
         TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=err, transient=True,
@@ -99,7 +96,7 @@ def import_csv(file: Path, now: datetime | None) -> None:
         report = subscriptions.import_rows(
             app.db,
             app.plan,
-            _csv_rows(file),
+            csv_import.rows(source),
             now=app.clock.now(),
             on_row=lambda: progress.advance(task),
         )
@@ -135,7 +132,8 @@ def tick(now: datetime | None) -> None:
 
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default HTTP_HOST, 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default HTTP_PORT, 8000).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port (default HTTP_PORT, 8000).")  # fmt: skip
 @reports_errors
 def serve(host: str | None, port: int | None) -> None:
     """Serve the signup, confirmation and unsubscribe pages, /healthz (/metrics: ADMIN_LISTEN)."""
@@ -153,7 +151,7 @@ def serve(host: str | None, port: int | None) -> None:
 
 
 @main.command("export")
-@click.argument("email")
+@click.argument("email", type=TEXT)
 @reports_errors
 def export_command(email: str) -> None:
     """Print everything stored about EMAIL as JSON (consent, enrollments, deliveries)."""
@@ -162,7 +160,7 @@ def export_command(email: str) -> None:
 
 
 @main.command()
-@click.argument("email")
+@click.argument("email", type=TEXT)
 @NOW
 @reports_errors
 def forget(email: str, now: datetime | None) -> None:
@@ -208,7 +206,7 @@ def suppressions_group() -> None:
 
 
 @suppressions_group.command("clear")
-@click.argument("email")
+@click.argument("email", type=TEXT)
 @NOW
 @reports_errors
 def suppressions_clear(email: str, now: datetime | None) -> None:
