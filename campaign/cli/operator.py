@@ -45,18 +45,35 @@ def db_upgrade() -> None:
 @click.argument("email")
 @click.option("--name", default=None, help="First name, used in greetings.")
 @click.option("--timezone", default=None, help="IANA time zone, e.g. Europe/Berlin (default UTC).")
+@click.option(
+    "--resubscribe",
+    is_flag=True,
+    help="Someone who unsubscribed asked again: start the plan afresh from the welcome.",
+)
 @NOW
 @reports_errors
-def subscribe(email: str, name: str | None, timezone: str | None, now: datetime | None) -> None:
+def subscribe(
+    email: str, name: str | None, timezone: str | None, resubscribe: bool, now: datetime | None
+) -> None:
     """Add an active subscriber and enrol them; the welcome email is due at once."""
     app = make_app(now)
     result = subscriptions.subscribe(
-        app.db, app.plan, email=email, first_name=name, timezone=timezone, now=app.clock.now()
-    )
+        app.db, app.plan, email=email, first_name=name, timezone=timezone, now=app.clock.now(),
+        resubscribe=resubscribe,
+    )  # fmt: skip
     if result.created:
         out.print(f"subscribed {result.email}: the welcome email goes out on the next pass")
+    elif result.restarted:
+        out.print(f"resubscribed {result.email}: the plan starts again from the welcome email")
     else:
-        out.print(f"{result.email} is already known (status {result.status}); nothing changed")
+        hint = (
+            " (if they asked to come back, add --resubscribe)"
+            if result.status == "unsubscribed"
+            else ""
+        )
+        out.print(
+            f"{result.email} is already known (status {result.status}); nothing changed{hint}"
+        )
 
 
 @main.command()

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from campaign.models import (
@@ -115,28 +116,28 @@ def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> N
     )
 
 
-def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> bool:
-    """Start `plan_id` for a subscriber, first step due now; False if already enrolled."""
-    exists = session.scalar(
-        select(Enrollment.id).where(
-            Enrollment.subscriber_id == subscriber_id, Enrollment.plan_id == plan_id
-        )
+def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> int | None:
+    """Start `plan_id` afresh for a subscriber, first step (the welcome) due now: a new
+    enrollment, whatever earlier ones they left behind (those stay, with their deliveries).
+    Returns its id; None if the subscriber already has an active enrollment in the plan."""
+    if active_enrollment_id(session, subscriber_id, plan_id) is not None:
+        return None
+    enrollment = Enrollment(
+        subscriber_id=subscriber_id,
+        plan_id=plan_id,
+        status="active",
+        started_at=now,
+        last_day=-1,
+        next_due_at=now,
+        updated_at=now,
     )
-    if exists is not None:
-        return False
-    session.add(
-        Enrollment(
-            subscriber_id=subscriber_id,
-            plan_id=plan_id,
-            status="active",
-            started_at=now,
-            last_day=-1,
-            next_due_at=now,
-            updated_at=now,
-        )
-    )
-    session.flush()
-    return True
+    try:
+        # A concurrent enrol (two confirm clicks at once) loses on the partial unique index.
+        with session.begin_nested():
+            session.add(enrollment)
+    except IntegrityError:
+        return None
+    return enrollment.id
 
 
 def record_consent(
@@ -184,24 +185,13 @@ def subscriber_by_id(session: Session, subscriber_id: int) -> SubscriberRecord |
     return _record(row) if row else None
 
 
-def resume_enrollment(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> bool:
-    """Restart a cancelled enrollment where it stopped (not from the start); False if none."""
-    result = session.execute(
-        update(Enrollment)
-        .where(
-            Enrollment.subscriber_id == subscriber_id,
-            Enrollment.plan_id == plan_id,
-            Enrollment.status == "cancelled",
-        )
-        .values(status="active", next_due_at=now, updated_at=now)
-    )
-    return bool(getattr(result, "rowcount", 0))
-
-
-def enrollment_id(session: Session, subscriber_id: int, plan_id: str) -> int | None:
+def active_enrollment_id(session: Session, subscriber_id: int, plan_id: str) -> int | None:
+    """The subscriber's running enrollment in `plan_id`, if any (at most one by the schema)."""
     return session.scalar(
         select(Enrollment.id).where(
-            Enrollment.subscriber_id == subscriber_id, Enrollment.plan_id == plan_id
+            Enrollment.subscriber_id == subscriber_id,
+            Enrollment.plan_id == plan_id,
+            Enrollment.status == "active",
         )
     )
 

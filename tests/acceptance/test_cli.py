@@ -287,3 +287,24 @@ def test_plan_diff_names_each_change_and_whom_it_touches(run: Run, tmp_path: Pat
     assert any("added" in r and "bonus" in r and r.rstrip(" │").endswith("3") for r in rows)
     assert any("removed" in r and "day06" in r for r in rows)
     assert any("changed" in r and "day01" in r and "subject" in r for r in rows)
+
+
+def test_subscribe_restarts_an_unsubscribed_address_only_with_resubscribe(
+    run: Run, tmp_path: Path
+) -> None:
+    """`subscribe` leaves someone who unsubscribed alone (and says how to bring them back);
+    `--resubscribe` starts their plan afresh; `import` never re-subscribes them."""
+    assert run(*CAMPAIGN, "subscribe", "ret@example.org", "--now", NOW).returncode == 0
+    assert run(*CAMPAIGN, "unsubscribe", "ret@example.org", "--now", NOW).returncode == 0
+    plain = run(*CAMPAIGN, "subscribe", "ret@example.org", "--now", NOW)
+    assert plain.returncode == 0
+    assert "status unsubscribed" in plain.stdout
+    assert "--resubscribe" in plain.stdout
+    (tmp_path / "back.csv").write_text("email\nret@example.org\n")
+    imported = run(*CAMPAIGN, "import", "back.csv", "--now", NOW)
+    assert "added 0, already known 1" in imported.stdout
+    again = run(*CAMPAIGN, "subscribe", "ret@example.org", "--resubscribe", "--now", NOW)
+    assert again.returncode == 0, again.stderr
+    assert "resubscribed ret@example.org" in again.stdout
+    data = json.loads(run(*CAMPAIGN, "export", "ret@example.org").stdout)
+    assert [e["status"] for e in data["enrollments"]] == ["cancelled", "active"]
