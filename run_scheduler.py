@@ -13,7 +13,7 @@ import argparse
 import sys
 from datetime import datetime
 
-from campaign.bootstrap import build, make_service
+from campaign.bootstrap import build, make_service, require_plan_identity
 from campaign.cli import configure_logging, load_settings
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
 from campaign.errors import CampaignError
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         clock: Clock = FixedClock(args.now) if args.now else SystemClock()
         app = build(settings, clock=clock)
         app.require_schema()
+        require_plan_identity(app)
         service = make_service(app)
         with app.sending(), service:
             if args.once:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from campaign import plan_identity
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.compose import Composer
 from campaign.db import Database
@@ -117,6 +118,12 @@ class App:
                 "the database schema is newer than this code: deploy the newer code (an older "
                 "engine must not write to it)"
             )
+
+
+def require_plan_identity(app: App) -> None:
+    """Refuse to send (exit 2, saying how to fix it) while active enrollments run under a
+    plan id the plan file does not have: they would silently get nothing more."""
+    plan_identity.require_plan_identity(app.db, app.plan)
 
 
 def make_service(app: App) -> Service:

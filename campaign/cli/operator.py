@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from campaign import bounces, reports, signups, subscriptions
-from campaign.bootstrap import make_service
+from campaign.bootstrap import make_service, require_plan_identity
 from campaign.cli.common import (
     NOW,
     err,
@@ -132,6 +132,7 @@ def import_csv(file: Path, now: datetime | None) -> None:
 def tick(now: datetime | None) -> None:
     """Run one sending pass: send everything due now."""
     app = make_app(now)
+    require_plan_identity(app)
     with app.sending(), make_service(app) as service:
         result = service.run_once()
     unusual = "".join(
@@ -155,6 +156,7 @@ def tick(now: datetime | None) -> None:
 def serve(host: str | None, port: int | None) -> None:
     """Serve the signup, confirmation and unsubscribe pages, /healthz and /metrics."""
     app = make_app()
+    require_plan_identity(app)  # the pages send confirmations and welcomes themselves
     host = host or app.settings.http_host
     port = port or app.settings.http_port
     out.print(

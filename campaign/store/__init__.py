@@ -55,6 +55,11 @@ from campaign.store.people import (
     suppression_reason,
     unsuppress,
 )
+from campaign.store.plans import (
+    active_enrollments_by_plan,
+    count_enrollments,
+    move_enrollments,
+)
 
 __all__ = [
     "SETTLED",
@@ -67,6 +72,7 @@ __all__ = [
     "ProofRequest",
     "SubscriberRecord",
     "active_enrollment_id",
+    "active_enrollments_by_plan",
     "add_subscriber",
     "beat",
     "cancel_enrollments",
@@ -75,6 +81,7 @@ __all__ = [
     "consecutive_failures",
     "count_active_by_last_day",
     "count_deliveries_by_step",
+    "count_enrollments",
     "count_subscribers_by_status",
     "delete_subscriber",
     "due_count",
@@ -84,6 +91,7 @@ __all__ = [
     "find_subscriber",
     "is_suppressed",
     "latest_heartbeat",
+    "move_enrollments",
     "purge_pending",
     "record_and_prove",
     "record_bounce",

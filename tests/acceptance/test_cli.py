@@ -308,3 +308,76 @@ def test_subscribe_restarts_an_unsubscribed_address_only_with_resubscribe(
     assert "resubscribed ret@example.org" in again.stdout
     data = json.loads(run(*CAMPAIGN, "export", "ret@example.org").stdout)
     assert [e["status"] for e in data["enrollments"]] == ["cancelled", "active"]
+
+
+def test_a_changed_plan_id_is_refused_everywhere_until_the_plan_is_renamed(
+    run: Run, plan_file: Path, smtp_server: SMTPServer
+) -> None:
+    """Editing `id:` with subscribers in flight: the service, tick and serve refuse to start
+    (exit 2, how many, how to fix), plan check and plan diff report it; `plan rename` moves
+    them, refusing bad renames, and sending goes on under the new id."""
+    for n in range(2):
+        assert run(*CAMPAIGN, "subscribe", f"p{n}@example.org", "--now", NOW).returncode == 0
+    original = ROOT / "plans" / "thirty_day.yaml"
+    plan_file.write_text(
+        original.read_text().replace("id: thirty-day-self-healing", "id: spine-month", 1)
+    )
+    edited = {"PLAN_PATH": str(plan_file)}
+    for command in (
+        [*SCHEDULER, "--once", "--now", NOW],
+        SCHEDULER,  # the long-running service: refused at start, not left running
+        [*SCHEDULER, "--http", "127.0.0.1:0"],
+        [*CAMPAIGN, "tick", "--now", NOW],
+        [*CAMPAIGN, "serve", "--port", "0"],
+    ):
+        refused = run(*command, extra=edited)
+        assert refused.returncode == 2, (command, refused.stderr)
+        assert "2 active enrollment(s)" in refused.stderr
+        assert "campaign plan rename thirty-day-self-healing spine-month" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert smtp_server.received == []
+
+    check = run(*CAMPAIGN, "plan", "check", extra=edited)
+    assert check.returncode == 2
+    line = next(n for n, t in enumerate(plan_file.read_text().splitlines(), 1) if "id: spine" in t)
+    assert f"thirty_day.yaml:{line}: id:" in check.stderr
+    diff = run(*CAMPAIGN, "plan", "diff", str(original), str(plan_file))
+    rows = [r for r in diff.stdout.splitlines() if "│" in r]
+    assert any(" id " in r and r.rstrip(" │").endswith("2") for r in rows), diff.stdout
+    same = run(*CAMPAIGN, "plan", "diff", str(plan_file), str(plan_file), extra=edited)
+    assert "no changes" not in same.stdout
+    assert "thirty-day-self-healing" in same.stdout
+
+    for bad, message in (
+        (["spine-month", "thirty-day-self-healing"], "no enrollments under plan id 'spine-month'"),
+        (["thirty-day-self-healing", "Spine Month"], "not a valid plan id"),
+        (["thirty-day-self-healing", "thirty-day-self-healing"], "both"),
+    ):
+        refused = run(*CAMPAIGN, "plan", "rename", *bad, extra=edited)
+        assert refused.returncode == 2, refused.stderr
+        assert message in refused.stderr
+    renamed = run(
+        *CAMPAIGN, "plan", "rename", "thirty-day-self-healing", "spine-month", extra=edited
+    )
+    assert renamed.returncode == 0, renamed.stderr
+    assert "moved 2 enrollment(s)" in renamed.stdout
+    assert run(*CAMPAIGN, "plan", "check", extra=edited).returncode == 0
+    sent = run(*SCHEDULER, "--once", "--now", NOW, extra=edited)
+    assert sent.returncode == 0, sent.stderr
+    steps = sorted(str(r.message["X-Campaign-Step"]) for r in smtp_server.received)
+    assert steps == ["spine-month/welcome"] * 2
+
+
+def test_a_rename_onto_a_plan_id_that_has_subscribers_is_refused(run: Run, plan_file: Path) -> None:
+    """`plan rename OLD NEW` never merges two plans' subscribers: NEW must have none."""
+    assert run(*CAMPAIGN, "subscribe", "a@example.org", "--now", NOW).returncode == 0
+    plan_file.write_text(
+        plan_file.read_text().replace("id: thirty-day-self-healing", "id: other", 1)
+    )
+    other = {"PLAN_PATH": str(plan_file)}
+    assert run(*CAMPAIGN, "subscribe", "b@example.org", "--now", NOW, extra=other).returncode == 0
+    refused = run(*CAMPAIGN, "plan", "rename", "thirty-day-self-healing", "other", extra=other)
+    assert refused.returncode == 2
+    assert "plan id 'other' already has 1 enrollment(s)" in refused.stderr
+    data = json.loads(run(*CAMPAIGN, "export", "a@example.org").stdout)
+    assert data["enrollments"][0]["plan_id"] == "thirty-day-self-healing"
