@@ -3,6 +3,7 @@ ebook, /healthz and /metrics. Handlers parse input, call use cases, and render p
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -31,6 +32,7 @@ from campaign import clicks, reports
 from campaign.bootstrap import App
 from campaign.clock import Clock
 from campaign.errors import DatabaseError, DatabaseRefusesWrites, InvalidAddress
+from campaign.http_guard import HttpLimits, guarded_protocol, listen_socket
 from campaign.metrics import CONTENT_TYPE
 from campaign.signups import ConfirmationFailed, Visitor
 from campaign.tokens import InvalidToken
@@ -53,6 +55,10 @@ SECURITY_HEADERS = {
 
 class BodyTooLarge(Exception):
     """The request body is over MAX_BODY_BYTES."""
+
+
+class BodyTimeout(Exception):
+    """The request body did not arrive within HTTP_BODY_TIMEOUT."""
 
 
 class RateLimiter:
@@ -83,10 +89,15 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge()
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BodyTooLarge()
+    try:
+        # A client trickling its body must not hold a connection and a task for ever.
+        async with asyncio.timeout(getattr(request.app.state, "body_timeout", None)):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BodyTooLarge()
+    except TimeoutError as exc:
+        raise BodyTimeout() from exc
     return body
 
 
@@ -316,7 +327,15 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
             message="We could not save that just now. Nothing was changed: please try again.",
         )  # fmt: skip
 
-    return Starlette(routes=routes, exception_handlers={DatabaseError: database_unavailable})
+    async def body_timeout(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("request body too slow", 408, headers={"Connection": "close"})
+
+    web = Starlette(
+        routes=routes,
+        exception_handlers={DatabaseError: database_unavailable, BodyTimeout: body_timeout},
+    )
+    web.state.body_timeout = settings.http_body_timeout
+    return web
 
 
 def _parse_fields(body: bytes, as_json: bool) -> dict[str, str]:
@@ -339,7 +358,8 @@ def _signed_up(wants_json: bool, page: Callable[..., HTMLResponse]) -> Response:
 
 
 def make_server(app: App, host: str, port: int) -> uvicorn.Server:
-    """A uvicorn server for `app` (access log off: one line per request is noise at scale)."""
+    """A uvicorn server for `app` (access log off: one line per request is noise at scale),
+    whose connections have header and body deadlines and a cap (campaign.http_guard)."""
     config = uvicorn.Config(
         create_app(app, app.settings.pages_dir),
         host=host,
@@ -348,13 +368,20 @@ def make_server(app: App, host: str, port: int) -> uvicorn.Server:
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=app.settings.forwarded_allow_ips,
+        http=guarded_protocol(HttpLimits.from_settings(app.settings)),
     )
     return uvicorn.Server(config)
 
 
 def serve_in_thread(app: App, host: str, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    """Start serving beside the scheduler; uvicorn leaves signals to the main thread."""
+    """Start serving beside the scheduler; uvicorn leaves signals to the main thread.
+
+    The socket is bound here, in the caller's thread: a busy port raises ListenFailed
+    instead of leaving the service running without its pages."""
+    sock = listen_socket(host, port)
     server = make_server(app, host, port)
-    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="http", daemon=True
+    )
     thread.start()
     return server, thread

@@ -24,6 +24,7 @@ from campaign.cli.common import (
     reports_errors,
 )
 from campaign.errors import BadInput
+from campaign.http_guard import listen_socket
 from campaign.web import make_server
 
 
@@ -159,10 +160,11 @@ def serve(host: str | None, port: int | None) -> None:
     require_plan_identity(app)  # the pages send confirmations and welcomes themselves
     host = host or app.settings.http_host
     port = port or app.settings.http_port
+    sock = listen_socket(host, port)  # a busy port: one clear line and exit 1
     out.print(
         f"serving http://{host}:{port}/subscribe (public links use {app.settings.public_base_url})"
     )
-    make_server(app, host, port).run()
+    make_server(app, host, port).run(sockets=[sock])
 
 
 @main.command("export")

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -381,3 +382,20 @@ def test_a_rename_onto_a_plan_id_that_has_subscribers_is_refused(run: Run, plan_
     assert "plan id 'other' already has 1 enrollment(s)" in refused.stderr
     data = json.loads(run(*CAMPAIGN, "export", "a@example.org").stdout)
     assert data["enrollments"][0]["plan_id"] == "thirty-day-self-healing"
+
+
+def test_a_busy_http_port_stops_the_service_with_a_clear_message(run: Run) -> None:
+    """`run_scheduler.py --http` and `campaign serve` on a port in use exit 1 at once, naming
+    the address, instead of running on without their pages."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for command in (
+            [*SCHEDULER, "--http", f"127.0.0.1:{port}"],
+            [*CAMPAIGN, "serve", "--port", str(port)],
+        ):
+            refused = run(*command)
+            assert refused.returncode == 1, refused.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in refused.stderr
+            assert "Traceback" not in refused.stderr
