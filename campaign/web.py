@@ -29,7 +29,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from campaign import clicks, reports
-from campaign.bootstrap import App
+from campaign.bootstrap import PLAN_EDIT_REFUSED, App
 from campaign.clock import Clock
 from campaign.errors import DatabaseError, DatabaseRefusesWrites, InvalidAddress
 from campaign.http_guard import HttpLimits, guarded_protocol, listen_socket
@@ -281,10 +281,12 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
             # No pass can record anything, nor write a heartbeat that says so.
             paused = DatabaseRefusesWrites(refusal).message
         ok = age is not None and age <= stale_after and not paused
+        refused_edit = app.plan_edit_refused  # the last good plan still sends: 200, degraded
         body = {
-            "status": "ok" if ok else "error" if refusal else "degraded",
+            "status": "ok" if ok and not refused_edit else "error" if refusal else "degraded",
             "database": f"refuses writes: {refusal}" if refusal else "ok",
             "sending": f"paused: {paused}" if paused else "ok",
+            "plan": {"reason": PLAN_EDIT_REFUSED, "detail": refused_edit} if refused_edit else "ok",
             "last_pass_age_seconds": age,
             "stale_after_seconds": stale_after,
         }
