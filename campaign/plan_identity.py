@@ -92,7 +92,9 @@ def orphans_in(database_url: str, plan: Plan) -> dict[str, int] | None:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
         return None  # never create a database file just to look into it
-    db = Database(database_url)
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        url = url.update_query_dict({"connect_timeout": "5"})  # a check must not hang
+    db = Database(url.render_as_string(hide_password=False))
     try:
         if db.schema_state() == "missing":
             return None

@@ -41,7 +41,10 @@ def plan_check(path: Path | None) -> None:
     checked = check_plan(settings, path)
     orphans = plan_identity.orphans_in(settings.database_url, checked)
     if orphans:
-        raise PlanError([checked.problem("id", plan_identity.orphaned_message(checked, orphans))])
+        problem = checked.problem("id", plan_identity.orphaned_message(checked, orphans))
+        if path is None or path.resolve() == Path(settings.plan_path).resolve():
+            raise PlanError([problem])
+        click.echo(f"warning: {problem}", err=True)  # another file: perhaps a future plan
     out.print(
         f"{checked.source}: ok: {len(checked.steps)} steps, days {checked.steps[0].day}"
         f"-{checked.last_day}, sent at {checked.send_time:%H:%M} local time"

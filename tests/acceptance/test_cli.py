@@ -342,6 +342,10 @@ def test_a_changed_plan_id_is_refused_everywhere_until_the_plan_is_renamed(
     assert check.returncode == 2
     line = next(n for n, t in enumerate(plan_file.read_text().splitlines(), 1) if "id: spine" in t)
     assert f"thirty_day.yaml:{line}: id:" in check.stderr
+    elsewhere = run(*CAMPAIGN, "plan", "check", str(plan_file))  # not the plan PLAN_PATH names
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "warning:" in elsewhere.stderr
+    assert "2 active enrollment(s)" in elsewhere.stderr
     diff = run(*CAMPAIGN, "plan", "diff", str(original), str(plan_file))
     rows = [r for r in diff.stdout.splitlines() if "│" in r]
     assert any(" id " in r and r.rstrip(" │").endswith("2") for r in rows), diff.stdout
