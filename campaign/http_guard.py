@@ -36,6 +36,13 @@ class HttpLimits:
     #: open connections at most; past it the oldest one still awaiting its request is closed
     max_connections: int
 
+    @property
+    def backlog(self) -> int:
+        """The listen queue, which is also how many connections asyncio accepts at a time
+        before their protocols can make room: kept small so the cap holds (and file
+        descriptors last) under a burst."""
+        return min(128, self.max_connections)
+
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
         return cls(
@@ -43,7 +50,7 @@ class HttpLimits:
         )
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
+def listen_socket(host: str, port: int, backlog: int = 128) -> socket.socket:
     """A listening TCP socket on host:port, bound here so that a busy port is an error the
     caller sees at once (uvicorn in a thread would only log it and run on without HTTP)."""
     try:
@@ -56,7 +63,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(2048)
+        sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ListenFailed(

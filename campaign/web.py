@@ -371,6 +371,7 @@ def make_server(app: App, host: str, port: int) -> uvicorn.Server:
         proxy_headers=True,
         forwarded_allow_ips=app.settings.forwarded_allow_ips,
         http=guarded_protocol(HttpLimits.from_settings(app.settings)),
+        backlog=HttpLimits.from_settings(app.settings).backlog,
     )
     return uvicorn.Server(config)
 
@@ -380,7 +381,7 @@ def serve_in_thread(app: App, host: str, port: int) -> tuple[uvicorn.Server, thr
 
     The socket is bound here, in the caller's thread: a busy port raises ListenFailed
     instead of leaving the service running without its pages."""
-    sock = listen_socket(host, port)
+    sock = listen_socket(host, port, HttpLimits.from_settings(app.settings).backlog)
     server = make_server(app, host, port)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="http", daemon=True

@@ -24,7 +24,7 @@ from campaign.cli.common import (
     reports_errors,
 )
 from campaign.errors import BadInput
-from campaign.http_guard import listen_socket
+from campaign.http_guard import HttpLimits, listen_socket
 from campaign.web import make_server
 
 
@@ -160,7 +160,8 @@ def serve(host: str | None, port: int | None) -> None:
     require_plan_identity(app)  # the pages send confirmations and welcomes themselves
     host = host or app.settings.http_host
     port = port or app.settings.http_port
-    sock = listen_socket(host, port)  # a busy port: one clear line and exit 1
+    # Bound here: a busy port is one clear line and exit 1.
+    sock = listen_socket(host, port, HttpLimits.from_settings(app.settings).backlog)
     out.print(
         f"serving http://{host}:{port}/subscribe (public links use {app.settings.public_base_url})"
     )
