@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from campaign.models import (
@@ -120,24 +121,26 @@ def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> 
     """Start `plan_id` afresh for a subscriber, first step (the welcome) due now: a new
     enrollment, whatever earlier ones they left behind (those stay, with their deliveries).
     Returns its id; None if the subscriber already has an active enrollment in the plan."""
-    if active_enrollment_id(session, subscriber_id, plan_id) is not None:
-        return None
-    enrollment = Enrollment(
-        subscriber_id=subscriber_id,
-        plan_id=plan_id,
-        status="active",
-        started_at=now,
-        last_day=-1,
-        next_due_at=now,
-        updated_at=now,
+    # One statement: the partial unique index decides, so two confirm clicks at once (or a
+    # click racing a signup) start one enrollment, with no savepoint and no read first.
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(Enrollment)
+        .values(
+            subscriber_id=subscriber_id,
+            plan_id=plan_id,
+            status="active",
+            started_at=now,
+            last_day=-1,
+            next_due_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["subscriber_id", "plan_id"], index_where=text("status = 'active'")
+        )
+        .returning(Enrollment.id)
     )
-    try:
-        # A concurrent enrol (two confirm clicks at once) loses on the partial unique index.
-        with session.begin_nested():
-            session.add(enrollment)
-    except IntegrityError:
-        return None
-    return enrollment.id
+    return session.scalar(statement)
 
 
 def record_consent(
