@@ -223,9 +223,8 @@ def plan_rename(old: str, new: str) -> None:
 
     For a plan whose `id:` was edited: stop the service, rename, start it again.
     """
-    app = make_app(migrated=False)
-    app.require_schema()
+    app = make_app()
     moved = plan_identity.rename_plan(app.db, old, new)
-    out.print(f"moved {moved} enrollment(s) from plan {old!r} to {new!r}", highlight=False)
+    click.echo(f"moved {moved} enrollment(s) from plan {old!r} to {new!r}")  # no Rich markup
     if app.plan.id != new:
         click.echo(f"note: the plan file's id is {app.plan.id!r}, not {new!r}", err=True)
