@@ -14,7 +14,7 @@ import sys
 from datetime import datetime
 
 from campaign.admin import start_side_services
-from campaign.bootstrap import build, make_service
+from campaign.bootstrap import build, make_service, require_plan_identity
 from campaign.cli import configure_logging, load_settings
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
 from campaign.errors import CampaignError
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         clock: Clock = FixedClock(args.now) if args.now else SystemClock()
         app = build(settings, clock=clock)
         app.require_schema()
+        require_plan_identity(app)
         service = make_service(app)
         with app.sending(), service:
             if args.once:

@@ -30,7 +30,7 @@ def create_admin_app(app: App) -> Starlette:
         # The public answer plus the detail: hosts, driver errors, the mail server's reply.
         health = await run_in_threadpool(app.health)
         body = {**health.public(), "detail": health.detail}
-        return JSONResponse(body, 200 if health.status == "ok" else 503)
+        return JSONResponse(body, health.http_status)
 
     async def metrics(request: Request) -> Response:
         snapshot = await run_in_threadpool(

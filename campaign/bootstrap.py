@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from campaign import reports
+from campaign import plan_identity, reports
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.compose import Composer
 from campaign.db import Database, driver_problem
@@ -40,6 +40,9 @@ from campaign.verp import ReturnPaths
 
 log = logging.getLogger(__name__)
 
+#: the /healthz reason code while the last saved plan edit is refused.
+PLAN_EDIT_REFUSED = "plan-edit-refused"
+
 
 @dataclass
 class App:
@@ -61,20 +64,25 @@ class App:
     paused_reason: str | None = None
     #: why this process's last pass ended in an unexpected error (None: it did not); /healthz.
     pass_failure: str | None = None
+    #: why the last saved edit of the plan was refused (None: the running plan is the saved
+    #: one); for /healthz (reason PLAN_EDIT_REFUSED) and the campaign_plan_edit_refused gauge.
+    plan_edit_refused: str | None = None
 
     def health(self) -> reports.Health:
         """This deployment's health as this process sees it (its scheduler, if one runs here)."""
         return reports.health(
             self.db, self.clock.now(), tick_seconds=self.settings.tick_seconds,
             paused_here=self.paused_reason, pass_failed_here=self.pass_failure,
+            plan_edit_refused_here=self.plan_edit_refused,
         )  # fmt: skip
 
     def reload_plan_if_changed(self) -> bool:
         """Switch to an edited plan if, and only if, it is valid; True when it switched.
 
-        An invalid edit is logged with its file:line problems (once per save) and the last
-        good plan keeps running. Steps are matched by key, so unsent emails take the new
-        words, a removed step is not sent, and a moved one is never sent twice.
+        An invalid edit is logged with its file:line problems (once per save), shown by
+        `plan_edit_refused` until a later save is good, and the last good plan keeps
+        running. Steps are matched by key, so unsent emails take the new words, a removed
+        step is not sent, and a moved one is never sent twice.
         """
         current = plan_fingerprint(self.settings)
         if current == self.fingerprint:
@@ -85,16 +93,28 @@ class App:
         except PlanError as exc:
             for problem in exc.problems:
                 log.error("plan edit refused, still sending the last good plan: %s", problem)
+            more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+            self._refuse_plan_edit(f"{exc.problems[0]}{more}")
             return False
         if plan.id != self.plan.id:
             log.error("plan edit refused: the plan id changed (%s -> %s)", self.plan.id, plan.id)
+            self._refuse_plan_edit(
+                f"{plan.source}: the plan id changed from {self.plan.id!r} to {plan.id!r}: put "
+                f"it back, or stop the service and run `campaign plan rename {self.plan.id} "
+                f"{plan.id}`"
+            )
             return False
+        self._refuse_plan_edit(None)
         renderer, composer = _composer(self.settings, plan)
         self.plan, self.renderer, self.composer = plan, renderer, composer
         self.dispatcher.plan, self.dispatcher.composer = plan, composer
         self.signups.plan, self.signups.composer = plan, composer
         log.info("plan reloaded: %s, %d steps", plan.source, len(plan.steps))
         return True
+
+    def _refuse_plan_edit(self, reason: str | None) -> None:
+        self.plan_edit_refused = reason
+        self.metrics.plan_edit_refused.set(0 if reason is None else 1)
 
     def close(self) -> None:
         """Close database connections."""
@@ -131,6 +151,12 @@ class App:
                 "the database schema is newer than this code: deploy the newer code (an older "
                 "engine must not write to it)"
             )
+
+
+def require_plan_identity(app: App) -> None:
+    """Refuse to send (exit 2, saying how to fix it) while active enrollments run under a
+    plan id the plan file does not have: they would silently get nothing more."""
+    plan_identity.require_plan_identity(app.db, app.plan)
 
 
 def make_service(app: App) -> Service:

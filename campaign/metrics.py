@@ -69,6 +69,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.plan_edit_refused = Gauge(
+            "campaign_plan_edit_refused",
+            "1 while the last saved edit of the plan or a template is refused (invalid, or a "
+            "changed plan id): the last good plan keeps sending. /healthz says why.",
+            registry=self.registry,
+        )
+
     def update(
         self,
         *,

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -102,7 +103,17 @@ class Subscriber(Base):
 class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
-        UniqueConstraint("subscriber_id", "plan_id"),
+        # A returning subscriber starts afresh in a new enrollment; the old ones stay, with
+        # their deliveries, as history. At most one per subscriber and plan is active.
+        Index(
+            "uq_enrollments_active_subscriber_plan",
+            "subscriber_id",
+            "plan_id",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index("ix_enrollments_subscriber_id_plan_id", "subscriber_id", "plan_id"),
         # the due-query: active enrollments by due time.
         Index("ix_enrollments_due", "status", "next_due_at"),
         CheckConstraint(_in("status", ENROLLMENT_STATUSES), name="status"),

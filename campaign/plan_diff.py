@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from campaign.plan import Plan, Step
 
+#: `reaches_from_day` of a change that touches every active subscriber, whatever their day.
+EVERYONE = 1 << 30
+
 
 @dataclass(frozen=True)
 class Change:
@@ -20,6 +23,15 @@ class Change:
 def diff_plans(old: Plan, new: Plan) -> list[Change]:
     """Every difference between two plans; steps are the same step when their key is."""
     changes: list[Change] = []
+    if old.id != new.id:
+        changes.append(
+            Change(
+                "plan", "id",
+                f"{old.id} -> {new.id}: subscribers under {old.id!r} get nothing more unless "
+                f"moved first: `campaign plan rename {old.id} {new.id}`",
+                EVERYONE,
+            )
+        )  # fmt: skip
     if old.send_time != new.send_time:
         changes.append(
             Change("plan", "send_time", f"{old.send_time:%H:%M} -> {new.send_time:%H:%M}", 0)

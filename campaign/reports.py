@@ -124,6 +124,12 @@ class Health(NamedTuple):
     last_pass_age: float | None
     stale_after: float
 
+    @property
+    def http_status(self) -> int:
+        """200 while the pages and sending work: a refused plan edit leaves the last good plan
+        sending, and a load balancer must not drop the signup pages over a marketer's typo."""
+        return 200 if self.reason in ("ok", "plan-edit-refused") else 503
+
     def public(self) -> dict[str, Any]:
         """What an anonymous client is told: nothing about hosts, URLs or error text."""
         return {
@@ -142,6 +148,7 @@ HEALTH_REASONS = (
     "pass-failed",
     "no-pass-yet",
     "stale",
+    "plan-edit-refused",
     "ok",
 )
 
@@ -153,10 +160,12 @@ def health(
     tick_seconds: float,
     paused_here: str | None = None,
     pass_failed_here: str | None = None,
+    plan_edit_refused_here: str | None = None,
 ) -> Health:
     """The deployment's health: the database, sending (paused by the latest heartbeat or by
     `paused_here`, this process's scheduler), whether this process's last pass died of an
-    unexpected error (`pass_failed_here`), and whether a pass finished recently."""
+    unexpected error (`pass_failed_here`), whether a pass finished recently, and whether the
+    last saved plan edit was refused (`plan_edit_refused_here`: the last good plan sends on)."""
     stale_after = max(3 * tick_seconds, 120.0)
     try:
         age, paused, refusal = sending_health(db, now)
@@ -178,6 +187,9 @@ def health(
     if age > stale_after:
         detail = f"the last pass finished {age:.0f} s ago (more than {stale_after:.0f} s)"
         return Health("degraded", "stale", detail, age, stale_after)
+    if plan_edit_refused_here:
+        detail = f"plan edit refused: {plan_edit_refused_here}"
+        return Health("degraded", "plan-edit-refused", detail, age, stale_after)
     return Health("ok", "ok", "ok", age, stale_after)
 
 

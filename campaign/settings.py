@@ -73,6 +73,10 @@ class Settings(BaseModel):
     pending_purge_days: int = Field(default=14, ge=1)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
+    #: slow clients: seconds for a request's headers, then for its body; open connections.
+    http_header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    http_body_timeout: float = Field(default=10.0, gt=0, le=3600)
+    http_max_connections: int = Field(default=500, ge=2, le=100_000)
     pages_dir: Path = Path("templates/web")
     #: proxies whose X-Forwarded-For is believed (client addresses for rate limits and consent).
     forwarded_allow_ips: str = "127.0.0.1"

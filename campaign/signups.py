@@ -10,7 +10,7 @@ from typing import Any
 from campaign import store, tokens
 from campaign.compose import Composer
 from campaign.db import Database, retry_once_on_conflict
-from campaign.errors import BadInput, CampaignError, UnknownSubscriber
+from campaign.errors import BadInput, UnknownSubscriber
 from campaign.plan import Plan
 from campaign.subscriptions import (
     checked_timezone,
@@ -114,15 +114,17 @@ class Signups:
         confirmation = store.queue_confirmation(session, subscriber_id, now)
         return SignupResult("confirmation-queued", confirmation_id=confirmation)
 
-    def _activate(self, session: Any, subscriber_id: int, address: str, now: datetime) -> int:
+    def _activate(
+        self, session: Any, subscriber_id: int, address: str, now: datetime
+    ) -> int | None:
+        """Make the subscriber active and start the plan from the welcome: a new enrollment
+        for someone coming back (their old one stays in the log). None when the address is
+        suppressed for a bounce or complaint, or the plan already runs for them."""
+        if store.suppression_reason(session, email_hash(address)) in STOPPED:
+            return None
         store.set_subscriber_status(session, subscriber_id, "active", now)
         store.unsuppress(session, email_hash(address))
-        if not store.enrol(session, subscriber_id, self.plan.id, now):
-            store.resume_enrollment(session, subscriber_id, self.plan.id, now)
-        enrollment = store.enrollment_id(session, subscriber_id, self.plan.id)
-        if enrollment is None:  # cannot happen: enrolled or resumed just above
-            raise CampaignError(f"subscriber {subscriber_id} has no enrollment")
-        return enrollment
+        return store.enrol(session, subscriber_id, self.plan.id, now)
 
     def check_confirmation(self, token: str, now: datetime) -> int:
         """The confirmation a link names; InvalidToken if forged or expired."""

@@ -97,6 +97,8 @@ class SubscribeResult:
     email: str
     created: bool
     status: str
+    #: someone who had unsubscribed came back (`resubscribe`): the plan starts again.
+    restarted: bool = False
 
 
 @retry_once_on_conflict
@@ -109,19 +111,33 @@ def subscribe(
     timezone: str | None,
     now: datetime,
     source: str = "cli",
+    resubscribe: bool = False,
 ) -> SubscribeResult:
     """Add an active subscriber and enrol them: the welcome email is due at once.
 
-    Someone already known is left as they are: no second enrolment, no restarted plan.
+    Someone already known is left as they are: no second enrolment, no restarted plan. With
+    `resubscribe` (the person asked again), someone who unsubscribed becomes active and starts
+    the plan afresh from the welcome, in a new enrollment; a suppressed address never does.
     """
     address = normalise_address(email)
     name = first_name_of(first_name)
     zone = checked_timezone(timezone)
     with db.transaction() as session:
         known = store.find_subscriber(session, address)
+        suppressed = store.is_suppressed(session, email_hash(address))
+        if known is not None and resubscribe and known.status == "unsubscribed":
+            if suppressed:
+                raise BadInput(f"{address} is suppressed; clear it first if they asked again")
+            store.record_consent(
+                session, known.id, kind="operator", at=now, ip="", user_agent="",
+                source_page=source,
+            )  # fmt: skip
+            store.set_subscriber_status(session, known.id, "active", now)
+            store.enrol(session, known.id, plan.id, now)
+            return SubscribeResult(known.email, created=False, status="active", restarted=True)
         if known is not None:
             return SubscribeResult(known.email, created=False, status=known.status)
-        if store.is_suppressed(session, email_hash(address)):
+        if suppressed:
             raise Suppressed(address)
         subscriber_id = store.add_subscriber(
             session,

@@ -33,6 +33,7 @@ from campaign.bootstrap import App
 from campaign.clock import Clock
 from campaign.confine import confined
 from campaign.errors import BadInput, DatabaseError, InvalidAddress
+from campaign.http_guard import HttpLimits, guarded_protocol, listen_socket
 from campaign.signups import Visitor
 from campaign.tokens import InvalidToken
 from campaign.web_input import BadRequest, body_kind, clean_header, parse_fields
@@ -57,6 +58,10 @@ SECURITY_HEADERS = {
 
 class BodyTooLarge(Exception):
     """The request body is over MAX_BODY_BYTES."""
+
+
+class BodyTimeout(Exception):
+    """The request body did not arrive within HTTP_BODY_TIMEOUT."""
 
 
 class RateLimiter:
@@ -111,10 +116,15 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge()
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BodyTooLarge()
+    try:
+        # A client trickling its body must not hold a connection and a task for ever.
+        async with asyncio.timeout(getattr(request.app.state, "body_timeout", None)):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BodyTooLarge()
+    except TimeoutError as exc:
+        raise BodyTimeout() from exc
     return body
 
 
@@ -299,7 +309,7 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
         # Anyone may ask: the status and a reason code only. The detail (database host,
         # driver errors, the mail server) is for operators, on ADMIN_LISTEN.
         health = await run_in_threadpool(app.health)
-        return JSONResponse(health.public(), 200 if health.status == "ok" else 503)
+        return JSONResponse(health.public(), health.http_status)
 
     async def home(request: Request) -> Response:
         return RedirectResponse("/subscribe", 303)
@@ -338,12 +348,19 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
             return JSONResponse({"error": message}, status)
         return page("error.html", status, heading="That did not work", message=message)
 
+    async def body_timeout(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("request body too slow", 408, headers={"Connection": "close"})
+
     # Errors to HTTP statuses, in one table: bad input 4xx, a database that cannot take the
     # request 503 with Retry-After. Anything else is a bug: a bare 500, never its text.
-    return Starlette(
+    web = Starlette(
         routes=routes,
-        exception_handlers={BadInput: bad_input, DatabaseError: database_unavailable},
-    )
+        exception_handlers={
+            BadInput: bad_input, DatabaseError: database_unavailable, BodyTimeout: body_timeout,
+        },
+    )  # fmt: skip
+    web.state.body_timeout = settings.http_body_timeout
+    return web
 
 
 def _signed_up(wants_json: bool, page: Callable[..., HTMLResponse]) -> Response:
@@ -355,7 +372,8 @@ def _signed_up(wants_json: bool, page: Callable[..., HTMLResponse]) -> Response:
 
 
 def make_server(app: App, host: str, port: int) -> uvicorn.Server:
-    """A uvicorn server for `app` (access log off: one line per request is noise at scale)."""
+    """A uvicorn server for `app` (access log off: one line per request is noise at scale),
+    whose connections have header and body deadlines and a cap (campaign.http_guard)."""
     config = uvicorn.Config(
         create_app(app, app.settings.pages_dir),
         host=host,
@@ -364,13 +382,21 @@ def make_server(app: App, host: str, port: int) -> uvicorn.Server:
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=app.settings.forwarded_allow_ips,
+        http=guarded_protocol(HttpLimits.from_settings(app.settings)),
+        backlog=HttpLimits.from_settings(app.settings).backlog,
     )
     return uvicorn.Server(config)
 
 
 def serve_in_thread(app: App, host: str, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    """Start serving beside the scheduler; uvicorn leaves signals to the main thread."""
+    """Start serving beside the scheduler; uvicorn leaves signals to the main thread.
+
+    The socket is bound here, in the caller's thread: a busy port raises ListenFailed
+    instead of leaving the service running without its pages."""
+    sock = listen_socket(host, port, HttpLimits.from_settings(app.settings).backlog)
     server = make_server(app, host, port)
-    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="http", daemon=True
+    )
     thread.start()
     return server, thread

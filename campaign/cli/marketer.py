@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from campaign import plan_diff, reports, simulation, subscriptions
+from campaign import plan_diff, plan_identity, reports, simulation, subscriptions
 from campaign.bootstrap import check_plan
 from campaign.cli.common import (
     NOW,
@@ -26,7 +26,7 @@ from campaign.cli.common import (
 )
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.compose import Recipient
-from campaign.errors import BadInput, CampaignError
+from campaign.errors import BadInput, CampaignError, PlanError
 from campaign.logs import configure_logging
 from campaign.plan import load_plan
 from campaign.report_page import render_report
@@ -40,6 +40,12 @@ def plan_check(path: Path | None) -> None:
     """Validate the plan and render every step for sample subscribers."""
     settings = load_settings()
     checked = check_plan(settings, path)
+    orphans = plan_identity.orphans_in(settings.database_url, checked)
+    if orphans:
+        problem = checked.problem("id", plan_identity.orphaned_message(checked, orphans))
+        if path is None or path.resolve() == Path(settings.plan_path).resolve():
+            raise PlanError([problem])
+        click.echo(f"warning: {problem}", err=True)  # another file: perhaps a future plan
     out.print(
         f"{checked.source}: ok: {len(checked.steps)} steps, days {checked.steps[0].day}"
         f"-{checked.last_day}, sent at {checked.send_time:%H:%M} local time"
@@ -59,15 +65,27 @@ def plan_diff_command(old: Path, new: Path) -> None:
     try:
         app = make_app()
         waiting: dict[int, int] | None = reports.active_by_last_day(app.db, before)
+        orphans = plan_identity.orphans(app.db, after)
     except CampaignError:
-        waiting = None  # no database yet: show the changes without counts
-    if not changes:
+        waiting, orphans = None, {}  # no database yet: show the changes without counts
+    rows = [
+        (c.kind, c.key, c.detail, "-" if waiting is None else str(plan_diff.affected(c, waiting)))
+        for c in changes
+    ]
+    for old_id, count in sorted(orphans.items()):
+        if old_id != before.id or before.id == after.id:
+            # The database runs people under an id that neither file names as the old one.
+            detail = (
+                f"the database runs them under {old_id!r}, not {after.id!r}: "
+                f"`campaign plan rename {old_id} {after.id}`"
+            )
+            rows.append(("plan", "id", detail, str(count)))
+    if not rows:
         out.print("no changes")
         return
     table = Table("change", "step", "what it means", "subscribers affected")
-    for change in changes:
-        count = "-" if waiting is None else str(plan_diff.affected(change, waiting))
-        table.add_row(change.kind, change.key, change.detail, count)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 
@@ -198,3 +216,19 @@ def report(out_file: Path) -> None:
     page = render_report(reports.stats(app.db, app.plan), app.clock.now())
     out_file.write_text(page, encoding="utf-8")
     out.print(f"wrote {out_file}")
+
+
+@plan.command("rename")
+@click.argument("old")
+@click.argument("new")
+@reports_errors
+def plan_rename(old: str, new: str) -> None:
+    """Move the subscribers of plan id OLD (history included) to NEW, in one transaction.
+
+    For a plan whose `id:` was edited: stop the service, rename, start it again.
+    """
+    app = make_app()
+    moved = plan_identity.rename_plan(app.db, old, new)
+    click.echo(f"moved {moved} enrollment(s) from plan {old!r} to {new!r}")  # no Rich markup
+    if app.plan.id != new:
+        click.echo(f"note: the plan file's id is {app.plan.id!r}, not {new!r}", err=True)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from campaign import bounces, csv_import, reports, signups, subscriptions
 from campaign.admin import start_side_services
-from campaign.bootstrap import make_service, return_paths
+from campaign.bootstrap import make_service, require_plan_identity, return_paths
 from campaign.cli.common import (
     NOW,
     TEXT,
@@ -24,6 +24,7 @@ from campaign.cli.common import (
     out,
     reports_errors,
 )
+from campaign.http_guard import HttpLimits, listen_socket
 from campaign.web import make_server
 
 
@@ -46,18 +47,35 @@ def db_upgrade() -> None:
 @click.option("--name", type=TEXT, default=None, help="First name, used in greetings.")
 @click.option("--timezone", type=TEXT, default=None,
               help="IANA time zone, e.g. Europe/Berlin (default UTC).")  # fmt: skip
+@click.option(
+    "--resubscribe",
+    is_flag=True,
+    help="Someone who unsubscribed asked again: start the plan afresh from the welcome.",
+)
 @NOW
 @reports_errors
-def subscribe(email: str, name: str | None, timezone: str | None, now: datetime | None) -> None:
+def subscribe(
+    email: str, name: str | None, timezone: str | None, resubscribe: bool, now: datetime | None
+) -> None:
     """Add an active subscriber and enrol them; the welcome email is due at once."""
     app = make_app(now)
     result = subscriptions.subscribe(
-        app.db, app.plan, email=email, first_name=name, timezone=timezone, now=app.clock.now()
-    )
+        app.db, app.plan, email=email, first_name=name, timezone=timezone, now=app.clock.now(),
+        resubscribe=resubscribe,
+    )  # fmt: skip
     if result.created:
         out.print(f"subscribed {result.email}: the welcome email goes out on the next pass")
+    elif result.restarted:
+        out.print(f"resubscribed {result.email}: the plan starts again from the welcome email")
     else:
-        out.print(f"{result.email} is already known (status {result.status}); nothing changed")
+        hint = (
+            " (if they asked to come back, add --resubscribe)"
+            if result.status == "unsubscribed"
+            else ""
+        )
+        out.print(
+            f"{result.email} is already known (status {result.status}); nothing changed{hint}"
+        )
 
 
 @main.command()
@@ -114,6 +132,7 @@ def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
 def tick(now: datetime | None) -> None:
     """Run one sending pass: send everything due now."""
     app = make_app(now)
+    require_plan_identity(app)
     with app.sending(), make_service(app) as service:
         result = service.run_once()
     unusual = "".join(
@@ -138,14 +157,17 @@ def tick(now: datetime | None) -> None:
 def serve(host: str | None, port: int | None) -> None:
     """Serve the signup, confirmation and unsubscribe pages, /healthz (/metrics: ADMIN_LISTEN)."""
     app = make_app()
+    require_plan_identity(app)  # the pages send confirmations and welcomes themselves
     host = host or app.settings.http_host
     port = port or app.settings.http_port
+    # Bound here: a busy port is one clear line and exit 1.
+    sock = listen_socket(host, port, HttpLimits.from_settings(app.settings).backlog)
     out.print(
         f"serving http://{host}:{port}/subscribe (public links use {app.settings.public_base_url})"
     )
     side = start_side_services(app)  # the confirmation sender and the admin listener
     try:
-        make_server(app, host, port).run()
+        make_server(app, host, port).run(sockets=[sock])
     finally:
         side.close()
 

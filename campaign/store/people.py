@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from campaign.models import (
@@ -120,17 +122,16 @@ def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> N
     )
 
 
-def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> bool:
-    """Start `plan_id` for a subscriber, first step due now; False if already enrolled."""
-    exists = session.scalar(
-        select(Enrollment.id).where(
-            Enrollment.subscriber_id == subscriber_id, Enrollment.plan_id == plan_id
-        )
-    )
-    if exists is not None:
-        return False
-    session.add(
-        Enrollment(
+def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> int | None:
+    """Start `plan_id` afresh for a subscriber, first step (the welcome) due now: a new
+    enrollment, whatever earlier ones they left behind (those stay, with their deliveries).
+    Returns its id; None if the subscriber already has an active enrollment in the plan."""
+    # One statement: the partial unique index decides, so two confirm clicks at once (or a
+    # click racing a signup) start one enrollment, with no savepoint and no read first.
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(Enrollment)
+        .values(
             subscriber_id=subscriber_id,
             plan_id=plan_id,
             status="active",
@@ -139,9 +140,12 @@ def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> 
             next_due_at=now,
             updated_at=now,
         )
+        .on_conflict_do_nothing(
+            index_elements=["subscriber_id", "plan_id"], index_where=text("status = 'active'")
+        )
+        .returning(Enrollment.id)
     )
-    session.flush()
-    return True
+    return session.scalar(statement)
 
 
 def record_consent(
@@ -189,24 +193,13 @@ def subscriber_by_id(session: Session, subscriber_id: int) -> SubscriberRecord |
     return _record(row) if row else None
 
 
-def resume_enrollment(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> bool:
-    """Restart a cancelled enrollment where it stopped (not from the start); False if none."""
-    result = session.execute(
-        update(Enrollment)
-        .where(
-            Enrollment.subscriber_id == subscriber_id,
-            Enrollment.plan_id == plan_id,
-            Enrollment.status == "cancelled",
-        )
-        .values(status="active", next_due_at=now, updated_at=now)
-    )
-    return bool(getattr(result, "rowcount", 0))
-
-
-def enrollment_id(session: Session, subscriber_id: int, plan_id: str) -> int | None:
+def active_enrollment_id(session: Session, subscriber_id: int, plan_id: str) -> int | None:
+    """The subscriber's running enrollment in `plan_id`, if any (at most one by the schema)."""
     return session.scalar(
         select(Enrollment.id).where(
-            Enrollment.subscriber_id == subscriber_id, Enrollment.plan_id == plan_id
+            Enrollment.subscriber_id == subscriber_id,
+            Enrollment.plan_id == plan_id,
+            Enrollment.status == "active",
         )
     )
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -311,3 +312,118 @@ def test_plan_diff_names_each_change_and_whom_it_touches(run: Run, tmp_path: Pat
     assert any("added" in r and "bonus" in r and r.rstrip(" │").endswith("3") for r in rows)
     assert any("removed" in r and "day06" in r for r in rows)
     assert any("changed" in r and "day01" in r and "subject" in r for r in rows)
+
+
+def test_subscribe_restarts_an_unsubscribed_address_only_with_resubscribe(
+    run: Run, tmp_path: Path
+) -> None:
+    """`subscribe` leaves someone who unsubscribed alone (and says how to bring them back);
+    `--resubscribe` starts their plan afresh; `import` never re-subscribes them."""
+    assert run(*CAMPAIGN, "subscribe", "ret@example.org", "--now", NOW).returncode == 0
+    assert run(*CAMPAIGN, "unsubscribe", "ret@example.org", "--now", NOW).returncode == 0
+    plain = run(*CAMPAIGN, "subscribe", "ret@example.org", "--now", NOW)
+    assert plain.returncode == 0
+    assert "status unsubscribed" in plain.stdout
+    assert "--resubscribe" in plain.stdout
+    (tmp_path / "back.csv").write_text("email\nret@example.org\n")
+    imported = run(*CAMPAIGN, "import", "back.csv", "--now", NOW)
+    assert "added 0, already known 1" in imported.stdout
+    again = run(*CAMPAIGN, "subscribe", "ret@example.org", "--resubscribe", "--now", NOW)
+    assert again.returncode == 0, again.stderr
+    assert "resubscribed ret@example.org" in again.stdout
+    data = json.loads(run(*CAMPAIGN, "export", "ret@example.org").stdout)
+    assert [e["status"] for e in data["enrollments"]] == ["cancelled", "active"]
+
+
+def test_a_changed_plan_id_is_refused_everywhere_until_the_plan_is_renamed(
+    run: Run, plan_file: Path, smtp_server: SMTPServer
+) -> None:
+    """Editing `id:` with subscribers in flight: the service, tick and serve refuse to start
+    (exit 2, how many, how to fix), plan check and plan diff report it; `plan rename` moves
+    them, refusing bad renames, and sending goes on under the new id."""
+    for n in range(2):
+        assert run(*CAMPAIGN, "subscribe", f"p{n}@example.org", "--now", NOW).returncode == 0
+    original = ROOT / "plans" / "thirty_day.yaml"
+    plan_file.write_text(
+        original.read_text().replace("id: thirty-day-self-healing", "id: spine-month", 1)
+    )
+    edited = {"PLAN_PATH": str(plan_file)}
+    for command in (
+        [*SCHEDULER, "--once", "--now", NOW],
+        SCHEDULER,  # the long-running service: refused at start, not left running
+        [*SCHEDULER, "--http", "127.0.0.1:0"],
+        [*CAMPAIGN, "tick", "--now", NOW],
+        [*CAMPAIGN, "serve", "--port", "0"],
+    ):
+        refused = run(*command, extra=edited)
+        assert refused.returncode == 2, (command, refused.stderr)
+        assert "2 active enrollment(s)" in refused.stderr
+        assert "campaign plan rename thirty-day-self-healing spine-month" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert smtp_server.received == []
+
+    check = run(*CAMPAIGN, "plan", "check", extra=edited)
+    assert check.returncode == 2
+    line = next(n for n, t in enumerate(plan_file.read_text().splitlines(), 1) if "id: spine" in t)
+    assert f"thirty_day.yaml:{line}: id:" in check.stderr
+    elsewhere = run(*CAMPAIGN, "plan", "check", str(plan_file))  # not the plan PLAN_PATH names
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "warning:" in elsewhere.stderr
+    assert "2 active enrollment(s)" in elsewhere.stderr
+    diff = run(*CAMPAIGN, "plan", "diff", str(original), str(plan_file))
+    rows = [r for r in diff.stdout.splitlines() if "│" in r]
+    assert any(" id " in r and r.rstrip(" │").endswith("2") for r in rows), diff.stdout
+    same = run(*CAMPAIGN, "plan", "diff", str(plan_file), str(plan_file), extra=edited)
+    assert "no changes" not in same.stdout
+    assert "thirty-day-self-healing" in same.stdout
+
+    for bad, message in (
+        (["spine-month", "thirty-day-self-healing"], "no enrollments under plan id 'spine-month'"),
+        (["thirty-day-self-healing", "Spine Month"], "not a valid plan id"),
+        (["thirty-day-self-healing", "thirty-day-self-healing"], "both"),
+    ):
+        refused = run(*CAMPAIGN, "plan", "rename", *bad, extra=edited)
+        assert refused.returncode == 2, refused.stderr
+        assert message in refused.stderr
+    renamed = run(
+        *CAMPAIGN, "plan", "rename", "thirty-day-self-healing", "spine-month", extra=edited
+    )
+    assert renamed.returncode == 0, renamed.stderr
+    assert "moved 2 enrollment(s)" in renamed.stdout
+    assert run(*CAMPAIGN, "plan", "check", extra=edited).returncode == 0
+    sent = run(*SCHEDULER, "--once", "--now", NOW, extra=edited)
+    assert sent.returncode == 0, sent.stderr
+    steps = sorted(str(r.message["X-Campaign-Step"]) for r in smtp_server.received)
+    assert steps == ["spine-month/welcome"] * 2
+
+
+def test_a_rename_onto_a_plan_id_that_has_subscribers_is_refused(run: Run, plan_file: Path) -> None:
+    """`plan rename OLD NEW` never merges two plans' subscribers: NEW must have none."""
+    assert run(*CAMPAIGN, "subscribe", "a@example.org", "--now", NOW).returncode == 0
+    plan_file.write_text(
+        plan_file.read_text().replace("id: thirty-day-self-healing", "id: other", 1)
+    )
+    other = {"PLAN_PATH": str(plan_file)}
+    assert run(*CAMPAIGN, "subscribe", "b@example.org", "--now", NOW, extra=other).returncode == 0
+    refused = run(*CAMPAIGN, "plan", "rename", "thirty-day-self-healing", "other", extra=other)
+    assert refused.returncode == 2
+    assert "plan id 'other' already has 1 enrollment(s)" in refused.stderr
+    data = json.loads(run(*CAMPAIGN, "export", "a@example.org").stdout)
+    assert data["enrollments"][0]["plan_id"] == "thirty-day-self-healing"
+
+
+def test_a_busy_http_port_stops_the_service_with_a_clear_message(run: Run) -> None:
+    """`run_scheduler.py --http` and `campaign serve` on a port in use exit 1 at once, naming
+    the address, instead of running on without their pages."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for command in (
+            [*SCHEDULER, "--http", f"127.0.0.1:{port}"],
+            [*CAMPAIGN, "serve", "--port", str(port)],
+        ):
+            refused = run(*command)
+            assert refused.returncode == 1, refused.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in refused.stderr
+            assert "Traceback" not in refused.stderr

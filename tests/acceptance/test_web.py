@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -359,3 +359,63 @@ def test_a_bounced_address_is_never_mailed_again_until_an_operator_clears_it(
     site.clock.advance(timedelta(minutes=11))  # past the one-confirmation-per-10-minutes cap
     site.signup("gone@example.org")
     assert len(site.mail_to("gone@example.org")) == 2  # a confirmation, at last
+
+
+def test_a_refused_plan_edit_shows_in_healthz_and_a_gauge_until_fixed(
+    engine: EngineFactory, smtp_server: SMTPServer, plan_file: Path
+) -> None:
+    """A broken save, then a changed plan id: /healthz says degraded with reason
+    plan-edit-refused and the file:line (still 200: the last good plan sends on), the gauge
+    is 1 on every pass until a good save, and the subscriber's month goes on meanwhile."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app, clock = engine(NOW, PUBLIC_BASE_URL=url, PLAN_PATH=str(plan_file))
+    service = make_service(app)
+    subscriptions.subscribe(
+        app.db, app.plan, email="ann@example.org", first_name=None, timezone="UTC", now=NOW
+    )
+    serving = _serve(app, port)
+    next(serving)
+
+    def health_at(instant: datetime) -> tuple[int, dict[str, object], str]:
+        clock.set(instant)
+        service.run_pass(instant)
+        health = httpx.get(url + "/healthz")
+        gauge = next(
+            line for line in app.metrics.render().decode().splitlines()  # as ADMIN_LISTEN shows
+            if line.startswith("campaign_plan_edit_refused ")
+        )  # fmt: skip
+        return health.status_code, {**health.json(), "detail": app.health().detail}, gauge
+
+    try:
+        code, body, gauge = health_at(NOW)
+        assert (code, body["status"], body["reason"], gauge) == (
+            200, "ok", "ok", "campaign_plan_edit_refused 0.0",
+        )  # fmt: skip
+        original = plan_file.read_text()
+        broken = original.replace("template: day01.html", "template: day01-missing.html")
+        plan_file.write_text(broken)
+        line = next(n for n, t in enumerate(broken.splitlines(), 1) if "day01-missing" in t)
+        for hours in (1, 2):  # refused at the save, and still shown at the next pass
+            code, body, gauge = health_at(NOW + timedelta(hours=hours))
+            assert code == 200
+            assert body["status"] == "degraded"
+            assert body["reason"] == "plan-edit-refused"
+            assert f"thirty_day.yaml:{line}: steps[1].template" in str(body["detail"])
+            assert gauge == "campaign_plan_edit_refused 1.0"
+        plan_file.write_text(original)
+        code, body, gauge = health_at(NOW + timedelta(hours=3))
+        assert (code, body["status"], body["reason"], gauge) == (
+            200, "ok", "ok", "campaign_plan_edit_refused 0.0",
+        )  # fmt: skip
+
+        plan_file.write_text(original.replace("id: thirty-day-self-healing", "id: renamed", 1))
+        code, body, gauge = health_at(NOW + timedelta(hours=22))  # day 1, 07:00 UTC
+        detail = str(body["detail"])
+        assert "plan id changed" in detail
+        assert "campaign plan rename thirty-day-self-healing renamed" in detail
+        assert gauge == "campaign_plan_edit_refused 1.0"
+    finally:
+        next(serving, None)
+    steps = [str(r.message["X-Campaign-Step"]) for r in smtp_server.to("ann@example.org")]
+    assert steps == ["thirty-day-self-healing/welcome", "thirty-day-self-healing/day01"]

@@ -2,7 +2,7 @@
 its own row), ids that SQLite never reuses (AUTOINCREMENT) for the rows links name
 (subscribers, deliveries), and a click counted once per delivery and link.
 
-Revision ID: 0008_signup_links
+Revision ID: 0008
 Revises: 0007
 """
 
@@ -11,7 +11,7 @@ import hashlib
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_signup_links"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
