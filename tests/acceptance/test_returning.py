@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from campaign import bounces, signups, subscriptions
-from campaign.bootstrap import make_service
+from campaign.bootstrap import make_service, return_paths
 from tests.acceptance.conftest import NOW, Site
+from tests.bounce_reports import arf
 from tests.helpers import tick
-from tests.tools import ROOT
 
 PLAN = "thirty-day-self-healing"
 
@@ -134,6 +134,7 @@ def test_without_double_opt_in_a_returning_signup_restarts_from_the_welcome(site
     email = "direct@example.org"
     site.app.signups.double_opt_in = False
     site.signup(email)
+    assert _steps(site, email) == ["welcome"]  # sent by the engine, woken by the signup
     tick(site.app, site.clock, NOW + _morning(1))
     site.clock.set(NOW + timedelta(days=1))
     _unsubscribe(site, email)
@@ -150,14 +151,18 @@ def test_a_complaint_between_signup_and_confirmation_keeps_the_address_refused(
 ) -> None:
     """A returning subscriber who complained about an old email before clicking the new
     confirmation link is not mailed: the click sees the suppression."""
-    email = "angry@example.org"  # the address in the ARF fixture
+    email = "angry@example.org"
     site.app.signups.double_opt_in = False
     site.signup(email)
     _unsubscribe(site, email)
+    [welcome] = site.smtp.to(email)
     site.app.signups.double_opt_in = True
     site.signup(email)
     link = _confirm_link(site, email, 1)
-    report = bounces.ingest(site.app.db, [ROOT / "tests" / "fixtures" / "arf_complaint.eml"], NOW)
+    (tmp_path / "arf.eml").write_bytes(arf(original=welcome.data))  # about the old welcome
+    report = bounces.ingest(
+        site.app.db, [tmp_path / "arf.eml"], NOW, return_paths=return_paths(site.app.settings)
+    )
     assert report.complained
     sent = len(site.mail_to(email))
     assert site.http.post(link).status_code in (200, 400)
