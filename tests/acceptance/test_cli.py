@@ -18,7 +18,7 @@ import pytest
 
 from tests.bounce_reports import arf, dsn
 from tests.conftest import ROOT
-from tests.smtp_server import SMTPServer
+from tests.smtp_server import SMTPServer, free_port
 
 CAMPAIGN = [sys.executable, "-m", "campaign"]
 SCHEDULER = [sys.executable, str(ROOT / "run_scheduler.py")]
@@ -351,9 +351,9 @@ def test_a_changed_plan_id_is_refused_everywhere_until_the_plan_is_renamed(
     for command in (
         [*SCHEDULER, "--once", "--now", NOW],
         SCHEDULER,  # the long-running service: refused at start, not left running
-        [*SCHEDULER, "--http", "127.0.0.1:0"],
+        [*SCHEDULER, "--http", f"127.0.0.1:{free_port()}"],
         [*CAMPAIGN, "tick", "--now", NOW],
-        [*CAMPAIGN, "serve", "--port", "0"],
+        [*CAMPAIGN, "serve", "--port", str(free_port())],
     ):
         refused = run(*command, extra=edited)
         assert refused.returncode == 2, (command, refused.stderr)
