@@ -40,9 +40,6 @@ from campaign.verp import ReturnPaths
 
 log = logging.getLogger(__name__)
 
-#: the /healthz reason code while the last saved plan edit is refused.
-PLAN_EDIT_REFUSED = "plan-edit-refused"
-
 
 @dataclass
 class App:
@@ -65,7 +62,7 @@ class App:
     #: why this process's last pass ended in an unexpected error (None: it did not); /healthz.
     pass_failure: str | None = None
     #: why the last saved edit of the plan was refused (None: the running plan is the saved
-    #: one); for /healthz (reason PLAN_EDIT_REFUSED) and the campaign_plan_edit_refused gauge.
+    #: one); for /healthz (reason plan-edit-refused) and the campaign_plan_edit_refused gauge.
     plan_edit_refused: str | None = None
 
     def health(self) -> reports.Health:
