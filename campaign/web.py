@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections import OrderedDict, deque
@@ -374,6 +375,7 @@ def _signed_up(wants_json: bool, page: Callable[..., HTMLResponse]) -> Response:
 def make_server(app: App, host: str, port: int) -> uvicorn.Server:
     """A uvicorn server for `app` (access log off: one line per request is noise at scale),
     whose connections have header and body deadlines and a cap (campaign.http_guard)."""
+    limits = HttpLimits.from_settings(app.settings)
     config = uvicorn.Config(
         create_app(app, app.settings.pages_dir),
         host=host,
@@ -382,10 +384,15 @@ def make_server(app: App, host: str, port: int) -> uvicorn.Server:
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=app.settings.forwarded_allow_ips,
-        http=guarded_protocol(HttpLimits.from_settings(app.settings)),
-        backlog=HttpLimits.from_settings(app.settings).backlog,
+        http=guarded_protocol(limits),
+        backlog=limits.backlog,
     )
     return uvicorn.Server(config)
+
+
+def listen(app: App, host: str, port: int) -> socket.socket:
+    """The public listener's socket, bound now: a busy port raises ListenFailed at once."""
+    return listen_socket(host, port, HttpLimits.from_settings(app.settings).backlog)
 
 
 def serve_in_thread(app: App, host: str, port: int) -> tuple[uvicorn.Server, threading.Thread]:
@@ -393,7 +400,7 @@ def serve_in_thread(app: App, host: str, port: int) -> tuple[uvicorn.Server, thr
 
     The socket is bound here, in the caller's thread: a busy port raises ListenFailed
     instead of leaving the service running without its pages."""
-    sock = listen_socket(host, port, HttpLimits.from_settings(app.settings).backlog)
+    sock = listen(app, host, port)
     server = make_server(app, host, port)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="http", daemon=True

@@ -24,8 +24,7 @@ from campaign.cli.common import (
     out,
     reports_errors,
 )
-from campaign.http_guard import HttpLimits, listen_socket
-from campaign.web import make_server
+from campaign.web import listen, make_server
 
 
 @main.group()
@@ -161,7 +160,7 @@ def serve(host: str | None, port: int | None) -> None:
     host = host or app.settings.http_host
     port = port or app.settings.http_port
     # Bound here: a busy port is one clear line and exit 1.
-    sock = listen_socket(host, port, HttpLimits.from_settings(app.settings).backlog)
+    sock = listen(app, host, port)
     out.print(
         f"serving http://{host}:{port}/subscribe (public links use {app.settings.public_base_url})"
     )
