@@ -16,6 +16,7 @@ from campaign.subscriptions import (
     checked_timezone,
     email_hash,
     first_name_of,
+    lookup_form,
     normalise_address,
 )
 from campaign.transport import Transport
@@ -194,7 +195,7 @@ class Signups:
 def export_person(db: Database, email: str) -> dict[str, Any]:
     """Everything stored about `email`, as JSON-ready values."""
     with db.transaction() as session:
-        known = store.find_subscriber(session, email.strip())
+        known = store.find_subscriber(session, lookup_form(email))
         if known is None:
             raise UnknownSubscriber(email)
         data = store.everything_about(session, known.id)
@@ -205,7 +206,7 @@ def export_person(db: Database, email: str) -> dict[str, Any]:
 def forget_person(db: Database, email: str, now: datetime) -> None:
     """Erase a person; keep only a hash of the address so it is never mailed by mistake."""
     with db.transaction() as session:
-        known = store.find_subscriber(session, email.strip())
+        known = store.find_subscriber(session, lookup_form(email))
         if known is None:
             raise UnknownSubscriber(email)
         store.suppress(session, email_hash(known.email), "forgotten", now)

@@ -59,7 +59,7 @@ def normalise_address(email: str) -> str:
     return f"{local}@{result.domain}"
 
 
-def _lookup_form(email: str) -> str:
+def lookup_form(email: str) -> str:
     """How to look an operator's `email` up: normalised, or as typed if it is not valid
     (an address stored before the rules were this strict)."""
     try:
@@ -86,8 +86,8 @@ def first_name_of(name: str | None) -> str:
     cleaned = " ".join(name.split())
     if len(cleaned) > 100:
         raise BadInput("first name is longer than 100 characters")
-    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000 for c in cleaned):
-        # NUL cannot be stored in PostgreSQL; lone surrogates (undecodable bytes) nowhere.
+    if any(0xD800 <= ord(c) < 0xE000 for c in cleaned):
+        # Lone surrogates (undecodable bytes) can be stored nowhere.
         raise BadInput("first name contains control characters or undecodable bytes")
     return cleaned
 
@@ -154,7 +154,7 @@ def subscribe(
 
 def clear_suppression(db: Database, *, email: str, now: datetime) -> bool:
     """An operator lifts a suppression (bounce, complaint, forget); False if there was none."""
-    email = _lookup_form(email)
+    email = lookup_form(email)
     with db.transaction() as session:
         key = email_hash(email)
         if not store.is_suppressed(session, key):
@@ -169,7 +169,7 @@ def clear_suppression(db: Database, *, email: str, now: datetime) -> bool:
 def unsubscribe(db: Database, *, email: str, now: datetime) -> bool:
     """Stop all email to `email` at once; False if they had already left."""
     with db.transaction() as session:
-        known = store.find_subscriber(session, _lookup_form(email))
+        known = store.find_subscriber(session, lookup_form(email))
         if known is None:
             raise UnknownSubscriber(email)
         if known.status == "unsubscribed":

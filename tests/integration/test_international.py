@@ -15,8 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from campaign import store, subscriptions
+from campaign import signups, store, subscriptions
 from campaign.bootstrap import App
+from campaign.errors import UnknownSubscriber
 from campaign.models import Delivery, Enrollment, Subscriber
 from tests.acceptance.conftest import _serve
 from tests.conftest import ROOT, EngineFactory
@@ -191,3 +192,18 @@ def test_the_cli_subscribe_and_import_accept_international_addresses(
     assert "bracketed IP address" in imported.stderr
     duplicate = campaign("subscribe", "jürgen@xn--strae-oqa.de")
     assert "already known" in duplicate.stdout
+
+
+def test_export_and_forget_find_an_address_by_either_form_of_its_domain(
+    engine: EngineFactory,
+) -> None:
+    """An operator may type the A-label of the domain that is stored as its U-label."""
+    app, _ = engine(START)
+    subscriptions.subscribe(
+        app.db, app.plan, email="x@Straße.DE", first_name=None, timezone=None, now=START
+    )
+    exported = signups.export_person(app.db, "x@xn--strae-oqa.de")
+    assert exported["subscriber"]["email"] == "x@straße.de"
+    signups.forget_person(app.db, "X@xn--STRAE-oqa.de", START)
+    with pytest.raises(UnknownSubscriber):
+        signups.export_person(app.db, "x@straße.de")
