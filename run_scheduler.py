@@ -13,12 +13,12 @@ import argparse
 import sys
 from datetime import datetime
 
-from campaign.admin import start_side_services
-from campaign.bootstrap import build, make_service, require_plan_identity
-from campaign.cli import configure_logging, load_settings
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
+from campaign.engine import build, make_service, require_plan_identity
 from campaign.errors import CampaignError
-from campaign.web import serve_in_thread
+from campaign.interfaces.admin import start_side_services
+from campaign.interfaces.cli import configure_logging, load_settings
+from campaign.interfaces.web import serve_in_thread
 
 
 def _instant(text: str) -> datetime:

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from campaign.bootstrap import shared_context
-from campaign.compose import Composer, Recipient
-from campaign.message import address, build_message
-from campaign.plaintext import html_to_text
-from campaign.plan import load_plan
-from campaign.render import Renderer, subscriber_context
+from campaign.content.compose import Composer, Recipient
+from campaign.content.mime import address, build_message
+from campaign.content.plaintext import html_to_text
+from campaign.content.render import Renderer, subscriber_context
+from campaign.domain.plan import load_plan
+from campaign.engine import shared_context
 from campaign.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

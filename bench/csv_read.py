@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from campaign import csv_import
+from campaign.people import csv_import
 
 
 def main(rows: int) -> None:

@@ -45,8 +45,8 @@ from bench.scratch import (  # noqa: E402 - after the path is set
     scratch_database,
     smtp_sink,
 )
-from campaign.db import Database  # noqa: E402
-from campaign.plan import load_plan  # noqa: E402
+from campaign.domain.plan import load_plan  # noqa: E402
+from campaign.storage.db import Database  # noqa: E402
 
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
 _PASS_LINE = re.compile(r"pass at=\S+ claimed=(\d+) sent=(\d+) .*elapsed=([\d.]+)s")

@@ -18,12 +18,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from campaign import subscriptions
-from campaign.bootstrap import build
 from campaign.clock import FixedClock
-from campaign.db import Database
-from campaign.passes import PassResult
+from campaign.delivery.passes import PassResult
+from campaign.engine import build
+from campaign.people import subscriptions
 from campaign.settings import Settings
+from campaign.storage.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -59,13 +59,13 @@ from bench.scratch import (  # noqa: E402 - after the path is set
     print_machine,
     scratch_database,
 )
-from campaign import store  # noqa: E402
-from campaign.bootstrap import App, build, make_service  # noqa: E402
 from campaign.clock import FixedClock  # noqa: E402
-from campaign.db import Database, DriverConnection  # noqa: E402
-from campaign.plan import load_plan  # noqa: E402
+from campaign.domain.plan import load_plan  # noqa: E402
+from campaign.domain.transport import Envelope  # noqa: E402
+from campaign.engine import App, build, make_service  # noqa: E402
 from campaign.settings import Settings  # noqa: E402
-from campaign.transport import Envelope  # noqa: E402
+from campaign.storage import store  # noqa: E402
+from campaign.storage.db import Database, DriverConnection  # noqa: E402
 
 #: Targets from the performance issue.
 RSS_RATIO_TARGET = 1.3

@@ -94,10 +94,10 @@ def run(url: str, rounds: int, delay: float) -> dict[str, list[float]]:
 
 def _complain(url: str, email: str) -> None:
     """Suppress an address as a complaint does (only its hash is kept)."""
-    from campaign import store
     from campaign.clock import SystemClock
-    from campaign.db import Database
-    from campaign.subscriptions import email_hash
+    from campaign.domain.addresses import email_hash
+    from campaign.storage import store
+    from campaign.storage.db import Database
 
     db = Database(url)
     with db.transaction() as session:

@@ -39,13 +39,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from campaign import compose, dispatch, smtp, store
-from campaign.bootstrap import build, make_service
 from campaign.clock import FixedClock
-from campaign.compose import Recipient
-from campaign.db import Database
-from campaign.plan import load_plan
+from campaign.content import compose
+from campaign.content.compose import Recipient
+from campaign.delivery import dispatch, smtp
+from campaign.domain.plan import load_plan
+from campaign.engine import build, make_service
 from campaign.settings import Settings
+from campaign.storage import store
+from campaign.storage.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

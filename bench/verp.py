@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.compose_cpu import NOW, make_composer, median_us, recipient  # noqa: E402 - after the path is set
-from campaign.compose import Composer  # noqa: E402 - after the path is set
-from campaign.verp import DELIVERY, ReturnPaths  # noqa: E402 - after the path is set
+from campaign.content.compose import Composer  # noqa: E402 - after the path is set
+from campaign.domain.verp import DELIVERY, ReturnPaths  # noqa: E402 - after the path is set
 
 SECRET = "bench-secret-key-of-at-least-32-characters"  # noqa: S105 - a bench, no real mail
 

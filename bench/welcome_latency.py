@@ -39,7 +39,7 @@ from bench.scratch import (  # noqa: E402 - after the path is set
     scratch_database,
 )
 from campaign.clock import SystemClock  # noqa: E402
-from campaign.plan import load_plan  # noqa: E402
+from campaign.domain.plan import load_plan  # noqa: E402
 from tests.smtp_server import free_port  # noqa: E402
 
 

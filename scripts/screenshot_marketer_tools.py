@@ -20,14 +20,15 @@ from pathlib import Path
 import uvicorn
 from playwright.sync_api import sync_playwright
 
-from campaign import reports, subscriptions
-from campaign.bootstrap import build
 from campaign.clock import FixedClock
-from campaign.db import Database
-from campaign.report_page import render_report
+from campaign.delivery.testing import RecordingTransport
+from campaign.engine import build
+from campaign.insights import reports
+from campaign.insights.report_page import render_report
+from campaign.interfaces.studio import create_studio
+from campaign.people import subscriptions
 from campaign.settings import Settings
-from campaign.studio import create_studio
-from campaign.testing import RecordingTransport
+from campaign.storage.db import Database
 
 START = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
 ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

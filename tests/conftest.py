@@ -13,11 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from campaign.bootstrap import App, build
 from campaign.clock import Clock, FixedClock
-from campaign.db import Database
+from campaign.domain.transport import Transport
+from campaign.engine import App, build
 from campaign.settings import Settings
-from campaign.transport import Transport
+from campaign.storage.db import Database
 from tests.smtp_server import SMTPServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from campaign.bootstrap import App
 from campaign.clock import FixedClock
-from campaign.passes import PassResult
+from campaign.delivery.passes import PassResult
+from campaign.engine import App
 
 
 def tick(app: App, clock: FixedClock, at: datetime) -> PassResult:

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from campaign import store
-from campaign.bootstrap import App
 from campaign.clock import FixedClock
-from campaign.web import make_server
+from campaign.engine import App
+from campaign.interfaces.web import make_server
+from campaign.storage import store
 from tests.acceptance.real_processes import CountingSink
 from tests.conftest import EngineFactory
 from tests.smtp_server import SMTPServer, free_port

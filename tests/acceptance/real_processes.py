@@ -18,7 +18,7 @@ from typing import Any, Literal
 from aiosmtpd.controller import Controller
 from sqlalchemy import text
 
-from campaign.db import Database
+from campaign.storage.db import Database
 from tests.conftest import ROOT
 from tests.smtp_server import free_port
 

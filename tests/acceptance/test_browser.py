@@ -38,7 +38,7 @@ def test_a_visitor_signs_up_confirms_and_gets_the_welcome_email(
     assert str(welcome["X-Campaign-Step"]).endswith("/welcome")
     assert "Lena" in str(welcome["To"])
     with site.app.db.transaction() as session:
-        from campaign import store
+        from campaign.storage import store
 
         known = store.find_subscriber(session, "lena@example.org")
     assert known is not None

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from campaign.bootstrap import App, build
 from campaign.clock import FixedClock
-from campaign.compose import Composed, Recipient
+from campaign.content.compose import Composed, Recipient
+from campaign.engine import App, build
 from campaign.settings import Settings
 from tests.conftest import EngineFactory
 from tests.helpers import tick
@@ -190,7 +190,7 @@ def test_the_welcome_email_arrives_with_the_ebook_link_and_the_pdf_attached(
 ) -> None:
     """Sent over SMTP, the welcome email links to the ebook and carries the PDF byte for byte."""
     app, clock = engine(NOW)
-    from campaign import subscriptions
+    from campaign.people import subscriptions
 
     subscriptions.subscribe(
         app.db, app.plan, email="maria@example.org", first_name="Maria", timezone="UTC", now=NOW

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaign import signups, subscriptions
-from campaign.bootstrap import make_service
+from campaign.engine import make_service
+from campaign.people import signups, subscriptions
 from tests.acceptance.conftest import NOW, Site, _serve
 from tests.conftest import EngineFactory
 from tests.smtp_server import SMTPServer, free_port
@@ -54,7 +54,7 @@ def _subscribers(site: Site) -> int:
     with site.app.db.transaction() as session:
         from sqlalchemy import func, select
 
-        from campaign.models import Subscriber
+        from campaign.storage.models import Subscriber
 
         return session.scalar(select(func.count()).select_from(Subscriber)) or 0
 
@@ -328,7 +328,7 @@ def test_healthz_tells_anonymous_clients_a_status_and_a_reason_code_only(
 ) -> None:
     """/healthz says ok, or degraded with a reason code; never the database URL, the mail
     server's address or an error text, which reports.health keeps for operators."""
-    from campaign import reports
+    from campaign.insights import reports
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -429,7 +429,7 @@ def test_healthz_never_names_an_unreachable_database(
 ) -> None:
     """With the database gone, /healthz is a 503 with `database-unreachable`: no host, port,
     user or driver error, which only reports.health(...).detail has."""
-    from campaign import reports
+    from campaign.insights import reports
 
     port = free_port()
     gone = f"postgresql://secret_user:hunter2@127.0.0.1:{free_port()}/private_db"

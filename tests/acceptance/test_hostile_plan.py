@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from campaign.bootstrap import App
-from campaign.compose import Recipient
+from campaign.content.compose import Recipient
+from campaign.engine import App
 from campaign.errors import RenderError
-from campaign.web import create_app
+from campaign.interfaces.web import create_app
 from tests.acceptance.conftest import NOW
 from tests.conftest import EngineFactory
 from tests.tools import ROOT

@@ -12,7 +12,7 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import text
 
-from campaign.db import Database, _alembic_config
+from campaign.storage.db import Database, _alembic_config
 from tests.conftest import ROOT
 
 CAMPAIGN = [sys.executable, "-m", "campaign"]

@@ -19,11 +19,12 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from campaign import reports, subscriptions
 from campaign.clock import FixedClock
-from campaign.report_page import render_report
+from campaign.insights import reports
+from campaign.insights.report_page import render_report
+from campaign.interfaces.studio import create_studio
+from campaign.people import subscriptions
 from campaign.settings import Settings
-from campaign.studio import create_studio
 from tests.acceptance.conftest import _serve
 from tests.conftest import EngineFactory
 from tests.helpers import hours, tick

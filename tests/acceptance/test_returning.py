@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from campaign import bounces, signups, subscriptions
-from campaign.bootstrap import make_service, return_paths
+from campaign.engine import make_service, return_paths
+from campaign.people import bounces, signups, subscriptions
 from tests.acceptance.conftest import NOW, Site
 from tests.bounce_reports import arf
 from tests.helpers import tick

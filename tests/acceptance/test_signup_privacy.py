@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from campaign import signups, store, subscriptions
-from campaign.subscriptions import email_hash
+from campaign.domain.addresses import email_hash
+from campaign.people import signups, subscriptions
+from campaign.storage import store
 from tests.acceptance.conftest import NOW, Site, _serve
 from tests.conftest import ROOT, EngineFactory
 from tests.smtp_server import SMTPServer, free_port
@@ -261,7 +262,7 @@ def test_of_two_pending_links_the_first_used_wins_and_the_other_dies(site: Site)
 
 def test_a_confirmation_link_from_before_the_upgrade_is_refused(site: Site) -> None:
     """Links signed as "confirm" named a subscriber id: they no longer verify at all."""
-    from campaign import tokens
+    from campaign.domain import tokens
 
     site.signup("old@example.org")
     with site.app.db.transaction() as session:

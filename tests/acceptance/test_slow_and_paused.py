@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from campaign.clock import SystemClock
-from campaign.db import Database
+from campaign.storage.db import Database
 from tests.acceptance.real_processes import (
     START,
     CountingSink,

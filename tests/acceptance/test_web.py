@@ -11,9 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from campaign import bounces, reports, signups, subscriptions
-from campaign.admin import start_side_services
-from campaign.bootstrap import make_service, return_paths
+from campaign.engine import make_service, return_paths
+from campaign.insights import reports
+from campaign.interfaces.admin import start_side_services
+from campaign.people import bounces, signups, subscriptions
 from tests.acceptance.conftest import NOW, Site, _serve
 from tests.bounce_reports import dsn
 from tests.conftest import EngineFactory
@@ -189,7 +190,7 @@ def test_an_oversized_body_is_refused(site: Site) -> None:
 def test_pending_signups_never_confirmed_are_purged(site: Site) -> None:
     """After PENDING_PURGE_DAYS an unconfirmed signup is deleted by the scheduler."""
     site.signup("ghost@example.org")
-    from campaign.bootstrap import make_service
+    from campaign.engine import make_service
 
     service = make_service(site.app)
     service.run_pass(NOW + timedelta(days=13))

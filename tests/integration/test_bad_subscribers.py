@@ -18,13 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from campaign import reports, store, subscriptions
-from campaign.addresses import wire_address
-from campaign.bootstrap import App, make_service
+from campaign.delivery.testing import RecordingTransport
+from campaign.domain.addresses import wire_address
+from campaign.domain.transport import Envelope
+from campaign.engine import App, make_service
 from campaign.errors import TemporaryFailure, UnsendableAddress
-from campaign.models import Delivery, Enrollment
-from campaign.testing import RecordingTransport
-from campaign.transport import Envelope
+from campaign.insights import reports
+from campaign.people import subscriptions
+from campaign.storage import store
+from campaign.storage.models import Delivery, Enrollment
 from tests.acceptance.conftest import _serve
 from tests.conftest import EngineFactory
 from tests.helpers import tick

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from campaign import store
 from campaign.clock import FixedClock
-from campaign.db import Database
-from campaign.models import Delivery
-from campaign.store import Claim, LeaseTime, ProofRequest
+from campaign.storage import store
+from campaign.storage.db import Database
+from campaign.storage.models import Delivery
+from campaign.storage.store import Claim, LeaseTime, ProofRequest
 
 NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
 STEPS = [("welcome", 0), ("day01", 1), ("day02", 2)]

@@ -22,13 +22,20 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine import Connection, make_url
 
-from campaign import subscriptions
-from campaign.admin import create_admin_app
-from campaign.bootstrap import App, make_service
-from campaign.db import DISK_FULL, LOCKED, READ_ONLY, READ_ONLY_FILE, Database, write_refusal
+from campaign.engine import App, make_service
 from campaign.errors import DatabaseRefusesWrites
-from campaign.models import Delivery
-from campaign.web import create_app
+from campaign.interfaces.admin import create_admin_app
+from campaign.interfaces.web import create_app
+from campaign.people import subscriptions
+from campaign.storage.db import (
+    DISK_FULL,
+    LOCKED,
+    READ_ONLY,
+    READ_ONLY_FILE,
+    Database,
+    write_refusal,
+)
+from campaign.storage.models import Delivery
 from tests.conftest import POSTGRES_URL, ROOT, EngineFactory, _migrate, sqlite_database
 from tests.smtp_server import SMTPServer
 

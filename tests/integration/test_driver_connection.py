@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from sqlalchemy import select
 
-from campaign import store
-from campaign.db import Database
 from campaign.errors import DatabaseError
-from campaign.models import Subscriber
+from campaign.storage import store
+from campaign.storage.db import Database
+from campaign.storage.models import Subscriber
 
 NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
 RENAME = "UPDATE subscribers SET first_name = :name WHERE id = :id"

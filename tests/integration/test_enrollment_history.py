@@ -10,8 +10,8 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from campaign import store
-from campaign.db import Database, _alembic_config
+from campaign.storage import store
+from campaign.storage.db import Database, _alembic_config
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

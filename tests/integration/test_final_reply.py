@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from campaign import reports, subscriptions
-from campaign.bootstrap import App
-from campaign.models import Delivery, Enrollment, Subscriber
+from campaign.engine import App
+from campaign.insights import reports
+from campaign.people import subscriptions
+from campaign.storage.models import Delivery, Enrollment, Subscriber
 from tests.conftest import EngineFactory
 from tests.helpers import tick
 from tests.smtp_server import SMTPServer

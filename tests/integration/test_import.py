@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from campaign import csv_import, subscriptions
-from campaign.db import Database
 from campaign.errors import BadInput
+from campaign.people import csv_import, subscriptions
+from campaign.storage.db import Database
 from tests.acceptance.conftest import NOW
 from tests.conftest import EngineFactory
 

@@ -15,10 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from campaign import signups, store, subscriptions
-from campaign.bootstrap import App
+from campaign.engine import App
 from campaign.errors import UnknownSubscriber
-from campaign.models import Delivery, Enrollment, Subscriber
+from campaign.people import signups, subscriptions
+from campaign.storage import store
+from campaign.storage.models import Delivery, Enrollment, Subscriber
 from tests.acceptance.conftest import _serve
 from tests.conftest import ROOT, EngineFactory
 from tests.helpers import tick

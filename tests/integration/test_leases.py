@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
-from campaign import subscriptions
 from campaign.clock import SystemClock
-from campaign.models import Enrollment
-from campaign.passes import PassResult
+from campaign.delivery.passes import PassResult
+from campaign.people import subscriptions
+from campaign.storage.models import Enrollment
 from tests.conftest import EngineFactory
 from tests.helpers import tick
 from tests.smtp_server import SMTPServer

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign import subscriptions
-from campaign.bootstrap import make_service
+from campaign.engine import make_service
+from campaign.people import subscriptions
 from tests.conftest import EngineFactory
 from tests.helpers import hours
 from tests.smtp_server import SMTPServer

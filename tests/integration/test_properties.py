@@ -32,13 +32,13 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import inspect, select
 
-from campaign import subscriptions
-from campaign.bootstrap import App, make_service
 from campaign.clock import FixedClock
-from campaign.models import Base, Delivery, Enrollment, Subscriber
-from campaign.scheduler import Service
+from campaign.delivery.scheduler import Service
+from campaign.domain.transport import Connection, Envelope, Transport
+from campaign.engine import App, make_service
+from campaign.people import subscriptions
 from campaign.settings import Settings
-from campaign.transport import Connection, Envelope, Transport
+from campaign.storage.models import Base, Delivery, Enrollment, Subscriber
 from tests.conftest import ROOT, EngineFactory
 from tests.smtp_server import Received, SMTPServer
 

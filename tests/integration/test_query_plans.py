@@ -19,10 +19,11 @@ import pytest
 from sqlalchemy import Connection, event, insert
 from sqlalchemy.orm import Session
 
-from campaign import store, subscriptions
-from campaign.db import Database
-from campaign.models import Delivery, Enrollment, Subscriber
-from campaign.plan import load_plan
+from campaign.domain.plan import load_plan
+from campaign.people import subscriptions
+from campaign.storage import store
+from campaign.storage.db import Database
+from campaign.storage.models import Delivery, Enrollment, Subscriber
 from tests.conftest import ROOT, EngineFactory
 from tests.smtp_server import SMTPServer
 

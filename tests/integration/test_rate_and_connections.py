@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from campaign import subscriptions
-from campaign.bootstrap import App
-from campaign.db import Database
-from campaign.pacing import buckets_for
-from campaign.store import take_tokens
+from campaign.delivery.pacing import buckets_for
+from campaign.engine import App
+from campaign.people import subscriptions
+from campaign.storage.db import Database
+from campaign.storage.store import take_tokens
 from tests.conftest import EngineFactory
 from tests.smtp_server import SMTPServer, free_port
 

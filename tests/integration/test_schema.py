@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.exc import SAWarning
 
-from campaign.db import Database
-from campaign.models import Base
+from campaign.storage.db import Database
+from campaign.storage.models import Base
 
 
 def test_migrations_create_exactly_what_the_models_declare(database_url: str) -> None:

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from campaign import subscriptions
-from campaign.bootstrap import App, make_service
+from campaign.delivery.scheduler import Service
+from campaign.delivery.senders import SenderPool, connection_shares
+from campaign.engine import App, make_service
 from campaign.errors import CampaignError
-from campaign.scheduler import Service
-from campaign.senders import SenderPool, connection_shares
+from campaign.people import subscriptions
 from tests.conftest import EngineFactory
 from tests.smtp_server import SMTPServer
 

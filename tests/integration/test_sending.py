@@ -10,14 +10,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from campaign import reports, store, subscriptions
-from campaign.bootstrap import App
 from campaign.clock import FixedClock
+from campaign.delivery.smtp import SMTPTransport
+from campaign.delivery.testing import RecordingTransport
+from campaign.domain.transport import Envelope
+from campaign.engine import App
 from campaign.errors import PermanentFailure, TemporaryFailure
-from campaign.models import Delivery, Subscriber
-from campaign.smtp import SMTPTransport
-from campaign.testing import RecordingTransport
-from campaign.transport import Envelope
+from campaign.insights import reports
+from campaign.people import subscriptions
+from campaign.storage import store
+from campaign.storage.models import Delivery, Subscriber
 from tests.conftest import ROOT, EngineFactory
 from tests.helpers import hours, tick
 from tests.smtp_server import Received, SMTPServer, free_port

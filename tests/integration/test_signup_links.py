@@ -10,8 +10,10 @@ from pathlib import Path
 
 from alembic import command
 
-from campaign import clicks, reports, signups, store, subscriptions
-from campaign.db import Database, _alembic_config
+from campaign.insights import reports
+from campaign.people import clicks, signups, subscriptions
+from campaign.storage import store
+from campaign.storage.db import Database, _alembic_config
 from tests.conftest import EngineFactory
 from tests.helpers import tick
 from tests.smtp_server import SMTPServer, free_port

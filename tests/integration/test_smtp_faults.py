@@ -17,12 +17,12 @@ import pytest
 import trustme
 from sqlalchemy import select
 
-from campaign import subscriptions
-from campaign.bootstrap import App, make_service
+from campaign.delivery.passes import PassResult
+from campaign.engine import App, make_service
 from campaign.errors import ConfigError
-from campaign.models import Delivery, Enrollment, Subscriber
-from campaign.passes import PassResult
+from campaign.people import subscriptions
 from campaign.settings import Settings
+from campaign.storage.models import Delivery, Enrollment, Subscriber
 from tests.conftest import EngineFactory
 from tests.helpers import tick
 from tests.tls_smtp import SilentServer, TLSSMTPServer

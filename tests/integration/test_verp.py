@@ -7,11 +7,12 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from campaign import bounces, signups, store, subscriptions
-from campaign.bootstrap import App, return_paths
 from campaign.clock import FixedClock
-from campaign.testing import RecordingTransport
-from campaign.verp import DELIVERY, ReturnPaths
+from campaign.delivery.testing import RecordingTransport
+from campaign.domain.verp import DELIVERY, ReturnPaths
+from campaign.engine import App, return_paths
+from campaign.people import bounces, signups, subscriptions
+from campaign.storage import store
 from tests.bounce_reports import arf, dsn
 from tests.conftest import ROOT, EngineFactory
 from tests.helpers import tick

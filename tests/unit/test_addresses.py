@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from campaign.domain.addresses import email_hash
 from campaign.errors import InvalidAddress
-from campaign.subscriptions import email_hash, first_name_of, normalise_address
+from campaign.people.subscriptions import first_name_of, normalise_address
 
 LOCAL_64 = "a" * 64
 # 64 + 1 + 189 = 254 characters: the longest address RFC 5321 allows.

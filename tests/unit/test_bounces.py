@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign.bounces import Finding, evidence_of, findings
-from campaign.report_trust import MAX_CLUES
-from campaign.tokens import InvalidToken, sign, verify
-from campaign.verp import (
+from campaign.domain.tokens import InvalidToken, sign, verify
+from campaign.domain.verp import (
     CONFIRMATION,
     DELIVERY,
     ReturnPaths,
@@ -21,6 +19,8 @@ from campaign.verp import (
     parse,
     tokens_in,
 )
+from campaign.people.bounces import Finding, evidence_of, findings
+from campaign.people.report_trust import MAX_CLUES
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

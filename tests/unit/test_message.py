@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from campaign.addresses import wire_address
+from campaign.content.mime import address, build_message, header_text
+from campaign.domain.addresses import wire_address
 from campaign.errors import UnsendableAddress
-from campaign.message import address, build_message, header_text
 
 INJECTIONS = [
     "Eve\r\nBcc: victim@example.net",

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from campaign.message import Attachment, Joined, address, build_message, header_text
+from campaign.content.mime import Attachment, Joined, address, build_message, header_text
 
 SENDER = Address("Pain & Injury Doctor", "newsletter", "example.org")
 DATE = datetime(2026, 12, 1, 7, tzinfo=UTC)

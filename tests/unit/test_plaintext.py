@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from campaign.plaintext import convert, html_to_text, spells_out
+from campaign.content.plaintext import convert, html_to_text, spells_out
 
 
 def test_headings_are_marked_and_set_apart() -> None:

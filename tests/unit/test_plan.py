@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from campaign.domain.plan import Plan, load_plan
 from campaign.errors import PlanError, PlanProblem
-from campaign.plan import Plan, load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from campaign.domain.plan import load_plan
+from campaign.domain.plan_source import MAX_PLAN_BYTES
 from campaign.errors import PlanError, PlanProblem
-from campaign.plan import load_plan
-from campaign.plan_source import MAX_PLAN_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = 'id: demo\nname: "Demo"\nsend_time: "07:00"\n'
@@ -26,7 +26,7 @@ _CHILD = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 from campaign.errors import PlanError
-from campaign.plan import load_plan
+from campaign.domain.plan import load_plan
 try:
     load_plan(sys.argv[1], sys.argv[2])
     print(json.dumps([]))

@@ -6,7 +6,7 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 from campaign.clock import FixedClock
-from campaign.web import RateLimiter
+from campaign.interfaces.web import RateLimiter
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

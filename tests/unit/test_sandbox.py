@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from campaign.bootstrap import check_plan, shared_context
+from campaign.content.render import Renderer, subscriber_context
+from campaign.domain.plan import Plan, load_plan
+from campaign.engine import check_plan, shared_context
 from campaign.errors import PlanError, PlanProblem, RenderError
-from campaign.plan import Plan, load_plan
-from campaign.render import Renderer, subscriber_context
 from campaign.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from campaign.plan import Plan, Step
-from campaign.schedule import due_at, local_instant, nominal_due, retry_delay
+from campaign.domain.plan import Plan, Step
+from campaign.domain.schedule import due_at, local_instant, nominal_due, retry_delay
 
 BERLIN = ZoneInfo("Europe/Berlin")
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")

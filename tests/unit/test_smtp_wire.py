@@ -8,7 +8,7 @@ import smtplib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaign.smtp import dot_stuffed, smtp_path
+from campaign.delivery.smtp import dot_stuffed, smtp_path
 
 #: bytes rich in what matters: dots, both line endings and their halves.
 LINES = st.lists(st.sampled_from([b".", b"..", b"\r\n", b"\n", b"\r", b"a", b" ", b"\x00"])).map(

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from jinja2 import DictLoader, Environment, FileSystemLoader, select_autoescape
 
-from campaign.plan import load_plan
-from campaign.template_flow import only_prints
+from campaign.content.template_flow import only_prints
+from campaign.domain.plan import load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 STRINGS = ("subject", "preheader", "unsubscribe_url")

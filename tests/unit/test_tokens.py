@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from campaign.tokens import InvalidToken, TokenClaims, sign, verify
+from campaign.domain.tokens import InvalidToken, TokenClaims, sign, verify
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 NOW = datetime(2026, 5, 1, 7, 0, tzinfo=UTC)
@@ -157,7 +157,7 @@ def test_an_absurd_issue_time_is_refused() -> None:
 def test_a_confirmation_link_from_before_schema_0008_does_not_verify() -> None:
     """Old "confirm" tokens named a subscriber id; confirmation links now name a confirmation
     row under another purpose, so an old token can never be read as a row's id."""
-    from campaign.tokens import CONFIRM_SIGNUP
+    from campaign.domain.tokens import CONFIRM_SIGNUP
 
     legacy = sign(SECRET, "confirm", 42, NOW)
     with pytest.raises(InvalidToken):

@@ -1,0 +1,142 @@
+"""The claims one pass holds: handed to its SMTP connections one at a time, their leases kept
+alive while the pass works, and the ones lost to another engine dropped unsent."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import timedelta
+
+from campaign.clock import Clock
+from campaign.errors import DatabaseError
+from campaign.storage import store
+from campaign.storage.db import Database
+from campaign.storage.store import Claim, LeaseTime
+
+log = logging.getLogger("campaign.dispatch")
+
+
+class Feed:
+    """Hands claims to the connections one at a time, claiming a new batch when they run out.
+
+    Any connection can halt the feed (the relay throttles, the server or the database is
+    gone, or the process is stopping); what was claimed and not handed out is given back.
+    A claim is held from its batch's claim until `finish`; `held` is what the lease keeper
+    renews, and `lose` drops the ones another engine took over.
+    """
+
+    def __init__(self, claim_batch: Callable[[], list[Claim]], stop: threading.Event | None):
+        self._claim_batch = claim_batch
+        self.stop = stop
+        self._lock = threading.Lock()
+        self._pending: deque[Claim] = deque()
+        self._in_flight: set[int] = set()  # enrollment ids handed out and not finished
+        self._exhausted = False
+        self.claimed = 0
+        self.lost = 0
+        self.stopped = False
+        self.halted_by: BaseException | None = None
+
+    def next(self) -> Claim | None:
+        with self._lock:
+            if self.halted_by is not None:
+                return None
+            if self.stop is not None and self.stop.is_set():
+                self.stopped = True
+                return None
+            if not self._pending and not self._exhausted:
+                batch = self._claim_batch()
+                self.claimed += len(batch)
+                self._exhausted = not batch
+                self._pending.extend(batch)
+            if not self._pending:
+                return None
+            claim = self._pending.popleft()
+            self._in_flight.add(claim.enrollment_id)
+            return claim
+
+    def finish(self, claim: Claim) -> None:
+        """The claim is settled, given back or lost: its lease needs no more renewing."""
+        with self._lock:
+            self._in_flight.discard(claim.enrollment_id)
+
+    def held(self) -> set[int]:
+        """The enrollments whose claims this pass holds (pending or in flight)."""
+        with self._lock:
+            return {claim.enrollment_id for claim in self._pending} | self._in_flight
+
+    def lose(self, enrollment_ids: set[int]) -> None:
+        """Another engine took these claims over: never hand out the pending ones."""
+        with self._lock:
+            kept = [c for c in self._pending if c.enrollment_id not in enrollment_ids]
+            self.lost += len(self._pending) - len(kept)
+            self._pending = deque(kept)
+
+    def halt(self, reason: BaseException, unsent: Claim | None = None) -> None:
+        with self._lock:
+            if self.halted_by is None:
+                self.halted_by = reason
+            if unsent is not None:
+                self._in_flight.discard(unsent.enrollment_id)
+                self._pending.appendleft(unsent)
+
+    def leftovers(self) -> list[Claim]:
+        with self._lock:
+            left = list(self._pending)
+            self._pending.clear()
+            return left
+
+
+class LeaseKeeper:
+    """Renews the leases of a pass's claims every `period` seconds while the pass works.
+
+    A process that was paused (SIGSTOP, a frozen VM) past its leases finds here, or at the
+    proof before each message, that another engine took them over, and never sends them.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        feed: Feed,
+        owner: str,
+        lease: LeaseTime,
+        clock: Clock,
+        period: float,
+    ) -> None:
+        self._db = db
+        self._feed = feed
+        self._owner = owner
+        self._lease = lease
+        self._clock = clock
+        self._period = period
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        # Real seconds, not the injected clock: a lease is about this process being alive.
+        while not self._done.wait(self._period):
+            self.renew()
+
+    def renew(self) -> None:
+        held = self._feed.held()
+        if not held:
+            return
+        until = self._clock.now() + timedelta(seconds=self._lease.seconds)
+        try:
+            with self._db.transaction(flush_to_disk=False) as session:
+                still = store.renew_leases(session, held, self._owner, self._lease, until)
+        except DatabaseError as exc:  # the proof before each message will say what to do
+            log.warning("cannot renew leases: %s", exc.message)
+            return
+        if held - still:
+            self._feed.lose(held - still)

@@ -1,0 +1,354 @@
+"""The composition root: the only place that picks concrete classes (clock, database, transport)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from campaign.clock import Clock, FixedClock, SystemClock
+from campaign.content.compose import Composer
+from campaign.content.mime import address
+from campaign.content.render import Renderer, subscriber_context
+from campaign.delivery.dispatch import Dispatcher
+from campaign.delivery.outbox import OutboxTransport
+from campaign.delivery.passes import PassResult, SendPolicy
+from campaign.delivery.scheduler import Service
+from campaign.delivery.senders import PassRunner, SenderPool, connection_shares
+from campaign.delivery.signup_mail import SignupMail
+from campaign.delivery.smtp import SMTPTransport
+from campaign.domain.plan import Plan, load_plan
+from campaign.domain.transport import Transport
+from campaign.domain.verp import ReturnPaths
+from campaign.errors import DatabaseError, PlanError, PlanProblem
+from campaign.insights import reports
+from campaign.insights.metrics import Metrics
+from campaign.logs import configure_logging
+from campaign.people import plan_identity
+from campaign.people.signups import Signups
+from campaign.settings import Settings
+from campaign.storage.db import Database, driver_problem
+from campaign.storage.sender_lock import SenderLock
+
+log = logging.getLogger("campaign.bootstrap")
+
+
+@dataclass
+class App:
+    settings: Settings
+    clock: Clock
+    db: Database
+    plan: Plan
+    renderer: Renderer
+    composer: Composer
+    transport: Transport
+    dispatcher: Dispatcher
+    signups: Signups
+    metrics: Metrics
+    #: sends what signups queued (confirmations) or woke (welcomes), off the request path.
+    signup_mail: SignupMail
+    fingerprint: tuple[tuple[str, int], ...] = ()
+    #: why this process's scheduler paused sending (None: it sends, or none runs here); for
+    #: /healthz, since a database that refuses writes takes no heartbeat saying so.
+    paused_reason: str | None = None
+    #: why this process's last pass ended in an unexpected error (None: it did not); /healthz.
+    pass_failure: str | None = None
+    #: why the last saved edit of the plan was refused (None: the running plan is the saved
+    #: one); for /healthz (reason plan-edit-refused) and the campaign_plan_edit_refused gauge.
+    plan_edit_refused: str | None = None
+
+    def health(self) -> reports.Health:
+        """This deployment's health as this process sees it (its scheduler, if one runs here)."""
+        return reports.health(
+            self.db, self.clock.now(), tick_seconds=self.settings.tick_seconds,
+            paused_here=self.paused_reason, pass_failed_here=self.pass_failure,
+            plan_edit_refused_here=self.plan_edit_refused,
+        )  # fmt: skip
+
+    def reload_plan_if_changed(self) -> bool:
+        """Switch to an edited plan if, and only if, it is valid; True when it switched.
+
+        An invalid edit is logged with its file:line problems (once per save), shown by
+        `plan_edit_refused` until a later save is good, and the last good plan keeps
+        running. Steps are matched by key, so unsent emails take the new words, a removed
+        step is not sent, and a moved one is never sent twice.
+        """
+        current = plan_fingerprint(self.settings)
+        if current == self.fingerprint:
+            return False
+        self.fingerprint = current
+        try:
+            plan = check_plan(self.settings)
+        except PlanError as exc:
+            for problem in exc.problems:
+                log.error("plan edit refused, still sending the last good plan: %s", problem)
+            more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+            self._refuse_plan_edit(f"{exc.problems[0]}{more}")
+            return False
+        if plan.id != self.plan.id:
+            log.error("plan edit refused: the plan id changed (%s -> %s)", self.plan.id, plan.id)
+            self._refuse_plan_edit(
+                f"{plan.source}: the plan id changed from {self.plan.id!r} to {plan.id!r}: put "
+                f"it back, or stop the service and run `campaign plan rename {self.plan.id} "
+                f"{plan.id}`"
+            )
+            return False
+        self._refuse_plan_edit(None)
+        renderer, composer = _composer(self.settings, plan)
+        self.plan, self.renderer, self.composer = plan, renderer, composer
+        self.dispatcher.plan, self.dispatcher.composer = plan, composer
+        self.signups.plan, self.signups.composer = plan, composer
+        log.info("plan reloaded: %s, %d steps", plan.source, len(plan.steps))
+        return True
+
+    def _refuse_plan_edit(self, reason: str | None) -> None:
+        self.plan_edit_refused = reason
+        self.metrics.plan_edit_refused.set(0 if reason is None else 1)
+
+    def close(self) -> None:
+        """Close database connections."""
+        self.db.dispose()
+
+    @contextmanager
+    def sending(self) -> Iterator[None]:
+        """Hold the right to run sending passes: on SQLite, one process per database file."""
+        database_file = self.db.sqlite_file
+        if database_file is None:
+            yield
+            return
+        lock = SenderLock(database_file)
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def require_schema(self) -> None:
+        """Refuse, with a clear message, a database whose schema is not this code's."""
+        try:
+            state = self.db.schema_state()
+        except Exception as exc:  # any driver error means "cannot reach"
+            raise DatabaseError(f"cannot reach the database: {driver_problem(exc)}") from exc
+        if state == "missing":
+            raise DatabaseError("the database has no schema yet: run `campaign db upgrade`")
+        if state == "older":
+            raise DatabaseError(
+                "the database schema is older than this code: run `campaign db upgrade`"
+            )
+        if state == "newer":
+            raise DatabaseError(
+                "the database schema is newer than this code: deploy the newer code (an older "
+                "engine must not write to it)"
+            )
+
+
+def require_plan_identity(app: App) -> None:
+    """Refuse to send (exit 2, saying how to fix it) while active enrollments run under a
+    plan id the plan file does not have: they would silently get nothing more."""
+    plan_identity.require_plan_identity(app.db, app.plan)
+
+
+def make_service(app: App) -> Service:
+    """The scheduler for `app`: purges stale pending signups, times each pass for /metrics."""
+
+    def housekeeping(now: datetime) -> None:
+        app.reload_plan_if_changed()
+        # Confirmations queued by an instance that went away before sending them.
+        app.signup_mail.send_confirmations(now)
+        purged = app.signups.purge_pending(now, app.settings.pending_purge_days)
+        if purged:
+            log.info("purged %d signup(s) never confirmed", purged)
+
+    settings = app.settings
+    others = connection_shares(settings.smtp_connections, settings.sender_processes)[1:]
+    fixed = isinstance(app.clock, FixedClock)
+    senders = (
+        SenderPool(
+            app.dispatcher,
+            [functools.partial(sender_process, _alone(settings, n), fixed) for n in others],
+        )
+        if others
+        else None
+    )
+    return Service(
+        app.dispatcher,
+        app.clock,
+        settings.tick_seconds,
+        housekeeping=housekeeping,
+        on_pass=functools.partial(_count_pass, app.metrics),
+        on_pause=lambda reason: setattr(app, "paused_reason", reason),
+        on_pass_failure=functools.partial(_note_pass_failure, app),
+        senders=senders,
+    )
+
+
+def _count_pass(metrics: Metrics, result: PassResult, seconds: float) -> None:
+    metrics.pass_seconds.observe(seconds)
+    metrics.claims_lost.inc(result.lost)
+    metrics.unknown_outcomes.inc(result.unknown)
+
+
+def _note_pass_failure(app: App, reason: str | None) -> None:
+    app.pass_failure = reason
+    if reason is not None:
+        app.metrics.pass_errors.inc()
+
+
+def _alone(settings: Settings, connections: int) -> Settings:
+    """A sender process's settings: its share of the connections, all in that process."""
+    return settings.model_copy(update={"smtp_connections": connections, "sender_processes": 1})
+
+
+def sender_process(settings: Settings, fixed_clock: bool) -> PassRunner:
+    """The engine of a sender process (run there): its share of each pass, on the plan as
+    last saved; a fixed clock (`--now`) stands at each pass's instant."""
+    configure_logging(settings.log_level)
+    clock: Clock = FixedClock(datetime.fromtimestamp(0, UTC)) if fixed_clock else SystemClock()
+    app = build(settings, clock=clock)
+
+    def run_pass(now: datetime, stop: threading.Event) -> PassResult:
+        if isinstance(clock, FixedClock):
+            clock.set(now)
+        app.reload_plan_if_changed()
+        return app.dispatcher.run_pass(now, stop)
+
+    return run_pass
+
+
+def make_transport(settings: Settings) -> Transport:
+    if settings.uses_dev_sink:
+        return OutboxTransport(settings.outbox_dir)
+    return SMTPTransport(
+        settings.smtp_host or "",
+        settings.effective_smtp_port,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        timeout=settings.smtp_timeout,
+        final_reply_timeout=settings.smtp_final_reply_timeout,
+        ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
+    )
+
+
+def shared_context(settings: Settings, plan: Plan) -> dict[str, Any]:
+    """Names every template sees, the same for every subscriber."""
+    return {
+        "sender_name": plan.sender_name or settings.sender_name,
+        "postal_address": settings.postal_address,
+        "public_base_url": settings.public_base_url,
+        "sender_address": settings.sender_address,
+        "ebook_url": settings.ebook_url or ebook_path(settings.public_base_url, plan),
+    }
+
+
+def ebook_path(public_base_url: str, plan: Plan) -> str:
+    """Where the app serves the plan's ebook: PUBLIC_BASE_URL/ebook/<file name>."""
+    name = plan.ebook.file.name if plan.ebook else "ebook.pdf"
+    return f"{public_base_url}/ebook/{name}"
+
+
+def owner_id() -> str:
+    """Who holds a claim: host, process and a random part, unique per running engine."""
+    # At most 60 characters: a pass adds its number, and the column holds 100.
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    transport: Transport | None = None,
+    plan_path: Path | None = None,
+    lease_clock: Clock | None = None,
+) -> App:
+    """Wire the engine from settings; tests pass a fixed clock or their own transport.
+
+    Leases are measured by the database's clock, whatever `clock` says (the `--now` of the
+    command line included); tests that walk simulated time pass a `lease_clock` too.
+    """
+    clock = clock or SystemClock()
+    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir, settings.assets_dir)
+    renderer, composer = _composer(settings, plan)
+    for problem in renderer.problems:
+        log.error("plan problem (steps affected are retried until fixed): %s", problem)
+    transport = transport or make_transport(settings)
+    db = Database(settings.database_url)
+    policy = SendPolicy(
+        batch_size=settings.batch_size,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        retry_base_seconds=settings.retry_base_seconds,
+        rate_per_second=settings.send_rate_per_second,
+        rate_per_hour=settings.send_rate_per_hour,
+        # this process's share; the rest go to sender processes (make_service)
+        connections=connection_shares(settings.smtp_connections, settings.sender_processes)[0],
+        soft_bounce_limit=settings.soft_bounce_limit,
+        unknown_outcome_retries=settings.unknown_outcome_retries,
+    )
+    dispatcher = Dispatcher(
+        db, plan, composer, transport, clock, owner_id(), policy, lease_clock=lease_clock
+    )
+    signups = Signups(
+        db, plan, composer, transport, settings.secret_key.get_secret_value(),
+        double_opt_in=settings.double_opt_in, confirm_token_days=settings.confirm_token_days,
+    )  # fmt: skip
+    if settings.double_opt_in and plan.confirmation is None:
+        raise PlanError(
+            [plan.problem("confirmation", "DOUBLE_OPT_IN is on but the plan has no confirmation:")]
+        )
+    signup_mail = SignupMail(signups, dispatcher, clock, owner_id())
+    return App(
+        settings, clock, db, plan, renderer, composer, transport, dispatcher, signups, Metrics(),
+        signup_mail, plan_fingerprint(settings),
+    )  # fmt: skip
+
+
+def _composer(settings: Settings, plan: Plan) -> tuple[Renderer, Composer]:
+    renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
+    composer = Composer(
+        plan=plan,
+        renderer=renderer,
+        sender=address(settings.sender_address, plan.sender_name or settings.sender_name),
+        public_base_url=settings.public_base_url,
+        secret_key=settings.secret_key.get_secret_value(),
+        track_clicks=settings.track_clicks,
+        return_paths=return_paths(settings),
+    )
+    return renderer, composer
+
+
+def return_paths(settings: Settings) -> ReturnPaths:
+    """The VERP signer every email is sent with and every bounce report is checked against."""
+    return ReturnPaths(settings.secret_key.get_secret_value(), settings.return_path_domain)
+
+
+def plan_fingerprint(settings: Settings) -> tuple[tuple[str, int], ...]:
+    """Names and modification times of the plan and its templates: changes on every save."""
+    files = [Path(settings.plan_path), *sorted(Path(settings.templates_dir).rglob("*"))]
+    return tuple((str(f), f.stat().st_mtime_ns) for f in files if f.is_file())
+
+
+def check_plan(settings: Settings, plan_path: Path | None = None) -> Plan:
+    """Load the plan and render every step for sample subscribers; PlanError lists every problem."""
+    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir, settings.assets_dir)
+    renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
+    samples = [
+        {
+            "subscriber": subscriber_context("ann@example.com", name),
+            "extra": {"unsubscribe_url": f"{settings.public_base_url}/unsubscribe/sample"},
+        }
+        for name in ("Ann", "")
+    ]
+    problems: list[PlanProblem] = renderer.check(samples)
+    if problems:
+        raise PlanError(problems)
+    return plan

@@ -1,0 +1,4 @@
+"""Numbers about the campaign: stats and health, Prometheus metrics, the HTML report, and
+the simulation of what a subscriber would receive.
+
+May import storage, content and domain; changes nothing."""

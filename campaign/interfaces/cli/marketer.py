@@ -1,0 +1,236 @@
+"""Marketer commands: check, diff, preview, simulate, test sends and the report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from campaign.clock import Clock, FixedClock, SystemClock
+from campaign.content.compose import Recipient
+from campaign.domain import plan_diff
+from campaign.domain.plan import load_plan
+from campaign.engine import check_plan
+from campaign.errors import BadInput, CampaignError, PlanError
+from campaign.insights import reports, simulation
+from campaign.insights.report_page import render_report
+from campaign.interfaces.cli.common import (
+    NOW,
+    TEXT,
+    InstantType,
+    _step,
+    load_settings,
+    main,
+    make_app,
+    out,
+    plan,
+    reports_errors,
+)
+from campaign.interfaces.studio import serve_studio
+from campaign.logs import configure_logging
+from campaign.people import plan_identity, subscriptions
+
+
+@plan.command("check")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@reports_errors
+def plan_check(path: Path | None) -> None:
+    """Validate the plan and render every step for sample subscribers."""
+    settings = load_settings()
+    checked = check_plan(settings, path)
+    orphans = plan_identity.orphans_in(settings.database_url, checked)
+    if orphans:
+        problem = checked.problem("id", plan_identity.orphaned_message(checked, orphans))
+        if path is None or path.resolve() == Path(settings.plan_path).resolve():
+            raise PlanError([problem])
+        click.echo(f"warning: {problem}", err=True)  # another file: perhaps a future plan
+    out.print(
+        f"{checked.source}: ok: {len(checked.steps)} steps, days {checked.steps[0].day}"
+        f"-{checked.last_day}, sent at {checked.send_time:%H:%M} local time"
+    )
+
+
+@plan.command("diff")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@reports_errors
+def plan_diff_command(old: Path, new: Path) -> None:
+    """What replacing plan OLD with NEW changes, and how many in-flight subscribers it touches."""
+    settings = load_settings()
+    before = load_plan(old, settings.templates_dir, settings.assets_dir)
+    after = check_plan(settings, new)
+    changes = plan_diff.diff_plans(before, after)
+    try:
+        app = make_app()
+        waiting: dict[int, int] | None = reports.active_by_last_day(app.db, before)
+        orphans = plan_identity.orphans(app.db, after)
+    except CampaignError:
+        waiting, orphans = None, {}  # no database yet: show the changes without counts
+    rows = [
+        (c.kind, c.key, c.detail, "-" if waiting is None else str(plan_diff.affected(c, waiting)))
+        for c in changes
+    ]
+    for old_id, count in sorted(orphans.items()):
+        if old_id != before.id or before.id == after.id:
+            # The database runs people under an id that neither file names as the old one.
+            detail = (
+                f"the database runs them under {old_id!r}, not {after.id!r}: "
+                f"`campaign plan rename {old_id} {after.id}`"
+            )
+            rows.append(("plan", "id", detail, str(count)))
+    if not rows:
+        out.print("no changes")
+        return
+    table = Table("change", "step", "what it means", "subscribers affected")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+@main.command()
+@click.argument("step", required=False)
+@click.option("--serve", is_flag=True, help="Open the preview studio: the whole month, live.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8001,
+              help="Port for --serve (default 8001).")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="html")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--name", type=TEXT, default="Ann", help="First name of the sample subscriber.")
+@click.option("--email", type=TEXT, default="ann@example.com",
+              help="Address of the sample subscriber.")  # fmt: skip
+@NOW
+@reports_errors
+def preview(
+    step: str | None,
+    serve: bool,
+    port: int,
+    fmt: str,
+    out_file: Path | None,
+    name: str,
+    email: str,
+    now: datetime | None,
+) -> None:
+    """Render STEP (a key or a day number) for a sample subscriber, without sending.
+
+    With --serve, open the preview studio instead: every step of the month with its day,
+    send time, subject and preheader; a click shows it as a phone and a desktop would, with
+    its text part and headers. It reloads by itself when the plan or a template changes.
+    """
+    if serve:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        clock: Clock = FixedClock(now) if now else SystemClock()
+        out.print(f"preview studio: http://127.0.0.1:{port}/  (Ctrl-C to stop)")
+        serve_studio(settings, port, clock.now)
+        return
+    if not step:
+        raise BadInput("give a STEP (a key or a day number), or --serve")
+    app = make_app(now, migrated=False)
+    chosen = _step(app, step)
+    composed = app.composer.compose(
+        chosen,
+        Recipient(0, email, name),
+        message_id=app.composer.new_message_id(),
+        now=app.clock.now(),
+    )
+    content: bytes = {
+        "html": composed.rendered.html.encode(),
+        "text": composed.rendered.text.encode(),
+        "eml": composed.data,
+    }[fmt]
+    if out_file:
+        out_file.write_bytes(content)
+        out.print(f"wrote {out_file} ({len(content)} bytes): {composed.rendered.subject}")
+    else:
+        sys.stdout.buffer.write(content)
+
+
+@main.command("send-test")
+@click.argument("step", required=False)
+@click.option("--all", "send_all", is_flag=True, help="Send every step of the plan, in order.")
+@click.option("--to", "to", type=TEXT, required=True, help="Where to send the test email(s).")
+@click.option("--name", type=TEXT, default="Ann", help="First name to render with.")
+@reports_errors
+def send_test(step: str | None, send_all: bool, to: str, name: str) -> None:
+    """Send STEP (or --all steps) to one inbox for review; nothing is recorded."""
+    if bool(step) == send_all:
+        raise BadInput("give a STEP or --all (not both)")
+    app = make_app(migrated=False)
+    steps = list(app.plan.steps) if send_all else [_step(app, step or "")]
+    address = subscriptions.normalise_address(to)
+    with app.transport.open() as connection:
+        for chosen in steps:
+            composed = app.composer.compose(
+                chosen,
+                Recipient(0, address, name),
+                message_id=app.composer.new_message_id(),
+                now=app.clock.now(),
+                subject_prefix=f"[TEST day {chosen.day}] ",
+            )
+            connection.send(composed.envelope, composed.data)
+            out.print(f"sent {chosen.key} to {address} via {app.transport.description}")
+
+
+@main.command()
+@click.option("--start", type=InstantType(), default=None, help="Signup instant (default: now).")
+@click.option("--timezone", type=TEXT, default="UTC", help="The subscriber's IANA time zone.")
+@click.option("--days", type=click.IntRange(min=0), default=None,
+              help="Only the first N days of the plan.")  # fmt: skip
+@click.option("--name", type=TEXT, default="Ann", help="The subscriber's first name, for subjects.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "ics"]), default="table")
+@reports_errors
+def simulate(start: datetime | None, timezone: str, days: int | None, name: str, fmt: str) -> None:
+    """Print, without sending, when a subscriber who signs up at --start gets each email."""
+    app = make_app(start, migrated=False)
+    try:
+        deliveries = simulation.simulate(
+            app.composer, start=app.clock.now(), timezone=timezone, days=days, first_name=name
+        )
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+    if fmt == "json":
+        rows = [
+            {"day": d.day, "step": d.key, "at": d.at.isoformat(), "local": d.local.isoformat(),
+             "subject": d.subject, "preheader": d.preheader}
+            for d in deliveries
+        ]  # fmt: skip
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "ics":
+        click.echo(simulation.to_ics(app.plan.id, deliveries), nl=False)
+    else:
+        table = Table("day", "step", "local time", "UTC", "subject", title=f"signup {timezone}")
+        for d in deliveries:
+            table.add_row(str(d.day), d.key, f"{d.local:%a %Y-%m-%d %H:%M %Z}",
+                          f"{d.at:%Y-%m-%d %H:%M}", d.subject)  # fmt: skip
+        out.print(table)
+
+
+@main.command()
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("report.html"), help="Where to write the page.")  # fmt: skip
+@reports_errors
+def report(out_file: Path) -> None:
+    """Write a self-contained HTML report: the month's funnel chart and the per-step table."""
+    app = make_app()
+    page = render_report(reports.stats(app.db, app.plan), app.clock.now())
+    out_file.write_text(page, encoding="utf-8")
+    out.print(f"wrote {out_file}")
+
+
+@plan.command("rename")
+@click.argument("old")
+@click.argument("new")
+@reports_errors
+def plan_rename(old: str, new: str) -> None:
+    """Move the subscribers of plan id OLD (history included) to NEW, in one transaction.
+
+    For a plan whose `id:` was edited: stop the service, rename, start it again.
+    """
+    app = make_app()
+    moved = plan_identity.rename_plan(app.db, old, new)
+    click.echo(f"moved {moved} enrollment(s) from plan {old!r} to {new!r}")  # no Rich markup
+    if app.plan.id != new:
+        click.echo(f"note: the plan file's id is {app.plan.id!r}, not {new!r}", err=True)

@@ -1,0 +1,276 @@
+"""Operator commands: the database, subscribers, passes, HTTP, bounces, stats."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from campaign.engine import make_service, require_plan_identity, return_paths
+from campaign.insights import reports
+from campaign.interfaces.admin import start_side_services
+from campaign.interfaces.cli.common import (
+    NOW,
+    TEXT,
+    err,
+    main,
+    make_app,
+    out,
+    reports_errors,
+)
+from campaign.interfaces.web import listen, make_server
+from campaign.people import bounces, csv_import, signups, subscriptions
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@reports_errors
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version."""
+    app = make_app(migrated=False)
+    app.db.upgrade()
+    out.print(f"database ready: {app.db.engine.url.render_as_string(hide_password=True)}")
+
+
+@main.command()
+@click.argument("email", type=TEXT)
+@click.option("--name", type=TEXT, default=None, help="First name, used in greetings.")
+@click.option("--timezone", type=TEXT, default=None,
+              help="IANA time zone, e.g. Europe/Berlin (default UTC).")  # fmt: skip
+@click.option(
+    "--resubscribe",
+    is_flag=True,
+    help="Someone who unsubscribed asked again: start the plan afresh from the welcome.",
+)
+@NOW
+@reports_errors
+def subscribe(
+    email: str, name: str | None, timezone: str | None, resubscribe: bool, now: datetime | None
+) -> None:
+    """Add an active subscriber and enrol them; the welcome email is due at once."""
+    app = make_app(now)
+    result = subscriptions.subscribe(
+        app.db, app.plan, email=email, first_name=name, timezone=timezone, now=app.clock.now(),
+        resubscribe=resubscribe,
+    )  # fmt: skip
+    if result.created:
+        out.print(f"subscribed {result.email}: the welcome email goes out on the next pass")
+    elif result.restarted:
+        out.print(f"resubscribed {result.email}: the plan starts again from the welcome email")
+    else:
+        hint = (
+            " (if they asked to come back, add --resubscribe)"
+            if result.status == "unsubscribed"
+            else ""
+        )
+        out.print(
+            f"{result.email} is already known (status {result.status}); nothing changed{hint}"
+        )
+
+
+@main.command()
+@click.argument("email", type=TEXT)
+@NOW
+@reports_errors
+def unsubscribe(email: str, now: datetime | None) -> None:
+    """Stop all email to EMAIL at once."""
+    app = make_app(now)
+    changed = subscriptions.unsubscribe(app.db, email=email, now=app.clock.now())
+    out.print(f"unsubscribed {email}" if changed else f"{email} was already unsubscribed")
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--encoding",
+    default=None,
+    help="The file's encoding, e.g. cp1252 (default: UTF-8, or UTF-16 by its BOM).",
+)
+@NOW
+@reports_errors
+def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
+    """Add subscribers from a CSV with columns email,first_name,timezone (header names in any
+    case; separated by commas, tabs or semicolons)."""
+    source = csv_import.open_csv(file, encoding)  # before anything is imported
+    app = make_app(now)
+    for note in source.notes:
+        click.echo(note, err=True)
+    total = max(source.lines - 1, 0)
+    with Progress(
+        TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("import", total=total)
+        report = subscriptions.import_rows(
+            app.db,
+            app.plan,
+            csv_import.rows(source),
+            now=app.clock.now(),
+            on_row=lambda: progress.advance(task),
+        )
+    for line, problem in report.problems:
+        click.echo(f"{file}:{line}: skipped: {problem}", err=True)
+    out.print(
+        f"added {report.added}, already known {report.already_known}, "
+        f"skipped {len(report.problems)} bad row(s)"
+    )
+
+
+@main.command()
+@NOW
+@reports_errors
+def tick(now: datetime | None) -> None:
+    """Run one sending pass: send everything due now."""
+    app = make_app(now)
+    require_plan_identity(app)
+    with app.sending(), make_service(app) as service:
+        result = service.run_once()
+    unusual = "".join(
+        f", {name} {count}"
+        for name, count in (("outcome unknown", result.unknown), ("lost", result.lost))
+        if count
+    )
+    out.print(
+        f"sent {result.sent}, failed {result.failed + result.bounced} "
+        f"(bounced {result.bounced}), retried {result.retried}, skipped {result.skipped}{unusual}"
+    )
+    if result.error:
+        click.echo(f"error: {result.error}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default HTTP_HOST, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port (default HTTP_PORT, 8000).")  # fmt: skip
+@reports_errors
+def serve(host: str | None, port: int | None) -> None:
+    """Serve the signup, confirmation and unsubscribe pages, /healthz (/metrics: ADMIN_LISTEN)."""
+    app = make_app()
+    require_plan_identity(app)  # the pages send confirmations and welcomes themselves
+    host = host or app.settings.http_host
+    port = port or app.settings.http_port
+    # Bound here: a busy port is one clear line and exit 1.
+    sock = listen(app, host, port)
+    out.print(
+        f"serving http://{host}:{port}/subscribe (public links use {app.settings.public_base_url})"
+    )
+    side = start_side_services(app)  # the confirmation sender and the admin listener
+    try:
+        make_server(app, host, port).run(sockets=[sock])
+    finally:
+        side.close()
+
+
+@main.command("export")
+@click.argument("email", type=TEXT)
+@reports_errors
+def export_command(email: str) -> None:
+    """Print everything stored about EMAIL as JSON (consent, enrollments, deliveries)."""
+    app = make_app()
+    click.echo(json.dumps(signups.export_person(app.db, email), indent=2))
+
+
+@main.command()
+@click.argument("email", type=TEXT)
+@NOW
+@reports_errors
+def forget(email: str, now: datetime | None) -> None:
+    """Erase EMAIL and all about them; keep only a hash so it is never mailed again."""
+    app = make_app(now)
+    signups.forget_person(app.db, email, app.clock.now())
+    out.print(f"forgot {email}: erased, and suppressed by hash")
+
+
+@main.group("bounces")
+def bounces_group() -> None:
+    """Bounce and complaint reports."""
+
+
+@bounces_group.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@NOW
+@reports_errors
+def bounces_ingest(paths: tuple[Path, ...], now: datetime | None) -> None:
+    """Read DSN bounces and ARF complaints (files, folders, maildirs); suppress each address
+    that a report shows we mailed (its VERP token or Message-ID); say per file what was done."""
+    app = make_app(now)
+    result = bounces.ingest(
+        app.db, list(paths), app.clock.now(), return_paths=return_paths(app.settings)
+    )
+    for path, verdict, what in result.outcomes:
+        # Report text is a stranger's: shown as written, never as Rich markup.
+        line = f"{path}: {verdict}: {what}"
+        if verdict == "unreadable":
+            click.echo(line, err=True)
+        else:
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+    out.print(
+        f"{len(result.bounced)} bounced, {len(result.complained)} complained, "
+        f"{len(result.not_ours)} not ours, "
+        f"{len(result.ignored)} file(s) with nothing to act on"
+    )
+
+
+@main.group("suppressions")
+def suppressions_group() -> None:
+    """Addresses that are never mailed (bounced, complained, forgotten)."""
+
+
+@suppressions_group.command("clear")
+@click.argument("email", type=TEXT)
+@NOW
+@reports_errors
+def suppressions_clear(email: str, now: datetime | None) -> None:
+    """Lift the suppression of EMAIL: they may sign up (or be imported) again."""
+    app = make_app(now)
+    cleared = subscriptions.clear_suppression(app.db, email=email, now=app.clock.now())
+    out.print(f"cleared {email}" if cleared else f"{email} was not suppressed")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@reports_errors
+def stats(as_json: bool) -> None:
+    """Subscribers by status; per step: sent, bounced, failed, skipped, unknown outcomes,
+    unsubscribes, clicks."""
+    app = make_app()
+    numbers = reports.stats(app.db, app.plan)
+    if as_json:
+        click.echo(json.dumps(numbers, indent=2))
+        return
+    out.print(
+        "subscribers: "
+        + ", ".join(f"{status} {count}" for status, count in numbers["subscribers"].items())
+    )
+    columns = [
+        "sent",
+        "bounced",
+        "failed",
+        "skipped",
+        "unknown",
+        "unsubscribes_48h",
+        "clicks",
+        "pending",
+    ]
+    table = Table("step", "day", *[c.replace("_", " ") for c in columns],
+                  title=f"plan {numbers['plan']}")  # fmt: skip
+    for row in numbers["steps"]:
+        table.add_row(row["key"], str(row["day"]), *[str(row[c]) for c in columns])
+    out.print(table)
+    for problem in numbers["problems"]:
+        # The reason may quote a subscriber's address: shown as text, never as markup.
+        out.print(
+            f"{problem['status']} x{problem['count']}: {escape(problem['reason'])}",
+            highlight=False,
+        )

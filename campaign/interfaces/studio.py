@@ -1,0 +1,180 @@
+"""`campaign preview --serve`: the month at a glance for marketers, reloading on every edit.
+
+Every request loads the plan and templates afresh, so what the page shows is what is on
+disk; a broken edit shows its file:line problems instead of the emails.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from campaign.clock import FixedClock
+from campaign.content.compose import Composed, Recipient
+from campaign.domain.plan import Step
+from campaign.engine import App, build, check_plan
+from campaign.errors import CampaignError, PlanError
+from campaign.settings import Settings
+
+SAMPLE = Recipient(0, "ann@example.com", "Ann")
+
+_STYLE = """
+  body { font: 16px/1.5 Arial, sans-serif; color: #1f2933; margin: 0; background: #f3f5f7; }
+  header { background: #0f5257; color: #fff; padding: .8rem 1.5rem; }
+  header h1 { margin: 0; font: bold 1.3rem Georgia, serif; }
+  main { padding: 1rem 1.5rem; }
+  ol.timeline { list-style: none; padding: 0; margin: 0; }
+  ol.timeline li { background: #fff; margin: 0 0 .5rem; border-radius: 6px; }
+  ol.timeline a { display: grid; grid-template-columns: 4.5rem 8rem 1fr; gap: .75rem;
+                  padding: .6rem .9rem; color: inherit; text-decoration: none; }
+  ol.timeline a:hover, ol.timeline a:focus { background: #e4f1ef; }
+  .day { font-weight: bold; color: #0f5257; } .when { color: #4a5560; }
+  .subject { font-weight: bold; display: block; } .pre { color: #4a5560; display: block; }
+  .problems { background: #fff4f4; border-left: 6px solid #a4161a; padding: 1rem; }
+  .problems pre { white-space: pre-wrap; font-size: .95rem; }
+  .frames { display: flex; gap: 1.5rem; flex-wrap: wrap; align-items: flex-start; }
+  iframe { background: #fff; border: 1px solid #c4ccd4; height: 900px; }
+  pre.part { background: #fff; padding: 1rem; white-space: pre-wrap; max-width: 60rem; }
+"""
+
+_RELOAD = """<script>
+  new EventSource("/events").onmessage = () => location.reload();
+</script>"""
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<header><h1>{html.escape(title)}</h1></header><main>{body}</main>{_RELOAD}</body></html>"
+    )
+
+
+def _problems(exc: CampaignError) -> HTMLResponse:
+    lines = [str(p) for p in exc.problems] if isinstance(exc, PlanError) else [exc.message]
+    listing = html.escape("\n".join(lines))
+    return _page(
+        "Preview: the plan has problems",
+        f'<section class="problems" role="alert"><h2>Fix these and save: the page reloads '
+        f"by itself</h2><pre>{listing}</pre></section>",
+    )
+
+
+def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
+    """The preview app for the plan and templates that `settings` point at."""
+
+    def load() -> App:
+        check_plan(settings)  # raises PlanError with every file:line problem
+        return build(settings, clock=FixedClock(now()))
+
+    def compose(app: App, step: Step) -> Composed:
+        return app.composer.compose(
+            step, SAMPLE, message_id="<preview@example.com>", now=app.clock.now()
+        )
+
+    async def fresh(render: Callable[[App], Response]) -> Response:
+        """A page rendered from the plan as it is on disk now; its problems if it is broken."""
+
+        def work() -> Response:
+            app = load()
+            try:
+                return render(app)
+            finally:
+                app.close()
+
+        try:
+            return await run_in_threadpool(work)
+        except CampaignError as exc:
+            return _problems(exc)
+
+    def timeline_page(app: App) -> Response:
+        items = []
+        for step in app.plan.steps:
+            rendered = compose(app, step).rendered
+            when = "at signup" if step.day == 0 else f"{app.plan.send_time:%H:%M} local"
+            items.append(
+                f'<li><a href="/step/{step.key}"><span class="day">Day {step.day}</span>'
+                f'<span class="when">{when}</span><span><span class="subject">'
+                f'{html.escape(rendered.subject)}</span><span class="pre">'
+                f"{html.escape(rendered.preheader)}</span></span></a></li>"
+            )
+        return _page(f"Preview: {app.plan.name}", f'<ol class="timeline">{"".join(items)}</ol>')
+
+    def step_page(app: App, key: str) -> Response:
+        step = app.plan.step(key)
+        if step is None:
+            return PlainTextResponse("no such step", 404)
+        composed = compose(app, step)
+        headers = composed.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+        source = f"/step/{step.key}/email.html"
+        body = (
+            f'<p><a href="/">&larr; the month</a></p>'
+            f"<h2>Day {step.day}: {html.escape(composed.rendered.subject)}</h2>"
+            f'<div class="frames">'
+            f'<figure><figcaption>Phone, 375 px</figcaption><iframe title="Phone view" '
+            f'width="375" src="{source}"></iframe></figure>'
+            f'<figure><figcaption>Desktop, 800 px</figcaption><iframe title="Desktop view" '
+            f'width="800" src="{source}"></iframe></figure></div>'
+            f'<h3>Plain-text part</h3><pre class="part">{html.escape(composed.rendered.text)}</pre>'
+            f'<h3>Headers</h3><pre class="part">{html.escape(headers)}</pre>'
+        )
+        return _page(f"Preview: {step.key}", body)
+
+    def email_page(app: App, key: str) -> Response:
+        step = app.plan.step(key)
+        if step is None:
+            return PlainTextResponse("no such step", 404)
+        return HTMLResponse(compose(app, step).rendered.html)
+
+    async def timeline(request: Request) -> Response:
+        return await fresh(timeline_page)
+
+    async def step_detail(request: Request) -> Response:
+        return await fresh(lambda app: step_page(app, request.path_params["key"]))
+
+    async def step_email(request: Request) -> Response:
+        return await fresh(lambda app: email_page(app, request.path_params["key"]))
+
+    async def events(request: Request) -> Response:
+        from watchfiles import awatch
+
+        watched = [
+            Path(settings.plan_path).resolve().parent,
+            Path(settings.templates_dir).resolve(),
+        ]
+
+        async def changes() -> AsyncIterator[str]:
+            yield ": watching\n\n"
+            async for _ in awatch(*watched, debounce=200, step=50):
+                yield "data: reload\n\n"
+
+        return StreamingResponse(changes(), media_type="text/event-stream")
+
+    return Starlette(
+        routes=[
+            Route("/", timeline),
+            Route("/step/{key}", step_detail),
+            Route("/step/{key}/email.html", step_email),
+            Route("/events", events),
+        ]
+    )
+
+
+def serve_studio(settings: Settings, port: int, now: Callable[[], datetime]) -> None:
+    """Serve the preview on 127.0.0.1 only: it shows unsent emails, so it stays local."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_studio(settings, now), host="127.0.0.1", port=port, log_level="warning",
+        timeout_graceful_shutdown=1,
+    )  # fmt: skip
+    uvicorn.Server(config).run()

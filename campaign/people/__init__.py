@@ -1,0 +1,4 @@
+"""Subscribers and their consent: signup, confirmation, unsubscribe, suppressions, privacy
+requests, bounce and complaint reports, clicks, CSV import, plan identity.
+
+May import storage, content and domain; talks to mail only through `domain.transport`."""

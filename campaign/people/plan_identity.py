@@ -1,0 +1,105 @@
+"""Plan identity: enrollments are keyed by the plan `id`, so an edited id must never silently
+orphan the subscribers running under the old one. Found before sending, fixed by a rename."""
+
+from __future__ import annotations
+
+from campaign.domain.plan import Key, Plan
+from campaign.errors import BadInput
+from campaign.storage import store
+from campaign.storage.db import Database
+
+
+class OrphanedEnrollments(BadInput):
+    """Active enrollments run under a plan id that the plan file does not have."""
+
+    def __init__(self, plan: Plan, orphans: dict[str, int]) -> None:
+        #: plan id -> active enrollments under it
+        self.orphans = orphans
+        super().__init__(orphaned_message(plan, orphans))
+
+
+class RenameRefused(BadInput):
+    """The plan rename was refused; nothing changed."""
+
+
+def orphaned_message(plan: Plan, orphans: dict[str, int]) -> str:
+    """What is wrong and how to fix it, naming each old id and its count."""
+    counts = ", ".join(f"{count} under {old!r}" for old, count in sorted(orphans.items()))
+    fixes = " or ".join(f"`campaign plan rename {old} {plan.id}`" for old in sorted(orphans))
+    total = sum(orphans.values())
+    return (
+        f"{total} active enrollment(s) run under a plan id that {plan.source} (id {plan.id!r}) "
+        f"does not have ({counts}): sending now would leave them with no further email. If the "
+        f"plan was renamed, run {fixes}; otherwise put the old `id:` back in the plan file"
+    )
+
+
+def orphans(db: Database, plan: Plan) -> dict[str, int]:
+    """Active enrollments under plan ids other than `plan.id`, by id."""
+    with db.transaction() as session:
+        by_plan = store.active_enrollments_by_plan(session)
+    return {plan_id: count for plan_id, count in by_plan.items() if plan_id != plan.id}
+
+
+def require_plan_identity(db: Database, plan: Plan) -> None:
+    """Raise OrphanedEnrollments while active enrollments point at another plan id."""
+    found = orphans(db, plan)
+    if found:
+        raise OrphanedEnrollments(plan, found)
+
+
+def rename_plan(db: Database, old: str, new: str) -> int:
+    """Move every enrollment of plan `old` to `new`, in one transaction; how many moved.
+
+    Refused (RenameRefused, nothing changed) when `new` is not a valid id, `old` has no
+    enrollments, or `new` already has some: merging two plans' histories is not a rename.
+    """
+    if not _valid_id(new):
+        raise RenameRefused(
+            f"{new!r} is not a valid plan id (lowercase letters, digits, - and _, up to 64)"
+        )
+    if old == new:
+        raise RenameRefused(f"the old and new plan ids are both {old!r}")
+    with db.transaction() as session:
+        if store.count_enrollments(session, old) == 0:
+            raise RenameRefused(f"no enrollments under plan id {old!r}: nothing to rename")
+        taken = store.count_enrollments(session, new)
+        if taken:
+            raise RenameRefused(
+                f"plan id {new!r} already has {taken} enrollment(s): refusing to merge two "
+                "plans' subscribers"
+            )
+        return store.move_enrollments(session, old, new)
+
+
+def _valid_id(value: str) -> bool:
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(Key).validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def orphans_in(database_url: str, plan: Plan) -> dict[str, int] | None:
+    """`orphans` in the database at `database_url`; None when there is no migrated database
+    to ask (plan check and diff work without one)."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+        return None  # never create a database file just to look into it
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        url = url.update_query_dict({"connect_timeout": "5"})  # a check must not hang
+    db = Database(url.render_as_string(hide_password=False))
+    try:
+        if db.schema_state() == "missing":
+            return None
+        return orphans(db, plan)
+    except Exception:  # unreachable: the check goes on without the database
+        return None
+    finally:
+        db.dispose()

@@ -1,0 +1,177 @@
+"""Counts for stats, reports and metrics; scheduler heartbeats; clicks."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from campaign.storage.models import (
+    Click,
+    Delivery,
+    Enrollment,
+    Heartbeat,
+    Subscriber,
+)
+
+
+def count_subscribers_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status))
+    return {str(status): int(count) for status, count in rows}
+
+
+def count_deliveries_by_step(session: Session, plan_id: str) -> dict[tuple[str, str], int]:
+    rows = session.execute(
+        select(Delivery.step_key, Delivery.status, func.count())
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(Enrollment.plan_id == plan_id)
+        .group_by(Delivery.step_key, Delivery.status)
+    )
+    return {(key, status): count for key, status, count in rows}
+
+
+def failure_reasons(session: Session, plan_id: str, limit: int = 10) -> list[tuple[str, str, int]]:
+    """The commonest reasons deliveries failed or wait for a retry: (status, reason, count)."""
+    count = func.count().label("count")
+    rows = session.execute(
+        select(Delivery.status, Delivery.last_error, count)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(
+            Enrollment.plan_id == plan_id,
+            Delivery.status.in_(("failed", "retry")),
+            Delivery.last_error.is_not(None),
+        )
+        .group_by(Delivery.status, Delivery.last_error)
+        .order_by(count.desc(), Delivery.status, Delivery.last_error)
+        .limit(limit)
+    )
+    return [(str(status), str(reason), int(n)) for status, reason, n in rows]
+
+
+def unknown_outcomes_by_step(session: Session, plan_id: str) -> dict[str, int]:
+    """Per step, deliveries whose server never answered the end of the message at least once
+    (each may have arrived twice, or, if still unknown, not at all)."""
+    rows = session.execute(
+        select(Delivery.step_key, func.count())
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(Enrollment.plan_id == plan_id, Delivery.unknown_outcomes > 0)
+        .group_by(Delivery.step_key)
+    )
+    return {key: int(count) for key, count in rows}
+
+
+def count_active_by_last_day(session: Session, plan_id: str) -> dict[int, int]:
+    """Active enrollments by the plan day they have reached."""
+    rows = session.execute(
+        select(Enrollment.last_day, func.count())
+        .where(Enrollment.plan_id == plan_id, Enrollment.status == "active")
+        .group_by(Enrollment.last_day)
+    )
+    return {int(step): int(count) for step, count in rows}
+
+
+def due_count(session: Session, plan_id: str, now: datetime) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Enrollment)
+            .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+            .where(
+                and_(
+                    Enrollment.plan_id == plan_id,
+                    Enrollment.status == "active",
+                    Enrollment.next_due_at <= now,
+                    Subscriber.status == "active",
+                )
+            )
+        )
+        or 0
+    )
+
+
+def beat(
+    session: Session,
+    owner: str,
+    started_at: datetime,
+    now: datetime,
+    seconds: float,
+    paused_reason: str | None = None,
+) -> None:
+    row = session.get(Heartbeat, owner)
+    if row is None:
+        session.add(
+            Heartbeat(
+                owner=owner, started_at=started_at, last_pass_at=now,
+                last_pass_seconds=seconds, paused_reason=paused_reason,
+            )
+        )  # fmt: skip
+    else:
+        row.last_pass_at = now
+        row.last_pass_seconds = seconds
+        row.paused_reason = paused_reason
+
+
+def latest_heartbeat(session: Session) -> tuple[datetime, str | None] | None:
+    """When the most recent pass of any scheduler ended, and why it was paused (if it was)."""
+    row = session.execute(
+        select(Heartbeat.last_pass_at, Heartbeat.paused_reason)
+        .order_by(Heartbeat.last_pass_at.desc())
+        .limit(1)
+    ).one_or_none()
+    return (row[0], row[1]) if row else None
+
+
+def unsubscribes_after_step(session: Session, plan_id: str, window: timedelta) -> dict[str, int]:
+    """Per step key: unsubscribes that came within `window` after that step's email."""
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.unsubscribed_at, Delivery.step_key, Delivery.sent_at)
+        .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+        .join(Delivery, Delivery.enrollment_id == Enrollment.id)
+        .where(
+            Enrollment.plan_id == plan_id,
+            Subscriber.status == "unsubscribed",
+            Delivery.status == "sent",
+            Delivery.sent_at <= Subscriber.unsubscribed_at,
+        )
+    )
+    latest: dict[int, tuple[datetime, str, datetime]] = {}
+    for subscriber_id, left_at, step_key, sent_at in rows:
+        if sent_at is None or left_at is None:
+            continue
+        if subscriber_id not in latest or sent_at > latest[subscriber_id][0]:
+            latest[subscriber_id] = (sent_at, step_key, left_at)
+    counts: dict[str, int] = {}
+    for sent_at, step_key, left_at in latest.values():
+        if left_at - sent_at <= window:
+            counts[step_key] = counts.get(step_key, 0) + 1
+    return counts
+
+
+def record_click(session: Session, delivery_id: int, url: str, at: datetime) -> bool:
+    """Count a click; False when the delivery no longer exists (the person was forgotten)."""
+    if session.get(Delivery, delivery_id) is None:
+        return False
+    # Insert-if-absent: a replay (a link scanner, a reload) counts once per delivery and link.
+    values = {"delivery_id": delivery_id, "url": url, "url_hash": url_hash(url), "at": at}
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(Click).values(**values).on_conflict_do_nothing())
+    return True
+
+
+def url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
+def clicks_by_step(session: Session, plan_id: str) -> dict[str, int]:
+    rows = session.execute(
+        select(Delivery.step_key, func.count(Click.id))
+        .join(Delivery, Delivery.id == Click.delivery_id)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(Enrollment.plan_id == plan_id)
+        .group_by(Delivery.step_key)
+    )
+    return {str(key): int(count) for key, count in rows}

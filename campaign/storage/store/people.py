@@ -1,0 +1,249 @@
+"""Subscribers and what is kept about them: enrollments, consent, suppression, erasure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from campaign.storage.models import (
+    PENDING_DELIVERY,
+    Confirmation,
+    Consent,
+    Delivery,
+    Enrollment,
+    Subscriber,
+    Suppression,
+)
+from campaign.storage.store.confirmations import void_confirmations
+
+
+@dataclass(frozen=True)
+class SubscriberRecord:
+    id: int
+    email: str
+    first_name: str
+    timezone: str
+    status: str
+
+
+def _record(row: Subscriber) -> SubscriberRecord:
+    return SubscriberRecord(row.id, row.email, row.first_name, row.timezone, row.status)
+
+
+def find_subscriber(session: Session, email: str) -> SubscriberRecord | None:
+    row = session.scalars(
+        select(Subscriber).where(func.lower(Subscriber.email) == email.lower())
+    ).one_or_none()
+    return _record(row) if row else None
+
+
+def existing_emails(session: Session, emails: Iterable[str]) -> set[str]:
+    """Which of `emails` (lowercased) are already subscribers."""
+    lowered = list({e.lower() for e in emails})
+    found: set[str] = set()
+    for start in range(0, len(lowered), 500):
+        chunk = lowered[start : start + 500]
+        found.update(
+            session.scalars(
+                select(func.lower(Subscriber.email)).where(func.lower(Subscriber.email).in_(chunk))
+            )
+        )
+    return found
+
+
+def add_subscriber(
+    session: Session,
+    *,
+    email: str,
+    first_name: str,
+    timezone: str,
+    status: str,
+    source: str,
+    now: datetime,
+) -> int:
+    subscriber = Subscriber(
+        email=email,
+        first_name=first_name,
+        timezone=timezone,
+        status=status,
+        source=source,
+        created_at=now,
+        updated_at=now,
+        confirmed_at=now if status == "active" else None,
+    )
+    session.add(subscriber)
+    session.flush()
+    return subscriber.id
+
+
+def set_subscriber_status(session: Session, subscriber_id: int, status: str, now: datetime) -> None:
+    values: dict[str, object] = {"status": status, "updated_at": now}
+    if status == "unsubscribed":
+        values["unsubscribed_at"] = now
+    if status == "active":
+        values["confirmed_at"] = now
+    session.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(**values))
+    if status not in ("pending", "active"):
+        # The person left: a confirmation link sent before now must not bring them back.
+        void_confirmations(session, subscriber_id, now)
+
+
+def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> None:
+    """Stop the subscriber's plans, settling any step still queued or awaiting a retry.
+
+    A sender holding one of those steps re-reads the status before DATA and skips it too;
+    if the server already accepted it, recording that (sent) overwrites the skip.
+    """
+    active = select(Enrollment.id).where(
+        Enrollment.subscriber_id == subscriber_id, Enrollment.status == "active"
+    )
+    session.execute(
+        update(Delivery)
+        .where(Delivery.enrollment_id.in_(active), Delivery.status.in_(PENDING_DELIVERY))
+        .values(status="skipped", last_error="subscriber left", updated_at=now)
+    )
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.subscriber_id == subscriber_id, Enrollment.status == "active")
+        .values(
+            status="cancelled",
+            next_due_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    )
+
+
+def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> int | None:
+    """Start `plan_id` afresh for a subscriber, first step (the welcome) due now: a new
+    enrollment, whatever earlier ones they left behind (those stay, with their deliveries).
+    Returns its id; None if the subscriber already has an active enrollment in the plan."""
+    # One statement: the partial unique index decides, so two confirm clicks at once (or a
+    # click racing a signup) start one enrollment, with no savepoint and no read first.
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(Enrollment)
+        .values(
+            subscriber_id=subscriber_id,
+            plan_id=plan_id,
+            status="active",
+            started_at=now,
+            last_day=-1,
+            next_due_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["subscriber_id", "plan_id"], index_where=text("status = 'active'")
+        )
+        .returning(Enrollment.id)
+    )
+    return session.scalar(statement)
+
+
+def record_consent(
+    session: Session,
+    subscriber_id: int,
+    *,
+    kind: str,
+    at: datetime,
+    ip: str,
+    user_agent: str,
+    source_page: str,
+) -> None:
+    session.add(
+        Consent(
+            subscriber_id=subscriber_id, kind=kind, at=at, ip=ip[:64],
+            user_agent=user_agent[:400], source_page=source_page[:400],
+        )
+    )  # fmt: skip
+
+
+def is_suppressed(session: Session, email_hash: str) -> bool:
+    return session.get(Suppression, email_hash) is not None
+
+
+def reopen_suppressed(session: Session, subscriber_id: int, now: datetime) -> None:
+    """An operator cleared the suppression: a bounced or complained row may sign up again."""
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id, Subscriber.status.in_(("bounced", "complained")))
+        .values(status="unsubscribed", updated_at=now)
+    )
+
+
+def suppress(session: Session, email_hash: str, reason: str, now: datetime) -> None:
+    if session.get(Suppression, email_hash) is None:
+        session.add(Suppression(email_hash=email_hash, reason=reason, created_at=now))
+
+
+def unsuppress(session: Session, email_hash: str) -> None:
+    session.execute(delete(Suppression).where(Suppression.email_hash == email_hash))
+
+
+def subscriber_by_id(session: Session, subscriber_id: int) -> SubscriberRecord | None:
+    row = session.get(Subscriber, subscriber_id)
+    return _record(row) if row else None
+
+
+def active_enrollment_id(session: Session, subscriber_id: int, plan_id: str) -> int | None:
+    """The subscriber's running enrollment in `plan_id`, if any (at most one by the schema)."""
+    return session.scalar(
+        select(Enrollment.id).where(
+            Enrollment.subscriber_id == subscriber_id,
+            Enrollment.plan_id == plan_id,
+            Enrollment.status == "active",
+        )
+    )
+
+
+def everything_about(session: Session, subscriber_id: int) -> dict[str, Any]:
+    """All rows that concern one subscriber, as plain values (for `campaign export`)."""
+
+    def rows(model: Any, where: Any) -> list[dict[str, Any]]:
+        return [
+            {c.key: getattr(row, c.key) for c in model.__table__.columns}
+            for row in session.scalars(select(model).where(where))
+        ]
+
+    enrollments = rows(Enrollment, Enrollment.subscriber_id == subscriber_id)
+    ids = [e["id"] for e in enrollments]
+    return {
+        "subscriber": rows(Subscriber, Subscriber.id == subscriber_id)[0],
+        "consents": rows(Consent, Consent.subscriber_id == subscriber_id),
+        "confirmations": rows(Confirmation, Confirmation.subscriber_id == subscriber_id),
+        "enrollments": enrollments,
+        "deliveries": rows(Delivery, Delivery.enrollment_id.in_(ids)) if ids else [],
+    }
+
+
+def purge_pending(session: Session, created_before: datetime) -> int:
+    """Delete signups never confirmed since `created_before`; returns how many."""
+    result = session.execute(
+        delete(Subscriber).where(
+            Subscriber.status == "pending", Subscriber.created_at < created_before
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def delete_subscriber(session: Session, subscriber_id: int) -> None:
+    session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
+
+
+def suppression_reason(session: Session, email_hash: str) -> str | None:
+    row = session.get(Suppression, email_hash)
+    return row.reason if row else None
+
+
+def refresh_statistics(session: Session) -> None:
+    """Have PostgreSQL's planner look at the people tables again (after a bulk import)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE subscribers, enrollments"))
