@@ -40,9 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="drain what is due and exit")
     parser.add_argument("--now", type=_instant, help="act as if it were this ISO-8601 instant")
     parser.add_argument(
-        "--http", type=_host_port, metavar="HOST:PORT",
+        "--http",
+        type=_host_port,
+        metavar="HOST:PORT",
         help="also serve the signup and unsubscribe pages and /healthz (/metrics: ADMIN_LISTEN)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()

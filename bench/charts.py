@@ -74,10 +74,21 @@ def rate_by_connections(pyplot: Any, report: dict[str, Any], out: Path) -> Path:
             runs.sort(key=lambda r: r["connections"])
             connections = [r["connections"] for r in runs]
             colour = COLOURS.get(database)
-            axes.plot(connections, [r["engine_rate"] for r in runs], "o-", color=colour,
-                      label=f"engine, {database}")  # fmt: skip
-            axes.plot(connections, [r["smtplib_rate"] for r in runs], "s--", color=colour,
-                      alpha=0.6, label=f"plain smtplib, {database} run")  # fmt: skip
+            axes.plot(
+                connections,
+                [r["engine_rate"] for r in runs],
+                "o-",
+                color=colour,
+                label=f"engine, {database}",
+            )
+            axes.plot(
+                connections,
+                [r["smtplib_rate"] for r in runs],
+                "s--",
+                color=colour,
+                alpha=0.6,
+                label=f"plain smtplib, {database} run",
+            )
         shown = [row for row in rows if row.get("day", 0) == day]
         axes.set_xticks(sorted({r["connections"] for r in shown}))
         axes.set_xlabel("SMTP connections (engine: one sender process each)")
@@ -101,14 +112,34 @@ def pass_by_subscribers(pyplot: Any, results: list[dict[str, Any]], out: Path) -
         runs.sort(key=lambda r: r["subscribers"])
         sizes = [r["subscribers"] for r in runs]
         colour = COLOURS.get(database)
-        left.plot(sizes, [r["pass"]["db_ms"] / 1e3 for r in runs], "o-", color=colour,
-                  label=f"{database}: in transactions")  # fmt: skip
-        left.plot(sizes, [r["pass"]["claim_tx_ms"] / 1e3 for r in runs], "s--", color=colour,
-                  label=f"{database}: claiming only")  # fmt: skip
-        middle.plot(sizes, [r["due_query_ms"] for r in runs], "o-", color=colour,
-                    label=f"{database}: due-query")  # fmt: skip
-        middle.plot(sizes, [r["claim_batch_ms"] for r in runs], "s--", color=colour,
-                    label=f"{database}: one claim batch")  # fmt: skip
+        left.plot(
+            sizes,
+            [r["pass"]["db_ms"] / 1e3 for r in runs],
+            "o-",
+            color=colour,
+            label=f"{database}: in transactions",
+        )
+        left.plot(
+            sizes,
+            [r["pass"]["claim_tx_ms"] / 1e3 for r in runs],
+            "s--",
+            color=colour,
+            label=f"{database}: claiming only",
+        )
+        middle.plot(
+            sizes,
+            [r["due_query_ms"] for r in runs],
+            "o-",
+            color=colour,
+            label=f"{database}: due-query",
+        )
+        middle.plot(
+            sizes,
+            [r["claim_batch_ms"] for r in runs],
+            "s--",
+            color=colour,
+            label=f"{database}: one claim batch",
+        )
         right.plot(sizes, [r["peak_rss_mb"] for r in runs], "o-", color=colour, label=database)
     due = results[0]["due"]
     left.axhline(0.2, color="grey", linestyle=":", label="target: 0.2 s")

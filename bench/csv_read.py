@@ -32,8 +32,10 @@ def main(rows: int) -> None:
         read = sum(1 for _ in csv_import.rows(source))
         ours = time.perf_counter() - started
     assert plain == read == rows
-    print(f"{rows} rows: csv.DictReader {plain_seconds:.2f} s; csv_import {ours:.2f} s "
-          f"(of which the encoding check {checked:.2f} s)")  # fmt: skip
+    print(
+        f"{rows} rows: csv.DictReader {plain_seconds:.2f} s; csv_import {ours:.2f} s "
+        f"(of which the encoding check {checked:.2f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -117,8 +117,10 @@ def measure(
     }
     _print(result)
     if delivered != count or distinct != count or sent != count:
-        raise SystemExit(f"expected {count} emails sent once each: the log says {sent}, the "
-                         f"database {delivered} sent rows for {distinct} enrollments")  # fmt: skip
+        raise SystemExit(
+            f"expected {count} emails sent once each: the log says {sent}, the "
+            f"database {delivered} sent rows for {distinct} enrollments"
+        )
     return result
 
 
@@ -127,8 +129,10 @@ def _print(r: dict[str, Any]) -> None:
         f"\n{r['processes']} process(es), {r['count']} emails, sink {r['sink']}, "
         f"SMTP_CONNECTIONS {r['connections']}, load average {r['load_average']}"
     )
-    print(f"  total           {r['sent']} sent in {r['wall_s']:.2f} s = {r['rate']:.0f} emails/s "
-          f"(start-up included)")  # fmt: skip
+    print(
+        f"  total           {r['sent']} sent in {r['wall_s']:.2f} s = {r['rate']:.0f} emails/s "
+        f"(start-up included)"
+    )
     print(f"  per process     {r['rate_per_process']:.0f} emails/s")
     for n, run in enumerate(r["runs"], 1):
         own = run["sent"] / run["pass_s"] if run["pass_s"] else 0.0
@@ -146,9 +150,12 @@ def _prepare(url: str, count: int) -> None:
     database.dispose()
     plan = load_plan(PLAN_PATH, TEMPLATES_DIR)
     load_campaign(
-        url, subscribers=count, due=count, plan_id=plan.id,
+        url,
+        subscribers=count,
+        due=count,
+        plan_id=plan.id,
         step_keys={step.day: step.key for step in plan.steps},
-    )  # fmt: skip
+    )
 
 
 def _run_together(processes: int, env: dict[str, str], workdir: str) -> tuple[list[Run], float]:

@@ -78,14 +78,20 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], metavar="N",
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[10_000, 100_000, 1_000_000],
+        metavar="N",
         help="subscriber counts (default 10000 100000 1000000)",
-    )  # fmt: skip
+    )
     parser.add_argument("--due", type=int, default=10_000, help="due emails per size (10,000)")
     parser.add_argument(
-        "--database", action="append", metavar="URL",
+        "--database",
+        action="append",
+        metavar="URL",
         help="'sqlite' (a temporary file) or a PostgreSQL URL; repeat for both (default sqlite)",
-    )  # fmt: skip
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     args = parser.parse_args()
     databases: list[str | None] = [
@@ -113,21 +119,32 @@ def measure(postgres_url: str | None, size: int, due: int) -> dict[str, Any]:
         plan = load_plan(PLAN_PATH, TEMPLATES_DIR)
         started = time.perf_counter()
         load_campaign(
-            url, subscribers=size, due=due, plan_id=plan.id,
+            url,
+            subscribers=size,
+            due=due,
+            plan_id=plan.id,
             step_keys={step.day: step.key for step in plan.steps},
-        )  # fmt: skip
+        )
         loaded = time.perf_counter() - started
         done = subprocess.run(
             [sys.executable, str(Path(__file__).resolve()), "worker", url],
-            env=engine_env(url), cwd=ROOT, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            env=engine_env(url),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if done.returncode != 0:
         raise SystemExit(f"worker failed ({done.returncode}):\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     result.update(
-        database=database_kind(postgres_url), subscribers=size, due=due, load_s=loaded,
-        load_average=load_average(), code=code_version(),
-    )  # fmt: skip
+        database=database_kind(postgres_url),
+        subscribers=size,
+        due=due,
+        load_s=loaded,
+        load_average=load_average(),
+        code=code_version(),
+    )
     _print(result)
     return result
 
@@ -139,9 +156,13 @@ def _print(r: dict[str, Any]) -> None:
         f"(loaded in {r['load_s']:.1f} s), BATCH_SIZE {r['batch_size']}, "
         f"load average {r['load_average']}"
     )
-    print(f"  due-query       {r['due_query_ms']:.2f} ms (median of 5; the first, cold: {r['due_query_first_ms']:.2f} ms)")  # fmt: skip  # noqa: E501
+    print(
+        f"  due-query       {r['due_query_ms']:.2f} ms (median of 5; the first, cold: {r['due_query_first_ms']:.2f} ms)"  # noqa: E501 - one report line reads best unbroken
+    )
     print(f"                  plan: {' / '.join(r['due_query_plan'])}")
-    print(f"  claim batch     {r['claim_batch_ms']:.2f} ms for {r['claim_batch_rows']} rows (median of 5)")  # fmt: skip  # noqa: E501
+    print(
+        f"  claim batch     {r['claim_batch_ms']:.2f} ms for {r['claim_batch_rows']} rows (median of 5)"  # noqa: E501 - one report line reads best unbroken
+    )
     alone = ", ".join(f"{label} {ms:.2f}" for label, ms in r["claim_statements_ms"])
     print(f"                  its statements alone, ms: {alone}")
     print(f"  pass            {p['summary']}")
@@ -156,7 +177,9 @@ def _print(r: dict[str, Any]) -> None:
         f"                  per-email records on driver connections: {p['driver_ms']:.0f} ms in "
         f"{p['driver_transactions']} transactions, {p['driver_statements']} statements"
     )
-    print(f"  peak RSS        {r['peak_rss_mb']:.0f} MB (before the pass {r['rss_before_pass_mb']:.0f} MB)")  # fmt: skip  # noqa: E501
+    print(
+        f"  peak RSS        {r['peak_rss_mb']:.0f} MB (before the pass {r['rss_before_pass_mb']:.0f} MB)"  # noqa: E501 - one report line reads best unbroken
+    )
 
 
 def _verdicts(runs: list[dict[str, Any]]) -> None:
@@ -173,7 +196,7 @@ def _verdicts(runs: list[dict[str, Any]]) -> None:
         f"{db_ms:.0f} ms "
         f"(target at 1,000,000 with 10,000 due < {PASS_DB_TARGET_MS:.0f} ms: "
         f"{'met' if db_ms < PASS_DB_TARGET_MS else 'MISSED'})"
-    )  # fmt: skip
+    )
 
 
 # --- the measuring process ----------------------------------------------------------------
@@ -340,10 +363,13 @@ def _claim_batches(app: App, repeats: int = 6) -> ClaimFigures:
     due = next(n for n, (sql, _) in enumerate(sent) if sql.lstrip().startswith("SELECT"))
     medians = [statistics.median(took[1:]) for took in times]
     return ClaimFigures(
-        due_sql=sent[due][0], due_times=times[due], claim_times=claim_times, rows=rows,
+        due_sql=sent[due][0],
+        due_times=times[due],
+        claim_times=claim_times,
+        rows=rows,
         plan=_explain(app, *sent[due]),
         by_statement=list(zip([_label(sql) for sql, _ in sent], medians, strict=True)),
-    )  # fmt: skip
+    )
 
 
 def _alone(app: App, sql: str, params: Any) -> float:
@@ -386,11 +412,15 @@ def _one_claim(app: App) -> tuple[list[tuple[str, Any, float]], float, int]:
         session = Session(bind=connection)
         started = time.perf_counter()
         claims = store.claim_due(
-            session, plan_id=app.plan.id,
-            steps=[(step.key, step.day) for step in app.plan.steps], now=NOW,
-            owner="bench", lease_until=NOW + timedelta(seconds=app.settings.lease_seconds),
-            limit=app.settings.batch_size, new_message_id=app.composer.new_message_id,
-        )  # fmt: skip
+            session,
+            plan_id=app.plan.id,
+            steps=[(step.key, step.day) for step in app.plan.steps],
+            now=NOW,
+            owner="bench",
+            lease_until=NOW + timedelta(seconds=app.settings.lease_seconds),
+            limit=app.settings.batch_size,
+            new_message_id=app.composer.new_message_id,
+        )
         seconds = time.perf_counter() - started
         session.close()
         transaction.rollback()

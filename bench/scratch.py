@@ -123,9 +123,17 @@ def _subscriber(n: int, due: int, now: datetime) -> tuple[Any, ...]:
     status = "unsubscribed" if n > due and n % 100 < 3 else "active"
     joined = _naive(now - timedelta(days=n % 30, minutes=10))
     return (
-        n, f"reader{n}@example.org", f"Reader{n}", _ZONES[n % len(_ZONES)], status, "bench",
-        joined, joined, joined, joined if status == "unsubscribed" else None,
-    )  # fmt: skip
+        n,
+        f"reader{n}@example.org",
+        f"Reader{n}",
+        _ZONES[n % len(_ZONES)],
+        status,
+        "bench",
+        joined,
+        joined,
+        joined,
+        joined if status == "unsubscribed" else None,
+    )
 
 
 def _mid_plan(n: int, due: int, before: int) -> tuple[str, int]:
@@ -286,9 +294,15 @@ def smtp_sink(kind: str = "auto") -> Iterator[Sink]:
         command = [path, *privileges, f"127.0.0.1:{port}", "1024"]
     else:
         command = [
-            sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
-            "-c", "aiosmtpd.handlers.Sink",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            f"127.0.0.1:{port}",
+            "-c",
+            "aiosmtpd.handlers.Sink",
+        ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sink = Sink(chosen, port)
     try:
@@ -337,13 +351,19 @@ def code_version() -> str:
     """The commit measured, and whether the engine had uncommitted changes on top of it."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
             check=True,
-        ).stdout.strip()  # fmt: skip
+        ).stdout.strip()
         changed = subprocess.run(
-            ["git", "status", "--porcelain", "campaign", "run_scheduler.py"], cwd=ROOT,
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+            ["git", "status", "--porcelain", "campaign", "run_scheduler.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit} + uncommitted changes" if changed else commit

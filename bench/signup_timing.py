@@ -70,9 +70,13 @@ def run(url: str, rounds: int, delay: float) -> dict[str, list[float]]:
         ["unsubscribe", "gone@example.org"],
     ):
         done = subprocess.run(
-            [sys.executable, "-m", "campaign", *command], env=env, cwd=ROOT, capture_output=True,
-            text=True, check=False,
-        )  # fmt: skip
+            [sys.executable, "-m", "campaign", *command],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode:
             raise SystemExit(f"campaign {' '.join(command)}: {done.stderr}")
     smtp.handler.rcpt_replies["bounced@example.org"] = "550 5.1.1 no such user"

@@ -46,18 +46,25 @@ def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         env = {
-            **os.environ, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "ERROR",
-            "DATABASE_URL": f"sqlite:///{folder}/bench.db", "OUTBOX_DIR": f"{folder}/outbox",
-            "DOUBLE_OPT_IN": "false", "SIGNUP_RATE_PER_MINUTE": "10000", "SMTP_HOST": "",
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "LOG_LEVEL": "ERROR",
+            "DATABASE_URL": f"sqlite:///{folder}/bench.db",
+            "OUTBOX_DIR": f"{folder}/outbox",
+            "DOUBLE_OPT_IN": "false",
+            "SIGNUP_RATE_PER_MINUTE": "10000",
+            "SMTP_HOST": "",
             "HTTP_MAX_CONNECTIONS": str(args.max_connections),
             "HTTP_HEADER_TIMEOUT": str(args.header_timeout),
-        }  # fmt: skip
+        }
         campaign = [sys.executable, "-m", "campaign", "db", "upgrade"]
         subprocess.run(campaign, env=env, cwd=ROOT, check=True, capture_output=True)
         service = subprocess.Popen(
             [sys.executable, str(ROOT / "run_scheduler.py"), "--http", f"127.0.0.1:{port}"],
-            env=env, cwd=ROOT, preexec_fn=_limit_files,
-        )  # fmt: skip
+            env=env,
+            cwd=ROOT,
+            preexec_fn=_limit_files,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(100):  # the service starting, not a schedule
@@ -78,8 +85,9 @@ def main() -> None:
                         sock.send(b"x")
                 started = time.monotonic()
                 try:
-                    answer = httpx.post(url + "/subscribe", data={"email": f"r{n}@example.org"},
-                                        timeout=10)  # fmt: skip
+                    answer = httpx.post(
+                        url + "/subscribe", data={"email": f"r{n}@example.org"}, timeout=10
+                    )
                     ok = answer.status_code == 200
                 except httpx.HTTPError:
                     ok = False

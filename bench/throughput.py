@@ -79,36 +79,55 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000, help="due emails (default 20,000)")
     parser.add_argument(
-        "--database", action="append", metavar="URL",
+        "--database",
+        action="append",
+        metavar="URL",
         help="'sqlite' (a temporary file) or a PostgreSQL URL; repeat for both (default sqlite)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--connections", type=int, nargs="+", default=[1], metavar="N",
+        "--connections",
+        type=int,
+        nargs="+",
+        default=[1],
+        metavar="N",
         help="SMTP connections, for the engine (SMTP_CONNECTIONS) and smtplib (default 1)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--day", type=int, nargs="+", default=[1], metavar="D",
+        "--day",
+        type=int,
+        nargs="+",
+        default=[1],
+        metavar="D",
         help="plan day of the step sent (default 1, a lesson; 0 is the welcome email)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--repeat", type=int, default=1, metavar="N",
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
         help="runs of each configuration; with more than one, their medians are printed too",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--spread", choices=("processes", "threads"), default="processes",
+        "--spread",
+        choices=("processes", "threads"),
+        default="processes",
         help="the engine's connections in one sender process each (default), or all in one",
-    )  # fmt: skip
+    )
     parser.add_argument("--sink", choices=SINKS, default="auto")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument(
-        "--parts", action="store_true",
+        "--parts",
+        action="store_true",
         help="also time the CPU of each part of an email (claim, compose, record, SMTP) in "
         "the scheduler process; meant for one connection in one process",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--profile", type=int, default=0, metavar="N",
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
         help="run the engine under cProfile and print its N costliest functions (slows it down)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     databases: list[str | None] = [
         None if url == "sqlite" else url for url in (args.database or ["sqlite"])
@@ -121,11 +140,17 @@ def main() -> None:
             for connections in args.connections:
                 runs = [
                     measure(
-                        url, args.count, connections, args.sink, args.profile, day,
-                        args.spread, args.parts,
+                        url,
+                        args.count,
+                        connections,
+                        args.sink,
+                        args.profile,
+                        day,
+                        args.spread,
+                        args.parts,
                     )
                     for _ in range(args.repeat)
-                ]  # fmt: skip
+                ]
                 results += runs
                 medians.append(median_of(runs))
     if args.repeat > 1:
@@ -189,20 +214,26 @@ def measure(
                 "engine",
                 {"profile": profile, "parts": parts},
                 engine_env(
-                    url, engine_sink.port, SMTP_CONNECTIONS=str(connections),
+                    url,
+                    engine_sink.port,
+                    SMTP_CONNECTIONS=str(connections),
                     SENDER_PROCESSES=str(processes),
                 ),
-            )  # fmt: skip
+            )
         with tempfile.NamedTemporaryFile(suffix=".eml") as file:
             file.write(message)
             file.flush()
             with smtp_sink(sink) as blast_sink:
                 blast = _worker(
                     "blast",
-                    {"port": blast_sink.port, "count": count, "connections": connections,
-                     "message": file.name},
+                    {
+                        "port": blast_sink.port,
+                        "count": count,
+                        "connections": connections,
+                        "message": file.name,
+                    },
                     dict(os.environ),
-                )  # fmt: skip
+                )
     engine_rate = engine["sent"] / engine["wall_s"]
     blast_rate = blast["sent"] / blast["wall_s"]
     result = {
@@ -234,21 +265,31 @@ def _print(r: dict[str, Any]) -> None:
         f"{r['sender_processes']} sender process(es), sink {r['sink']}, "
         f"load average {r['load_average']}"
     )
-    print(f"  engine          {engine['sent']} sent in {engine['wall_s']:.2f} s = "
-          f"{engine['rate']:.0f} emails/s   ({engine['summary']})")  # fmt: skip
-    print(f"  smtplib         {blast['sent']} sent in {blast['wall_s']:.2f} s = "
-          f"{blast['rate']:.0f} emails/s")  # fmt: skip
+    print(
+        f"  engine          {engine['sent']} sent in {engine['wall_s']:.2f} s = "
+        f"{engine['rate']:.0f} emails/s   ({engine['summary']})"
+    )
+    print(
+        f"  smtplib         {blast['sent']} sent in {blast['wall_s']:.2f} s = "
+        f"{blast['rate']:.0f} emails/s"
+    )
     print(f"  ratio           engine / smtplib = {r['ratio']:.2f}")
     verdict = "meets" if cpu_us <= CPU_TARGET_US else "misses"
-    print(f"  engine CPU      {engine['cpu_s']:.2f} s = {cpu_us:.0f} us per email "
-          f"({verdict} the {CPU_TARGET_US:.0f} us target); smtplib {blast['cpu_s']:.2f} s = "
-          f"{blast['cpu_s'] / max(blast['sent'], 1) * 1e6:.0f} us per email")  # fmt: skip
-    print(f"  sink CPU        engine run {engine['sink_cpu_s']:.2f} s, "
-          f"smtplib run {blast['sink_cpu_s']:.2f} s")  # fmt: skip
+    print(
+        f"  engine CPU      {engine['cpu_s']:.2f} s = {cpu_us:.0f} us per email "
+        f"({verdict} the {CPU_TARGET_US:.0f} us target); smtplib {blast['cpu_s']:.2f} s = "
+        f"{blast['cpu_s'] / max(blast['sent'], 1) * 1e6:.0f} us per email"
+    )
+    print(
+        f"  sink CPU        engine run {engine['sink_cpu_s']:.2f} s, "
+        f"smtplib run {blast['sink_cpu_s']:.2f} s"
+    )
     print(f"  engine peak RSS {engine['peak_rss_mb']:.0f} MB (the largest of its processes)")
     if engine["sent"] != r["count"] or blast["sent"] != r["count"]:
-        print(f"  WARNING         of {r['count']}, the engine sent {engine['sent']} "
-              f"(error: {engine['error']}) and smtplib {blast['sent']}")  # fmt: skip
+        print(
+            f"  WARNING         of {r['count']}, the engine sent {engine['sent']} "
+            f"(error: {engine['error']}) and smtplib {blast['sent']}"
+        )
     if engine.get("parts"):
         shares = ", ".join(f"{name} {us:.0f}" for name, us in engine["parts"].items())
         print(f"  CPU by part     us per email (this process's thread CPU): {shares}")
@@ -263,9 +304,13 @@ def _prepare(url: str, count: int, day: int) -> None:
     database.dispose()
     plan = load_plan(PLAN_PATH, TEMPLATES_DIR)
     load_campaign(
-        url, subscribers=count, due=count, plan_id=plan.id,
-        step_keys={step.day: step.key for step in plan.steps}, due_day=day,
-    )  # fmt: skip
+        url,
+        subscribers=count,
+        due=count,
+        plan_id=plan.id,
+        step_keys={step.day: step.key for step in plan.steps},
+        due_day=day,
+    )
 
 
 def _sample_message(url: str, day: int) -> bytes:
@@ -273,9 +318,12 @@ def _sample_message(url: str, day: int) -> bytes:
     app = build(Settings.from_env(engine_env(url, 25)), clock=FixedClock(NOW))
     step = next(step for step in app.plan.steps if step.day == day)
     composed = app.composer.compose(
-        step, Recipient(1, "reader1@example.org", "Reader1"),
-        message_id=app.composer.new_message_id(), now=NOW, delivery_id=1,
-    )  # fmt: skip
+        step,
+        Recipient(1, "reader1@example.org", "Reader1"),
+        message_id=app.composer.new_message_id(),
+        now=NOW,
+        delivery_id=1,
+    )
     app.close()
     return composed.data
 
@@ -284,8 +332,12 @@ def _worker(name: str, params: dict[str, Any], env: dict[str, str]) -> dict[str,
     """Run a worker in a fresh process (its own CPU and memory figures); its JSON result."""
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), name, json.dumps(params)],
-        env=env, cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"{name} worker failed ({done.returncode}):\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])

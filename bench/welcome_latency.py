@@ -56,9 +56,13 @@ class Arrivals:
         step = re.search(rb"X-Campaign-Step: \S+/(\S+)", content)
         with self.lock:
             self.items.append(
-                (envelope.rcpt_tos[0], step.group(1).decode() if step else "confirmation",
-                 arrived, content)
-            )  # fmt: skip
+                (
+                    envelope.rcpt_tos[0],
+                    step.group(1).decode() if step else "confirmation",
+                    arrived,
+                    content,
+                )
+            )
         return "250 OK"
 
     def wait_for(self, recipient: str, step: str, timeout: float = 30) -> tuple[float, bytes]:
@@ -87,18 +91,25 @@ def main() -> None:
     parser.add_argument("--database", default=None, help="PostgreSQL URL (default: temp SQLite)")
     parser.add_argument("--background", type=int, default=0, help="emails due in a bulk pass")
     parser.add_argument(
-        "--background-day", type=int, default=1, metavar="D",
+        "--background-day",
+        type=int,
+        default=1,
+        metavar="D",
         help="plan day of the bulk pass's step (default 1: a morning's lessons)",
-    )  # fmt: skip
+    )
     parser.add_argument("--connections", type=int, default=1, help="SMTP_CONNECTIONS")
     parser.add_argument("--processes", type=int, default=1, help="SENDER_PROCESSES (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     with scratch_database(args.database, "latency") as url:
         latencies, bulk_sent = measure(
-            url, args.count, args.background, args.connections, args.background_day,
+            url,
+            args.count,
+            args.background,
+            args.connections,
+            args.background_day,
             args.processes,
-        )  # fmt: skip
+        )
     ordered = sorted(latencies)
     figures = {
         "database": "postgresql" if args.database else "sqlite",
@@ -135,22 +146,35 @@ def measure(
     base = f"http://127.0.0.1:{http_port}"
     env = {
         **os.environ,
-        "DATABASE_URL": url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
-        "SMTP_SECURITY": "none", "SECRET_KEY": "latency-bench-secret-0123456789-0123456789",
-        "PUBLIC_BASE_URL": base, "SIGNUP_RATE_PER_MINUTE": "10000", "LOG_LEVEL": "WARNING",
-        "SMTP_CONNECTIONS": str(connections), "SENDER_PROCESSES": str(processes),
-    }  # fmt: skip
+        "DATABASE_URL": url,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_port),
+        "SMTP_SECURITY": "none",
+        "SECRET_KEY": "latency-bench-secret-0123456789-0123456789",
+        "PUBLIC_BASE_URL": base,
+        "SIGNUP_RATE_PER_MINUTE": "10000",
+        "LOG_LEVEL": "WARNING",
+        "SMTP_CONNECTIONS": str(connections),
+        "SENDER_PROCESSES": str(processes),
+    }
     subprocess.run(
-        [sys.executable, "-m", "campaign", "db", "upgrade"], env=env, cwd=ROOT, check=True,
+        [sys.executable, "-m", "campaign", "db", "upgrade"],
+        env=env,
+        cwd=ROOT,
+        check=True,
         capture_output=True,
-    )  # fmt: skip
+    )
     if background:
         plan = load_plan(PLAN_PATH, TEMPLATES_DIR)
         load_campaign(
-            url, subscribers=background, due=background, plan_id=plan.id,
+            url,
+            subscribers=background,
+            due=background,
+            plan_id=plan.id,
             step_keys={step.day: step.key for step in plan.steps},
-            now=SystemClock().now() - timedelta(minutes=1), due_day=day,
-        )  # fmt: skip
+            now=SystemClock().now() - timedelta(minutes=1),
+            due_day=day,
+        )
     service = subprocess.Popen(
         [sys.executable, "run_scheduler.py", "--http", f"127.0.0.1:{http_port}"], env=env, cwd=ROOT
     )

@@ -69,10 +69,13 @@ class App:
     def health(self) -> reports.Health:
         """This deployment's health as this process sees it (its scheduler, if one runs here)."""
         return reports.health(
-            self.db, self.clock.now(), tick_seconds=self.settings.tick_seconds,
-            paused_here=self.paused_reason, pass_failed_here=self.pass_failure,
+            self.db,
+            self.clock.now(),
+            tick_seconds=self.settings.tick_seconds,
+            paused_here=self.paused_reason,
+            pass_failed_here=self.pass_failure,
             plan_edit_refused_here=self.plan_edit_refused,
-        )  # fmt: skip
+        )
 
     def reload_plan_if_changed(self) -> bool:
         """Switch to an edited plan if, and only if, it is valid; True when it switched.
@@ -298,18 +301,33 @@ def build(
         db, plan, composer, transport, clock, owner_id(), policy, lease_clock=lease_clock
     )
     signups = Signups(
-        db, plan, composer, transport, settings.secret_key.get_secret_value(),
-        double_opt_in=settings.double_opt_in, confirm_token_days=settings.confirm_token_days,
-    )  # fmt: skip
+        db,
+        plan,
+        composer,
+        transport,
+        settings.secret_key.get_secret_value(),
+        double_opt_in=settings.double_opt_in,
+        confirm_token_days=settings.confirm_token_days,
+    )
     if settings.double_opt_in and plan.confirmation is None:
         raise PlanError(
             [plan.problem("confirmation", "DOUBLE_OPT_IN is on but the plan has no confirmation:")]
         )
     signup_mail = SignupMail(signups, dispatcher, clock, owner_id())
     return App(
-        settings, clock, db, plan, renderer, composer, transport, dispatcher, signups, Metrics(),
-        signup_mail, plan_fingerprint(settings),
-    )  # fmt: skip
+        settings,
+        clock,
+        db,
+        plan,
+        renderer,
+        composer,
+        transport,
+        dispatcher,
+        signups,
+        Metrics(),
+        signup_mail,
+        plan_fingerprint(settings),
+    )
 
 
 def _composer(settings: Settings, plan: Plan) -> tuple[Renderer, Composer]:

@@ -32,8 +32,10 @@ def main() -> int:
         # Our own CLI, with the step name as one argv item (no shell): nothing to inject into.
         rendered = subprocess.run(  # noqa: S603
             [sys.executable, "-m", "campaign", "preview", args.step, "--out", str(html)],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if rendered.returncode != 0:
             print(rendered.stderr, file=sys.stderr, end="")
             return rendered.returncode

@@ -46,9 +46,13 @@ def simulated_report(folder: Path) -> Path:
     chance = random.Random(7)  # noqa: S311 - not security: the same picture every run
     for n in range(200):
         subscriptions.subscribe(
-            app.db, app.plan, email=f"reader{n}@example.org", first_name=None,
-            timezone="Europe/Berlin", now=START,
-        )  # fmt: skip
+            app.db,
+            app.plan,
+            email=f"reader{n}@example.org",
+            first_name=None,
+            timezone="Europe/Berlin",
+            now=START,
+        )
     for hour in range(32 * 24):
         now = START + timedelta(hours=hour)
         clock.set(now)
@@ -70,9 +74,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         report = simulated_report(Path(scratch))
         config = uvicorn.Config(
-            create_studio(Settings.from_env({}), FixedClock(START).now), host="127.0.0.1",
-            port=8791, log_level="warning", timeout_graceful_shutdown=1,
-        )  # fmt: skip
+            create_studio(Settings.from_env({}), FixedClock(START).now),
+            host="127.0.0.1",
+            port=8791,
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+        )
         server = uvicorn.Server(config)
         threading.Thread(target=server.run, daemon=True).start()
         while not server.started:

@@ -56,9 +56,13 @@ class _Handler:
     command_delay: float = 0.0
 
     async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
         responses: list[str],
-    ) -> list[str]:  # fmt: skip
+    ) -> list[str]:
         await asyncio.sleep(self.command_delay)
         session.host_name = hostname
         if self.pipelining:

@@ -122,9 +122,13 @@ class Renderer:
         if unsafe:
             return None
         return _CompiledStep(
-            subject, preheader, html, text,
-            self._fixed(step.subject), self._fixed(step.preheader),
-        )  # fmt: skip
+            subject,
+            preheader,
+            html,
+            text,
+            self._fixed(step.subject),
+            self._fixed(step.preheader),
+        )
 
     def _compile_string(self, step: Step, name: str, source: str) -> Template | None:
         """A subject or preheader, compiled; its problems are reported at its own line."""

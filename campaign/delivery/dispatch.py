@@ -262,17 +262,21 @@ class Dispatcher:
         if self._too_late(claim, now):
             reason = f"more than {self.plan.skip_after} late (catch_up)"
             next_due = self._next_due(claim, None)
-            late = partial(store.record_late_skip, claim=claim, now=now, reason=reason,
-                           next_due_at=next_due)  # fmt: skip
+            late = partial(
+                store.record_late_skip, claim=claim, now=now, reason=reason, next_due_at=next_due
+            )
             if self._settle(claim, late, feed, result):
                 result.skipped += 1
             return
         recipient = Recipient(claim.subscriber_id, claim.email, claim.first_name)
         try:
             composed = self.composer.compose(
-                step, recipient, message_id=claim.message_id, now=now,
+                step,
+                recipient,
+                message_id=claim.message_id,
+                now=now,
                 delivery_id=claim.delivery_id,
-            )  # fmt: skip
+            )
         except RenderError as exc:
             # A plan edit may fix it: retried like a 4xx.
             log.warning("render failed for delivery %s: %s", claim.delivery_id, exc.message)
@@ -329,8 +333,9 @@ class Dispatcher:
         except Exception as exc:
             # Not a reply but a fault of ours sending this message: retried like a 4xx. The
             # session may be stuck mid-transaction, so the next message gets a new one.
-            log.warning("delivery %s: unexpected error while sending", claim.delivery_id,
-                        exc_info=True)  # fmt: skip
+            log.warning(
+                "delivery %s: unexpected error while sending", claim.delivery_id, exc_info=True
+            )
             error = f"unexpected error while sending: {_described(exc)}"
             self._temporary(claim, now, error, result, feed)
             raise _SessionSpoiled from exc
@@ -433,9 +438,10 @@ class Dispatcher:
             # Their unsubscribe (or a bounce) settled the step as skipped meanwhile: no engine
             # lost anything.
             log.info(
-                "delivery %s: subscriber %s left while it was being sent; the step stays "
-                "skipped", claim.delivery_id, claim.subscriber_id,
-            )  # fmt: skip
+                "delivery %s: subscriber %s left while it was being sent; the step stays skipped",
+                claim.delivery_id,
+                claim.subscriber_id,
+            )
             result.skipped += 1
         else:
             log.debug("delivery %s: claim lost before its outcome was recorded", claim.delivery_id)
@@ -453,8 +459,13 @@ class Dispatcher:
         """A failure no retry can cure, about this message only: the step fails, the plan goes
         on, the subscriber is not bounced."""
         log.warning("delivery %s failed: %s", claim.delivery_id, error)
-        failed = partial(store.record_failed, claim=claim, now=now, error=error,
-                         next_due_at=self._next_due(claim, None))  # fmt: skip
+        failed = partial(
+            store.record_failed,
+            claim=claim,
+            now=now,
+            error=error,
+            next_due_at=self._next_due(claim, None),
+        )
         if self._settle(claim, failed, feed, result):
             result.failed += 1
 
@@ -488,8 +499,9 @@ class Dispatcher:
         if attempts < self.policy.max_attempts:
             jitter = random.uniform(0.5, 1.5)  # noqa: S311
             retry_at = now + schedule.retry_delay(attempts, self.policy.retry_base_seconds, jitter)
-            retry = partial(store.record_retry, claim=claim, now=now, error=error,
-                            retry_at=retry_at)  # fmt: skip
+            retry = partial(
+                store.record_retry, claim=claim, now=now, error=error, retry_at=retry_at
+            )
             if self._settle(claim, retry, feed, result):
                 result.retried += 1
             return
@@ -513,8 +525,10 @@ class Dispatcher:
         if failures[0] >= self.policy.soft_bounce_limit:
             log.warning(
                 "subscriber %s suppressed: %d steps in a row failed (last: %s)",
-                claim.subscriber_id, failures[0], error,
-            )  # fmt: skip
+                claim.subscriber_id,
+                failures[0],
+                error,
+            )
 
     def _unknown(
         self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed
@@ -526,8 +540,14 @@ class Dispatcher:
             jitter = random.uniform(0.5, 1.5)  # noqa: S311
             delay = schedule.retry_delay(claim.attempts + 1, self.policy.retry_base_seconds, jitter)
             retry_at = now + delay
-        unknown = partial(store.record_unknown, claim=claim, now=now, error=error,
-                          retry_at=retry_at, next_due_at=self._next_due(claim, now))  # fmt: skip
+        unknown = partial(
+            store.record_unknown,
+            claim=claim,
+            now=now,
+            error=error,
+            retry_at=retry_at,
+            next_due_at=self._next_due(claim, now),
+        )
         if not self._settle(claim, unknown, feed, result):
             return
         result.unknown += 1

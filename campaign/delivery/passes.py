@@ -50,8 +50,16 @@ class PassResult:
     halted_by: BaseException | None = None
 
     def add(self, other: PassResult) -> None:
-        for name in ("sent", "retried", "failed", "bounced", "skipped", "released", "unknown",
-                     "lost"):  # fmt: skip
+        for name in (
+            "sent",
+            "retried",
+            "failed",
+            "bounced",
+            "skipped",
+            "released",
+            "unknown",
+            "lost",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def add_pass(self, other: PassResult) -> None:

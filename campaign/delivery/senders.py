@@ -72,8 +72,11 @@ class SenderPool:
                 if sender is not None and sender.alive():
                     continue
                 if sender is not None:
-                    log.error("sender process %d ended (exit code %s); starting it again",
-                              sender.number, sender.process.exitcode)  # fmt: skip
+                    log.error(
+                        "sender process %d ended (exit code %s); starting it again",
+                        sender.number,
+                        sender.process.exitcode,
+                    )
                     sender.close()
                 self._senders[n] = None
                 starting.append((n, _Sender.start(factory, n + 1)))
@@ -131,9 +134,11 @@ class _Sender:
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
         process = context.Process(
-            target=_serve, args=(theirs, factory, os.getpid()), daemon=True,
+            target=_serve,
+            args=(theirs, factory, os.getpid()),
+            daemon=True,
             name=f"campaign-sender-{number}",
-        )  # fmt: skip
+        )
         process.start()
         theirs.close()
         return cls(number, process, ours)
@@ -182,8 +187,9 @@ class _Sender:
             self.pipe.send(("exit", None))
         self.process.join(_EXIT_SECONDS)
         if self.process.is_alive():
-            log.error("sender process %d did not exit in %.0fs; killing it", self.number,
-                      _EXIT_SECONDS)  # fmt: skip
+            log.error(
+                "sender process %d did not exit in %.0fs; killing it", self.number, _EXIT_SECONDS
+            )
             self.process.kill()
             self.process.join()
         self.pipe.close()

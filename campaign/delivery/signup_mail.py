@@ -102,10 +102,13 @@ class SignupMail:
                     recipient = Recipient(claim.subscriber_id, claim.email, "")
                     try:
                         composed = composer.compose(
-                            step, recipient, message_id=composer.new_message_id(), now=now,
+                            step,
+                            recipient,
+                            message_id=composer.new_message_id(),
+                            now=now,
                             extra={"confirm_url": composer.confirm_url(claim.id, now)},
                             confirmation=True,
-                        )  # fmt: skip
+                        )
                         connection.send(composed.envelope, composed.data)
                     except (PermanentFailure, UnsendableAddress) as exc:
                         self._give_up(claim, exc.message, now)

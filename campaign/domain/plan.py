@@ -208,9 +208,15 @@ def _step(index: int, spec: StepSpec, ebook: Ebook | None, plan_path: Path) -> S
     if spec.attach and ebook is not None:
         attachments = (ebook.file, *attachments)
     return Step(
-        index, spec.key, spec.day, spec.subject, spec.preheader, spec.template, attachments,
+        index,
+        spec.key,
+        spec.day,
+        spec.subject,
+        spec.preheader,
+        spec.template,
+        attachments,
         spec.attach,
-    )  # fmt: skip
+    )
 
 
 def _parse_yaml(text: str, path: Path) -> Any:

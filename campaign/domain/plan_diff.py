@@ -26,12 +26,13 @@ def diff_plans(old: Plan, new: Plan) -> list[Change]:
     if old.id != new.id:
         changes.append(
             Change(
-                "plan", "id",
+                "plan",
+                "id",
                 f"{old.id} -> {new.id}: subscribers under {old.id!r} get nothing more unless "
                 f"moved first: `campaign plan rename {old.id} {new.id}`",
                 EVERYONE,
             )
-        )  # fmt: skip
+        )
     if old.send_time != new.send_time:
         changes.append(
             Change("plan", "send_time", f"{old.send_time:%H:%M} -> {new.send_time:%H:%M}", 0)
@@ -59,12 +60,13 @@ def diff_plans(old: Plan, new: Plan) -> list[Change]:
         if old_step.day != step.day:
             changes.append(
                 Change(
-                    "moved", key,
+                    "moved",
+                    key,
                     f"day {old_step.day} -> {step.day}: never sent twice; skipped by those "
                     f"already past day {step.day}",
                     old_step.day,
                 )
-            )  # fmt: skip
+            )
         fields = _changed_fields(old_step, step)
         if fields:
             changes.append(

@@ -15,21 +15,26 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.signups = Counter(
-            "campaign_signups", "Signup form submissions, by outcome.", ["outcome"],
+            "campaign_signups",
+            "Signup form submissions, by outcome.",
+            ["outcome"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.confirmations = Counter(
             "campaign_confirmations", "Double opt-in confirmations.", registry=self.registry
         )
         self.unsubscribes = Counter(
-            "campaign_unsubscribes", "Unsubscribes over HTTP, by method.", ["method"],
+            "campaign_unsubscribes",
+            "Unsubscribes over HTTP, by method.",
+            ["method"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.pass_seconds = Histogram(
-            "campaign_pass_seconds", "Duration of sending passes run by this process.",
+            "campaign_pass_seconds",
+            "Duration of sending passes run by this process.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900),
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.claims_lost = Counter(
             "campaign_claims_lost",
             "Claims this process lost to another engine after their lease ran out (it was "
@@ -48,9 +53,11 @@ class Metrics:
             registry=self.registry,
         )
         self.emails = Gauge(
-            "campaign_emails", "Deliveries in the database, by plan step and status.",
-            ["step", "status"], registry=self.registry,
-        )  # fmt: skip
+            "campaign_emails",
+            "Deliveries in the database, by plan step and status.",
+            ["step", "status"],
+            registry=self.registry,
+        )
         self.subscribers = Gauge(
             "campaign_subscribers", "Subscribers by status.", ["status"], registry=self.registry
         )
@@ -58,9 +65,10 @@ class Metrics:
             "campaign_backlog_due", "Emails due now and not yet sent.", registry=self.registry
         )
         self.last_pass_age = Gauge(
-            "campaign_last_pass_age_seconds", "Seconds since any scheduler finished a pass.",
+            "campaign_last_pass_age_seconds",
+            "Seconds since any scheduler finished a pass.",
             registry=self.registry,
-        )  # fmt: skip
+        )
 
         self.paused = Gauge(
             "campaign_sending_paused",

@@ -20,11 +20,16 @@ def render_report(numbers: dict[str, Any], generated: datetime) -> str:
         h = round(row["sent"] / top * (height - 20), 1)
         bars.append(
             {
-                "key": row["key"], "day": row["day"], "value": row["sent"],
-                "x": round(i * slot + gap / 2, 1), "w": round(slot - gap, 1),
-                "y": round(height - h, 1), "h": h, "show_label": i % 5 == 0 or i == len(steps) - 1,
+                "key": row["key"],
+                "day": row["day"],
+                "value": row["sent"],
+                "x": round(i * slot + gap / 2, 1),
+                "w": round(slot - gap, 1),
+                "y": round(height - h, 1),
+                "h": h,
+                "show_label": i % 5 == 0 or i == len(steps) - 1,
             }
-        )  # fmt: skip
+        )
     page = (Path(__file__).parent / "report.html").read_text(encoding="utf-8")
     environment = Environment(autoescape=True, undefined=StrictUndefined)
     return environment.from_string(page).render(

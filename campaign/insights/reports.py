@@ -170,8 +170,9 @@ def health(
     try:
         age, paused, refusal = sending_health(db, now)
     except Exception as exc:  # any failure to read the database means it cannot be used
-        return Health("error", "database-unreachable", f"database unreachable: {exc}", None,
-                      stale_after)  # fmt: skip
+        return Health(
+            "error", "database-unreachable", f"database unreachable: {exc}", None, stale_after
+        )
     if refusal is not None:
         # No pass can record anything, nor write a heartbeat that says so.
         detail = f"{DatabaseRefusesWrites(refusal).message}: sending is paused"
@@ -182,8 +183,9 @@ def health(
     if pass_failed_here:
         return Health("degraded", "pass-failed", pass_failed_here, age, stale_after)
     if age is None:
-        return Health("degraded", "no-pass-yet", "no scheduler has finished a pass yet", None,
-                      stale_after)  # fmt: skip
+        return Health(
+            "degraded", "no-pass-yet", "no scheduler has finished a pass yet", None, stale_after
+        )
     if age > stale_after:
         detail = f"the last pass finished {age:.0f} s ago (more than {stale_after:.0f} s)"
         return Health("degraded", "stale", detail, age, stale_after)

@@ -49,8 +49,13 @@ def _ics_text(value: str) -> str:
 def to_ics(plan_id: str, deliveries: list[Delivery]) -> str:
     """An iCalendar file with one 15-minute event per email, for a marketer's calendar."""
     stamp = deliveries[0].at.strftime("%Y%m%dT%H%M%SZ") if deliveries else "19700101T000000Z"
-    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//campaign-engine//simulate//EN",
-             "CALSCALE:GREGORIAN", "METHOD:PUBLISH"]  # fmt: skip
+    lines = [
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        "PRODID:-//campaign-engine//simulate//EN",
+        "CALSCALE:GREGORIAN",
+        "METHOD:PUBLISH",
+    ]
     for item in deliveries:
         lines += [
             "BEGIN:VEVENT",

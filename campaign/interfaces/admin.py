@@ -72,9 +72,12 @@ def start_side_services(app: App) -> SideServices:
     if listen is None:
         return side
     config = uvicorn.Config(
-        create_admin_app(app), host=listen[0], port=listen[1], log_level="warning",
+        create_admin_app(app),
+        host=listen[0],
+        port=listen[1],
+        log_level="warning",
         access_log=False,
-    )  # fmt: skip
+    )
     side.server = uvicorn.Server(config)
     side.thread = threading.Thread(target=_run, args=(side.server,), name="admin-http", daemon=True)
     side.thread.start()
@@ -85,8 +88,9 @@ def start_side_services(app: App) -> SideServices:
         # The public pages matter more than the metrics: say so loudly, and serve them.
         log.error(
             "the operators' listener could not start on ADMIN_LISTEN=%s (in use?): /metrics "
-            "is not served", app.settings.admin_listen,
-        )  # fmt: skip
+            "is not served",
+            app.settings.admin_listen,
+        )
     return side
 
 

@@ -174,7 +174,10 @@ def serve_studio(settings: Settings, port: int, now: Callable[[], datetime]) -> 
     import uvicorn
 
     config = uvicorn.Config(
-        create_studio(settings, now), host="127.0.0.1", port=port, log_level="warning",
+        create_studio(settings, now),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
         timeout_graceful_shutdown=1,
-    )  # fmt: skip
+    )
     uvicorn.Server(config).run()

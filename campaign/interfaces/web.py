@@ -154,9 +154,12 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
 
     def invalid_link(exc: InvalidToken) -> HTMLResponse:
         return page(
-            "error.html", 400, heading="This link does not work", message=exc.message,
+            "error.html",
+            400,
+            heading="This link does not work",
+            message=exc.message,
             signup_link=True,
-        )  # fmt: skip
+        )
 
     def visitor(request: Request, source: str = "") -> Visitor:
         return Visitor(
@@ -198,9 +201,12 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
             if wants_json:
                 return JSONResponse({"error": "too many signups; try again later"}, 429, headers)
             return page(
-                "error.html", 429, headers, heading="Please wait a moment",
+                "error.html",
+                429,
+                headers,
+                heading="Please wait a moment",
                 message="Too many signups from your address. Please try again in a minute.",
-            )  # fmt: skip
+            )
         try:
             fields = parse_fields(await read_body(request), body_kind(content_type))
         except BodyTooLarge:
@@ -214,22 +220,37 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
         try:
             result = await run_in_threadpool(
                 lambda: app.signups.signup(
-                    email=email, first_name=name, timezone=fields.get("timezone"),
-                    visitor=visitor(request, fields.get("source", "")), now=app.clock.now(),
+                    email=email,
+                    first_name=name,
+                    timezone=fields.get("timezone"),
+                    visitor=visitor(request, fields.get("source", "")),
+                    now=app.clock.now(),
                 )
-            )  # fmt: skip
+            )
         except InvalidAddress as exc:
             app.metrics.signups.labels(outcome="invalid").inc()
             message = f"Please enter a valid email address: {exc.message.split(': ', 1)[-1]}"
             if wants_json:
                 return JSONResponse({"error": message, "field": "email"}, 422)
-            return page("subscribe.html", 422, email=email, first_name=name, error=message,
-                        source=fields.get("source", ""))  # fmt: skip
+            return page(
+                "subscribe.html",
+                422,
+                email=email,
+                first_name=name,
+                error=message,
+                source=fields.get("source", ""),
+            )
         except BadInput as exc:  # a first name too long, ...: said on the form, kept as typed
             if wants_json:
                 return JSONResponse({"error": exc.message}, 422)
-            return page("subscribe.html", 422, email=email, first_name=name, error=exc.message,
-                        source=fields.get("source", ""))  # fmt: skip
+            return page(
+                "subscribe.html",
+                422,
+                email=email,
+                first_name=name,
+                error=exc.message,
+                source=fields.get("source", ""),
+            )
         app.metrics.signups.labels(outcome=result.outcome).inc()
         # No email in the request: its time (and the relay's health) would tell who is known.
         if result.confirmation_id is not None or result.enrollment_id is not None:
@@ -289,9 +310,12 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
     async def click(request: Request) -> Response:
         try:
             target = await run_in_threadpool(
-                clicks.follow, app.db, settings.secret_key.get_secret_value(),
-                request.path_params["token"], app.clock.now(),
-            )  # fmt: skip
+                clicks.follow,
+                app.db,
+                settings.secret_key.get_secret_value(),
+                request.path_params["token"],
+                app.clock.now(),
+            )
         except InvalidToken as exc:
             return invalid_link(exc)
         return RedirectResponse(target, 302, headers={"Referrer-Policy": "no-referrer"})
@@ -337,9 +361,12 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
         if "application/json" in request.headers.get("content-type", ""):
             return JSONResponse({"error": "temporarily unavailable; try again"}, 503, headers)
         return page(
-            "error.html", 503, headers, heading="Please try again in a minute",
+            "error.html",
+            503,
+            headers,
+            heading="Please try again in a minute",
             message="We could not save that just now. Nothing was changed: please try again.",
-        )  # fmt: skip
+        )
 
     async def bad_input(request: Request, exc: Exception) -> Response:
         # The visitor's own mistake (or an attacker's): say what it is, in words, not code.
@@ -357,9 +384,11 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
     web = Starlette(
         routes=routes,
         exception_handlers={
-            BadInput: bad_input, DatabaseError: database_unavailable, BodyTimeout: body_timeout,
+            BadInput: bad_input,
+            DatabaseError: database_unavailable,
+            BodyTimeout: body_timeout,
         },
-    )  # fmt: skip
+    )
     web.state.body_timeout = settings.http_body_timeout
     return web
 

@@ -68,8 +68,11 @@ def _fields(part: Message) -> list[Message]:
     if isinstance(payload, list):
         return [p for p in payload if isinstance(p, Message)]
     text = payload if isinstance(payload, str) else ""
-    return [message_from_bytes(block.encode("utf-8", "surrogateescape"), policy=policy.compat32)
-            for block in re.split(r"\r?\n\r?\n", text) if block.strip()]  # fmt: skip
+    return [
+        message_from_bytes(block.encode("utf-8", "surrogateescape"), policy=policy.compat32)
+        for block in re.split(r"\r?\n\r?\n", text)
+        if block.strip()
+    ]
 
 
 def _address(value: str | None) -> str | None:
@@ -189,9 +192,12 @@ def ingest(
                 if verdict.address is not None:
                     known = store.find_subscriber(session, verdict.address)
                     store.stop_mailing(
-                        session, known.id if known else None, status,
-                        email_hash(verdict.address), now,
-                    )  # fmt: skip
+                        session,
+                        known.id if known else None,
+                        status,
+                        email_hash(verdict.address),
+                        now,
+                    )
             shown = finding.address or "(recipient not named)"
             if verdict.address is None:
                 result.not_ours.append(f"{shown} ({verdict.reason}) from {path}")

@@ -14,8 +14,12 @@ from campaign.errors import BadInput
 
 COLUMNS = ("email", "first_name", "timezone")
 #: Header spellings people use for our columns, after lowercasing and `_` for spaces.
-ALIASES = {"e_mail": "email", "email_address": "email", "firstname": "first_name",
-           "time_zone": "timezone"}  # fmt: skip
+ALIASES = {
+    "e_mail": "email",
+    "email_address": "email",
+    "firstname": "first_name",
+    "time_zone": "timezone",
+}
 #: No real row is longer; a longer line is reported and skipped, never held in memory.
 MAX_LINE_CHARS = 64 * 1024
 #: Tried in this order: the first that makes the header name an `email` column wins.

@@ -85,17 +85,26 @@ class Signups:
                 return SignupResult("ignored")  # bounced or complained: until an operator clears
             if known is None:
                 subscriber_id = store.add_subscriber(
-                    session, email=address, first_name=name, timezone=zone,
+                    session,
+                    email=address,
+                    first_name=name,
+                    timezone=zone,
                     status="pending" if self.double_opt_in else "active",
-                    source=visitor.source_page[:200] or "web", now=now,
-                )  # fmt: skip
+                    source=visitor.source_page[:200] or "web",
+                    now=now,
+                )
                 status = "pending"
             else:
                 subscriber_id, status = known.id, known.status
             store.record_consent(
-                session, subscriber_id, kind="signup", at=now, ip=visitor.ip,
-                user_agent=visitor.user_agent, source_page=visitor.source_page,
-            )  # fmt: skip
+                session,
+                subscriber_id,
+                kind="signup",
+                at=now,
+                ip=visitor.ip,
+                user_agent=visitor.user_agent,
+                source_page=visitor.source_page,
+            )
             if status == "active":
                 return SignupResult("already-active")
             if status in ("bounced", "complained"):
@@ -161,9 +170,14 @@ class Signups:
                 raise tokens.InvalidToken("This link is no longer valid.")
             subscriber_id = link.subscriber_id
             store.record_consent(
-                session, subscriber_id, kind="confirm", at=now, ip=visitor.ip,
-                user_agent=visitor.user_agent, source_page=visitor.source_page,
-            )  # fmt: skip
+                session,
+                subscriber_id,
+                kind="confirm",
+                at=now,
+                ip=visitor.ip,
+                user_agent=visitor.user_agent,
+                source_page=visitor.source_page,
+            )
             if known.status == "active":
                 return None  # a second click: nothing restarts
             if known.status in ("bounced", "complained"):

@@ -125,9 +125,14 @@ def subscribe(
             if suppressed:
                 raise BadInput(f"{address} is suppressed; clear it first if they asked again")
             store.record_consent(
-                session, known.id, kind="operator", at=now, ip="", user_agent="",
+                session,
+                known.id,
+                kind="operator",
+                at=now,
+                ip="",
+                user_agent="",
                 source_page=source,
-            )  # fmt: skip
+            )
             store.set_subscriber_status(session, known.id, "active", now)
             store.enrol(session, known.id, plan.id, now)
             return SubscribeResult(known.email, created=False, status="active", restarted=True)
@@ -212,9 +217,14 @@ def import_rows(
                     done.problems.append((line, Suppressed(email).message))
                     continue
                 subscriber_id = store.add_subscriber(
-                    session, email=email, first_name=name, timezone=zone,
-                    status="active", source=source, now=now,
-                )  # fmt: skip
+                    session,
+                    email=email,
+                    first_name=name,
+                    timezone=zone,
+                    status="active",
+                    source=source,
+                    now=now,
+                )
                 store.enrol(session, subscriber_id, plan.id, now)
                 done.added += 1
         return done

@@ -138,9 +138,15 @@ def enrol_many(url: str, count: int, start: datetime = START) -> None:
 
 def scheduler_environ(env: dict[str, str], smtp_port: int) -> dict[str, str]:
     return {
-        **os.environ, **env, "PYTHONPATH": str(ROOT), "SMTP_PORT": str(smtp_port),
-        "LOG_LEVEL": "WARNING", "LEASE_SECONDS": "10", "TICK_SECONDS": "1", "BATCH_SIZE": "100",
-    }  # fmt: skip
+        **os.environ,
+        **env,
+        "PYTHONPATH": str(ROOT),
+        "SMTP_PORT": str(smtp_port),
+        "LOG_LEVEL": "WARNING",
+        "LEASE_SECONDS": "10",
+        "TICK_SECONDS": "1",
+        "BATCH_SIZE": "100",
+    }
 
 
 def wait_until(condition: Any, seconds: float) -> bool:

@@ -137,10 +137,17 @@ def test_import_reports_bad_rows_by_line_and_adds_nobody_twice(run: Run, tmp_pat
     stats = json.loads(run(*CAMPAIGN, "stats", "--json").stdout)
     assert stats["subscribers"]["active"] == 2
     assert stats["steps"][0] == {
-        "key": "welcome", "day": 0, "sent": 0, "bounced": 0, "failed": 0, "skipped": 0,
-        "unknown": 0, "pending": 2,
-        "unsubscribes_48h": 0, "clicks": 0,
-    }  # fmt: skip
+        "key": "welcome",
+        "day": 0,
+        "sent": 0,
+        "bounced": 0,
+        "failed": 0,
+        "skipped": 0,
+        "unknown": 0,
+        "pending": 2,
+        "unsubscribes_48h": 0,
+        "clicks": 0,
+    }
 
 
 def test_bad_input_exits_2_and_names_what_is_wrong(run: Run) -> None:
@@ -288,8 +295,12 @@ def test_bounces_ingest_reads_a_folder_of_reports_and_suppresses(run: Run, tmp_p
     assert any("dsn_delayed.eml: not a bounce" in line for line in lines)
     stats = json.loads(run(*CAMPAIGN, "stats", "--json").stdout)
     assert stats["subscribers"] == {
-        "pending": 0, "active": 1, "unsubscribed": 0, "bounced": 1, "complained": 1,
-    }  # fmt: skip
+        "pending": 0,
+        "active": 1,
+        "unsubscribed": 0,
+        "bounced": 1,
+        "complained": 1,
+    }
 
 
 def test_plan_diff_names_each_change_and_whom_it_touches(run: Run, tmp_path: Path) -> None:
@@ -303,8 +314,10 @@ def test_plan_diff_names_each_change_and_whom_it_touches(run: Run, tmp_path: Pat
     start = text.index("  - key: day06\n")
     block = text[start : text.index("  - key: day07\n")]
     text = text.replace(block, block.replace("key: day06", "key: bonus"))
-    text = text.replace('subject: "Why your upper back hurts (mostly good news)"',
-                        'subject: "Why the upper back hurts"')  # fmt: skip
+    text = text.replace(
+        'subject: "Why your upper back hurts (mostly good news)"',
+        'subject: "Why the upper back hurts"',
+    )
     new.write_text(text)
     result = run(*CAMPAIGN, "plan", "diff", str(ROOT / "plans" / "thirty_day.yaml"), str(new))
     assert result.returncode == 0, result.stderr

@@ -29,15 +29,19 @@ def run(env: dict[str, str], tmp_path: Path) -> Run:
     with the test environment and a wide terminal."""
 
     def call(*args: str, extra: dict[str, str] | None = None) -> Any:
-        environ = {**os.environ, **env, **(extra or {}), "PYTHONPATH": str(ROOT),
-                   "COLUMNS": "250"}  # fmt: skip
+        environ = {**os.environ, **env, **(extra or {}), "PYTHONPATH": str(ROOT), "COLUMNS": "250"}
         program = SCHEDULER if args[:1] == ("--scheduler",) else CAMPAIGN
         if program is SCHEDULER:
             args = args[1:]
         return subprocess.run(
-            [*program, *args], cwd=tmp_path, env=environ, capture_output=True, text=True,
-            timeout=120, errors="backslashreplace",
-        )  # fmt: skip
+            [*program, *args],
+            cwd=tmp_path,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            errors="backslashreplace",
+        )
 
     return call
 

@@ -42,8 +42,11 @@ def test_a_scheduler_killed_mid_pass_loses_nothing_and_repeats_at_most_one_per_c
     environ = {**scheduler_environ(env, port), "SMTP_CONNECTIONS": str(KILL_TEST_CONNECTIONS)}
     first = subprocess.Popen(
         [sys.executable, str(ROOT / "run_scheduler.py"), "--once", "--now", START.isoformat()],
-        cwd=tmp_path, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert wait_until(lambda: handler.total() >= KILL_TEST_EMAILS // 2, 600)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
@@ -54,8 +57,13 @@ def test_a_scheduler_killed_mid_pass_loses_nothing_and_repeats_at_most_one_per_c
     after_leases = (START + timedelta(seconds=11)).isoformat()
     second = subprocess.run(
         [sys.executable, str(ROOT / "run_scheduler.py"), "--once", "--now", after_leases],
-        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert second.returncode == 0, second.stderr
     duplicates = handler.total() - handler.distinct()
     print(
@@ -119,9 +127,12 @@ def test_a_postgresql_restart_mid_pass_is_survived(
     enrol_many(env["DATABASE_URL"], 1000)
     scheduler = subprocess.Popen(
         [sys.executable, str(ROOT / "run_scheduler.py"), "--once", "--now", START.isoformat()],
-        cwd=tmp_path, env=scheduler_environ(env, port), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=scheduler_environ(env, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert wait_until(lambda: handler.total() >= 150, 120)
     restart = [control, "--skip-systemctl-redirect", version, "main", "restart"]
     subprocess.run(restart, check=True, capture_output=True, timeout=120)
@@ -165,9 +176,13 @@ def test_sigterm_while_waiting_under_a_rate_limit_stops_within_seconds(
     enrol_many(env["DATABASE_URL"], 5, start=SystemClock().now() - timedelta(hours=1))
     environ = {**scheduler_environ(env, port), "SEND_RATE_PER_HOUR": "60", "LEASE_SECONDS": "300"}
     service = subprocess.Popen(
-        [sys.executable, str(ROOT / "run_scheduler.py")], cwd=tmp_path, env=environ,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, str(ROOT / "run_scheduler.py")],
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     sending = wait_until(lambda: handler.total() >= 1, 60)
     service.send_signal(signal.SIGTERM)  # in any case: a failed test leaves no service running
     asked = time.monotonic()

@@ -16,8 +16,11 @@ SOURCE = ROOT / "assets" / "ebook" / "concepts-of-self-healing.md"
 def _build(source: Path, out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "build_ebook.py"), str(source), "--out", str(out)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_the_shipped_pdf_is_what_its_source_builds(tmp_path: Path) -> None:

@@ -98,8 +98,10 @@ def test_every_email_scores_below_2_with_spamassassin(emails: list[Email], tmp_p
             handle.write(email.composed.data.replace(b"\r\n", b"\n") + b"\n")
     report = subprocess.run(
         [str(spamassassin), "-L", "-t", "--mbox", str(mbox)],
-        capture_output=True, timeout=600, check=True,
-    ).stdout.decode("utf-8", "replace")  # fmt: skip
+        capture_output=True,
+        timeout=600,
+        check=True,
+    ).stdout.decode("utf-8", "replace")
     scores = dict(
         zip(
             re.findall(r"^X-Campaign-Step: [^/]+/(\S+)", report, re.MULTILINE),

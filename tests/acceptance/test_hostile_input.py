@@ -28,8 +28,9 @@ def open_site(engine: EngineFactory, smtp_server: SMTPServer) -> Iterator[Site]:
     """The site with the signup rate limit out of the way: these tests send many requests."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    app, clock = engine(NOW, PUBLIC_BASE_URL=url, SIGNUP_RATE_PER_MINUTE="10000",
-                        TRACK_CLICKS="true")  # fmt: skip
+    app, clock = engine(
+        NOW, PUBLIC_BASE_URL=url, SIGNUP_RATE_PER_MINUTE="10000", TRACK_CLICKS="true"
+    )
     make_service(app).run_pass(NOW)  # a heartbeat: /healthz is 200, so any 5xx is a fault
     serving = _serve(app, port)
     next(serving)
@@ -160,14 +161,16 @@ def test_hostile_form_bodies_get_a_clear_answer(open_site: Site) -> None:
     assert stored["subscriber"]["timezone"] == "UTC"
     assert _subscribers(open_site) == 2  # the two odd time zones, and nothing else
     refused = open_site.http.post(
-        "/subscribe", content=FORM_BODIES["NUL in first name"],
+        "/subscribe",
+        content=FORM_BODIES["NUL in first name"],
         headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )  # fmt: skip
+    )
     assert "control characters" in refused.text
     flood = open_site.http.post(
-        "/subscribe", content=FORM_BODIES["many fields"],
+        "/subscribe",
+        content=FORM_BODIES["many fields"],
         headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )  # fmt: skip
+    )
     assert "too many fields" in flood.text
 
 
@@ -407,15 +410,17 @@ def test_fuzzed_signup_fields_get_the_normal_answer_or_a_clear_4xx(open_site: Si
         fields = {"email": email, **others}
         if as_json:  # json.dumps escapes a lone surrogate as \\ud800, as a client's JSON would
             response = open_site.http.post(
-                "/subscribe", content=json.dumps(fields).encode(),
+                "/subscribe",
+                content=json.dumps(fields).encode(),
                 headers={"Content-Type": "application/json"},
-            )  # fmt: skip
+            )
         else:
             body = urlencode(fields, errors="surrogatepass").encode()
             response = open_site.http.post(
-                "/subscribe", content=body,
+                "/subscribe",
+                content=body,
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )  # fmt: skip
+            )
         assert response.status_code == 200 or 400 <= response.status_code < 500, fields
         for leak in LEAKS:
             assert leak not in response.text

@@ -20,9 +20,14 @@ CAMPAIGN = [sys.executable, "-m", "campaign"]
 
 def _run(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        list(args), cwd=cwd, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        list(args),
+        cwd=cwd,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_a_second_sender_on_sqlite_is_refused_naming_the_first(
@@ -33,10 +38,12 @@ def test_a_second_sender_on_sqlite_is_refused_naming_the_first(
     log = tmp_path / "service.log"
     with log.open("wb") as output:
         service = subprocess.Popen(
-            [sys.executable, str(ROOT / "run_scheduler.py")], cwd=tmp_path,
+            [sys.executable, str(ROOT / "run_scheduler.py")],
+            cwd=tmp_path,
             env={**os.environ, **env, "PYTHONPATH": str(ROOT), "TICK_SECONDS": "1"},
-            stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 30
         while "pass at=" not in log.read_text() and time.monotonic() < deadline:

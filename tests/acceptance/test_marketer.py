@@ -63,9 +63,12 @@ def studio(content: Path) -> Iterator[str]:
     port = free_port()
     clock = FixedClock(START)
     config = uvicorn.Config(
-        create_studio(settings, clock.now), host="127.0.0.1", port=port, log_level="warning",
+        create_studio(settings, clock.now),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
         timeout_graceful_shutdown=1,
-    )  # fmt: skip
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -133,9 +136,14 @@ def test_simulate_agrees_with_a_real_walk_of_tick(
 
     def campaign(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "campaign", *args], cwd=tmp_path, env=environ,
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            [sys.executable, "-m", "campaign", *args],
+            cwd=tmp_path,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -156,17 +164,28 @@ def test_simulate_agrees_with_a_real_walk_of_tick(
         )
     )
     assert len(plan) == 8
-    campaign("subscribe", "sim@example.org", "--name", "Sim", "--timezone", "Europe/Berlin",
-             "--now", start)  # fmt: skip
+    campaign(
+        "subscribe",
+        "sim@example.org",
+        "--name",
+        "Sim",
+        "--timezone",
+        "Europe/Berlin",
+        "--now",
+        start,
+    )
     for item in plan:
         before = datetime.fromisoformat(item["at"]) - timedelta(minutes=1)
         campaign("tick", "--now", before.isoformat())  # nothing is due a minute early
         campaign("tick", "--now", item["at"])
     sent = [
-        (str(r.message["X-Campaign-Step"]).split("/")[1],
-         parsedate_to_datetime(str(r.message["Date"])), str(r.message["Subject"]))
+        (
+            str(r.message["X-Campaign-Step"]).split("/")[1],
+            parsedate_to_datetime(str(r.message["Date"])),
+            str(r.message["Subject"]),
+        )
         for r in smtp_server.to("sim@example.org")
-    ]  # fmt: skip
+    ]
     expected = [(i["step"], datetime.fromisoformat(i["at"]), i["subject"]) for i in plan]
     assert [(k, at) for k, at, _ in sent] == [(k, at) for k, at, _ in expected]
     assert [s for _, _, s in sent] == [s for _, _, s in expected]
@@ -179,11 +198,24 @@ def test_simulate_writes_a_calendar_file(env: dict[str, str], tmp_path: Path) ->
     import os
 
     done = subprocess.run(
-        [sys.executable, "-m", "campaign", "simulate", "--start", START.isoformat(),
-         "--timezone", "Asia/Kolkata", "--format", "ics"],
-        cwd=tmp_path, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        capture_output=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "campaign",
+            "simulate",
+            "--start",
+            START.isoformat(),
+            "--timezone",
+            "Asia/Kolkata",
+            "--format",
+            "ics",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     calendar = done.stdout.decode("utf-8")
     assert calendar.startswith("BEGIN:VCALENDAR\r\n")
@@ -252,9 +284,13 @@ def test_the_report_opens_in_a_browser_with_the_funnel_chart(
     app, clock = engine(START)
     for n in range(3):
         subscriptions.subscribe(
-            app.db, app.plan, email=f"r{n}@example.org", first_name=None, timezone="UTC",
+            app.db,
+            app.plan,
+            email=f"r{n}@example.org",
+            first_name=None,
+            timezone="UTC",
             now=START,
-        )  # fmt: skip
+        )
     for instant in hours(START, 3 * 24):
         tick(app, clock, instant)
     report = tmp_path / "report.html"
@@ -277,9 +313,13 @@ def test_send_test_all_sends_the_whole_month_to_one_inbox(
 
     done = subprocess.run(
         [sys.executable, "-m", "campaign", "send-test", "--all", "--to", "review@example.org"],
-        cwd=tmp_path, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     subjects = [str(r.message["Subject"]) for r in smtp_server.to("review@example.org")]
     assert len(subjects) == 31

@@ -176,23 +176,27 @@ def test_import_never_resubscribes_and_subscribe_does_only_when_asked(site: Site
     it only with resubscribe=True, recording an operator consent; a forgotten address stays
     refused."""
     db, plan = site.app.db, site.app.plan
-    subscriptions.subscribe(db, plan, email="old@example.org", first_name=None, timezone=None,
-                            now=NOW)  # fmt: skip
+    subscriptions.subscribe(
+        db, plan, email="old@example.org", first_name=None, timezone=None, now=NOW
+    )
     tick(site.app, site.clock, NOW)
     subscriptions.unsubscribe(db, email="old@example.org", now=NOW)
     report = subscriptions.import_rows(db, plan, [(2, {"email": "OLD@example.org"})], now=NOW)
     assert (report.added, report.already_known) == (0, 1)
-    plain = subscriptions.subscribe(db, plan, email="old@example.org", first_name=None,
-                                    timezone=None, now=NOW)  # fmt: skip
+    plain = subscriptions.subscribe(
+        db, plan, email="old@example.org", first_name=None, timezone=None, now=NOW
+    )
     assert (plain.created, plain.restarted, plain.status) == (False, False, "unsubscribed")
     tick(site.app, site.clock, NOW + timedelta(hours=1))
     assert _steps(site, "old@example.org") == ["welcome"]
 
-    again = subscriptions.subscribe(db, plan, email="old@example.org", first_name=None,
-                                    timezone=None, now=NOW, resubscribe=True)  # fmt: skip
+    again = subscriptions.subscribe(
+        db, plan, email="old@example.org", first_name=None, timezone=None, now=NOW, resubscribe=True
+    )
     assert again.restarted
-    twice = subscriptions.subscribe(db, plan, email="old@example.org", first_name=None,
-                                    timezone=None, now=NOW, resubscribe=True)  # fmt: skip
+    twice = subscriptions.subscribe(
+        db, plan, email="old@example.org", first_name=None, timezone=None, now=NOW, resubscribe=True
+    )
     assert not twice.restarted  # already active: nothing restarts
     tick(site.app, site.clock, NOW + timedelta(hours=2))
     assert _steps(site, "old@example.org") == ["welcome", "welcome"]
@@ -200,5 +204,12 @@ def test_import_never_resubscribes_and_subscribe_does_only_when_asked(site: Site
     assert [c["kind"] for c in consents] == ["operator"]
     signups.forget_person(db, "old@example.org", NOW)
     with pytest.raises(subscriptions.Suppressed):
-        subscriptions.subscribe(db, plan, email="old@example.org", first_name=None,
-                                timezone=None, now=NOW, resubscribe=True)  # fmt: skip
+        subscriptions.subscribe(
+            db,
+            plan,
+            email="old@example.org",
+            first_name=None,
+            timezone=None,
+            now=NOW,
+            resubscribe=True,
+        )

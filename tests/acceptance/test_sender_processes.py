@@ -55,9 +55,12 @@ def test_a_killed_scheduler_takes_its_sender_processes_with_it(
     environ = {**scheduler_environ(env, port), **SENDERS}
     command = [sys.executable, str(ROOT / "run_scheduler.py"), "--once"]
     first = subprocess.Popen(
-        [*command, "--now", START.isoformat()], cwd=tmp_path, env=environ,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [*command, "--now", START.isoformat()],
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert wait_until(lambda: handler.total() >= 200, 120)
     senders = _children(first.pid)
     assert senders, "no sender process was running"
@@ -73,8 +76,13 @@ def test_a_killed_scheduler_takes_its_sender_processes_with_it(
     wait_for_leases_to_run_out(env["DATABASE_URL"])
     second = subprocess.run(
         [*command, "--now", (START + timedelta(seconds=11)).isoformat()],
-        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     duplicates = handler.total() - handler.distinct()
     print(f"\nkilled after {killed_at} of {EMAILS}; duplicates after restart: {duplicates}")
     assert second.returncode == 0, second.stderr
@@ -93,9 +101,13 @@ def test_sigterm_stops_the_service_and_its_sender_processes_within_seconds(
     enrol_many(env["DATABASE_URL"], EMAILS, start=SystemClock().now() - timedelta(hours=1))
     environ = {**scheduler_environ(env, port), **SENDERS, "LEASE_SECONDS": "300"}
     service = subprocess.Popen(
-        [sys.executable, str(ROOT / "run_scheduler.py")], cwd=tmp_path, env=environ,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, str(ROOT / "run_scheduler.py")],
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     sending = wait_until(lambda: handler.total() >= 200, 120)
     senders = _children(service.pid)
     service.send_signal(signal.SIGTERM)  # in any case: a failed test leaves no service running
@@ -110,8 +122,13 @@ def test_sigterm_stops_the_service_and_its_sender_processes_within_seconds(
     assert handler.total() < EMAILS, "the pass had finished before SIGTERM: nothing was tested"
     assert leases(env["DATABASE_URL"]) == 0  # given back, not left to expire
     rest = subprocess.run(
-        [sys.executable, str(ROOT / "run_scheduler.py"), "--once"], cwd=tmp_path, env=environ,
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        [sys.executable, str(ROOT / "run_scheduler.py"), "--once"],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert rest.returncode == 0, rest.stderr
     assert handler.distinct() == handler.total() == EMAILS

@@ -155,9 +155,12 @@ def test_the_limit_holds_across_instances_on_one_database(
     other, _ = engine(NOW)
     site.signup("victim@example.org")
     result = other.signups.signup(
-        email="victim@example.org", first_name=None, timezone=None,
-        visitor=signups.Visitor(ip="198.51.100.1"), now=NOW + timedelta(minutes=5),
-    )  # fmt: skip
+        email="victim@example.org",
+        first_name=None,
+        timezone=None,
+        visitor=signups.Visitor(ip="198.51.100.1"),
+        now=NOW + timedelta(minutes=5),
+    )
     assert result.outcome == "confirmation-limited"
     other.signup_mail.drain(NOW + timedelta(minutes=5))
     assert len(site.mail_to("victim@example.org")) == 1
@@ -301,14 +304,21 @@ def test_the_confirmation_leaves_within_seconds_whatever_the_tick(
     url = f"http://127.0.0.1:{port}"
     where = f"127.0.0.1:{port}" if command[0] == "run_scheduler.py" else str(port)
     settings = {
-        **os.environ, **env, "PYTHONPATH": str(ROOT), "TICK_SECONDS": "3600",
-        "PUBLIC_BASE_URL": url, "ADMIN_LISTEN": f"127.0.0.1:{admin_port}",
-    }  # fmt: skip
+        **os.environ,
+        **env,
+        "PYTHONPATH": str(ROOT),
+        "TICK_SECONDS": "3600",
+        "PUBLIC_BASE_URL": url,
+        "ADMIN_LISTEN": f"127.0.0.1:{admin_port}",
+    }
     with (tmp_path / "service.log").open("wb") as log:
         service = subprocess.Popen(
-            [sys.executable, *command, where], cwd=ROOT, env=settings, stdout=log,
+            [sys.executable, *command, where],
+            cwd=ROOT,
+            env=settings,
+            stdout=log,
             stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
     try:
         with httpx.Client(base_url=url, timeout=10) as http:
             _wait_for(lambda: _answers_at(http, "/subscribe"))

@@ -28,10 +28,13 @@ def server(engine: EngineFactory) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     app, _ = engine(
-        NOW, PUBLIC_BASE_URL=url, SIGNUP_RATE_PER_MINUTE="1000",
-        HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT), HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT),
+        NOW,
+        PUBLIC_BASE_URL=url,
+        SIGNUP_RATE_PER_MINUTE="1000",
+        HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
+        HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT),
         HTTP_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
-    )  # fmt: skip
+    )
     app.signups.double_opt_in = False  # the welcome is sent during the signup request
     serving = _serve(app, port)
     next(serving)

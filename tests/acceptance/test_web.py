@@ -51,13 +51,21 @@ def test_signup_then_confirm_sends_the_welcome_email_at_once(site: Site) -> None
 def test_a_known_address_gets_the_same_answer_as_a_new_one(site: Site) -> None:
     """Whether an address is new, pending, active or unsubscribed, the answer is identical."""
     subscriptions.subscribe(
-        site.app.db, site.app.plan, email="active@example.org", first_name=None,
-        timezone=None, now=NOW,
-    )  # fmt: skip
+        site.app.db,
+        site.app.plan,
+        email="active@example.org",
+        first_name=None,
+        timezone=None,
+        now=NOW,
+    )
     subscriptions.subscribe(
-        site.app.db, site.app.plan, email="gone@example.org", first_name=None,
-        timezone=None, now=NOW,
-    )  # fmt: skip
+        site.app.db,
+        site.app.plan,
+        email="gone@example.org",
+        first_name=None,
+        timezone=None,
+        now=NOW,
+    )
     subscriptions.unsubscribe(site.app.db, email="gone@example.org", now=NOW)
     answers = [
         site.signup(email)
@@ -313,9 +321,11 @@ def test_healthz_and_metrics_say_when_sending_is_paused(
     port, admin_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     app, _ = engine(
-        NOW, PUBLIC_BASE_URL=url, SMTP_PORT=str(free_port()),  # nobody there
+        NOW,
+        PUBLIC_BASE_URL=url,
+        SMTP_PORT=str(free_port()),  # nobody there
         ADMIN_LISTEN=f"127.0.0.1:{admin_port}",
-    )  # fmt: skip
+    )
     subscriptions.subscribe(
         app.db, app.plan, email="wait@example.org", first_name=None, timezone=None, now=NOW
     )
@@ -383,16 +393,20 @@ def test_a_refused_plan_edit_shows_in_healthz_and_a_gauge_until_fixed(
         service.run_pass(instant)
         health = httpx.get(url + "/healthz")
         gauge = next(
-            line for line in app.metrics.render().decode().splitlines()  # as ADMIN_LISTEN shows
+            line
+            for line in app.metrics.render().decode().splitlines()  # as ADMIN_LISTEN shows
             if line.startswith("campaign_plan_edit_refused ")
-        )  # fmt: skip
+        )
         return health.status_code, {**health.json(), "detail": app.health().detail}, gauge
 
     try:
         code, body, gauge = health_at(NOW)
         assert (code, body["status"], body["reason"], gauge) == (
-            200, "ok", "ok", "campaign_plan_edit_refused 0.0",
-        )  # fmt: skip
+            200,
+            "ok",
+            "ok",
+            "campaign_plan_edit_refused 0.0",
+        )
         original = plan_file.read_text()
         broken = original.replace("template: day01.html", "template: day01-missing.html")
         plan_file.write_text(broken)
@@ -407,8 +421,11 @@ def test_a_refused_plan_edit_shows_in_healthz_and_a_gauge_until_fixed(
         plan_file.write_text(original)
         code, body, gauge = health_at(NOW + timedelta(hours=3))
         assert (code, body["status"], body["reason"], gauge) == (
-            200, "ok", "ok", "campaign_plan_edit_refused 0.0",
-        )  # fmt: skip
+            200,
+            "ok",
+            "ok",
+            "campaign_plan_edit_refused 0.0",
+        )
 
         plan_file.write_text(original.replace("id: thirty-day-self-healing", "id: renamed", 1))
         code, body, gauge = health_at(NOW + timedelta(hours=22))  # day 1, 07:00 UTC

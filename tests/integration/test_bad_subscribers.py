@@ -35,18 +35,31 @@ from tests.smtp_server import Received, SMTPServer, free_port
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 #: every header a step's message has, each once: anything else was injected.
 HEADERS = {
-    "from", "to", "subject", "date", "message-id", "mime-version", "list-unsubscribe",
-    "list-unsubscribe-post", "x-campaign-step", "content-type",
-}  # fmt: skip
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "x-campaign-step",
+    "content-type",
+}
 
 
 def _add(app: App, email: str, name: str) -> int:
     """Store a subscriber as given, bypassing every input check, and enrol them."""
     with app.db.transaction() as session:
         subscriber_id = store.add_subscriber(
-            session, email=email, first_name=name, timezone="UTC", status="active",
-            source="test", now=START,
-        )  # fmt: skip
+            session,
+            email=email,
+            first_name=name,
+            timezone="UTC",
+            status="active",
+            source="test",
+            now=START,
+        )
         store.enrol(session, subscriber_id, app.plan.id, START)
     return subscriber_id
 
@@ -107,9 +120,14 @@ def test_one_bad_subscriber_of_each_kind_fails_alone(
             assert error is not None
             assert "cannot build message: cannot send to" in error
     assert sorted(r.recipients[0] for r in smtp_server.received) == sorted(
-        ["x@xn--strae-oqa.de", "ü@example.org", "control@example.org", "long@example.org",
-         "fine@example.org"]
-    )  # fmt: skip
+        [
+            "x@xn--strae-oqa.de",
+            "ü@example.org",
+            "control@example.org",
+            "long@example.org",
+            "fine@example.org",
+        ]
+    )
     for received in smtp_server.received:
         _assert_well_formed(received)
     reasons = [p["reason"] for p in reports.stats(app.db, app.plan)["problems"]]
@@ -118,14 +136,28 @@ def test_one_bad_subscriber_of_each_kind_fails_alone(
 
 # Hostile pieces, beyond arbitrary text: what attackers and old CSV files hold.
 ODD_NAMES = [
-    "Eve\r\nBcc: victim@example.net", "=?utf-8?q?x=0D=0ABcc:_victim@example.net?=",
-    "{{ 7*7 }}", "<script>alert(1)</script>", "\u2028\u2029\u0085", "\x1b[2J", "‮evil",
+    "Eve\r\nBcc: victim@example.net",
+    "=?utf-8?q?x=0D=0ABcc:_victim@example.net?=",
+    "{{ 7*7 }}",
+    "<script>alert(1)</script>",
+    "\u2028\u2029\u0085",
+    "\x1b[2J",
+    "‮evil",
     "x" * 300,
-]  # fmt: skip
+]
 DOMAINS = [
-    "example.org", "straße.de", "xn--strae-oqa.de", "Bücher.example.com", "-bad.de",
-    "exa mple.org", "", "[127.0.0.1]", "localhost", "a..b", "ex\u200dample.org",
-]  # fmt: skip
+    "example.org",
+    "straße.de",
+    "xn--strae-oqa.de",
+    "Bücher.example.com",
+    "-bad.de",
+    "exa mple.org",
+    "",
+    "[127.0.0.1]",
+    "localhost",
+    "a..b",
+    "ex\u200dample.org",
+]
 
 
 def _hostile(no_nul: bool, name_limit: int) -> st.SearchStrategy[tuple[str, str]]:

@@ -25,19 +25,29 @@ def _seed(db: Database, count: int) -> None:
     with db.transaction() as session:
         for n in range(count):
             subscriber_id = store.add_subscriber(
-                session, email=f"s{n}@example.org", first_name="", timezone="UTC",
-                status="active", source="test", now=NOW,
-            )  # fmt: skip
+                session,
+                email=f"s{n}@example.org",
+                first_name="",
+                timezone="UTC",
+                status="active",
+                source="test",
+                now=NOW,
+            )
             store.enrol(session, subscriber_id, "plan", NOW)
 
 
 def _claim(db: Database, owner: str, limit: int = 1000) -> list[Claim]:
     with db.transaction() as session:
         return store.claim_due(
-            session, plan_id="plan", steps=STEPS, now=NOW, owner=owner,
-            lease_until=NOW + timedelta(minutes=5), limit=limit,
+            session,
+            plan_id="plan",
+            steps=STEPS,
+            now=NOW,
+            owner=owner,
+            lease_until=NOW + timedelta(minutes=5),
+            limit=limit,
             new_message_id=lambda: f"<{uuid.uuid4().hex}@example.org>",
-        )  # fmt: skip
+        )
 
 
 def test_two_claimers_at_once_never_claim_the_same_step(database_url: str) -> None:
@@ -71,10 +81,16 @@ def _claim_at(
     """Claim as an engine whose own clock reads `now`, under `lease`."""
     with db.transaction() as session:
         return store.claim_due(
-            session, plan_id="plan", steps=STEPS, now=now, owner=owner,
-            lease_until=now + timedelta(seconds=lease.seconds), limit=limit,
-            new_message_id=lambda: f"<{uuid.uuid4().hex}@example.org>", lease=lease,
-        )  # fmt: skip
+            session,
+            plan_id="plan",
+            steps=STEPS,
+            now=now,
+            owner=owner,
+            lease_until=now + timedelta(seconds=lease.seconds),
+            limit=limit,
+            new_message_id=lambda: f"<{uuid.uuid4().hex}@example.org>",
+            lease=lease,
+        )
 
 
 def test_a_claimed_step_is_not_due_again_until_its_lease_ends(database_url: str) -> None:
@@ -150,9 +166,13 @@ def test_the_database_refuses_a_second_delivery_row_for_a_step(database_url: str
         connection.execute(
             Delivery.__table__.insert(),
             {
-                "enrollment_id": claim.enrollment_id, "step_key": claim.step_key,
-                "status": "queued", "attempts": 0, "message_id": "<other@example.org>",
-                "created_at": NOW, "updated_at": NOW,
+                "enrollment_id": claim.enrollment_id,
+                "step_key": claim.step_key,
+                "status": "queued",
+                "attempts": 0,
+                "message_id": "<other@example.org>",
+                "created_at": NOW,
+                "updated_at": NOW,
             },
-        )  # fmt: skip
+        )
     db.dispose()

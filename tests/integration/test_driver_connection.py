@@ -29,9 +29,14 @@ def db(database_url: str) -> Iterator[Database]:
 def _subscriber(db: Database) -> int:
     with db.transaction() as session:
         return store.add_subscriber(
-            session, email="ann@example.org", first_name="Ann", timezone="UTC",
-            status="active", source="test", now=NOW,
-        )  # fmt: skip
+            session,
+            email="ann@example.org",
+            first_name="Ann",
+            timezone="UTC",
+            status="active",
+            source="test",
+            now=NOW,
+        )
 
 
 def _first_name(db: Database, subscriber_id: int) -> str:

@@ -19,9 +19,14 @@ NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 def _subscriber(db: Database, email: str = "ann@example.org") -> int:
     with db.transaction() as session:
         return store.add_subscriber(
-            session, email=email, first_name="", timezone="UTC", status="active",
-            source="test", now=NOW,
-        )  # fmt: skip
+            session,
+            email=email,
+            first_name="",
+            timezone="UTC",
+            status="active",
+            source="test",
+            now=NOW,
+        )
 
 
 def _insert_enrollment(db: Database, subscriber_id: int, status: str) -> None:

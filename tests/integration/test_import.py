@@ -20,14 +20,19 @@ def _refuse_one_address(db: Database, address: str) -> None:
     """Make the database itself refuse one row, as a constraint or a racing insert would."""
     with db.transaction() as session:
         if db.is_sqlite:
-            session.execute(text(
-                "CREATE TRIGGER refuse_one BEFORE INSERT ON subscribers "
-                f"WHEN NEW.email = '{address}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
-            ))  # fmt: skip
+            session.execute(
+                text(
+                    "CREATE TRIGGER refuse_one BEFORE INSERT ON subscribers "
+                    f"WHEN NEW.email = '{address}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                )
+            )
         else:
-            session.execute(text(
-                f"ALTER TABLE subscribers ADD CONSTRAINT refuse_one CHECK (email <> '{address}')"
-            ))  # fmt: skip
+            session.execute(
+                text(
+                    "ALTER TABLE subscribers ADD CONSTRAINT refuse_one "
+                    f"CHECK (email <> '{address}')"
+                )
+            )
 
 
 def test_a_row_the_database_refuses_never_rolls_back_its_neighbours(
@@ -90,10 +95,12 @@ def test_line_numbers_stay_true_after_quoted_newlines_and_overlong_lines(tmp_pat
     file = tmp_path / "people.csv"
     file.write_text(
         'email,first_name\na@x.org,"Two\nlines"\n'
-        + "b@x.org," + "y" * (1 << 20) + "\n"
+        + "b@x.org,"
+        + "y" * (1 << 20)
+        + "\n"
         + "\n"
         + "c@x.org,C\n"
-    )  # fmt: skip
+    )
     read = list(csv_import.rows(csv_import.open_csv(file)))
     assert [line for line, _ in read] == [3, 4, 6]
     assert isinstance(read[1][1], BadInput)

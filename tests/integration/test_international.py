@@ -171,9 +171,13 @@ def test_the_cli_subscribe_and_import_accept_international_addresses(
 
     def campaign(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "campaign", *args], cwd=tmp_path, env=environ,
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [sys.executable, "-m", "campaign", *args],
+            cwd=tmp_path,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     added = campaign("subscribe", "Jürgen@Straße.DE", "--name", "Jürgen")
     assert added.returncode == 0, added.stderr

@@ -33,9 +33,13 @@ def test_a_relay_slower_than_the_lease_keeps_the_claims_with_the_live_sender(
     second, second_clock = engine(START, database_leases=True, **settings)
     for n in range(READERS):
         subscriptions.subscribe(
-            first.db, first.plan, email=f"r{n}@example.org", first_name=None, timezone="UTC",
+            first.db,
+            first.plan,
+            email=f"r{n}@example.org",
+            first_name=None,
+            timezone="UTC",
             now=START,
-        )  # fmt: skip
+        )
     smtp_server.handler.after_storing.append(LEASE + 1.0)
     results: list[PassResult] = []
     sender = threading.Thread(target=lambda: results.append(tick(first, first_clock, START)))

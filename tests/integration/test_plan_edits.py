@@ -50,10 +50,12 @@ def test_a_valid_edit_changes_the_next_email_and_an_invalid_one_is_refused(
         service.run_pass(START + timedelta(days=1, hours=7))
     assert f"thirty_day.yaml:{line}: steps[1].template:" in caplog.text
     assert _steps(smtp_server, "ann@example.org") == ["welcome", "day01"]  # the old plan went on
-    plan_file.write_text(original.replace(
-        "Squeezed discs, stretched joint capsules", "Edited preheader"
-    ).replace('subject: "What slouching really does inside your spine"',
-              'subject: "Edited: what slouching does"'))  # fmt: skip
+    plan_file.write_text(
+        original.replace("Squeezed discs, stretched joint capsules", "Edited preheader").replace(
+            'subject: "What slouching really does inside your spine"',
+            'subject: "Edited: what slouching does"',
+        )
+    )
     service.run_pass(START + timedelta(days=2, hours=7))
     [_, _, day02] = smtp_server.to("ann@example.org")
     assert str(day02.message["Subject"]) == "Edited: what slouching does"
@@ -89,7 +91,6 @@ def test_steps_added_removed_and_moved_are_matched_by_key(
         service.run_pass(instant)
 
     late = _steps(smtp_server, "late@example.org")
-    assert late == [*STEP_ORDER[:6], "bonus", "day07", "day08", "day09",
-                    *STEP_ORDER[11:], "day10"]  # fmt: skip
+    assert late == [*STEP_ORDER[:6], "bonus", "day07", "day08", "day09", *STEP_ORDER[11:], "day10"]
     early_steps = _steps(smtp_server, "early@example.org")
     assert early_steps == STEP_ORDER  # had day06 and day10 already: nothing twice, no bonus

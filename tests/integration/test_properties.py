@@ -406,9 +406,12 @@ class History(RuleBasedStateMachine):
         #: Message-ID -> each acceptance of it by the server, as its sender saw it.
         self.sends: dict[str, list[Send]] = {}
         self.app, self.clock = world.engine(
-            START, PLAN_PATH=str(self.plan_path), SMTP_PORT=str(world.proxy.port),
-            lease_clock=self.database_clock, **world.overrides,
-        )  # fmt: skip
+            START,
+            PLAN_PATH=str(self.plan_path),
+            SMTP_PORT=str(world.proxy.port),
+            lease_clock=self.database_clock,
+            **world.overrides,
+        )
         self._wire()
         #: a second engine on the same database (another machine), built when first needed.
         self.rival: tuple[App, FixedClock, ScriptedTransport, Service] | None = None
@@ -452,20 +455,24 @@ class History(RuleBasedStateMachine):
         """A new process after the kill: fresh engine, same database, same plan file."""
         old = self.app
         self.app, self.clock = self.world.engine(
-            self.clock.now(), PLAN_PATH=str(self.plan_path),
-            SMTP_PORT=str(self.world.proxy.port), lease_clock=self.database_clock,
+            self.clock.now(),
+            PLAN_PATH=str(self.plan_path),
+            SMTP_PORT=str(self.world.proxy.port),
+            lease_clock=self.database_clock,
             **self.world.overrides,
-        )  # fmt: skip
+        )
         old.close()
         self._wire()
 
     def _rival(self) -> tuple[App, FixedClock, ScriptedTransport, Service]:
         if self.rival is None:
             app, clock = self.world.engine(
-                self.clock.now(), PLAN_PATH=str(self.plan_path),
-                SMTP_PORT=str(self.world.proxy.port), lease_clock=self.database_clock,
+                self.clock.now(),
+                PLAN_PATH=str(self.plan_path),
+                SMTP_PORT=str(self.world.proxy.port),
+                lease_clock=self.database_clock,
                 **self.world.overrides,
-            )  # fmt: skip
+            )
             transport = ScriptedTransport(
                 app.dispatcher.transport, "rival", self.database_clock, self.sends
             )
@@ -522,21 +529,25 @@ class History(RuleBasedStateMachine):
         with self.app.db.transaction() as session:
             rows = session.execute(
                 select(
-                    Subscriber.email, Delivery.step_key, Delivery.status, Delivery.attempts,
+                    Subscriber.email,
+                    Delivery.step_key,
+                    Delivery.status,
+                    Delivery.attempts,
                     Delivery.message_id,
                 )
                 .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
                 .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-            ).all()  # fmt: skip
+            ).all()
             return [(a, b, c, d, e) for a, b, c, d, e in rows]
 
     def _enrollments(self) -> dict[str, tuple[str, str, int]]:
         """Per address: the subscriber's status, the enrollment's status and its last day."""
         with self.app.db.transaction() as session:
             rows = session.execute(
-                select(Subscriber.email, Subscriber.status, Enrollment.status, Enrollment.last_day)
-                .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
-            ).all()  # fmt: skip
+                select(
+                    Subscriber.email, Subscriber.status, Enrollment.status, Enrollment.last_day
+                ).join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+            ).all()
             return {email: (who, plan, day) for email, who, plan, day in rows}
 
     # -- operations -------------------------------------------------------------------------
@@ -625,8 +636,15 @@ class History(RuleBasedStateMachine):
             message = item.message
             plan_id, _, key = str(message["X-Campaign-Step"]).partition("/")
             assert plan_id == self.app.plan.id
-            new.append((first + offset, item.recipients[0], key, str(message["Message-ID"]),
-                        str(message["Subject"])))  # fmt: skip
+            new.append(
+                (
+                    first + offset,
+                    item.recipients[0],
+                    key,
+                    str(message["Message-ID"]),
+                    str(message["Subject"]),
+                )
+            )
         ids = [message_id for *_, message_id, _ in new]
         with self.app.db.transaction() as session:
             status = dict(
@@ -641,9 +659,19 @@ class History(RuleBasedStateMachine):
             seen = self.sends.get(message_id) or [Send("main", info.at, info.at)]
             send = seen.pop(0)
             self.mails.append(
-                Mail(index, recipient, key, message_id, subject, info.number, send.at, ghost,
-                     send.engine, send.database_at)
-            )  # fmt: skip
+                Mail(
+                    index,
+                    recipient,
+                    key,
+                    message_id,
+                    subject,
+                    info.number,
+                    send.at,
+                    ghost,
+                    send.engine,
+                    send.database_at,
+                )
+            )
         if not info.crashed:
             assert ghosts == 0, f"pass {info.number}: accepted, not recorded, and no crash"
         assert ghosts <= self.world.connections, (
@@ -844,9 +872,10 @@ class History(RuleBasedStateMachine):
         candidates = [key for key in self._ordered_keys() if key != "welcome"]
         if pending_first:
             pending = {
-                key for _, key, status, _, _ in self._deliveries()
+                key
+                for _, key, status, _, _ in self._deliveries()
                 if status in ("queued", "retry") and key in candidates
-            }  # fmt: skip
+            }
             candidates = sorted(pending) or candidates
         key = candidates[pick % len(candidates)]
         del self.blocks[key]
@@ -939,10 +968,16 @@ def test_random_histories_never_repeat_reorder_leak_or_lose_a_step(
     proxy = DroppingProxy(smtp_server.port)
     try:
         world = World(
-            engine, smtp_server, proxy, tmp_path, overrides, connections,
-            defaults.max_attempts, defaults.soft_bounce_limit,
+            engine,
+            smtp_server,
+            proxy,
+            tmp_path,
+            overrides,
+            connections,
+            defaults.max_attempts,
+            defaults.soft_bounce_limit,
             timedelta(seconds=defaults.lease_seconds),
-        )  # fmt: skip
+        )
 
         class Bound(History):
             pass

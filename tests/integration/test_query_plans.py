@@ -44,20 +44,42 @@ def loaded(database_url: str) -> Iterator[Database]:
     subscribers, enrollments, deliveries = [], [], []
     for n in range(1, SUBSCRIBERS + 1):
         subscribers.append(
-            {"id": n, "email": f"r{n}@example.org", "first_name": "", "timezone": "UTC",
-             "status": "active", "source": "test", "created_at": NOW, "updated_at": NOW}
-        )  # fmt: skip
+            {
+                "id": n,
+                "email": f"r{n}@example.org",
+                "first_name": "",
+                "timezone": "UTC",
+                "status": "active",
+                "source": "test",
+                "created_at": NOW,
+                "updated_at": NOW,
+            }
+        )
         finished = n > DUE and n % 5 == 0
         due = NOW - timedelta(seconds=n) if n <= DUE else NOW + timedelta(seconds=n)
         enrollments.append(
-            {"id": n, "subscriber_id": n, "plan_id": PLAN.id, "started_at": NOW, "updated_at": NOW,
-             "status": "completed" if finished else "active", "last_day": 30 if finished else 0,
-             "next_due_at": None if finished else due}
-        )  # fmt: skip
+            {
+                "id": n,
+                "subscriber_id": n,
+                "plan_id": PLAN.id,
+                "started_at": NOW,
+                "updated_at": NOW,
+                "status": "completed" if finished else "active",
+                "last_day": 30 if finished else 0,
+                "next_due_at": None if finished else due,
+            }
+        )
         deliveries.append(
-            {"enrollment_id": n, "step_key": PLAN.steps[0].key, "status": "sent", "attempts": 1,
-             "message_id": f"<{n}@example.org>", "created_at": NOW, "updated_at": NOW}
-        )  # fmt: skip
+            {
+                "enrollment_id": n,
+                "step_key": PLAN.steps[0].key,
+                "status": "sent",
+                "attempts": 1,
+                "message_id": f"<{n}@example.org>",
+                "created_at": NOW,
+                "updated_at": NOW,
+            }
+        )
     with db.engine.begin() as connection:
         connection.execute(insert(Subscriber), subscribers)
         connection.execute(insert(Enrollment), enrollments)
@@ -83,10 +105,15 @@ def _claim_statements(db: Database) -> list[tuple[str, Any]]:
         transaction = connection.begin()
         with Session(bind=connection) as session:
             claims = store.claim_due(
-                session, plan_id=PLAN.id, steps=[(s.key, s.day) for s in PLAN.steps], now=NOW,
-                owner="test", lease_until=NOW + timedelta(minutes=5), limit=BATCH,
+                session,
+                plan_id=PLAN.id,
+                steps=[(s.key, s.day) for s in PLAN.steps],
+                now=NOW,
+                owner="test",
+                lease_until=NOW + timedelta(minutes=5),
+                limit=BATCH,
                 new_message_id=lambda: f"<claim-{next(numbers)}@example.org>",
-            )  # fmt: skip
+            )
         transaction.rollback()
     assert len(claims) == BATCH
     return sent

@@ -172,9 +172,12 @@ def test_a_plan_edit_reaches_every_sender_process(
 ) -> None:
     """A saved subject edit is what every process sends from the next pass on."""
     app, _ = engine(
-        START, SMTP_CONNECTIONS="2", SENDER_PROCESSES="2", BATCH_SIZE="5",
+        START,
+        SMTP_CONNECTIONS="2",
+        SENDER_PROCESSES="2",
+        BATCH_SIZE="5",
         PLAN_PATH=str(plan_file),
-    )  # fmt: skip
+    )
     _subscribe(app, 60)
     # Slow enough that the sender process, reading the edit, still finds work to do.
     smtp_server.handler.handle_DATA = _SlowHandler(smtp_server, 0.02).handle_DATA  # type: ignore[method-assign]

@@ -144,8 +144,10 @@ def test_a_dropped_connection_defers_one_email_and_the_pass_goes_on(
     assert (result.sent, result.retried) == (2, 1)
     tick(app, clock, START + timedelta(hours=1))
     assert sorted(r.recipients[0] for r in smtp_server.received) == [
-        "p0@example.org", "p1@example.org", "p2@example.org",
-    ]  # fmt: skip
+        "p0@example.org",
+        "p1@example.org",
+        "p2@example.org",
+    ]
 
 
 def test_a_claim_left_by_a_dead_process_is_sent_once_after_its_lease(
@@ -158,10 +160,16 @@ def test_a_claim_left_by_a_dead_process_is_sent_once_after_its_lease(
     )
     with app.db.transaction() as session:
         claims = store.claim_due(
-            session, plan_id=app.plan.id, steps=[(s.key, s.day) for s in app.plan.steps], now=START,
-            owner="dead-process", lease_until=START + timedelta(minutes=5), limit=10,
-            new_message_id=app.composer.new_message_id, lease=app.dispatcher.leases,
-        )  # fmt: skip
+            session,
+            plan_id=app.plan.id,
+            steps=[(s.key, s.day) for s in app.plan.steps],
+            now=START,
+            owner="dead-process",
+            lease_until=START + timedelta(minutes=5),
+            limit=10,
+            new_message_id=app.composer.new_message_id,
+            lease=app.dispatcher.leases,
+        )
     assert len(claims) == 1
     assert tick(app, clock, START + timedelta(minutes=1)).sent == 0
     assert tick(app, clock, START + timedelta(minutes=6)).sent == 1
@@ -181,9 +189,14 @@ def test_crlf_in_a_name_adds_no_header(engine: EngineFactory, smtp_server: SMTPS
         for email, name in names.items():
             # Stored as given (bypassing input clean-up) to prove the header sanitiser alone holds.
             subscriber_id = store.add_subscriber(
-                session, email=email, first_name=name, timezone="UTC", status="active",
-                source="test", now=START,
-            )  # fmt: skip
+                session,
+                email=email,
+                first_name=name,
+                timezone="UTC",
+                status="active",
+                source="test",
+                now=START,
+            )
             store.enrol(session, subscriber_id, app.plan.id, START)
     # day 7's subject greets by name: walk there so the name reaches the Subject header too.
     for instant in hours(START, 8 * 24):
@@ -210,9 +223,14 @@ def test_one_malformed_subscriber_does_not_stop_the_pass(
     with app.db.transaction() as session:
         for email in ("broken\r\nBcc: x@example.org@example.org", "fine@example.org"):
             subscriber_id = store.add_subscriber(
-                session, email=email, first_name="", timezone="UTC", status="active",
-                source="test", now=START,
-            )  # fmt: skip
+                session,
+                email=email,
+                first_name="",
+                timezone="UTC",
+                status="active",
+                source="test",
+                now=START,
+            )
             store.enrol(session, subscriber_id, app.plan.id, START)
     result = tick(app, clock, START)
     assert (result.sent, result.failed) == (1, 1)
@@ -344,9 +362,13 @@ def test_an_hour_without_smtp_loses_nothing_and_drains_without_a_burst(
     app, clock = engine(START)
     for n in range(5):
         subscriptions.subscribe(
-            app.db, app.plan, email=f"d{n}@example.org", first_name=None, timezone="UTC",
+            app.db,
+            app.plan,
+            email=f"d{n}@example.org",
+            first_name=None,
+            timezone="UTC",
             now=START,
-        )  # fmt: skip
+        )
     tick(app, clock, START)
     working = app.dispatcher.transport
     app.dispatcher.transport = SMTPTransport("127.0.0.1", free_port(), security="none", timeout=2)

@@ -39,9 +39,14 @@ def test_an_erased_subscribers_id_is_never_given_to_the_next_one(database_url: s
 
 def _add(session: object, email: str) -> int:
     return store.add_subscriber(
-        session, email=email, first_name="", timezone="UTC", status="active",  # type: ignore[arg-type]  # a Session
-        source="test", now=NOW,
-    )  # fmt: skip
+        session,
+        email=email,
+        first_name="",
+        timezone="UTC",
+        status="active",  # type: ignore[arg-type]  # a Session
+        source="test",
+        now=NOW,
+    )
 
 
 def test_a_replayed_click_counts_once_per_delivery_and_link(engine: EngineFactory) -> None:
@@ -151,9 +156,12 @@ def test_a_confirmation_queued_during_an_outage_goes_once_the_relay_is_back(
     engine that can reach the relay sends it later, once."""
     down, _ = engine(NOW, SMTP_PORT=str(free_port()))  # nobody listens there
     down.signups.signup(
-        email="patient@example.org", first_name=None, timezone=None,
-        visitor=signups.Visitor(), now=NOW,
-    )  # fmt: skip
+        email="patient@example.org",
+        first_name=None,
+        timezone=None,
+        visitor=signups.Visitor(),
+        now=NOW,
+    )
     assert down.signup_mail.drain(NOW) == 0
     up, _ = engine(NOW)
     assert up.signup_mail.drain(NOW) == 0  # not before its retry time

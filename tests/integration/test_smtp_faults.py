@@ -381,9 +381,15 @@ def test_multi_line_bare_and_long_replies_are_read_whole_and_classified(
         START, **_relay(relay.port, "starttls", certificates.ca_file, **_login(PASSWORD))
     )
     emails = [
-        "gmail@example.org", "bare550@example.org", "long@example.org", "bare554@example.org",
-        "bare451@example.org", "bare421@example.org", "ok@example.org", "plain@example.org",
-    ]  # fmt: skip
+        "gmail@example.org",
+        "bare550@example.org",
+        "long@example.org",
+        "bare554@example.org",
+        "bare451@example.org",
+        "bare421@example.org",
+        "ok@example.org",
+        "plain@example.org",
+    ]
     _subscribe(app, *emails)
 
     result = tick(app, clock, START)
@@ -414,8 +420,11 @@ def test_multi_line_bare_and_long_replies_are_read_whole_and_classified(
 
     assert tick(app, clock, START + timedelta(hours=1)).sent == 2  # the two retries
     assert _recipients(relay) == [
-        "bare421@example.org", "bare451@example.org", "ok@example.org", "plain@example.org",
-    ]  # fmt: skip
+        "bare421@example.org",
+        "bare451@example.org",
+        "ok@example.org",
+        "plain@example.org",
+    ]
 
 
 def test_a_multi_line_421_4_7_0_at_data_backs_off_the_relay_without_using_attempts(

@@ -200,9 +200,12 @@ def test_a_real_token_replayed_for_another_recipient_suppresses_neither(
     app, clock = engine(START)
     [mallory, _] = _welcomed(app, clock, smtp_server, "mallory@example.net", "victim@example.net")
     report = _ingest(
-        app, tmp_path, dsn(delivered_to=mallory.sender, final_recipient="victim@example.net",
-                           original=mallory.data)
-    )  # fmt: skip
+        app,
+        tmp_path,
+        dsn(
+            delivered_to=mallory.sender, final_recipient="victim@example.net", original=mallory.data
+        ),
+    )
     [(_, verdict, what)] = report.outcomes
     assert verdict == "not ours"
     assert "for an email to another address" in what

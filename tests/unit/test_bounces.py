@@ -120,9 +120,18 @@ def test_verp_tokens_and_link_tokens_are_not_interchangeable() -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["", "d1", "d1-", "x1-" + "a" * 20, "d1-" + "a" * 19, "d1-" + "a" * 21, "d1-" + "g" * 20,
-     "d" + "f" * 17 + "-" + "a" * 20, "d-1-" + "a" * 20],
-)  # fmt: skip
+    [
+        "",
+        "d1",
+        "d1-",
+        "x1-" + "a" * 20,
+        "d1-" + "a" * 19,
+        "d1-" + "a" * 21,
+        "d1-" + "g" * 20,
+        "d" + "f" * 17 + "-" + "a" * 20,
+        "d-1-" + "a" * 20,
+    ],
+)
 def test_a_malformed_or_truncated_token_is_refused_before_any_check(token: str) -> None:
     """Wrong kind, truncated or overlong MAC, non-hex, oversize id: parse gives None."""
     assert parse(token) is None

@@ -62,10 +62,15 @@ def test_a_long_unsubscribe_url_stays_readable_by_mailbox_providers() -> None:
     """List-Unsubscribe is never RFC 2047-encoded, so Gmail and Yahoo can parse the URL."""
     url = "https://news.example.org/unsubscribe/" + "a" * 120
     data = build_message(
-        sender=Address("N", "n", "example.org"), recipient=address("ann@example.org"),
-        subject="S", text="t", html="<p>t</p>", message_id="<1@example.org>",
-        date=datetime(2026, 12, 1, tzinfo=UTC), extra_headers={"List-Unsubscribe": f"<{url}>"},
-    )  # fmt: skip
+        sender=Address("N", "n", "example.org"),
+        recipient=address("ann@example.org"),
+        subject="S",
+        text="t",
+        html="<p>t</p>",
+        message_id="<1@example.org>",
+        date=datetime(2026, 12, 1, tzinfo=UTC),
+        extra_headers={"List-Unsubscribe": f"<{url}>"},
+    )
     assert f"List-Unsubscribe: <{url}>".encode() in data
 
 
@@ -109,21 +114,29 @@ def test_a_non_ascii_domain_is_written_as_punycode() -> None:
     """An internationalised domain appears in To as its IDNA form, which any reader accepts."""
     parsed = message_from_bytes(
         build_message(
-            sender=Address("N", "n", "example.org"), recipient=address("ann@exämple.org", "Ann"),
-            subject="S", text="t", html="<p>t</p>", message_id="<1@example.org>",
+            sender=Address("N", "n", "example.org"),
+            recipient=address("ann@exämple.org", "Ann"),
+            subject="S",
+            text="t",
+            html="<p>t</p>",
+            message_id="<1@example.org>",
             date=datetime(2026, 12, 1, tzinfo=UTC),
         ),
         policy=policy.default,
-    )  # fmt: skip
+    )
     assert [a.addr_spec for a in parsed["To"].addresses] == ["ann@xn--exmple-cua.org"]
 
 
 def _to_header(email: str, name: str = "Ann") -> tuple[bytes, str]:
     data = build_message(
-        sender=Address("N", "n", "example.org"), recipient=address(email, name),
-        subject="S", text="t", html="<p>t</p>", message_id="<1@example.org>",
+        sender=Address("N", "n", "example.org"),
+        recipient=address(email, name),
+        subject="S",
+        text="t",
+        html="<p>t</p>",
+        message_id="<1@example.org>",
         date=datetime(2026, 12, 1, tzinfo=UTC),
-    )  # fmt: skip
+    )
     # RFC 6532: a UTF-8 header is read as UTF-8.
     parsed = message_from_string(data.decode("utf-8"), policy=policy.default)
     return data, str(parsed["To"].addresses[0].addr_spec)

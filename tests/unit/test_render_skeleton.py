@@ -30,11 +30,28 @@ SETTINGS = Settings.from_env(
 PLAN = load_plan(SETTINGS.plan_path, SETTINGS.templates_dir)
 STEPS = [*PLAN.steps, *([PLAN.confirmation] if PLAN.confirmation else [])]
 ODD_NAMES = [
-    "Ann", "José", "", "Zoë\u00a0Müller", "O'Brien & <Co>", '"Bob"', "a  b", "😀",
-    "https://evil.example", "mailto:x", "&amp;", "&#65;", "Probe0z", "x" * 150,
-    "=?utf-8?q?x=0D=0ABcc:_a@b?=", "Ann\u2028Bcc: a@b", "<b>bold</b>", " Ann ",
-    "{{ 7*7 }}", "{% raw %}", "{{ config.__class__ }}",
-]  # fmt: skip
+    "Ann",
+    "José",
+    "",
+    "Zoë\u00a0Müller",
+    "O'Brien & <Co>",
+    '"Bob"',
+    "a  b",
+    "😀",
+    "https://evil.example",
+    "mailto:x",
+    "&amp;",
+    "&#65;",
+    "Probe0z",
+    "x" * 150,
+    "=?utf-8?q?x=0D=0ABcc:_a@b?=",
+    "Ann\u2028Bcc: a@b",
+    "<b>bold</b>",
+    " Ann ",
+    "{{ 7*7 }}",
+    "{% raw %}",
+    "{{ config.__class__ }}",
+]
 
 
 class _Document(HTMLParser):

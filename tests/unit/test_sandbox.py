@@ -39,9 +39,18 @@ DISGUISED = [
 ]
 # Names that are not documented: Jinja's own globals, and what an app might have passed.
 UNDOCUMENTED = [
-    "config", "settings", "secret_key", "request", "environ", "os",
-    "cycler", "joiner", "lipsum", "namespace", "dict",
-]  # fmt: skip
+    "config",
+    "settings",
+    "secret_key",
+    "request",
+    "environ",
+    "os",
+    "cycler",
+    "joiner",
+    "lipsum",
+    "namespace",
+    "dict",
+]
 # One expression that would build gigabytes (or take minutes) if it ran unbounded.
 HUGE = [
     "{{ 'x' * 10000000 }}",

@@ -84,12 +84,27 @@ def test_a_template_that_only_prints_its_values_is_proven(body: str) -> None:
         '{% include "missing.html" %}',
     ],
     ids=[
-        "branch", "filter", "concatenation", "condition", "whole mapping", "dict method",
-        "unknown key", "shadowed", "assigned", "block set", "macro", "filter block",
-        "unescaped", "random global", "random filter", "block transformed",
-        "dynamic include", "unescaped include", "missing include",
+        "branch",
+        "filter",
+        "concatenation",
+        "condition",
+        "whole mapping",
+        "dict method",
+        "unknown key",
+        "shadowed",
+        "assigned",
+        "block set",
+        "macro",
+        "filter block",
+        "unescaped",
+        "random global",
+        "random filter",
+        "block transformed",
+        "dynamic include",
+        "unescaped include",
+        "missing include",
     ],
-)  # fmt: skip
+)
 def test_a_template_that_does_more_than_print_a_value_is_not_proven(body: str) -> None:
     """Values that decide, are transformed, captured, unescaped, or meet randomness: not proven."""
     assert not _proven(body, **{"part.txt": "{{ subscriber.name }}"})

@@ -25,8 +25,11 @@ else:
 def _from_another_process(lock: WriteLock) -> str:
     done = subprocess.run(
         [sys.executable, "-c", TRY_FROM_ELSEWHERE, str(lock.path)],
-        capture_output=True, text=True, check=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
     return done.stdout.strip()
 
 

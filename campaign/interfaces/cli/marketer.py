@@ -94,13 +94,15 @@ def plan_diff_command(old: Path, new: Path) -> None:
 @main.command()
 @click.argument("step", required=False)
 @click.option("--serve", is_flag=True, help="Open the preview studio: the whole month, live.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8001,
-              help="Port for --serve (default 8001).")  # fmt: skip
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8001, help="Port for --serve (default 8001)."
+)
 @click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="html")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--name", type=TEXT, default="Ann", help="First name of the sample subscriber.")
-@click.option("--email", type=TEXT, default="ann@example.com",
-              help="Address of the sample subscriber.")  # fmt: skip
+@click.option(
+    "--email", type=TEXT, default="ann@example.com", help="Address of the sample subscriber."
+)
 @NOW
 @reports_errors
 def preview(
@@ -177,8 +179,9 @@ def send_test(step: str | None, send_all: bool, to: str, name: str) -> None:
 @main.command()
 @click.option("--start", type=InstantType(), default=None, help="Signup instant (default: now).")
 @click.option("--timezone", type=TEXT, default="UTC", help="The subscriber's IANA time zone.")
-@click.option("--days", type=click.IntRange(min=0), default=None,
-              help="Only the first N days of the plan.")  # fmt: skip
+@click.option(
+    "--days", type=click.IntRange(min=0), default=None, help="Only the first N days of the plan."
+)
 @click.option("--name", type=TEXT, default="Ann", help="The subscriber's first name, for subjects.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "ics"]), default="table")
 @reports_errors
@@ -193,24 +196,40 @@ def simulate(start: datetime | None, timezone: str, days: int | None, name: str,
         raise BadInput(str(exc)) from exc
     if fmt == "json":
         rows = [
-            {"day": d.day, "step": d.key, "at": d.at.isoformat(), "local": d.local.isoformat(),
-             "subject": d.subject, "preheader": d.preheader}
+            {
+                "day": d.day,
+                "step": d.key,
+                "at": d.at.isoformat(),
+                "local": d.local.isoformat(),
+                "subject": d.subject,
+                "preheader": d.preheader,
+            }
             for d in deliveries
-        ]  # fmt: skip
+        ]
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "ics":
         click.echo(simulation.to_ics(app.plan.id, deliveries), nl=False)
     else:
         table = Table("day", "step", "local time", "UTC", "subject", title=f"signup {timezone}")
         for d in deliveries:
-            table.add_row(str(d.day), d.key, f"{d.local:%a %Y-%m-%d %H:%M %Z}",
-                          f"{d.at:%Y-%m-%d %H:%M}", d.subject)  # fmt: skip
+            table.add_row(
+                str(d.day),
+                d.key,
+                f"{d.local:%a %Y-%m-%d %H:%M %Z}",
+                f"{d.at:%Y-%m-%d %H:%M}",
+                d.subject,
+            )
         out.print(table)
 
 
 @main.command()
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("report.html"), help="Where to write the page.")  # fmt: skip
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("report.html"),
+    help="Where to write the page.",
+)
 @reports_errors
 def report(out_file: Path) -> None:
     """Write a self-contained HTML report: the month's funnel chart and the per-step table."""

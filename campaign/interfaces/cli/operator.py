@@ -45,8 +45,9 @@ def db_upgrade() -> None:
 @main.command()
 @click.argument("email", type=TEXT)
 @click.option("--name", type=TEXT, default=None, help="First name, used in greetings.")
-@click.option("--timezone", type=TEXT, default=None,
-              help="IANA time zone, e.g. Europe/Berlin (default UTC).")  # fmt: skip
+@click.option(
+    "--timezone", type=TEXT, default=None, help="IANA time zone, e.g. Europe/Berlin (default UTC)."
+)
 @click.option(
     "--resubscribe",
     is_flag=True,
@@ -60,9 +61,14 @@ def subscribe(
     """Add an active subscriber and enrol them; the welcome email is due at once."""
     app = make_app(now)
     result = subscriptions.subscribe(
-        app.db, app.plan, email=email, first_name=name, timezone=timezone, now=app.clock.now(),
+        app.db,
+        app.plan,
+        email=email,
+        first_name=name,
+        timezone=timezone,
+        now=app.clock.now(),
         resubscribe=resubscribe,
-    )  # fmt: skip
+    )
     if result.created:
         out.print(f"subscribed {result.email}: the welcome email goes out on the next pass")
     elif result.restarted:
@@ -107,9 +113,13 @@ def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
         click.echo(note, err=True)
     total = max(source.lines - 1, 0)
     with Progress(
-        TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True,
-    ) as progress:  # fmt: skip
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
         task = progress.add_task("import", total=total)
         report = subscriptions.import_rows(
             app.db,
@@ -151,8 +161,9 @@ def tick(now: datetime | None) -> None:
 
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default HTTP_HOST, 127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="Port (default HTTP_PORT, 8000).")  # fmt: skip
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (default HTTP_PORT, 8000)."
+)
 @reports_errors
 def serve(host: str | None, port: int | None) -> None:
     """Serve the signup, confirmation and unsubscribe pages, /healthz (/metrics: ADMIN_LISTEN)."""
@@ -263,8 +274,9 @@ def stats(as_json: bool) -> None:
         "clicks",
         "pending",
     ]
-    table = Table("step", "day", *[c.replace("_", " ") for c in columns],
-                  title=f"plan {numbers['plan']}")  # fmt: skip
+    table = Table(
+        "step", "day", *[c.replace("_", " ") for c in columns], title=f"plan {numbers['plan']}"
+    )
     for row in numbers["steps"]:
         table.add_row(row["key"], str(row["day"]), *[str(row[c]) for c in columns])
     out.print(table)

@@ -86,13 +86,16 @@ def claim_confirmations(
     )
     rows = session.execute(
         select(
-            Confirmation.id, Confirmation.subscriber_id, Subscriber.email, Subscriber.status,
+            Confirmation.id,
+            Confirmation.subscriber_id,
+            Subscriber.email,
+            Subscriber.status,
             Confirmation.attempts,
         )
         .join(Subscriber, Subscriber.id == Confirmation.subscriber_id)
         .where(Confirmation.id.in_(ids))
         .order_by(Confirmation.id)
-    )  # fmt: skip
+    )
     return [ConfirmationClaim(*row) for row in rows]
 
 
@@ -121,10 +124,13 @@ def confirmation_retry(
         update(Confirmation)
         .where(_held(claim_id, owner))
         .values(
-            attempts=Confirmation.attempts + 1, last_error=error[:2000], next_try_at=retry_at,
-            claimed_by=None, claimed_until=None,
+            attempts=Confirmation.attempts + 1,
+            last_error=error[:2000],
+            next_try_at=retry_at,
+            claimed_by=None,
+            claimed_until=None,
         )
-    )  # fmt: skip
+    )
 
 
 def confirmation_failed(

@@ -186,20 +186,30 @@ def claim_due(
             continue
         if found is None:
             message_id, attempts, unknown, delivery_id = new_message_id(), 0, 0, None
-            fresh.append({"enrollment": enrollment_id, "key": key, "message_id": message_id,
-                          "now": at})  # fmt: skip
+            fresh.append(
+                {"enrollment": enrollment_id, "key": key, "message_id": message_id, "now": at}
+            )
         else:
             delivery_id, message_id, attempts, unknown = found[2], found[4], found[5], found[6]
         chosen.append(
             {
-                "delivery_id": delivery_id, "message_id": message_id, "attempts": attempts,
-                "enrollment_id": enrollment_id, "step_key": key, "step_day": day,
-                "due_at": utc_instant(due_at) or now, "started_at": utc_instant(started_at) or now,
-                "last_sent_at": utc_instant(last_sent_at), "subscriber_id": sub_id,
-                "email": email, "first_name": name, "timezone": tz, "owner": owner,
+                "delivery_id": delivery_id,
+                "message_id": message_id,
+                "attempts": attempts,
+                "enrollment_id": enrollment_id,
+                "step_key": key,
+                "step_day": day,
+                "due_at": utc_instant(due_at) or now,
+                "started_at": utc_instant(started_at) or now,
+                "last_sent_at": utc_instant(last_sent_at),
+                "subscriber_id": sub_id,
+                "email": email,
+                "first_name": name,
+                "timezone": tz,
+                "owner": owner,
                 "unknown_outcomes": unknown,
             }
-        )  # fmt: skip
+        )
     if fresh:
         # One executemany for the batch, then one query for the new ids (SQLite would run an
         # INSERT ... RETURNING row by row).
@@ -308,10 +318,15 @@ def _settle_params(
 ) -> dict[str, Any]:
     at = _naive(now)
     return {
-        "status": status, "error": _one_line(error), "now": at, "delivery": claim.delivery_id,
-        "sent_at": at if status == "sent" else None, "unknown": unknown,
-        "enrollment": claim.enrollment_id, "owner": claim.owner,
-    }  # fmt: skip
+        "status": status,
+        "error": _one_line(error),
+        "now": at,
+        "delivery": claim.delivery_id,
+        "sent_at": at if status == "sent" else None,
+        "unknown": unknown,
+        "enrollment": claim.enrollment_id,
+        "owner": claim.owner,
+    }
 
 
 def _advance_params(
@@ -319,10 +334,13 @@ def _advance_params(
 ) -> dict[str, Any]:
     at = _naive(now)
     return {
-        "day": claim.step_day, "next_due_at": _naive(next_due_at), "now": at,
-        "sent_at": at if sent else None, "finished": int(next_due_at is None),
+        "day": claim.step_day,
+        "next_due_at": _naive(next_due_at),
+        "now": at,
+        "sent_at": at if sent else None,
+        "finished": int(next_due_at is None),
         "enrollment": claim.enrollment_id,
-    }  # fmt: skip
+    }
 
 
 def _settle_delivery(
@@ -400,10 +418,12 @@ def record_and_prove(
     if proof is not None:
         claim = proof.claim
         params = {
-            "proof_enrollment": claim.enrollment_id, "proof_owner": claim.owner,
+            "proof_enrollment": claim.enrollment_id,
+            "proof_owner": claim.owner,
             "proof_delivery": claim.delivery_id,
-            "subscriber": claim.subscriber_id, **proof.lease.params(),
-        }  # fmt: skip
+            "subscriber": claim.subscriber_id,
+            **proof.lease.params(),
+        }
         prove = _prove_sql(proof.lease.until_sql(driver.is_sqlite))
         parts += [("prove", prove, params), ("status", _STATUS_SQL, params)]
     if not parts:
@@ -484,8 +504,11 @@ def record_unknown(
 
 
 def _retry_later(session: Session, claim: Claim, retry_at: datetime) -> None:
-    params = {"next_due_at": _naive(retry_at), "enrollment": claim.enrollment_id,
-              "owner": claim.owner}  # fmt: skip
+    params = {
+        "next_due_at": _naive(retry_at),
+        "enrollment": claim.enrollment_id,
+        "owner": claim.owner,
+    }
     session.connection().execute(_RETRY_LATER, params)
 
 

@@ -105,10 +105,13 @@ def beat(
     if row is None:
         session.add(
             Heartbeat(
-                owner=owner, started_at=started_at, last_pass_at=now,
-                last_pass_seconds=seconds, paused_reason=paused_reason,
+                owner=owner,
+                started_at=started_at,
+                last_pass_at=now,
+                last_pass_seconds=seconds,
+                paused_reason=paused_reason,
             )
-        )  # fmt: skip
+        )
     else:
         row.last_pass_at = now
         row.last_pass_seconds = seconds

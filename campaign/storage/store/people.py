@@ -160,10 +160,14 @@ def record_consent(
 ) -> None:
     session.add(
         Consent(
-            subscriber_id=subscriber_id, kind=kind, at=at, ip=ip[:64],
-            user_agent=user_agent[:400], source_page=source_page[:400],
+            subscriber_id=subscriber_id,
+            kind=kind,
+            at=at,
+            ip=ip[:64],
+            user_agent=user_agent[:400],
+            source_page=source_page[:400],
         )
-    )  # fmt: skip
+    )
 
 
 def is_suppressed(session: Session, email_hash: str) -> bool:
