@@ -395,7 +395,7 @@ def _time_parts() -> dict[str, float]:
     for name, owner, attribute in (
         ("claim", dispatch.Dispatcher, "_claim"),
         ("compose", compose.Composer, "compose"),
-        ("record", store, "record_and_prove"),
+        ("record", store.DeliveryRecorder, "record_and_prove"),
         ("smtp", smtp.SMTPConnection, "send"),
         ("next due", dispatch.Dispatcher, "_next_due"),
     ):

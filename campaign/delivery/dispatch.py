@@ -43,7 +43,7 @@ from campaign.errors import (
     UnsendableAddress,
 )
 from campaign.storage import store
-from campaign.storage.db import Database, DriverConnection
+from campaign.storage.db import Database
 from campaign.storage.store import Claim, LeaseTime, ProofRequest
 
 #: how long a recorded outcome waits for a lost database before the pass gives up (seconds).
@@ -200,9 +200,8 @@ class Dispatcher:
     def _work(self, feed: Feed, now: datetime, result: PassResult) -> None:
         """One SMTP connection: deliver claims from the feed until it runs dry or halts."""
         unrecorded = Unrecorded()
-        driver = self.db.driver_connection()
         with ExitStack() as stack:
-            stack.callback(driver.close)
+            recorder = stack.enter_context(store.DeliveryRecorder(self.db))
             # The SMTP connection: closed and replaced after an unexpected error mid-message.
             session = stack.enter_context(ExitStack())
             connection: Connection | None = None
@@ -217,7 +216,7 @@ class Dispatcher:
                 try:
                     if connection is None:
                         connection = session.enter_context(self.transport.open())
-                    self._deliver(claim, connection, now, result, (driver, unrecorded), feed)
+                    self._deliver(claim, connection, now, result, (recorder, unrecorded), feed)
                 except _SessionSpoiled:
                     session.close()
                     connection = None
@@ -227,12 +226,12 @@ class Dispatcher:
                     break
                 except Exception as exc:
                     feed.halt(exc)
-                    self._record_sent(driver, unrecorded, feed, result)
+                    self._record_sent(recorder, unrecorded, feed, result)
                     raise
                 except BaseException as exc:  # the process is dying: like a kill, record nothing
                     feed.halt(exc)
                     raise
-            self._record_sent(driver, unrecorded, feed, result)
+            self._record_sent(recorder, unrecorded, feed, result)
 
     def _after_halt(self, reason: BaseException | None, now: datetime, result: PassResult) -> None:
         if isinstance(reason, TransportUnavailable | DatabaseError):
@@ -251,7 +250,7 @@ class Dispatcher:
         connection: Connection,
         now: datetime,
         result: PassResult,
-        records: tuple[DriverConnection, Unrecorded],
+        records: tuple[store.DeliveryRecorder, Unrecorded],
         feed: Feed,
     ) -> None:
         step = self.plan.step_by_key(claim.step_key)
@@ -296,12 +295,14 @@ class Dispatcher:
             return
         # One transaction records the previous message's 250, proves this claim is still
         # ours and re-reads the subscriber's status: the last moment before DATA.
-        driver, unrecorded = records
-        if not self._cleared_to_send(driver, unrecorded, claim, now, result, feed):
+        recorder, unrecorded = records
+        if not self._cleared_to_send(recorder, unrecorded, claim, now, result, feed):
             return
         # After a long wait for our turn under a rate limit, prove it all again.
         waited = self._budget.acquire(feed.stop)
-        if waited > 1.0 and not self._cleared_to_send(driver, unrecorded, claim, now, result, feed):
+        if waited > 1.0 and not self._cleared_to_send(
+            recorder, unrecorded, claim, now, result, feed
+        ):
             return
         started = self._real.monotonic()
         try:
@@ -350,7 +351,7 @@ class Dispatcher:
 
     def _cleared_to_send(
         self,
-        driver: DriverConnection,
+        recorder: store.DeliveryRecorder,
         unrecorded: Unrecorded,
         claim: Claim,
         now: datetime,
@@ -361,7 +362,7 @@ class Dispatcher:
         lease) and that its subscriber is still active: True when it may go to SMTP."""
         accepted = unrecorded.take()
         request = ProofRequest(claim, self.leases)
-        proof = self._retrying(lambda: store.record_and_prove(driver, accepted, request))
+        proof = self._retrying(lambda: recorder.record_and_prove(accepted, request))
         if accepted is not None:
             self._after_sent(accepted, proof.recorded, feed, result)
         if proof.status != "active":
@@ -382,13 +383,17 @@ class Dispatcher:
         return True
 
     def _record_sent(
-        self, driver: DriverConnection, unrecorded: Unrecorded, feed: Feed, result: PassResult
+        self,
+        recorder: store.DeliveryRecorder,
+        unrecorded: Unrecorded,
+        feed: Feed,
+        result: PassResult,
     ) -> None:
         """Commit the connection's last 250, if one is not recorded yet."""
         accepted = unrecorded.take()
         if accepted is not None:
-            proof = self._retrying(lambda: store.record_and_prove(driver, accepted))
-            self._after_sent(accepted, proof.recorded, feed, result)
+            recorded = self._retrying(lambda: recorder.record_sent(accepted))
+            self._after_sent(accepted, recorded, feed, result)
 
     def _after_sent(
         self, accepted: store.Accepted, recorded: bool | None, feed: Feed, result: PassResult

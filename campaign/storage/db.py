@@ -20,7 +20,6 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaign.errors import DatabaseError, DatabaseRefusesWrites
-from campaign.storage.plain_sql import driver_params, driver_sql
 from campaign.storage.write_lock import WriteLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -166,10 +165,6 @@ class Database:
         """Around a transaction: on SQLite, the engine's writers queue (campaign.write_lock)."""
         return self._write_lock.held() if self._write_lock is not None else nullcontext()
 
-    def driver_connection(self) -> DriverConnection:
-        """A connection for the few statements run per email, below SQLAlchemy (see there)."""
-        return DriverConnection(self)
-
     def upgrade(self) -> None:
         """Create or migrate the schema to the newest revision, once, however many run it.
 
@@ -218,125 +213,6 @@ class Database:
         self.engine.dispose()
         if self._write_lock is not None:
             self._write_lock.close()
-
-
-class DriverConnection:
-    """One pooled database connection driven through its driver (sqlite3, psycopg) directly.
-
-    For the statements run for every email sent: through a Session they cost ~180 µs of CPU
-    (SQLite) and ~650 µs plus four round trips (PostgreSQL); here ~10 µs, and one round trip
-    for a single autocommitted statement. Its writes skip PostgreSQL's disk flush, like
-    `transaction(flush_to_disk=False)`. Taken lazily; a lost connection is dropped, reported
-    as DatabaseError, and replaced on the next use (so callers may simply retry).
-    """
-
-    def __init__(self, database: Database) -> None:
-        self._database = database
-        self._pooled: Any = None
-        self.is_sqlite = database.is_sqlite
-        self._dbapi = database.engine.dialect.loaded_dbapi
-
-    def _driver(self) -> Any:
-        if self._pooled is None:
-            pooled = self._database.engine.raw_connection()
-            driver: Any = pooled.driver_connection
-            if not self.is_sqlite:
-                driver.autocommit = True
-                driver.execute("SET synchronous_commit TO off")
-                # Every statement here finds its rows by primary key. A plan made while a
-                # table looked empty (the delivery log of a fresh list, just analysed) reads
-                # it whole, and the prepared statement kept that plan as the table grew: one
-                # whole-table read per email sent.
-                driver.execute("SET enable_seqscan TO off")
-            self._pooled = pooled
-        return self._pooled.driver_connection
-
-    def run(self, statements: list[tuple[str, dict[str, Any]]]) -> Any:
-        """Run `statements` (`:name` parameters) in one transaction; the last one's first
-        column of its first row, if it returns rows."""
-        last = self.run_all(statements)[-1]
-        return None if last is None else last[0]
-
-    def run_all(self, statements: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-        """Run `statements` in one transaction; each one's first row (None: no row)."""
-        converted: dict[int, dict[str, Any]] = {}  # statements often share one parameter dict
-        for _, params in statements:
-            if id(params) not in converted:
-                converted[id(params)] = self._params(params)
-        prepared = [(self._sql(sql), converted[id(params)]) for sql, params in statements]
-        try:
-            cursor = self._driver().cursor()
-            try:
-                if len(prepared) == 1 and not self.is_sqlite:  # autocommitted: one round trip
-                    return [_first(cursor.execute(*prepared[0]))]
-                with self._transaction(cursor):
-                    return [_first(cursor.execute(sql, params)) for sql, params in prepared]
-            finally:
-                cursor.close()
-        except self._dbapi.Error as exc:
-            refusal = write_refusal(exc)
-            lost = isinstance(exc, self._dbapi.OperationalError | self._dbapi.InterfaceError)
-            if refusal is None and not lost:
-                raise
-            self._drop()
-            if refusal is not None:
-                self._database.discard_connections()
-                raise DatabaseRefusesWrites(refusal, str(exc)) from exc
-            raise DatabaseError(f"database error: {exc}") from exc
-        except OperationalError as exc:  # from the pool: no connection to be had
-            self._drop()
-            refusal = write_refusal(exc.orig)
-            if refusal is not None:
-                self._database.discard_connections()
-                raise DatabaseRefusesWrites(refusal, str(exc.orig)) from exc
-            raise DatabaseError(f"database error: {exc.orig}") from exc
-
-    def _sql(self, sql: str) -> str:
-        return driver_sql(sql, self.is_sqlite)
-
-    def _params(self, params: dict[str, Any]) -> dict[str, Any]:
-        return driver_params(params, self.is_sqlite)
-
-    @contextmanager
-    def _transaction(self, cursor: Any) -> Iterator[None]:
-        if self.is_sqlite:
-            with self._database.writing():
-                cursor.execute("BEGIN IMMEDIATE")  # as every transaction here (_make_engine)
-                try:
-                    yield
-                except BaseException:
-                    cursor.execute("ROLLBACK")
-                    raise
-                cursor.execute("COMMIT")
-        else:
-            with cursor.connection.transaction():
-                yield
-
-    def _drop(self) -> None:
-        pooled, self._pooled = self._pooled, None
-        if pooled is not None:
-            pooled.invalidate()
-
-    def close(self) -> None:
-        """Back to the pool, as the pool handed it out."""
-        pooled, self._pooled = self._pooled, None
-        if pooled is None:
-            return
-        try:
-            if not self.is_sqlite:
-                pooled.driver_connection.execute("RESET synchronous_commit")
-                pooled.driver_connection.execute("RESET enable_seqscan")
-                pooled.driver_connection.autocommit = False
-            pooled.close()
-        except (self._dbapi.OperationalError, self._dbapi.InterfaceError):
-            pooled.invalidate()
-
-
-def _first(cursor: Any) -> tuple[Any, ...] | None:
-    if cursor.description is None:
-        return None
-    row = cursor.fetchone()
-    return None if row is None else tuple(row)
 
 
 def _alembic_config(connection: Any) -> Any:

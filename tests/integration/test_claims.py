@@ -138,17 +138,14 @@ def test_only_the_holder_records_an_outcome_but_a_250_always_counts(database_url
     assert (new.delivery_id, new.owner) == (old.delivery_id, "b")
     with db.transaction() as session:
         assert not store.record_retry(session, old, NOW, "451 later", NOW + timedelta(hours=1))
-    driver = db.driver_connection()
-    try:
-        assert not store.record_and_prove(driver, None, ProofRequest(old, lease)).held
-        assert store.record_and_prove(driver, None, ProofRequest(new, lease)).held
+    with store.DeliveryRecorder(db) as recorder:
+        assert not recorder.record_and_prove(None, ProofRequest(old, lease)).held
+        assert recorder.record_and_prove(None, ProofRequest(new, lease)).held
         # "a" had sent it before its pause: the server's 250 is recorded whoever holds it...
         late = store.Accepted(old, NOW, NOW + timedelta(days=1))
-        assert store.record_and_prove(driver, late).recorded
+        assert recorder.record_sent(late)
         # ...and the new holder may no longer send it.
-        assert not store.record_and_prove(driver, None, ProofRequest(new, lease)).held
-    finally:
-        driver.close()
+        assert not recorder.record_and_prove(None, ProofRequest(new, lease)).held
     with db.transaction() as session:
         status, attempts = session.execute(
             select(Delivery.status, Delivery.attempts).where(Delivery.id == old.delivery_id)

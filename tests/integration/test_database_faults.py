@@ -35,6 +35,7 @@ from campaign.storage.db import (
     Database,
     write_refusal,
 )
+from campaign.storage.fast_path import DriverConnection
 from campaign.storage.models import Delivery
 from tests.conftest import POSTGRES_URL, ROOT, EngineFactory, _migrate, sqlite_database
 from tests.smtp_server import SMTPServer
@@ -198,7 +199,7 @@ def test_the_per_email_connection_reports_a_read_only_node_and_no_pooled_one_is_
             "on",
             "on",
         ]
-        driver = db.driver_connection()
+        driver = DriverConnection(db)
         statement: list[tuple[str, dict[str, Any]]] = [
             ("UPDATE subscribers SET first_name = 'x' WHERE id = 0", {})
         ]

@@ -1,5 +1,6 @@
-"""The per-email records' own connection (campaign.db.DriverConnection) on a real database:
-all or nothing, instants stored as the ORM stores them, and a lost connection replaced."""
+"""The per-email records' own connection (campaign.storage.fast_path.DriverConnection) on a
+real database: all or nothing, instants stored as the ORM stores them, and a lost connection
+replaced."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from campaign.errors import DatabaseError
 from campaign.storage import store
 from campaign.storage.db import Database
+from campaign.storage.fast_path import DriverConnection
 from campaign.storage.models import Subscriber
 
 NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
@@ -48,7 +50,7 @@ def _first_name(db: Database, subscriber_id: int) -> str:
 
 def test_a_failed_statement_undoes_the_whole_transaction(db: Database) -> None:
     subscriber_id = _subscriber(db)
-    driver = db.driver_connection()
+    driver = DriverConnection(db)
     with pytest.raises(Exception, match="no_such_table"):
         driver.run(
             [(RENAME, {"name": "Bea", "id": subscriber_id}), ("SELECT x FROM no_such_table", {})]
@@ -65,7 +67,7 @@ def test_an_instant_written_through_the_driver_reads_and_compares_as_the_orms(
     """SQLite keeps instants as text: a whole second written by the driver must still sort
     and compare equal to the same instant bound by SQLAlchemy (e.g. a 07:00:00 due time)."""
     subscriber_id = _subscriber(db)
-    driver = db.driver_connection()
+    driver = DriverConnection(db)
     driver.run(
         [
             (
@@ -90,7 +92,7 @@ def test_a_lost_server_connection_is_reported_then_replaced(
 ) -> None:
     if db.is_sqlite:
         pytest.skip("about a database server's connection: PostgreSQL only")
-    driver = db.driver_connection()
+    driver = DriverConnection(db)
     backend = driver.run([("SELECT pg_backend_pid()", {})])
     with psycopg.connect(database_url.split("?")[0], autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (backend,))

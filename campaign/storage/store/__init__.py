@@ -1,6 +1,10 @@
-"""Every query, as a function taking a Session first. The caller owns the transaction."""
+"""Every query, as a function taking a Session first. The caller owns the transaction.
+
+The per-email records are the one exception: a `DeliveryRecorder` runs them on a connection of
+its own (the fast path, campaign.storage.fast_path, says when that is worth it)."""
 
 from campaign.storage.store.budget import Bucket, take_tokens, wait_for_token
+from campaign.storage.store.claims import SETTLED, Claim, claim_due, renew_leases
 from campaign.storage.store.confirmations import (
     ConfirmationClaim,
     ConfirmationLink,
@@ -17,15 +21,11 @@ from campaign.storage.store.confirmations import (
     use_confirmation,
 )
 from campaign.storage.store.deliveries import (
-    SETTLED,
     Accepted,
-    Claim,
-    Driver,
+    DeliveryRecorder,
     Proof,
     ProofRequest,
-    claim_due,
     consecutive_failures,
-    record_and_prove,
     record_bounce,
     record_failed,
     record_late_skip,
@@ -33,7 +33,6 @@ from campaign.storage.store.deliveries import (
     record_skipped,
     record_unknown,
     release,
-    renew_leases,
     stop_mailing,
 )
 from campaign.storage.store.leases import LeaseTime
@@ -85,7 +84,7 @@ __all__ = [
     "Claim",
     "ConfirmationClaim",
     "ConfirmationLink",
-    "Driver",
+    "DeliveryRecorder",
     "LeaseTime",
     "Proof",
     "ProofRequest",
@@ -125,7 +124,6 @@ __all__ = [
     "purge_confirmations",
     "purge_pending",
     "queue_confirmation",
-    "record_and_prove",
     "record_bounce",
     "record_click",
     "record_consent",

@@ -15,7 +15,7 @@ from typing import Any
 
 from campaign.clock import Clock
 
-# Instants as the engine stores them on SQLite: text with microseconds (see plain_sql).
+# Instants as the engine stores them on SQLite: text with microseconds (see fast_path).
 _SQLITE_NOW = "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
 _SQLITE_UNTIL = "(strftime('%Y-%m-%d %H:%M:%f', 'now', :lease_offset) || '000')"
 _POSTGRES_NOW = "(statement_timestamp() AT TIME ZONE 'UTC')"

@@ -1,0 +1,212 @@
+"""The fast per-email SQL path: plain `:name` SQL run below SQLAlchemy's expression layer.
+
+When to use it: only for the statements a sending pass runs once per claimed step or per
+email (the claim batch, the proof before DATA, the recorded outcome), where SQLAlchemy's own
+Python cost rivals the database's (docs/performance.md, "When to use the fast SQL path").
+Everything else is a `store` function on a Session, written with the ORM or Core.
+
+Plain SQL runs here in two ways: `PlainSQL`, on a Session's connection and inside its caller's
+transaction; and `DriverConnection`, a pooled connection of its own whose writes skip
+PostgreSQL's disk flush, for the 250 and the proof before the next message. Use cases never
+hold either: they get a `store.DeliveryRecorder`, or call `store` functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from campaign.errors import DatabaseError, DatabaseRefusesWrites
+from campaign.storage.db import Database, write_refusal
+
+
+def driver_sql(sql: str, is_sqlite: bool) -> str:
+    """`sql` with `:name` parameters in the driver's own style."""
+    return sql if is_sqlite else _pyformat(sql)
+
+
+def driver_params(params: dict[str, Any], is_sqlite: bool) -> dict[str, Any]:
+    """`params` with instants (naive UTC) as the driver stores them."""
+    if not is_sqlite:
+        return params
+    # As SQLAlchemy stores a DateTime in SQLite (always with microseconds, so that text
+    # comparison orders instants).
+    return {
+        name: sqlite_instant(value) if isinstance(value, datetime) else value
+        for name, value in params.items()
+    }
+
+
+def sqlite_instant(value: datetime) -> str:
+    """`YYYY-MM-DD HH:MM:SS.ffffff`, the wall-clock fields as given (callers pass UTC)."""
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def naive_utc(instant: datetime | None) -> datetime | None:
+    """How UTCDateTime stores an instant: naive UTC (plain SQL skips the column type)."""
+    return None if instant is None else instant.astimezone(UTC).replace(tzinfo=None)
+
+
+def in_list(name: str, values: Iterable[Any], params: dict[str, Any]) -> str:
+    """`(:name0, :name1, ...)` for an IN list, its values put in `params`."""
+    names = []
+    for n, value in enumerate(values):
+        names.append(f":{name}{n}")
+        params[f"{name}{n}"] = value
+    return f"({', '.join(names)})"
+
+
+@functools.lru_cache(maxsize=4096)  # an IN list makes one text per length, up to a batch
+def _pyformat(sql: str) -> str:
+    """`:name` parameters (sqlite3's style) as `%(name)s` (psycopg's)."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql.replace("%", "%%"))
+
+
+class PlainSQL:
+    """`:name` SQL with instants as naive UTC, run on a Session's connection, in its
+    transaction. The statements still pass through the Connection, so its events (and
+    anything listening, such as bench/scale.py) see them."""
+
+    def __init__(self, session: Session) -> None:
+        self._connection = session.connection()
+        self.is_sqlite = self._connection.dialect.name == "sqlite"
+
+    def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row `sql` returns, as plain tuples (instants as the driver gives them)."""
+        return [tuple(row) for row in self._execute(sql, params).all()]
+
+    def run(self, sql: str, params: dict[str, Any]) -> None:
+        self._execute(sql, params)
+
+    def run_many(self, sql: str, rows: list[dict[str, Any]]) -> None:
+        """One statement for many parameter sets (the driver's executemany)."""
+        self._connection.exec_driver_sql(
+            driver_sql(sql, self.is_sqlite), [driver_params(row, self.is_sqlite) for row in rows]
+        )
+
+    def _execute(self, sql: str, params: dict[str, Any]) -> Any:
+        return self._connection.exec_driver_sql(
+            driver_sql(sql, self.is_sqlite), driver_params(params, self.is_sqlite)
+        )
+
+
+class DriverConnection:
+    """One pooled database connection driven through its driver (sqlite3, psycopg) directly.
+
+    For the statements run for every email sent: no Session, no expression layer, and on
+    PostgreSQL one round trip for a single autocommitted statement. Its writes skip
+    PostgreSQL's disk flush, like `Database.transaction(flush_to_disk=False)`. Taken lazily;
+    a lost connection is dropped, reported as DatabaseError, and replaced on the next use (so
+    callers may simply retry).
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._pooled: Any = None
+        self.is_sqlite = database.is_sqlite
+        self._dbapi = database.engine.dialect.loaded_dbapi
+
+    def _driver(self) -> Any:
+        if self._pooled is None:
+            pooled = self._database.engine.raw_connection()
+            driver: Any = pooled.driver_connection
+            if not self.is_sqlite:
+                driver.autocommit = True
+                driver.execute("SET synchronous_commit TO off")
+                # Every statement here finds its rows by primary key. A plan made while a
+                # table looked empty (the delivery log of a fresh list, just analysed) reads
+                # it whole, and the prepared statement kept that plan as the table grew: one
+                # whole-table read per email sent.
+                driver.execute("SET enable_seqscan TO off")
+            self._pooled = pooled
+        return self._pooled.driver_connection
+
+    def run(self, statements: list[tuple[str, dict[str, Any]]]) -> Any:
+        """Run `statements` (`:name` parameters) in one transaction; the last one's first
+        column of its first row, if it returns rows."""
+        last = self.run_all(statements)[-1]
+        return None if last is None else last[0]
+
+    def run_all(self, statements: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Run `statements` in one transaction; each one's first row (None: no row)."""
+        converted: dict[int, dict[str, Any]] = {}  # statements often share one parameter dict
+        for _, params in statements:
+            if id(params) not in converted:
+                converted[id(params)] = driver_params(params, self.is_sqlite)
+        prepared = [
+            (driver_sql(sql, self.is_sqlite), converted[id(params)]) for sql, params in statements
+        ]
+        try:
+            cursor = self._driver().cursor()
+            try:
+                if len(prepared) == 1 and not self.is_sqlite:  # autocommitted: one round trip
+                    return [_first(cursor.execute(*prepared[0]))]
+                with self._transaction(cursor):
+                    return [_first(cursor.execute(sql, params)) for sql, params in prepared]
+            finally:
+                cursor.close()
+        except self._dbapi.Error as exc:
+            refusal = write_refusal(exc)
+            lost = isinstance(exc, self._dbapi.OperationalError | self._dbapi.InterfaceError)
+            if refusal is None and not lost:
+                raise
+            self._drop()
+            if refusal is not None:
+                self._database.discard_connections()
+                raise DatabaseRefusesWrites(refusal, str(exc)) from exc
+            raise DatabaseError(f"database error: {exc}") from exc
+        except OperationalError as exc:  # from the pool: no connection to be had
+            self._drop()
+            refusal = write_refusal(exc.orig)
+            if refusal is not None:
+                self._database.discard_connections()
+                raise DatabaseRefusesWrites(refusal, str(exc.orig)) from exc
+            raise DatabaseError(f"database error: {exc.orig}") from exc
+
+    @contextmanager
+    def _transaction(self, cursor: Any) -> Iterator[None]:
+        if self.is_sqlite:
+            with self._database.writing():
+                cursor.execute("BEGIN IMMEDIATE")  # as every transaction (storage.db)
+                try:
+                    yield
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+                cursor.execute("COMMIT")
+        else:
+            with cursor.connection.transaction():
+                yield
+
+    def _drop(self) -> None:
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            pooled.invalidate()
+
+    def close(self) -> None:
+        """Back to the pool, as the pool handed it out."""
+        pooled, self._pooled = self._pooled, None
+        if pooled is None:
+            return
+        try:
+            if not self.is_sqlite:
+                pooled.driver_connection.execute("RESET synchronous_commit")
+                pooled.driver_connection.execute("RESET enable_seqscan")
+                pooled.driver_connection.autocommit = False
+            pooled.close()
+        except (self._dbapi.OperationalError, self._dbapi.InterfaceError):
+            pooled.invalidate()
+
+
+def _first(cursor: Any) -> tuple[Any, ...] | None:
+    if cursor.description is None:
+        return None
+    row = cursor.fetchone()
+    return None if row is None else tuple(row)

@@ -1,0 +1,245 @@
+"""Claiming due steps for a pass, and renewing the leases it holds (the send guarantee's start).
+
+A claim is fenced: it belongs to one owner (a token unique per process and pass) until its
+lease ends by the database's clock (store.leases). The owner renews it while it works and
+proves it still holds it just before the message goes to SMTP (store.deliveries). Its
+statements are plain SQL on the fast path (campaign.storage.fast_path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from campaign.storage.fast_path import PlainSQL, in_list, naive_utc
+from campaign.storage.models import PENDING_DELIVERY, utc_instant
+from campaign.storage.store.leases import LeaseTime
+
+#: A delivery in one of these states is done: its step never goes to that enrollment again.
+SETTLED = ("sent", "failed", "bounced", "skipped", "unknown")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One step of one enrollment, claimed by a pass for sending (plain values, no ORM)."""
+
+    delivery_id: int
+    message_id: str
+    attempts: int
+    enrollment_id: int
+    step_key: str
+    step_day: int
+    due_at: datetime
+    started_at: datetime
+    last_sent_at: datetime | None
+    subscriber_id: int
+    email: str
+    first_name: str
+    timezone: str
+    #: who holds the claim: only it may send the step or record anything but a 250.
+    owner: str = ""
+    #: earlier tries whose outcome stayed unknown (no reply to the final dot).
+    unknown_outcomes: int = 0
+
+
+# The claim's statements, as plain SQL: through SQLAlchemy's expression layer a batch cost
+# ~7 ms of Python (building, caching and binding statements, typing each row's instants).
+# An enrollment whose lease is still running is held by someone else, whatever this host's
+# clock says about its next_due_at.
+_DUE_SQL = (
+    "SELECT enrollments.id, enrollments.last_day, enrollments.next_due_at,"
+    " enrollments.started_at, enrollments.last_sent_at, subscribers.id, subscribers.email,"
+    " subscribers.first_name, subscribers.timezone"
+    " FROM enrollments JOIN subscribers ON subscribers.id = enrollments.subscriber_id"
+    " WHERE enrollments.plan_id = :plan AND enrollments.status = 'active'"
+    " AND enrollments.next_due_at <= :now AND subscribers.status = 'active'"
+    " AND (enrollments.lease_expires_at IS NULL OR enrollments.lease_expires_at <= {lease_now})"
+    "{only} ORDER BY enrollments.next_due_at LIMIT :limit{lock}"
+)
+_SETTLE_REMOVED_SQL = (
+    "UPDATE deliveries SET status = 'skipped', last_error = 'step removed from the plan',"
+    " updated_at = :now"
+    " WHERE enrollment_id IN {enrollments} AND status IN {pending} AND step_key NOT IN {keys}"
+)
+_COMPLETE_SQL = (
+    "UPDATE enrollments SET status = 'completed', next_due_at = NULL, lease_owner = NULL,"
+    " lease_expires_at = NULL, updated_at = :now WHERE id IN {enrollments}"
+)
+# Two plain INs, not a row-value IN: SQLite scans the whole log for that. The extra pairs
+# they match are ignored by the caller's lookup.
+_DELIVERIES_SQL = (
+    "SELECT enrollment_id, step_key, id, status, message_id, attempts, unknown_outcomes"
+    " FROM deliveries WHERE enrollment_id IN {enrollments} AND step_key IN {keys}"
+)
+_MOVE_PAST_SQL = (
+    "UPDATE enrollments SET last_day = :day, updated_at = :now"
+    " WHERE id = :enrollment AND last_day < :day"
+)
+_INSERT_SQL = (
+    "INSERT INTO deliveries (enrollment_id, step_key, status, attempts, unknown_outcomes,"
+    " message_id, created_at, updated_at)"
+    " VALUES (:enrollment, :key, 'queued', 0, 0, :message_id, :now, :now)"
+)
+_REQUEUE_SQL = "UPDATE deliveries SET status = 'queued', updated_at = :now WHERE id IN {deliveries}"
+# next_due_at moves past the lease by the claimer's clock too, so that the due-query's index
+# range skips the claim; the lease itself is what decides.
+_LEASE_SQL = (
+    "UPDATE enrollments SET next_due_at = :lease, lease_owner = :owner,"
+    " lease_expires_at = {lease_until}, updated_at = :now WHERE id IN {enrollments}"
+)
+# The leases `owner` still holds among some enrollments, extended while it works.
+_RENEW_SQL = (
+    "UPDATE enrollments SET lease_expires_at = {lease_until}, next_due_at = :lease"
+    " WHERE lease_owner = :owner AND id IN {enrollments}"
+)
+_HELD_SQL = "SELECT id FROM enrollments WHERE lease_owner = :owner AND id IN {enrollments}"
+
+
+def _deliveries_of(sql: PlainSQL, pairs: list[tuple[int, str]]) -> list[tuple[Any, ...]]:
+    """The delivery rows of these (enrollment, step key) pairs, and maybe a few others."""
+    params: dict[str, Any] = {}
+    found = _DELIVERIES_SQL.format(
+        enrollments=in_list("e", {enrollment for enrollment, _ in pairs}, params),
+        keys=in_list("k", {key for _, key in pairs}, params),
+    )
+    return sql.rows(found, params)
+
+
+def claim_due(
+    session: Session,
+    *,
+    plan_id: str,
+    steps: Sequence[tuple[str, int]],
+    now: datetime,
+    owner: str,
+    lease_until: datetime,
+    limit: int,
+    new_message_id: Callable[[], str],
+    only_enrollment: int | None = None,
+    lease: LeaseTime | None = None,
+) -> list[Claim]:
+    """Claim up to `limit` due steps for `owner`, each under a lease of `lease.seconds`.
+
+    `steps` are the plan's (key, day) pairs in order; an enrollment's next step is the first
+    one after the day it has reached. An enrollment whose lease runs (by the database's
+    clock) is someone else's. On PostgreSQL rows locked by another claimer are skipped (FOR
+    UPDATE SKIP LOCKED); on SQLite the transaction already holds the single write lock.
+    `lease_until` (the claimer's `now` plus the lease) becomes the claimed enrollments'
+    `next_due_at`, so that they drop out of the due-query's range meanwhile.
+    """
+    lease = lease or LeaseTime((lease_until - now).total_seconds())
+    sql = PlainSQL(session)
+    if not sql.is_sqlite:
+        # Every look-up here goes by an index. Planned while the delivery log looked empty
+        # (a fresh list, just analysed), PostgreSQL reads it whole, batch after batch.
+        sql.run("SET LOCAL enable_seqscan TO off", {})
+    at = naive_utc(now)
+    params: dict[str, Any] = {"plan": plan_id, "now": at, "limit": limit, **lease.params()}
+    only = ""
+    if only_enrollment is not None:
+        only, params["only"] = " AND enrollments.id = :only", only_enrollment
+    lock = "" if sql.is_sqlite else " FOR UPDATE OF enrollments SKIP LOCKED"
+    due = _DUE_SQL.format(lease_now=lease.now_sql(sql.is_sqlite), only=only, lock=lock)
+    rows = sql.rows(due, params)
+    if not rows:
+        return []
+    # A step removed from the plan while queued or awaiting a retry is settled, never sent.
+    params = {"now": at}
+    sql.run(
+        _SETTLE_REMOVED_SQL.format(
+            enrollments=in_list("e", [r[0] for r in rows], params),
+            pending=in_list("p", PENDING_DELIVERY, params),
+            keys=in_list("k", [key for key, _ in steps], params),
+        ),
+        params,
+    )
+    upcoming = {r[0]: next(((k, d) for k, d in steps if d > r[1]), None) for r in rows}
+    finished = [enrollment for enrollment, step in upcoming.items() if step is None]
+    if finished:
+        params = {"now": at}
+        sql.run(_COMPLETE_SQL.format(enrollments=in_list("e", finished, params)), params)
+    wanted = [(enrollment, step[0]) for enrollment, step in upcoming.items() if step]
+    existing = {(d[0], d[1]): d for d in _deliveries_of(sql, wanted)} if wanted else {}
+    chosen: list[dict[str, Any]] = []  # each claim's fields; a new delivery's id comes below
+    fresh: list[dict[str, Any]] = []  # deliveries to insert
+    for row in rows:
+        enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz = row
+        step = upcoming[enrollment_id]
+        if step is None:
+            continue
+        key, day = step
+        found = existing.get((enrollment_id, key))
+        if found is not None and found[3] in SETTLED:
+            # Settled under an earlier plan (a step moved to a later day): never again. Move
+            # past it; the enrollment stays due and the next claim looks further on.
+            sql.run(_MOVE_PAST_SQL, {"day": day, "now": at, "enrollment": enrollment_id})
+            continue
+        if found is None:
+            message_id, attempts, unknown, delivery_id = new_message_id(), 0, 0, None
+            fresh.append(
+                {"enrollment": enrollment_id, "key": key, "message_id": message_id, "now": at}
+            )
+        else:
+            delivery_id, message_id, attempts, unknown = found[2], found[4], found[5], found[6]
+        chosen.append(
+            {
+                "delivery_id": delivery_id,
+                "message_id": message_id,
+                "attempts": attempts,
+                "enrollment_id": enrollment_id,
+                "step_key": key,
+                "step_day": day,
+                "due_at": utc_instant(due_at) or now,
+                "started_at": utc_instant(started_at) or now,
+                "last_sent_at": utc_instant(last_sent_at),
+                "subscriber_id": sub_id,
+                "email": email,
+                "first_name": name,
+                "timezone": tz,
+                "owner": owner,
+                "unknown_outcomes": unknown,
+            }
+        )
+    if fresh:
+        # One executemany for the batch, then one query for the new ids (SQLite would run an
+        # INSERT ... RETURNING row by row).
+        sql.run_many(_INSERT_SQL, fresh)
+        inserted = [(row["enrollment"], row["key"]) for row in fresh]
+        ids = {(d[0], d[1]): d[2] for d in _deliveries_of(sql, inserted)}
+        for fields in chosen:
+            if fields["delivery_id"] is None:
+                fields["delivery_id"] = ids[(fields["enrollment_id"], fields["step_key"])]
+    claims = [Claim(**fields) for fields in chosen]
+    reused = [c.delivery_id for c in claims if (c.enrollment_id, c.step_key) in existing]
+    if reused:
+        params = {"now": at}
+        sql.run(_REQUEUE_SQL.format(deliveries=in_list("d", reused, params)), params)
+    if claims:
+        params = {"lease": naive_utc(lease_until), "owner": owner, "now": at, **lease.params()}
+        enrollments = in_list("e", [c.enrollment_id for c in claims], params)
+        until = lease.until_sql(sql.is_sqlite)
+        sql.run(_LEASE_SQL.format(lease_until=until, enrollments=enrollments), params)
+    return claims
+
+
+def renew_leases(
+    session: Session,
+    enrollment_ids: Collection[int],
+    owner: str,
+    lease: LeaseTime,
+    lease_until: datetime,
+) -> set[int]:
+    """Extend the leases `owner` still holds among `enrollment_ids`; the ids it still holds
+    (the others were taken over after their lease ran out: `owner` must not send them)."""
+    if not enrollment_ids:
+        return set()
+    sql = PlainSQL(session)
+    params: dict[str, Any] = {"owner": owner, "lease": naive_utc(lease_until), **lease.params()}
+    enrollments = in_list("e", enrollment_ids, params)
+    until = lease.until_sql(sql.is_sqlite)
+    sql.run(_RENEW_SQL.format(lease_until=until, enrollments=enrollments), params)
+    return {row[0] for row in sql.rows(_HELD_SQL.format(enrollments=enrollments), params)}
