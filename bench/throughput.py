@@ -42,7 +42,7 @@ from typing import Any
 from campaign.clock import FixedClock
 from campaign.content import compose
 from campaign.content.compose import Recipient
-from campaign.delivery import dispatch, smtp
+from campaign.delivery import feed, smtp, timing
 from campaign.domain.plan import load_plan
 from campaign.engine import build, make_service
 from campaign.settings import Settings
@@ -393,11 +393,11 @@ def _time_parts() -> dict[str, float]:
     """Wrap the parts of an email's journey so that each adds up its thread CPU time."""
     spent: dict[str, float] = {}
     for name, owner, attribute in (
-        ("claim", dispatch.Dispatcher, "_claim"),
+        ("claim", feed.DueClaims, "next_batch"),
         ("compose", compose.Composer, "compose"),
         ("record", store.DeliveryRecorder, "record_and_prove"),
         ("smtp", smtp.SMTPConnection, "send"),
-        ("next due", dispatch.Dispatcher, "_next_due"),
+        ("next due", timing, "next_due"),
     ):
         spent[name] = 0.0
         setattr(owner, attribute, _timed(getattr(owner, attribute), name, spent))

@@ -11,26 +11,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
-from typing import TypeVar
-from zoneinfo import ZoneInfo
-
-from sqlalchemy.orm import Session
 
 from campaign.clock import Clock, SystemClock
 from campaign.content.compose import Composer, Recipient
-from campaign.delivery.feed import Feed, LeaseKeeper
+from campaign.delivery import outcomes, timing
+from campaign.delivery.backoff import RelayBackoff
+from campaign.delivery.feed import DueClaims, Feed, LeaseKeeper
+from campaign.delivery.outcomes import Outcomes
 from campaign.delivery.pacing import SendBudget, StopWaiting, buckets_for
-from campaign.delivery.passes import PassResult, RelayThrottled, SendPolicy, Unrecorded, is_throttle
-from campaign.domain import schedule
-from campaign.domain.addresses import email_hash
+from campaign.delivery.passes import PassResult, RelayThrottled, SendPolicy, is_throttle
 from campaign.domain.plan import Plan
 from campaign.domain.transport import Connection, Transport
 from campaign.errors import (
@@ -44,20 +39,19 @@ from campaign.errors import (
 )
 from campaign.storage import store
 from campaign.storage.db import Database
-from campaign.storage.store import Claim, LeaseTime, ProofRequest
-
-#: how long a recorded outcome waits for a lost database before the pass gives up (seconds).
-_RECORD_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+from campaign.storage.store import Claim, LeaseTime
 
 log = logging.getLogger("campaign.dispatch")
 
 
-T = TypeVar("T")
-
-
 @dataclass
 class Dispatcher:
-    """Sends one plan's due steps. Built once by bootstrap; `run_pass` is called per tick."""
+    """Sends one plan's due steps. Built once by the engine; `run_pass` is called per tick.
+
+    A pass is composed of the claims feed (`feed`), the recorded outcomes (`outcomes`), the
+    relay's back-off (`backoff`) and pure timing (`timing`); this class runs the SMTP
+    connections and decides, per message, which outcome it came to.
+    """
 
     db: Database
     plan: Plan
@@ -68,11 +62,10 @@ class Dispatcher:
     policy: SendPolicy = field(default_factory=SendPolicy)
     #: the clock leases are measured by; None: the database's own (store.leases).
     lease_clock: Clock | None = None
-    #: after a throttle reply no pass sends before this instant (this process).
-    relay_paused_until: datetime | None = None
-    _throttles: int = 0
     #: how long claims are held, and by which clock.
     leases: LeaseTime = field(init=False)
+    #: after a throttle reply, no pass of this process sends until it ends.
+    backoff: RelayBackoff = field(init=False)
     #: real time, for what is about this process being alive rather than about the schedule
     #: (waiting for a database, a server's pace): the lease clock when a test injects one.
     _real: Clock = field(init=False)
@@ -86,6 +79,7 @@ class Dispatcher:
         self._budget = SendBudget(self.db, self.clock, limits)
         self._passes = itertools.count(1)
         self.leases = LeaseTime(self.policy.lease_seconds, self.lease_clock)
+        self.backoff = RelayBackoff(self.policy.retry_base_seconds)
         # `--now` fixes the schedule's clock; a database restart still takes real seconds.
         self._real = self.lease_clock or SystemClock()
 
@@ -102,23 +96,37 @@ class Dispatcher:
         sent the moment someone confirms, without waiting for the next tick.
         """
         result = PassResult()
-        if self.relay_paused_until is not None and now < self.relay_paused_until:
-            result.error = f"relay throttled: backing off until {self.relay_paused_until:%H:%M:%S}"
+        refusal = self.backoff.refusal(now)
+        if refusal is not None:
+            result.error = refusal
             return result
-        # The claims of this pass are this token's: not an earlier pass's of this process.
+        # One plan, composer and transport for the whole pass, even if they are swapped
+        # meanwhile; the claims of this pass are this token's, not an earlier pass's.
+        plan, composer, transport = self.plan, self.composer, self.transport
         token = f"{self.owner}/{next(self._passes)}"
         # The welcome email of one subscriber needs one connection, not a pool.
         workers = 1 if only_enrollment is not None else self.policy.connections
-        feed = Feed(lambda: self._claim(now, token, only_enrollment, workers), stop)
+        claims = DueClaims(
+            self.db,
+            plan,
+            now,
+            token,
+            self.leases,
+            partial(self._claim_limit, workers),
+            composer.new_message_id,
+            only_enrollment,
+        )
+        feed = Feed(claims.next_batch, stop)
+        work = _Pass(now, plan, composer, transport, feed)
         results = [PassResult() for _ in range(workers)]
         renew_every = min(self.policy.lease_seconds / 3, 30.0)
         try:
             with LeaseKeeper(self.db, feed, token, self.leases, self.clock, renew_every):
                 if workers == 1:
-                    self._work(feed, now, results[0])
+                    self._work(work, results[0])
                 else:
                     with ThreadPoolExecutor(workers, thread_name_prefix="smtp") as pool:
-                        futures = [pool.submit(self._work, feed, now, part) for part in results]
+                        futures = [pool.submit(self._work, work, part) for part in results]
                     for future in futures:
                         future.result()  # an unexpected error in a connection ends the pass
         except Exception:
@@ -126,7 +134,7 @@ class Dispatcher:
             # once; the one in flight waits out its lease (it may have been sent).
             unsent = feed.leftovers()
             if unsent:
-                self._release(unsent, result)
+                outcomes.release(self.db, unsent, result, self._real)
             raise
         for part in results:
             result.add(part)
@@ -135,7 +143,7 @@ class Dispatcher:
         result.stopped = feed.stopped or isinstance(feed.halted_by, StopWaiting)
         leftovers = feed.leftovers()
         if leftovers:
-            self._release(leftovers, result)
+            outcomes.release(self.db, leftovers, result, self._real)
         result.halted_by = feed.halted_by
         self._after_halt(feed.halted_by, now, result)
         if result.lost:
@@ -145,46 +153,6 @@ class Dispatcher:
                 result.lost,
             )
         return result
-
-    def _claim(
-        self, now: datetime, token: str, only_enrollment: int | None, workers: int
-    ) -> list[Claim]:
-        """The next batch of claims whose step is itself due at `now`.
-
-        An enrollment's `next_due_at` was computed for the step that was next when it was
-        written; after a plan edit removed or moved that step, the step now next may be due
-        later. Such a claim goes back with its own time: sending it now would be early.
-        """
-        while True:
-            with self.db.transaction() as session:
-                claims = store.claim_due(
-                    session,
-                    plan_id=self.plan.id,
-                    steps=[(step.key, step.day) for step in self.plan.steps],
-                    now=now,
-                    owner=token,
-                    lease_until=now + timedelta(seconds=self.policy.lease_seconds),
-                    limit=self._claim_limit(workers),
-                    new_message_id=self.composer.new_message_id,
-                    only_enrollment=only_enrollment,
-                    lease=self.leases,
-                )
-            # After the claim's commit, not in it: SQLite's one writer (a signup, another
-            # sender process) waits for that transaction, and this is ~10 µs a claim.
-            early = [
-                replace(claim, due_at=due)
-                for claim in claims
-                if (due := self._step_due(claim)) is not None and due > now
-            ]
-            if not early:
-                return claims
-            with self.db.transaction() as session:
-                store.release(session, early)
-            later = {claim.delivery_id for claim in early}
-            ready = [claim for claim in claims if claim.delivery_id not in later]
-            if ready:
-                return ready
-            # Released claims are due later, so the next look-up cannot return them again.
 
     def _claim_limit(self, workers: int) -> int:
         """A batch this pass can send well within one lease, at the rate limits and at the
@@ -197,11 +165,14 @@ class Dispatcher:
             limit = min(limit, int(window / self._pace * workers))
         return max(limit, 1)
 
-    def _work(self, feed: Feed, now: datetime, result: PassResult) -> None:
+    def _work(self, work: _Pass, result: PassResult) -> None:
         """One SMTP connection: deliver claims from the feed until it runs dry or halts."""
-        unrecorded = Unrecorded()
+        feed = work.feed
         with ExitStack() as stack:
             recorder = stack.enter_context(store.DeliveryRecorder(self.db))
+            recorded = Outcomes(
+                self.db, recorder, work.plan, self.policy, self.leases, feed, result, self._real
+            )
             # The SMTP connection: closed and replaced after an unexpected error mid-message.
             session = stack.enter_context(ExitStack())
             connection: Connection | None = None
@@ -215,8 +186,8 @@ class Dispatcher:
                     break
                 try:
                     if connection is None:
-                        connection = session.enter_context(self.transport.open())
-                    self._deliver(claim, connection, now, result, (recorder, unrecorded), feed)
+                        connection = session.enter_context(work.transport.open())
+                    self._deliver(work, claim, connection, recorded)
                 except _SessionSpoiled:
                     session.close()
                     connection = None
@@ -226,50 +197,35 @@ class Dispatcher:
                     break
                 except Exception as exc:
                     feed.halt(exc)
-                    self._record_sent(recorder, unrecorded, feed, result)
+                    recorded.record_last_sent()
                     raise
                 except BaseException as exc:  # the process is dying: like a kill, record nothing
                     feed.halt(exc)
                     raise
-            self._record_sent(recorder, unrecorded, feed, result)
+            recorded.record_last_sent()
 
     def _after_halt(self, reason: BaseException | None, now: datetime, result: PassResult) -> None:
         if isinstance(reason, TransportUnavailable | DatabaseError):
             result.error = reason.message
         elif isinstance(reason, RelayThrottled):
-            # Slow down as asked: no attempt used, no sending until the backoff ends
-            # (doubling while the server keeps asking).
-            self._throttles += 1
-            delay = schedule.retry_delay(self._throttles, self.policy.retry_base_seconds, 1.0)
-            self.relay_paused_until = now + delay
-            result.error = f"relay throttled ({reason.message}); backing off {delay}"
+            # Slow down as asked: no attempt used, no sending until the back-off ends.
+            result.error = self.backoff.throttled(reason, now)
 
     def _deliver(
-        self,
-        claim: Claim,
-        connection: Connection,
-        now: datetime,
-        result: PassResult,
-        records: tuple[store.DeliveryRecorder, Unrecorded],
-        feed: Feed,
+        self, work: _Pass, claim: Claim, connection: Connection, recorded: Outcomes
     ) -> None:
-        step = self.plan.step_by_key(claim.step_key)
+        """Build `claim`'s message, prove the claim, send it, and record what came of it."""
+        now = work.now
+        step = work.plan.step_by_key(claim.step_key)
         if step is None:  # the plan changed since the claim: look again next pass
-            self._release([claim], result)
-            feed.finish(claim)
+            recorded.release([claim])
             return
-        if self._too_late(claim, now):
-            reason = f"more than {self.plan.skip_after} late (catch_up)"
-            next_due = self._next_due(claim, None)
-            late = partial(
-                store.record_late_skip, claim=claim, now=now, reason=reason, next_due_at=next_due
-            )
-            if self._settle(claim, late, feed, result):
-                result.skipped += 1
+        if timing.too_late(work.plan, claim, now):
+            recorded.late(claim, now)
             return
         recipient = Recipient(claim.subscriber_id, claim.email, claim.first_name)
         try:
-            composed = self.composer.compose(
+            composed = work.composer.compose(
                 step,
                 recipient,
                 message_id=claim.message_id,
@@ -279,58 +235,42 @@ class Dispatcher:
         except RenderError as exc:
             # A plan edit may fix it: retried like a 4xx.
             log.warning("render failed for delivery %s: %s", claim.delivery_id, exc.message)
-            self._temporary(claim, now, exc.message, result, feed)
+            recorded.temporary(claim, now, exc.message)
             return
         except (UnsendableAddress, ValueError) as exc:
             # Data no template can fix (an address no envelope can carry, a name no header
             # can): fail this one for good, not the pass; the subscriber is not bounced.
             reason = exc.message if isinstance(exc, UnsendableAddress) else str(exc)
-            self._failed(claim, now, f"cannot build message: {reason}", result, feed)
+            recorded.failed(claim, now, f"cannot build message: {reason}")
             return
         except Exception as exc:
             # A fault of ours met by this subscriber's data: their retry, not the pass's end.
             log.warning("cannot build delivery %s", claim.delivery_id, exc_info=True)
-            error = f"cannot build message: {_described(exc)}"
-            self._temporary(claim, now, error, result, feed)
+            recorded.temporary(claim, now, f"cannot build message: {_described(exc)}")
             return
         # One transaction records the previous message's 250, proves this claim is still
         # ours and re-reads the subscriber's status: the last moment before DATA.
-        recorder, unrecorded = records
-        if not self._cleared_to_send(recorder, unrecorded, claim, now, result, feed):
+        if not recorded.cleared_to_send(claim, now):
             return
         # After a long wait for our turn under a rate limit, prove it all again.
-        waited = self._budget.acquire(feed.stop)
-        if waited > 1.0 and not self._cleared_to_send(
-            recorder, unrecorded, claim, now, result, feed
-        ):
+        waited = self._budget.acquire(work.feed.stop)
+        if waited > 1.0 and not recorded.cleared_to_send(claim, now):
             return
         started = self._real.monotonic()
         try:
             connection.send(composed.envelope, composed.data)
         except UnknownOutcome as exc:
-            self._unknown(claim, now, exc.message, result, feed)
+            recorded.unknown(claim, now, exc.message)
         except TemporaryFailure as exc:
             if is_throttle(exc):
                 raise RelayThrottled(
                     exc.message, smtp_code=exc.smtp_code, enhanced_code=exc.enhanced_code
                 ) from exc
-            self._temporary(claim, now, exc.message, result, feed)
+            recorded.temporary(claim, now, exc.message)
         except (TransportUnavailable, DatabaseError, StopWaiting):
             raise  # about every message, not this one: _work hands the rest back
         except PermanentFailure as exc:
-            rejected = partial(self._rejected, claim=claim, now=now, failure=exc)
-            if not self._settle(claim, rejected, feed, result):
-                return
-            log.warning(
-                "delivery %s to subscriber %s rejected: %s",
-                claim.delivery_id,
-                claim.subscriber_id,
-                exc.message,
-            )
-            if exc.bounce:
-                result.bounced += 1
-            else:
-                result.failed += 1
+            recorded.rejected(claim, now, exc)
         except Exception as exc:
             # Not a reply but a fault of ours sending this message: retried like a 4xx. The
             # session may be stuck mid-transaction, so the next message gets a new one.
@@ -338,75 +278,13 @@ class Dispatcher:
                 "delivery %s: unexpected error while sending", claim.delivery_id, exc_info=True
             )
             error = f"unexpected error while sending: {_described(exc)}"
-            self._temporary(claim, now, error, result, feed)
+            recorded.temporary(claim, now, error)
             raise _SessionSpoiled from exc
         else:
             self._note_pace(self._real.monotonic() - started)
-            sent_at = self.clock.now()
-            next_due = self._next_due(claim, sent_at)
             # Committed with the next message's proof (or when this connection ends).
-            unrecorded.hold(store.Accepted(claim, sent_at, next_due))
-            result.sent += 1
-            self._throttles = 0
-
-    def _cleared_to_send(
-        self,
-        recorder: store.DeliveryRecorder,
-        unrecorded: Unrecorded,
-        claim: Claim,
-        now: datetime,
-        result: PassResult,
-        feed: Feed,
-    ) -> bool:
-        """Record the previous 250, then prove `claim` is still this pass's (renewing its
-        lease) and that its subscriber is still active: True when it may go to SMTP."""
-        accepted = unrecorded.take()
-        request = ProofRequest(claim, self.leases)
-        proof = self._retrying(lambda: recorder.record_and_prove(accepted, request))
-        if accepted is not None:
-            self._after_sent(accepted, proof.recorded, feed, result)
-        if proof.status != "active":
-            # Leaving settles the step as skipped and ends the lease; if we still hold it
-            # (the status changed otherwise), settle it here.
-            reason = "subscriber left before sending"
-            if proof.held:
-                skipped = partial(store.record_skipped, claim=claim, now=now, reason=reason)
-                self._record(skipped)
-            feed.finish(claim)
-            result.skipped += 1
-            return False
-        if not proof.held:
-            log.debug("delivery %s: claim lost to another engine; not sending", claim.delivery_id)
-            result.lost += 1
-            feed.finish(claim)
-            return False
-        return True
-
-    def _record_sent(
-        self,
-        recorder: store.DeliveryRecorder,
-        unrecorded: Unrecorded,
-        feed: Feed,
-        result: PassResult,
-    ) -> None:
-        """Commit the connection's last 250, if one is not recorded yet."""
-        accepted = unrecorded.take()
-        if accepted is not None:
-            recorded = self._retrying(lambda: recorder.record_sent(accepted))
-            self._after_sent(accepted, recorded, feed, result)
-
-    def _after_sent(
-        self, accepted: store.Accepted, recorded: bool | None, feed: Feed, result: PassResult
-    ) -> None:
-        feed.finish(accepted.claim)
-        if not recorded:
-            # Another engine sent it too: this one was stopped past its lease mid-send.
-            result.lost += 1
-            log.warning(
-                "delivery %s was accepted twice: another engine had sent it already (this one "
-                "was paused past its lease while sending it)",
-                accepted.claim.delivery_id,
-            )
+            recorded.accepted(claim, self.clock.now())
+            self.backoff.relieved()
 
     def _note_pace(self, seconds: float) -> None:
         """Keep a moving average of the time one message takes on a connection."""
@@ -420,182 +298,16 @@ class Dispatcher:
         with self.db.transaction() as session:
             store.beat(session, self.owner, started_at, now, seconds, paused)
 
-    def _rejected(
-        self, session: Session, claim: Claim, now: datetime, failure: PermanentFailure
-    ) -> bool:
-        if failure.bounce:
-            return store.record_bounce(
-                session, claim, now, failure.message, email_hash(claim.email)
-            )
-        return store.record_failed(
-            session, claim, now, failure.message, self._next_due(claim, None)
-        )
 
-    def _settle(
-        self, claim: Claim, write: Callable[..., bool], feed: Feed, result: PassResult
-    ) -> bool:
-        """Record a claim's outcome, if the claim is still this pass's (see `_record`)."""
-        recorded = self._record(write)
-        feed.finish(claim)
-        if recorded:
-            return True
-        if self._subscriber_left(claim):
-            # Their unsubscribe (or a bounce) settled the step as skipped meanwhile: no engine
-            # lost anything.
-            log.info(
-                "delivery %s: subscriber %s left while it was being sent; the step stays skipped",
-                claim.delivery_id,
-                claim.subscriber_id,
-            )
-            result.skipped += 1
-        else:
-            log.debug("delivery %s: claim lost before its outcome was recorded", claim.delivery_id)
-            result.lost += 1
-        return False
+@dataclass(frozen=True)
+class _Pass:
+    """What one pass works with, read once at its start."""
 
-    def _subscriber_left(self, claim: Claim) -> bool:
-        with self.db.transaction() as session:
-            subscriber = store.subscriber_by_id(session, claim.subscriber_id)
-        return subscriber is None or subscriber.status != "active"
-
-    def _failed(
-        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed
-    ) -> None:
-        """A failure no retry can cure, about this message only: the step fails, the plan goes
-        on, the subscriber is not bounced."""
-        log.warning("delivery %s failed: %s", claim.delivery_id, error)
-        failed = partial(
-            store.record_failed,
-            claim=claim,
-            now=now,
-            error=error,
-            next_due_at=self._next_due(claim, None),
-        )
-        if self._settle(claim, failed, feed, result):
-            result.failed += 1
-
-    def _record(self, write: Callable[..., T]) -> T:
-        """Commit what the mail server answered (see `_retrying`)."""
-
-        def attempt() -> T:
-            with self.db.transaction(flush_to_disk=False) as session:
-                return write(session)
-
-        return self._retrying(attempt)
-
-    def _retrying(self, attempt: Callable[[], T]) -> T:
-        """Run a recording `attempt`, waiting out a database restart.
-
-        Until it commits the message is unrecorded: given up, its claim would expire and the
-        message go again. So wait a while for the database; past that, the pass stops.
-        """
-        for delay in _RECORD_RETRIES:
-            try:
-                return attempt()
-            except DatabaseError as exc:
-                log.warning("cannot record a delivery (%s); retrying in %.1fs", exc.message, delay)
-                self._real.sleep(delay)
-        return attempt()
-
-    def _temporary(
-        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed
-    ) -> None:
-        attempts = claim.attempts + 1
-        if attempts < self.policy.max_attempts:
-            jitter = random.uniform(0.5, 1.5)  # noqa: S311
-            retry_at = now + schedule.retry_delay(attempts, self.policy.retry_base_seconds, jitter)
-            retry = partial(
-                store.record_retry, claim=claim, now=now, error=error, retry_at=retry_at
-            )
-            if self._settle(claim, retry, feed, result):
-                result.retried += 1
-            return
-        # Give up on this step only: the subscriber stays active and the plan goes on,
-        # unless this mailbox has now soft-bounced on SOFT_BOUNCE_LIMIT steps in a row.
-        failures: list[int] = [0]
-
-        def give_up(session: Session) -> bool:
-            if not store.record_failed(session, claim, now, error, self._next_due(claim, None)):
-                return False
-            failures[0] = store.consecutive_failures(session, claim.subscriber_id)
-            if failures[0] >= self.policy.soft_bounce_limit:
-                store.stop_mailing(
-                    session, claim.subscriber_id, "bounced", email_hash(claim.email), now
-                )
-            return True
-
-        if not self._settle(claim, give_up, feed, result):
-            return
-        result.failed += 1
-        if failures[0] >= self.policy.soft_bounce_limit:
-            log.warning(
-                "subscriber %s suppressed: %d steps in a row failed (last: %s)",
-                claim.subscriber_id,
-                failures[0],
-                error,
-            )
-
-    def _unknown(
-        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed
-    ) -> None:
-        """No reply to the final dot: the server may have the message. Try once more after a
-        delay (same Message-ID), or settle it as unknown; never a soft bounce."""
-        retry_at = None
-        if claim.unknown_outcomes < self.policy.unknown_outcome_retries:
-            jitter = random.uniform(0.5, 1.5)  # noqa: S311
-            delay = schedule.retry_delay(claim.attempts + 1, self.policy.retry_base_seconds, jitter)
-            retry_at = now + delay
-        unknown = partial(
-            store.record_unknown,
-            claim=claim,
-            now=now,
-            error=error,
-            retry_at=retry_at,
-            next_due_at=self._next_due(claim, now),
-        )
-        if not self._settle(claim, unknown, feed, result):
-            return
-        result.unknown += 1
-        log.warning(
-            "delivery %s: outcome unknown (%s); %s",
-            claim.delivery_id,
-            error,
-            f"trying once more at {retry_at:%Y-%m-%d %H:%M:%S}" if retry_at else "not sent again",
-        )
-
-    def _too_late(self, claim: Claim, now: datetime) -> bool:
-        """Under `catch_up: {skip_after: H}`, a daily step H hours past its time is not sent.
-
-        The welcome email (day 0) always goes: it carries what the signup promised.
-        """
-        step = self.plan.step_by_key(claim.step_key)
-        if step is None or self.plan.skip_after is None or step.day == 0:
-            return False
-        nominal = schedule.nominal_due(
-            self.plan, step, claim.started_at, _zone_or_utc(claim.timezone)
-        )
-        return now - nominal > self.plan.skip_after
-
-    def _step_due(self, claim: Claim) -> datetime | None:
-        """When the claimed step is due under the current plan (None: not in the plan)."""
-        step = self.plan.step_by_key(claim.step_key)
-        if step is None:
-            return None
-        tz = _zone_or_utc(claim.timezone)
-        return schedule.due_at(self.plan, step, claim.started_at, tz, claim.last_sent_at)
-
-    def _next_due(self, claim: Claim, sent_at: datetime | None) -> datetime | None:
-        """When the step after `claim` is due; None when the plan is finished."""
-        following = next((s for s in self.plan.steps if s.day > claim.step_day), None)
-        if following is None:
-            return None
-        tz = _zone_or_utc(claim.timezone)
-        last_sent = sent_at or claim.last_sent_at
-        return schedule.due_at(self.plan, following, claim.started_at, tz, last_sent)
-
-    def _release(self, claims: list[Claim], result: PassResult) -> None:
-        self._record(lambda session: store.release(session, claims))
-        result.released += len(claims)
+    now: datetime
+    plan: Plan
+    composer: Composer
+    transport: Transport
+    feed: Feed
 
 
 class _SessionSpoiled(Exception):
@@ -604,10 +316,3 @@ class _SessionSpoiled(Exception):
 
 def _described(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _zone_or_utc(name: str) -> ZoneInfo:
-    try:
-        return schedule.zone(name)
-    except ValueError:
-        return schedule.zone(schedule.DEFAULT_TIMEZONE)

@@ -1,12 +1,11 @@
-"""What a sending pass is told (SendPolicy) and what it reports (PassResult), and the one
-accepted message per connection whose record is still to be committed."""
+"""What a sending pass is told (SendPolicy) and what it reports (PassResult), and the relay's
+request to slow down (RelayThrottled)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from campaign.errors import DatabaseError, TemporaryFailure
-from campaign.storage import store
 
 
 class RelayThrottled(TemporaryFailure):
@@ -80,19 +79,3 @@ class PassResult:
             f"failed={self.failed} bounced={self.bounced} skipped={self.skipped}"
             f" unknown={self.unknown} lost={self.lost}"
         )
-
-
-class Unrecorded:
-    """The one accepted message per connection whose outcome is not committed yet."""
-
-    def __init__(self) -> None:
-        self._accepted: store.Accepted | None = None
-
-    def hold(self, accepted: store.Accepted) -> None:
-        if self._accepted is not None:  # would widen the crash window the README promises
-            raise RuntimeError("a second unrecorded message on one connection")
-        self._accepted = accepted
-
-    def take(self) -> store.Accepted | None:
-        accepted, self._accepted = self._accepted, None
-        return accepted

@@ -1,0 +1,61 @@
+"""A pass's timing, pure: when a claimed step and the one after it are due under the current
+plan, whether a step is too late to send (catch-up), and when a retry may go. Each takes the
+instant it is about (`now`, `sent_at`) as a value; nothing here reads a clock."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from campaign.domain import schedule
+from campaign.domain.plan import Plan
+
+if TYPE_CHECKING:  # the claim is a plain value; its module brings the database along
+    from campaign.storage.store import Claim
+
+
+def step_due(plan: Plan, claim: Claim) -> datetime | None:
+    """When the claimed step is due under `plan` (None: it is no longer in the plan)."""
+    step = plan.step_by_key(claim.step_key)
+    if step is None:
+        return None
+    tz = zone_or_utc(claim.timezone)
+    return schedule.due_at(plan, step, claim.started_at, tz, claim.last_sent_at)
+
+
+def next_due(plan: Plan, claim: Claim, sent_at: datetime | None) -> datetime | None:
+    """When the step after `claim` is due, the claimed one sent at `sent_at` (None: not
+    sent); None when the plan is finished."""
+    following = next((s for s in plan.steps if s.day > claim.step_day), None)
+    if following is None:
+        return None
+    tz = zone_or_utc(claim.timezone)
+    last_sent = sent_at or claim.last_sent_at
+    return schedule.due_at(plan, following, claim.started_at, tz, last_sent)
+
+
+def too_late(plan: Plan, claim: Claim, now: datetime) -> bool:
+    """Under `catch_up: {skip_after: H}`, a daily step H hours past its time is not sent.
+
+    The welcome email (day 0) always goes: it carries what the signup promised.
+    """
+    step = plan.step_by_key(claim.step_key)
+    if step is None or plan.skip_after is None or step.day == 0:
+        return False
+    nominal = schedule.nominal_due(plan, step, claim.started_at, zone_or_utc(claim.timezone))
+    return now - nominal > plan.skip_after
+
+
+def retry_at(now: datetime, attempts: int, base_seconds: int, jitter: float) -> datetime:
+    """When try number `attempts + 1` may go: exponential back-off from `now`, times
+    `jitter` (0.5-1.5, so that a burst of failures does not come back as one burst)."""
+    return now + schedule.retry_delay(attempts, base_seconds, jitter)
+
+
+def zone_or_utc(name: str) -> ZoneInfo:
+    """The subscriber's zone; UTC for a name this machine does not know (any more)."""
+    try:
+        return schedule.zone(name)
+    except ValueError:
+        return schedule.zone(schedule.DEFAULT_TIMEZONE)
