@@ -19,7 +19,7 @@ import css_inline
 from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes
 from markupsafe import escape
 
-from campaign.content.mime import Joined, header_text
+from campaign.content.mime import PartText, header_text
 from campaign.content.plaintext import convert, html_to_text, spells_out
 from campaign.content.sandbox import (
     TEMPLATE_FAILURES,
@@ -40,10 +40,20 @@ GREETING_FALLBACK = "there"
 
 @dataclass(frozen=True)
 class RenderedEmail:
+    """One step rendered for one subscriber; the parts keep the segments a skeleton joined."""
+
     subject: str
     preheader: str
-    html: str
-    text: str
+    html_part: PartText
+    text_part: PartText
+
+    @property
+    def html(self) -> str:
+        return self.html_part.text
+
+    @property
+    def text(self) -> str:
+        return self.text_part.text
 
 
 @dataclass(frozen=True)
@@ -179,7 +189,7 @@ class Renderer:
             raise RenderError(step.key, _describe(exc, self.templates_dir)) from exc
         except (*TEMPLATE_FAILURES, AttributeError) as exc:
             raise RenderError(step.key, str(exc)) from exc
-        return RenderedEmail(subject, preheader, html, text)
+        return RenderedEmail(subject, preheader, PartText(html), PartText(text))
 
     def render_for(self, step: Step, subscriber: Mapping[str, str], **extra: Any) -> RenderedEmail:
         """What `render(step, context(step, subscriber, **extra))` gives, at a fraction of the cost.
@@ -203,11 +213,11 @@ class Renderer:
                 return rendered[0]
 
             filled = self._filled(step, compiled, shape, values, raw_html)
-            html = filled[0] if filled else self._inliner.inline(raw_html())
+            html = filled[0] if filled else PartText(self._inliner.inline(raw_html()))
             if compiled.text:
-                text = compiled.text.render(full)
+                text = PartText(compiled.text.render(full))
             else:
-                text = filled[1] if filled else html_to_text(raw_html())
+                text = filled[1] if filled else PartText(html_to_text(raw_html()))
         except TemplateError as exc:
             raise RenderError(step.key, _describe(exc, self.templates_dir)) from exc
         except (*TEMPLATE_FAILURES, AttributeError) as exc:
@@ -245,7 +255,7 @@ class Renderer:
         shape: tuple[tuple[str, ...], tuple[str, ...]],
         values: list[Any],
         raw_html: Callable[[], str],
-    ) -> tuple[str, str] | None:
+    ) -> tuple[PartText, PartText] | None:
         """Inlined HTML and text from the step's skeleton, or None where that is not proven."""
         if not all(isinstance(value, str) for value in values):
             return None
@@ -264,9 +274,11 @@ class Renderer:
         for href, text, spelled_out in skeleton.links:
             if spells_out(href.fill(values), text.fill(values)) != spelled_out:
                 return None
-        # Joined: the MIME builder encodes the template's share of each part once per step.
-        html = Joined(skeleton.html.segments(escaped))
-        return html, Joined(skeleton.text.segments(values)) if skeleton.text else ""
+        # As segments: the MIME builder encodes the template's share of each part once per step.
+        html = PartText.joined(skeleton.html.segments(escaped))
+        if skeleton.text is None:
+            return html, PartText("")  # unused: the step's own text template gives the text
+        return html, PartText.joined(skeleton.text.segments(values))
 
     def _skeleton(
         self,
