@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from campaign.content.mime import Attachment, PartText, address, build_message
-from campaign.content.render import RenderedEmail, Renderer, subscriber_context
+from campaign.content.render import Renderer, subscriber_context
+from campaign.content.step_render import RenderedEmail
 from campaign.domain import tokens
 from campaign.domain.addresses import wire_address
 from campaign.domain.confine import escape_reason
