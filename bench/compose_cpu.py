@@ -108,8 +108,8 @@ def measure(composer: Composer, key: str, count: int) -> dict[str, float]:
             sender=composer.sender,
             recipient=recipients[n % count],
             subject=email.subject,
-            text=email.text,
-            html=email.html,
+            text=email.text_part,
+            html=email.html_part,
             message_id=f"<{n}@example.org>",
             date=NOW,
             extra_headers={

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
+import hypothesis
 import psycopg
 import pytest
 
@@ -22,6 +23,12 @@ from tests.smtp_server import SMTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+# Property tests that do not pin their own count (the MIME round trips among them) run as many
+# examples as the profile says: a quick search for `make test`, a long one on demand.
+hypothesis.settings.register_profile("default", max_examples=100)
+hypothesis.settings.register_profile("long", max_examples=1000)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def _postgres_available() -> str | None:

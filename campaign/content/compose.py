@@ -13,8 +13,9 @@ from html import unescape
 from pathlib import Path
 from typing import Any
 
-from campaign.content.mime import Attachment, address, build_message
-from campaign.content.render import RenderedEmail, Renderer, subscriber_context
+from campaign.content.mime import Attachment, PartText, address, build_message
+from campaign.content.render import Renderer, subscriber_context
+from campaign.content.step_render import RenderedEmail
 from campaign.domain import tokens
 from campaign.domain.addresses import wire_address
 from campaign.domain.confine import escape_reason
@@ -126,8 +127,8 @@ class Composer:
             sender=self.sender,
             recipient=address(recipient.email, recipient.first_name),
             subject=subject_prefix + rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
+            text=rendered.text_part,
+            html=rendered.html_part,
             message_id=message_id,
             date=now,
             extra_headers={
@@ -163,16 +164,21 @@ class Composer:
     def _tracked(
         self, rendered: RenderedEmail, delivery_id: int, now: datetime, keep: str
     ) -> RenderedEmail:
-        """Every http(s) link but the unsubscribe one, in both parts, as a signed redirect."""
+        """Every http(s) link but the unsubscribe one, in both parts, as a signed redirect.
+
+        With a link tracked, both parts drop their segments and are encoded whole.
+        """
         html, text = rendered.html, rendered.text
-        for escaped in sorted(set(_HREF.findall(html)), key=len, reverse=True):
+        links = sorted(set(_HREF.findall(html)), key=len, reverse=True)
+        links = [escaped for escaped in links if unescape(escaped) != keep]
+        if not links:
+            return rendered
+        for escaped in links:
             target = unescape(escaped)
-            if target == keep:
-                continue
             tracked = self.click_url(delivery_id, target, now)
             html = html.replace(f'href="{escaped}"', f'href="{tracked}"')
             text = text.replace(f"<{target}>", f"<{tracked}>")
-        return replace(rendered, html=html, text=text)
+        return replace(rendered, html_part=PartText(html), text_part=PartText(text))
 
     def _attachment(self, step: Step, path: Path) -> Attachment:
         # Read once per plan load, like the templates: not once per email.

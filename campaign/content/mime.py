@@ -9,7 +9,7 @@ import functools
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import decode_header, make_header
@@ -62,21 +62,23 @@ def header_text(value: str, limit: int = 200) -> str:
     return cleaned[:limit]
 
 
-class Joined(str):
-    """Text joined from segments, most of them shared by many emails (a step's template text
-    between subscriber values): `build_message` encodes each shared segment only once.
+@dataclass(frozen=True)
+class PartText:
+    """The text of one body part, and the segments it was joined from when most of them are
+    shared by many emails (a step's template text between subscriber values): `build_message`
+    then encodes each shared segment only once. Without segments the text is encoded whole.
 
-    Being a str, it is consistent with its segments by construction: anything that edits the
-    text gets a plain str back, which is encoded whole.
+    Make one with `PartText(text)` or `PartText.joined(segments)`, which keeps the two consistent.
     """
 
-    segments: tuple[str, ...]
+    text: str
+    segments: tuple[str, ...] | None = None
 
-    def __new__(cls, segments: Sequence[str]) -> Joined:
-        joined = super().__new__(cls, "".join(segments))
+    @classmethod
+    def joined(cls, segments: Iterable[str]) -> PartText:
         # Plain str: a subclass such as markupsafe's Markup changes what `+` does.
-        joined.segments = tuple([s if type(s) is str else str(s) for s in segments])
-        return joined
+        pieces = tuple([s if type(s) is str else str(s) for s in segments])
+        return cls("".join(pieces), pieces)
 
 
 @dataclass(frozen=True)
@@ -103,14 +105,17 @@ def build_message(
     sender: Address,
     recipient: Address,
     subject: str,
-    text: str,
-    html: str,
+    text: str | PartText,
+    html: str | PartText,
     message_id: str,
     date: datetime,
     extra_headers: Mapping[str, str] = {},
     attachments: Sequence[Attachment] = (),
 ) -> bytes:
-    """A multipart/alternative message (mixed when there are attachments), as SMTP bytes."""
+    """A multipart/alternative message (mixed when there are attachments), as SMTP bytes.
+
+    Each body part is a `str`, encoded whole, or a `PartText` that may carry its segments.
+    """
     # Two boundaries, neither a prefix of the other. "=_" cannot occur in quoted-printable
     # or base64 text, so no body needs scanning for a clash.
     nonce = os.urandom(12).hex()
@@ -164,14 +169,18 @@ def _text_part_head(subtype: str) -> tuple[str, str, str]:
     )
 
 
-def _quoted_printable(text: str) -> str:
+def _quoted_printable(part: str | PartText) -> str:
     """Body text as quoted-printable lines of at most 76 characters, each ending in CRLF.
 
     Line breaks are normalised the way the stdlib does (CR, LF and CRLF all end a line, and
     the text ends with one), so the decoded body is what `EmailMessage` would have carried.
     """
-    if isinstance(text, Joined) and "\r" not in text:
-        return _quoted_printable_segments(text.segments)
+    if isinstance(part, str):
+        text = part
+    elif part.segments is not None and "\r" not in part.text:
+        return _quoted_printable_segments(part.segments)
+    else:
+        text = part.text
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")

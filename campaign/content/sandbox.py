@@ -9,7 +9,8 @@ when it loads, with its file:line, before any email is rendered.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,9 +185,21 @@ def _private(node: nodes.Node) -> bool:
     return isinstance(node, nodes.Const) and isinstance(node.value, str) and node.value[:1] == "_"
 
 
-def unsafe_in_template(environment: Environment, name: str) -> list[tuple[str, int, str]]:
-    """File, line and description of each unsafe use in `name` and what it extends or includes."""
-    found: list[tuple[str, int, str]] = []
+@dataclass(frozen=True)
+class LoadedTemplate:
+    """One template of a graph, parsed."""
+
+    name: str
+    filename: str  # the file it was read from, or its name when the loader has no files
+    tree: nodes.Template
+    #: it extends, includes or imports a template chosen at render time, not by a constant name
+    refers_at_render_time: bool
+
+
+def template_graph(environment: Environment, name: str) -> Iterator[LoadedTemplate]:
+    """`name` and every template it extends, includes or imports, each loaded and parsed once,
+    as they are needed: a caller that stops early loads no more. Raises TemplateError for a
+    template that does not load or parse."""
     seen: set[str] = set()
     pending = [name]
     while pending:
@@ -196,9 +209,20 @@ def unsafe_in_template(environment: Environment, name: str) -> list[tuple[str, i
         seen.add(current)
         source, filename, _ = environment.loader.get_source(environment, current)  # type: ignore[union-attr]
         tree = environment.parse(source, current, filename)
-        found += [(filename or current, line, what) for line, what in unsafe_uses(tree)]
+        at_render_time = False
         for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
             named = getattr(node, "template", None)
             if isinstance(named, nodes.Const) and isinstance(named.value, str):
                 pending.append(named.value)
-    return found
+            else:
+                at_render_time = True
+        yield LoadedTemplate(current, filename or current, tree, at_render_time)
+
+
+def unsafe_in_template(environment: Environment, name: str) -> list[tuple[str, int, str]]:
+    """File, line and description of each unsafe use in `name` and every template it reaches."""
+    return [
+        (loaded.filename, line, what)
+        for loaded in template_graph(environment, name)
+        for line, what in unsafe_uses(loaded.tree)
+    ]

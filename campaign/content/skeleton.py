@@ -1,7 +1,7 @@
 """Placeholder renders: a step rendered once with stand-ins for subscriber values, so the
 expensive work (CSS inlining, deriving the text) runs once per step, not once per email.
 
-Pure string and HTML handling; `campaign.render` decides when a skeleton may be used.
+Pure string and HTML handling; `campaign.content.skeleton_render` decides when one is used.
 """
 
 from __future__ import annotations

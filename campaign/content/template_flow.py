@@ -12,6 +12,8 @@ from collections.abc import Collection
 
 from jinja2 import Environment, TemplateError, nodes
 
+from campaign.content.sandbox import template_graph
+
 # Output that can be captured, transformed or escaped otherwise (macros, `{% call %}`,
 # `{% set %}...{% endset %}`, `{% filter %}`, `{% autoescape %}`), or macros from elsewhere.
 _CAPTURING = (
@@ -38,29 +40,19 @@ def only_prints(
     the per-email names only by printing them: each of `strings` as `{{ name }}`, and `mapping`
     (a dict of strings) as `{{ mapping.key }}` or `{{ mapping["key"] }}` for one of its `keys`."""
     per_email = {*strings, mapping}
-    seen: set[str] = set()
-    pending = [template]
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        if not _autoescaped(environment, name):
-            return False  # values are filled in escaped, as an autoescaping template prints them
-        try:
-            source, _, _ = environment.loader.get_source(environment, name)  # type: ignore[union-attr]
-            tree = environment.parse(source)
-        except TemplateError:
-            return False
-        if any(True for _ in tree.find_all(_CAPTURING)):
-            return False
-        for node in tree.find_all((nodes.Extends, nodes.Include)):
-            named = getattr(node, "template", None)
-            if not (isinstance(named, nodes.Const) and isinstance(named.value, str)):
+    try:
+        for loaded in template_graph(environment, template):
+            # Values are filled in escaped, as an autoescaping template prints them.
+            if not _autoescaped(environment, loaded.name):
+                return False
+            if loaded.refers_at_render_time:
                 return False  # a template chosen at render time
-            pending.append(named.value)
-        if not _printed_only(tree, None, per_email, mapping, set(keys)):
-            return False
+            if any(True for _ in loaded.tree.find_all(_CAPTURING)):
+                return False
+            if not _printed_only(loaded.tree, None, per_email, mapping, set(keys)):
+                return False
+    except TemplateError:
+        return False
     return True
 
 
