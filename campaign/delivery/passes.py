@@ -6,11 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from campaign.errors import DatabaseError, TemporaryFailure
+from campaign.errors import RelayThrottled as RelayThrottled
 from campaign.storage import store
-
-
-class RelayThrottled(TemporaryFailure):
-    """The mail server asks us to slow down (4.7.x): the whole relay backs off, not one email."""
 
 
 def is_throttle(failure: TemporaryFailure) -> bool:
