@@ -23,9 +23,9 @@ from pathlib import Path
 from campaign.content.compose import Composer, Recipient
 from campaign.content.mime import address, build_message
 from campaign.content.plaintext import html_to_text
+from campaign.content.plan_check import shared_context
 from campaign.content.render import Renderer, subscriber_context
 from campaign.domain.plan import load_plan
-from campaign.engine import shared_context
 from campaign.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.content.compose import Composer
 from campaign.content.mime import address
-from campaign.content.render import Renderer, subscriber_context
+from campaign.content.plan_check import check_plan, shared_context
+from campaign.content.render import Renderer
 from campaign.delivery.dispatch import Dispatcher
 from campaign.delivery.outbox import OutboxTransport
 from campaign.delivery.passes import PassResult, SendPolicy
@@ -29,7 +29,7 @@ from campaign.delivery.smtp import SMTPTransport
 from campaign.domain.plan import Plan, load_plan
 from campaign.domain.transport import Transport
 from campaign.domain.verp import ReturnPaths
-from campaign.errors import DatabaseError, PlanError, PlanProblem
+from campaign.errors import DatabaseError, PlanError
 from campaign.insights import reports
 from campaign.insights.metrics import Metrics
 from campaign.logs import configure_logging
@@ -242,23 +242,6 @@ def make_transport(settings: Settings) -> Transport:
     )
 
 
-def shared_context(settings: Settings, plan: Plan) -> dict[str, Any]:
-    """Names every template sees, the same for every subscriber."""
-    return {
-        "sender_name": plan.sender_name or settings.sender_name,
-        "postal_address": settings.postal_address,
-        "public_base_url": settings.public_base_url,
-        "sender_address": settings.sender_address,
-        "ebook_url": settings.ebook_url or ebook_path(settings.public_base_url, plan),
-    }
-
-
-def ebook_path(public_base_url: str, plan: Plan) -> str:
-    """Where the app serves the plan's ebook: PUBLIC_BASE_URL/ebook/<file name>."""
-    name = plan.ebook.file.name if plan.ebook else "ebook.pdf"
-    return f"{public_base_url}/ebook/{name}"
-
-
 def owner_id() -> str:
     """Who holds a claim: host, process and a random part, unique per running engine."""
     # At most 60 characters: a pass adds its number, and the column holds 100.
@@ -353,20 +336,3 @@ def plan_fingerprint(settings: Settings) -> tuple[tuple[str, int], ...]:
     """Names and modification times of the plan and its templates: changes on every save."""
     files = [Path(settings.plan_path), *sorted(Path(settings.templates_dir).rglob("*"))]
     return tuple((str(f), f.stat().st_mtime_ns) for f in files if f.is_file())
-
-
-def check_plan(settings: Settings, plan_path: Path | None = None) -> Plan:
-    """Load the plan and render every step for sample subscribers; PlanError lists every problem."""
-    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir, settings.assets_dir)
-    renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
-    samples = [
-        {
-            "subscriber": subscriber_context("ann@example.com", name),
-            "extra": {"unsubscribe_url": f"{settings.public_base_url}/unsubscribe/sample"},
-        }
-        for name in ("Ann", "")
-    ]
-    problems: list[PlanProblem] = renderer.check(samples)
-    if problems:
-        raise PlanError(problems)
-    return plan

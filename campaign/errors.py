@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class CampaignError(Exception):
     """The campaign engine failed."""
@@ -63,7 +65,57 @@ class InvalidAddress(BadInput):
 
     def __init__(self, address: str, problem: str) -> None:
         self.address = address
+        #: what is wrong with it, in words, without the address (said back on the signup form)
+        self.problem = problem
         super().__init__(f"{address!r} is not a valid email address: {problem}")
+
+
+class Suppressed(BadInput):
+    """This address asked to be forgotten and is never mailed again."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(f"{address} was forgotten on request and is suppressed; not added")
+
+
+class InvalidToken(BadInput):
+    """This link is not valid: it was altered, has expired, or is not for this action."""
+
+
+class OrphanedEnrollments(BadInput):
+    """Active enrollments run under a plan id that the plan file does not have."""
+
+    def __init__(self, message: str, orphans: dict[str, int]) -> None:
+        #: plan id -> active enrollments under it
+        self.orphans = orphans
+        super().__init__(message)
+
+
+class RenameRefused(BadInput):
+    """The plan rename was refused; nothing changed."""
+
+
+class BadRequest(BadInput):
+    """The request could not be read: send a form or a JSON object of text fields."""
+
+    def __init__(self, message: str | None = None, status: int = 400) -> None:
+        #: the HTTP status that says what was wrong (400 unreadable, 415 unknown content type)
+        self.status = status
+        super().__init__(message)
+
+
+class BodyTooLarge(BadRequest):
+    """request body too large"""
+
+    def __init__(self) -> None:
+        super().__init__(status=413)
+
+
+class BodyTimeout(BadRequest):
+    """request body too slow"""
+
+    def __init__(self) -> None:
+        super().__init__(status=408)
 
 
 class UnsendableAddress(CampaignError):
@@ -134,8 +186,28 @@ class UnknownOutcome(DeliveryError):
     delivered. Retried at most once, after a delay; never counted as a bounce."""
 
 
+class RelayThrottled(TemporaryFailure):
+    """The mail server asks us to slow down (4.7.x): the whole relay backs off, not one email."""
+
+
 class TransportUnavailable(DeliveryError):
     """The mail server cannot be used (connection, TLS or authentication); nothing was sent."""
+
+
+class ListenFailed(CampaignError):
+    """The HTTP server cannot listen on that address."""
+
+
+class AnotherSender(CampaignError):
+    """Another scheduler is already sending from this SQLite database."""
+
+    def __init__(self, lock_path: Path, holder: str) -> None:
+        self.lock_path = lock_path
+        self.holder = holder
+        super().__init__(
+            f"another scheduler is already sending from this SQLite database ({holder}; lock "
+            f"{lock_path}). Run one scheduler per SQLite file, or use PostgreSQL for several."
+        )
 
 
 class DatabaseError(CampaignError):

@@ -22,6 +22,8 @@ _MIN_WAIT_SECONDS = 0.005
 _MAX_WAIT_SECONDS = 1.0
 
 
+# Not a CampaignError: a signal from the wait to the pass that the engine is stopping, never
+# shown to anyone, so it stays beside the wait that raises it.
 class StopWaiting(Exception):
     """The engine is stopping while a message waited for its turn under a rate limit."""
 

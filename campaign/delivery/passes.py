@@ -6,10 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from campaign.errors import DatabaseError, TemporaryFailure
-
-
-class RelayThrottled(TemporaryFailure):
-    """The mail server asks us to slow down (4.7.x): the whole relay backs off, not one email."""
+from campaign.errors import RelayThrottled as RelayThrottled
 
 
 def is_throttle(failure: TemporaryFailure) -> bool:

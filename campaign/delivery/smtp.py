@@ -91,6 +91,8 @@ def smtp_path(address: str) -> str:
 FINAL_REPLY_TIMEOUT = 600.0
 
 
+# Not CampaignErrors: signals inside this transport, translated before they leave it
+# (FinalReplyLost to UnknownOutcome, NoSMTPUTF8 to PermanentFailure), so they stay here.
 class FinalReplyLost(smtplib.SMTPException):
     """The whole message was sent, but the reply to its final dot never came."""
 

@@ -8,15 +8,11 @@ import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from campaign.errors import BadInput
+from campaign.errors import InvalidToken as InvalidToken
 
 #: What a confirmation link's token is for. It names a confirmation row, never reused, not a
 #: subscriber (links before schema 0008 did, as "confirm", a purpose nothing verifies now).
 CONFIRM_SIGNUP = "confirm-signup"
-
-
-class InvalidToken(BadInput):
-    """This link is not valid: it was altered, has expired, or is not for this action."""
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from starlette.routing import Route
 
 from campaign.clock import FixedClock
 from campaign.content.compose import Composed, Recipient
+from campaign.content.plan_check import check_plan
 from campaign.domain.plan import Step
-from campaign.engine import App, build, check_plan
+from campaign.engine import App, build
 from campaign.errors import CampaignError, PlanError
 from campaign.settings import Settings
 

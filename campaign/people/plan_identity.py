@@ -3,23 +3,19 @@ orphan the subscribers running under the old one. Found before sending, fixed by
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
 from campaign.domain.plan import Key, Plan
-from campaign.errors import BadInput
-from campaign.storage import store
-from campaign.storage.db import Database
+from campaign.errors import OrphanedEnrollments as OrphanedEnrollments
+from campaign.errors import RenameRefused as RenameRefused
 
+if TYPE_CHECKING:
+    from campaign.storage.db import Database
 
-class OrphanedEnrollments(BadInput):
-    """Active enrollments run under a plan id that the plan file does not have."""
-
-    def __init__(self, plan: Plan, orphans: dict[str, int]) -> None:
-        #: plan id -> active enrollments under it
-        self.orphans = orphans
-        super().__init__(orphaned_message(plan, orphans))
-
-
-class RenameRefused(BadInput):
-    """The plan rename was refused; nothing changed."""
+# The storage modules (and SQLAlchemy under them) are imported by the functions that query:
+# `campaign plan check` uses this module without a database and must start at once.
 
 
 def orphaned_message(plan: Plan, orphans: dict[str, int]) -> str:
@@ -36,6 +32,8 @@ def orphaned_message(plan: Plan, orphans: dict[str, int]) -> str:
 
 def orphans(db: Database, plan: Plan) -> dict[str, int]:
     """Active enrollments under plan ids other than `plan.id`, by id."""
+    from campaign.storage import store
+
     with db.transaction() as session:
         by_plan = store.active_enrollments_by_plan(session)
     return {plan_id: count for plan_id, count in by_plan.items() if plan_id != plan.id}
@@ -45,7 +43,7 @@ def require_plan_identity(db: Database, plan: Plan) -> None:
     """Raise OrphanedEnrollments while active enrollments point at another plan id."""
     found = orphans(db, plan)
     if found:
-        raise OrphanedEnrollments(plan, found)
+        raise OrphanedEnrollments(orphaned_message(plan, found), found)
 
 
 def rename_plan(db: Database, old: str, new: str) -> int:
@@ -60,6 +58,8 @@ def rename_plan(db: Database, old: str, new: str) -> int:
         )
     if old == new:
         raise RenameRefused(f"the old and new plan ids are both {old!r}")
+    from campaign.storage import store
+
     with db.transaction() as session:
         if store.count_enrollments(session, old) == 0:
             raise RenameRefused(f"no enrollments under plan id {old!r}: nothing to rename")
@@ -82,16 +82,27 @@ def _valid_id(value: str) -> bool:
     return True
 
 
+def _no_sqlite_file(database_url: str) -> bool:
+    """True for a SQLite URL whose file does not exist (or an in-memory one): told without
+    SQLAlchemy, so that `plan check` without a database never loads it."""
+    if not database_url.startswith("sqlite:"):
+        return False
+    # sqlite:///relative.db, sqlite:////absolute.db, sqlite:// (memory); a query may follow.
+    path = database_url.removeprefix("sqlite:").removeprefix("//").split("?", 1)[0]
+    path = unquote(path.removeprefix("/"))
+    return not (path and Path(path).exists())
+
+
 def orphans_in(database_url: str, plan: Plan) -> dict[str, int] | None:
     """`orphans` in the database at `database_url`; None when there is no migrated database
     to ask (plan check and diff work without one)."""
-    from pathlib import Path
-
+    if _no_sqlite_file(database_url):
+        return None  # never create a database file just to look into it
     from sqlalchemy.engine import make_url
 
+    from campaign.storage.db import Database
+
     url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
-        return None  # never create a database file just to look into it
     if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
         url = url.update_query_dict({"connect_timeout": "5"})  # a check must not hang
     db = Database(url.render_as_string(hide_password=False))

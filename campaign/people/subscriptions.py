@@ -13,17 +13,11 @@ from campaign.domain import schedule
 from campaign.domain.addresses import email_hash
 from campaign.domain.plan import Plan
 from campaign.errors import BadInput, InvalidAddress, UnknownSubscriber
+from campaign.errors import Suppressed as Suppressed
 from campaign.storage import store
 from campaign.storage.db import ROW_REFUSED, Database, driver_problem, retry_once_on_conflict
 
 IMPORT_CHUNK = 500
-
-
-class Suppressed(BadInput):
-    """This address asked to be forgotten and is never mailed again."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__(f"{address} was forgotten on request and is suppressed; not added")
 
 
 def normalise_address(email: str) -> str:

@@ -12,18 +12,7 @@ import socket
 from pathlib import Path
 from typing import IO
 
-from campaign.errors import CampaignError
-
-
-class AnotherSender(CampaignError):
-    """Another scheduler is already sending from this SQLite database."""
-
-    def __init__(self, lock_path: Path, holder: str) -> None:
-        self.holder = holder
-        super().__init__(
-            f"another scheduler is already sending from this SQLite database ({holder}; lock "
-            f"{lock_path}). Run one scheduler per SQLite file, or use PostgreSQL for several."
-        )
+from campaign.errors import AnotherSender as AnotherSender
 
 
 class SenderLock:

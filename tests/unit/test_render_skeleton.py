@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from campaign.content.plan_check import shared_context
 from campaign.content.render import RenderedEmail, Renderer, subscriber_context
 from campaign.domain.plan import Plan, Step, load_plan
-from campaign.engine import shared_context
 from campaign.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from campaign.content.plan_check import check_plan, shared_context
 from campaign.content.render import Renderer, subscriber_context
 from campaign.domain.plan import Plan, load_plan
-from campaign.engine import check_plan, shared_context
 from campaign.errors import PlanError, PlanProblem, RenderError
 from campaign.settings import Settings
 

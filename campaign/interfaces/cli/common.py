@@ -1,52 +1,46 @@
-"""What every command shares: settings, the app, --now, errors to exit codes."""
+"""What every command shares: settings, the app, --now, and the group that maps errors to exit
+codes. Light on purpose: heavy modules (the engine, SQLAlchemy, pydantic, Jinja, starlette,
+Rich) are imported inside the commands that need them, so `campaign --help` starts at once."""
 
 from __future__ import annotations
 
 import functools
-import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
-from campaign.engine import App, build
+from campaign.clock import parse_instant
 from campaign.errors import CampaignError, PlanError, UnknownStep
-from campaign.logs import configure_logging
-from campaign.settings import Settings, load_environment
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-#: Control characters but tab and newline: an escape sequence in a bounce report's text
-#: must not retitle or repaint the operator's terminal (Rich strips only some of them).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+if TYPE_CHECKING:
+    from campaign.engine import App
+    from campaign.interfaces.cli.console import PlainConsole
+    from campaign.settings import Settings
 
 
-class PlainConsole(Console):
-    """A console that prints untrusted text as it is: markup and emoji codes off (a stray
-    "[/x]" in a name or a report is text, not a Rich tag that crashes the command), and
-    control characters shown as \\xNN."""
+class LazyConsole:
+    """A PlainConsole made on first use: Rich loads when a command prints, not for --help."""
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(markup=False, emoji=False, **options)
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+
+    @functools.cached_property
+    def console(self) -> PlainConsole:
+        from campaign.interfaces.cli.console import PlainConsole
+
+        return PlainConsole(stderr=self._stderr)
 
     def print(self, *objects: Any, **options: Any) -> None:
-        shown = [_CONTROL.sub(_escaped, o) if isinstance(o, str) else o for o in objects]
-        super().print(*shown, **options)
+        self.console.print(*objects, **options)
 
 
-def _escaped(found: re.Match[str]) -> str:
-    return f"\\x{ord(found.group(0)):02x}"
+err = LazyConsole(stderr=True)
 
 
-err = PlainConsole(stderr=True)
-
-
-out = PlainConsole()
+out = LazyConsole()
 
 
 class InstantType(click.ParamType):  # type: ignore[type-arg]  # click 8.2+ is generic
@@ -88,10 +82,16 @@ NOW = click.option(
 
 
 def load_settings() -> Settings:
+    from campaign.settings import Settings, load_environment
+
     return Settings.from_env(load_environment())
 
 
 def make_app(now: datetime | None = None, *, migrated: bool = True) -> App:
+    from campaign.clock import Clock, FixedClock, SystemClock
+    from campaign.engine import build
+    from campaign.logs import configure_logging
+
     settings = load_settings()
     configure_logging(settings.log_level)
     clock: Clock = FixedClock(now) if now else SystemClock()
@@ -101,32 +101,50 @@ def make_app(now: datetime | None = None, *, migrated: bool = True) -> App:
     return app
 
 
-def reports_errors(command: F) -> F:
-    """Errors to exit codes, in one table: a CampaignError is one line on stderr and its
-    exit code (2 bad input, 1 runtime); an OSError (a file) is one line and 1."""
+def _plan_problems(exc: PlanError) -> int:
+    # One problem per line, compiler style, so editors can jump to file:line.
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+    click.echo(f"error: the plan has {len(exc.problems)} problem(s)", err=True)
+    return exc.exit_code
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+
+def _campaign_error(exc: CampaignError) -> int:
+    click.echo(f"error: {exc.message}", err=True)
+    return exc.exit_code  # 2 bad input or config, 1 a runtime failure
+
+
+def _os_error(exc: OSError) -> int:
+    # A file or folder the command needs: missing, unwritable.
+    where = f"{exc.filename}: " if exc.filename else ""
+    click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+    return 1
+
+
+#: Errors to exit codes, in one table, most specific first: each is one line on stderr (a
+#: plan's problems one a line) and its code; anything else is a bug and keeps its traceback.
+ERROR_EXITS: tuple[tuple[type[Exception], Callable[[Any], int]], ...] = (
+    (PlanError, _plan_problems),
+    (CampaignError, _campaign_error),
+    (OSError, _os_error),
+)
+
+
+class CampaignGroup(click.Group):
+    """The `campaign` group: every command below it runs inside `invoke`, so its errors are
+    turned into messages and exit codes here, in one place (ERROR_EXITS)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return command(*args, **kwargs)
-        except PlanError as exc:
-            # One problem per line, compiler style, so editors can jump to file:line.
-            for problem in exc.problems:
-                click.echo(str(problem), err=True)
-            click.echo(f"error: the plan has {len(exc.problems)} problem(s)", err=True)
-            sys.exit(exc.exit_code)
-        except CampaignError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            sys.exit(exc.exit_code)
-        except OSError as exc:  # a file or folder the command needs: missing, unwritable
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
+            return super().invoke(ctx)
+        except Exception as exc:
+            for kind, report in ERROR_EXITS:
+                if isinstance(exc, kind):
+                    sys.exit(report(exc))
+            raise
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CampaignGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="campaign-engine")
 def main() -> None:
     """The campaign engine: a 30-day email plan sent at each subscriber's local morning."""

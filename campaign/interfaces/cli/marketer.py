@@ -1,4 +1,6 @@
-"""Marketer commands: check, diff, preview, simulate, test sends and the report."""
+"""Marketer commands: check, diff, preview, simulate, test sends and the report.
+
+Each command imports what it uses: `campaign --help` loads none of it (see cli.common)."""
 
 from __future__ import annotations
 
@@ -8,16 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 import click
-from rich.table import Table
 
-from campaign.clock import Clock, FixedClock, SystemClock
-from campaign.content.compose import Recipient
-from campaign.domain import plan_diff
-from campaign.domain.plan import load_plan
-from campaign.engine import check_plan
 from campaign.errors import BadInput, CampaignError, PlanError
-from campaign.insights import reports, simulation
-from campaign.insights.report_page import render_report
 from campaign.interfaces.cli.common import (
     NOW,
     TEXT,
@@ -28,18 +22,16 @@ from campaign.interfaces.cli.common import (
     make_app,
     out,
     plan,
-    reports_errors,
 )
-from campaign.interfaces.studio import serve_studio
-from campaign.logs import configure_logging
-from campaign.people import plan_identity, subscriptions
 
 
 @plan.command("check")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@reports_errors
 def plan_check(path: Path | None) -> None:
     """Validate the plan and render every step for sample subscribers."""
+    from campaign.content.plan_check import check_plan
+    from campaign.people import plan_identity
+
     settings = load_settings()
     checked = check_plan(settings, path)
     orphans = plan_identity.orphans_in(settings.database_url, checked)
@@ -57,9 +49,16 @@ def plan_check(path: Path | None) -> None:
 @plan.command("diff")
 @click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@reports_errors
 def plan_diff_command(old: Path, new: Path) -> None:
     """What replacing plan OLD with NEW changes, and how many in-flight subscribers it touches."""
+    from rich.table import Table
+
+    from campaign.content.plan_check import check_plan
+    from campaign.domain import plan_diff
+    from campaign.domain.plan import load_plan
+    from campaign.insights import reports
+    from campaign.people import plan_identity
+
     settings = load_settings()
     before = load_plan(old, settings.templates_dir, settings.assets_dir)
     after = check_plan(settings, new)
@@ -104,7 +103,6 @@ def plan_diff_command(old: Path, new: Path) -> None:
     "--email", type=TEXT, default="ann@example.com", help="Address of the sample subscriber."
 )
 @NOW
-@reports_errors
 def preview(
     step: str | None,
     serve: bool,
@@ -121,7 +119,13 @@ def preview(
     send time, subject and preheader; a click shows it as a phone and a desktop would, with
     its text part and headers. It reloads by itself when the plan or a template changes.
     """
+    from campaign.clock import Clock, FixedClock, SystemClock
+    from campaign.content.compose import Recipient
+
     if serve:
+        from campaign.interfaces.studio import serve_studio
+        from campaign.logs import configure_logging
+
         settings = load_settings()
         configure_logging(settings.log_level)
         clock: Clock = FixedClock(now) if now else SystemClock()
@@ -155,9 +159,11 @@ def preview(
 @click.option("--all", "send_all", is_flag=True, help="Send every step of the plan, in order.")
 @click.option("--to", "to", type=TEXT, required=True, help="Where to send the test email(s).")
 @click.option("--name", type=TEXT, default="Ann", help="First name to render with.")
-@reports_errors
 def send_test(step: str | None, send_all: bool, to: str, name: str) -> None:
     """Send STEP (or --all steps) to one inbox for review; nothing is recorded."""
+    from campaign.content.compose import Recipient
+    from campaign.people import subscriptions
+
     if bool(step) == send_all:
         raise BadInput("give a STEP or --all (not both)")
     app = make_app(migrated=False)
@@ -184,9 +190,12 @@ def send_test(step: str | None, send_all: bool, to: str, name: str) -> None:
 )
 @click.option("--name", type=TEXT, default="Ann", help="The subscriber's first name, for subjects.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "ics"]), default="table")
-@reports_errors
 def simulate(start: datetime | None, timezone: str, days: int | None, name: str, fmt: str) -> None:
     """Print, without sending, when a subscriber who signs up at --start gets each email."""
+    from rich.table import Table
+
+    from campaign.insights import simulation
+
     app = make_app(start, migrated=False)
     try:
         deliveries = simulation.simulate(
@@ -230,9 +239,11 @@ def simulate(start: datetime | None, timezone: str, days: int | None, name: str,
     default=Path("report.html"),
     help="Where to write the page.",
 )
-@reports_errors
 def report(out_file: Path) -> None:
     """Write a self-contained HTML report: the month's funnel chart and the per-step table."""
+    from campaign.insights import reports
+    from campaign.insights.report_page import render_report
+
     app = make_app()
     page = render_report(reports.stats(app.db, app.plan), app.clock.now())
     out_file.write_text(page, encoding="utf-8")
@@ -242,12 +253,13 @@ def report(out_file: Path) -> None:
 @plan.command("rename")
 @click.argument("old")
 @click.argument("new")
-@reports_errors
 def plan_rename(old: str, new: str) -> None:
     """Move the subscribers of plan id OLD (history included) to NEW, in one transaction.
 
     For a plan whose `id:` was edited: stop the service, rename, start it again.
     """
+    from campaign.people import plan_identity
+
     app = make_app()
     moved = plan_identity.rename_plan(app.db, old, new)
     click.echo(f"moved {moved} enrollment(s) from plan {old!r} to {new!r}")  # no Rich markup

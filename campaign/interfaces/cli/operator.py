@@ -1,4 +1,6 @@
-"""Operator commands: the database, subscribers, passes, HTTP, bounces, stats."""
+"""Operator commands: the database, subscribers, passes, HTTP, bounces, stats.
+
+Each command imports what it uses: `campaign --help` loads none of it (see cli.common)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import click
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from campaign.engine import make_service, require_plan_identity, return_paths
-from campaign.insights import reports
-from campaign.interfaces.admin import start_side_services
 from campaign.interfaces.cli.common import (
     NOW,
     TEXT,
@@ -22,10 +18,7 @@ from campaign.interfaces.cli.common import (
     main,
     make_app,
     out,
-    reports_errors,
 )
-from campaign.interfaces.web import listen, make_server
-from campaign.people import bounces, csv_import, signups, subscriptions
 
 
 @main.group()
@@ -34,7 +27,6 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@reports_errors
 def db_upgrade() -> None:
     """Create or migrate the schema to the newest version."""
     app = make_app(migrated=False)
@@ -54,11 +46,12 @@ def db_upgrade() -> None:
     help="Someone who unsubscribed asked again: start the plan afresh from the welcome.",
 )
 @NOW
-@reports_errors
 def subscribe(
     email: str, name: str | None, timezone: str | None, resubscribe: bool, now: datetime | None
 ) -> None:
     """Add an active subscriber and enrol them; the welcome email is due at once."""
+    from campaign.people import subscriptions
+
     app = make_app(now)
     result = subscriptions.subscribe(
         app.db,
@@ -87,9 +80,10 @@ def subscribe(
 @main.command()
 @click.argument("email", type=TEXT)
 @NOW
-@reports_errors
 def unsubscribe(email: str, now: datetime | None) -> None:
     """Stop all email to EMAIL at once."""
+    from campaign.people import subscriptions
+
     app = make_app(now)
     changed = subscriptions.unsubscribe(app.db, email=email, now=app.clock.now())
     out.print(f"unsubscribed {email}" if changed else f"{email} was already unsubscribed")
@@ -103,10 +97,19 @@ def unsubscribe(email: str, now: datetime | None) -> None:
     help="The file's encoding, e.g. cp1252 (default: UTF-8, or UTF-16 by its BOM).",
 )
 @NOW
-@reports_errors
 def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
     """Add subscribers from a CSV with columns email,first_name,timezone (header names in any
     case; separated by commas, tabs or semicolons)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from campaign.people import csv_import, subscriptions
+
     source = csv_import.open_csv(file, encoding)  # before anything is imported
     app = make_app(now)
     for note in source.notes:
@@ -117,7 +120,7 @@ def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        console=err,
+        console=err.console,
         transient=True,
     ) as progress:
         task = progress.add_task("import", total=total)
@@ -138,9 +141,10 @@ def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
 
 @main.command()
 @NOW
-@reports_errors
 def tick(now: datetime | None) -> None:
     """Run one sending pass: send everything due now."""
+    from campaign.engine import make_service, require_plan_identity
+
     app = make_app(now)
     require_plan_identity(app)
     with app.sending(), make_service(app) as service:
@@ -164,9 +168,12 @@ def tick(now: datetime | None) -> None:
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=None, help="Port (default HTTP_PORT, 8000)."
 )
-@reports_errors
 def serve(host: str | None, port: int | None) -> None:
     """Serve the signup, confirmation and unsubscribe pages, /healthz (/metrics: ADMIN_LISTEN)."""
+    from campaign.engine import require_plan_identity
+    from campaign.interfaces.admin import start_side_services
+    from campaign.interfaces.web import listen, make_server
+
     app = make_app()
     require_plan_identity(app)  # the pages send confirmations and welcomes themselves
     host = host or app.settings.http_host
@@ -185,9 +192,10 @@ def serve(host: str | None, port: int | None) -> None:
 
 @main.command("export")
 @click.argument("email", type=TEXT)
-@reports_errors
 def export_command(email: str) -> None:
     """Print everything stored about EMAIL as JSON (consent, enrollments, deliveries)."""
+    from campaign.people import signups
+
     app = make_app()
     click.echo(json.dumps(signups.export_person(app.db, email), indent=2))
 
@@ -195,9 +203,10 @@ def export_command(email: str) -> None:
 @main.command()
 @click.argument("email", type=TEXT)
 @NOW
-@reports_errors
 def forget(email: str, now: datetime | None) -> None:
     """Erase EMAIL and all about them; keep only a hash so it is never mailed again."""
+    from campaign.people import signups
+
     app = make_app(now)
     signups.forget_person(app.db, email, app.clock.now())
     out.print(f"forgot {email}: erased, and suppressed by hash")
@@ -211,10 +220,12 @@ def bounces_group() -> None:
 @bounces_group.command("ingest")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @NOW
-@reports_errors
 def bounces_ingest(paths: tuple[Path, ...], now: datetime | None) -> None:
     """Read DSN bounces and ARF complaints (files, folders, maildirs); suppress each address
     that a report shows we mailed (its VERP token or Message-ID); say per file what was done."""
+    from campaign.engine import return_paths
+    from campaign.people import bounces
+
     app = make_app(now)
     result = bounces.ingest(
         app.db, list(paths), app.clock.now(), return_paths=return_paths(app.settings)
@@ -241,9 +252,10 @@ def suppressions_group() -> None:
 @suppressions_group.command("clear")
 @click.argument("email", type=TEXT)
 @NOW
-@reports_errors
 def suppressions_clear(email: str, now: datetime | None) -> None:
     """Lift the suppression of EMAIL: they may sign up (or be imported) again."""
+    from campaign.people import subscriptions
+
     app = make_app(now)
     cleared = subscriptions.clear_suppression(app.db, email=email, now=app.clock.now())
     out.print(f"cleared {email}" if cleared else f"{email} was not suppressed")
@@ -251,10 +263,14 @@ def suppressions_clear(email: str, now: datetime | None) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@reports_errors
 def stats(as_json: bool) -> None:
     """Subscribers by status; per step: sent, bounced, failed, skipped, unknown outcomes,
     unsubscribes, clicks."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from campaign.insights import reports
+
     app = make_app()
     numbers = reports.stats(app.db, app.plan)
     if as_json:

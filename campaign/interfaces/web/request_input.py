@@ -7,13 +7,19 @@ before any of it reaches a use case or the database.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from campaign.errors import BadInput
+from starlette.requests import Request
+
+from campaign.errors import BadRequest, BodyTimeout, BodyTooLarge
+
+#: The largest body any form of ours needs, with room to spare.
+MAX_BODY_BYTES = 16 * 1024
 
 #: More fields than any form of ours has (email, first_name, timezone, source, website).
 MAX_FIELDS = 20
@@ -22,13 +28,23 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class BadRequest(BadInput):
-    """The request could not be read: send a form or a JSON object of text fields."""
-
-    def __init__(self, message: str | None = None, status: int = 400) -> None:
-        #: the HTTP status that says what was wrong (400 unreadable, 415 unknown content type)
-        self.status = status
-        super().__init__(message)
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The whole body, at most `limit` bytes (BodyTooLarge) within the app's body deadline
+    (BodyTimeout)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge()
+    body = b""
+    try:
+        # A client trickling its body must not hold a connection and a task for ever.
+        async with asyncio.timeout(getattr(request.app.state, "body_timeout", None)):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BodyTooLarge()
+    except TimeoutError as exc:
+        raise BodyTimeout() from exc
+    return body
 
 
 def body_kind(content_type: str) -> str:

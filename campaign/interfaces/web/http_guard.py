@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from campaign.errors import CampaignError
+from campaign.errors import ListenFailed
 from campaign.settings import Settings
 
 log = logging.getLogger("campaign.http_guard")
@@ -21,10 +21,6 @@ log = logging.getLogger("campaign.http_guard")
 #: the body deadline at the ASGI level answers 408 first; the connection's own one is later.
 BACKSTOP_SECONDS = 1.0
 WARN_EVERY_SECONDS = 60.0
-
-
-class ListenFailed(CampaignError):
-    """The HTTP server cannot listen on that address."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,47 @@
+"""The plan checked the way it will be sent: loaded, and every step rendered for sample
+subscribers with the names every template sees. Needs no database, so `plan check` runs
+without one (and without loading SQLAlchemy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from campaign.content.render import Renderer, subscriber_context
+from campaign.domain.plan import Plan, load_plan
+from campaign.errors import PlanError, PlanProblem
+from campaign.settings import Settings
+
+
+def shared_context(settings: Settings, plan: Plan) -> dict[str, Any]:
+    """Names every template sees, the same for every subscriber."""
+    return {
+        "sender_name": plan.sender_name or settings.sender_name,
+        "postal_address": settings.postal_address,
+        "public_base_url": settings.public_base_url,
+        "sender_address": settings.sender_address,
+        "ebook_url": settings.ebook_url or ebook_path(settings.public_base_url, plan),
+    }
+
+
+def ebook_path(public_base_url: str, plan: Plan) -> str:
+    """Where the app serves the plan's ebook: PUBLIC_BASE_URL/ebook/<file name>."""
+    name = plan.ebook.file.name if plan.ebook else "ebook.pdf"
+    return f"{public_base_url}/ebook/{name}"
+
+
+def check_plan(settings: Settings, plan_path: Path | None = None) -> Plan:
+    """Load the plan and render every step for sample subscribers; PlanError lists every problem."""
+    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir, settings.assets_dir)
+    renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
+    samples = [
+        {
+            "subscriber": subscriber_context("ann@example.com", name),
+            "extra": {"unsubscribe_url": f"{settings.public_base_url}/unsubscribe/sample"},
+        }
+        for name in ("Ann", "")
+    ]
+    problems: list[PlanProblem] = renderer.check(samples)
+    if problems:
+        raise PlanError(problems)
+    return plan

@@ -1,0 +1,226 @@
+"""The public endpoints: signup, double opt-in, one-click unsubscribe (RFC 8058), click
+redirects, the ebook and /healthz. Each parses its input, calls a use case and answers a page;
+errors are left to the table in campaign.interfaces.web.errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Route
+
+from campaign.domain.confine import confined
+from campaign.engine import App
+from campaign.errors import BadInput, InvalidAddress
+from campaign.interfaces.web.pages import SECURITY_HEADERS, Pages
+from campaign.interfaces.web.rate_limit import RateLimiter
+from campaign.interfaces.web.request_input import body_kind, clean_header, parse_fields, read_body
+from campaign.people import clicks
+from campaign.people.signups import Visitor
+
+log = logging.getLogger("campaign.web")
+
+#: a valid signup is answered after at least this long, whatever the address's state.
+SIGNUP_ANSWER_FLOOR_SECONDS = 0.03
+
+
+class PublicEndpoints:
+    """The public pages of one engine."""
+
+    def __init__(self, app: App, pages: Pages) -> None:
+        self.app = app
+        self.pages = pages
+        self.limiter = RateLimiter(app.settings.signup_rate_per_minute, 60.0, app.clock)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.home),
+            Route("/subscribe", self.subscribe_form, methods=["GET"]),
+            Route("/subscribe", self.subscribe, methods=["POST"]),
+            Route("/confirm/{token}", self.confirm_page, methods=["GET"]),
+            Route("/confirm/{token}", self.confirm, methods=["POST"]),
+            Route("/unsubscribe/{token}", self.unsubscribe_page, methods=["GET"]),
+            Route("/unsubscribe/{token}", self.unsubscribe, methods=["POST"]),
+            Route("/ebook/{name}", self.ebook),
+            Route("/c/{token}", self.click),
+            Route("/healthz", self.healthz),
+            # /metrics is served on ADMIN_LISTEN only: here it answers 404 like any unknown path.
+        ]
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse("/subscribe", 303)
+
+    async def subscribe_form(self, request: Request) -> Response:
+        return self.pages.render(
+            "subscribe.html",
+            email="",
+            first_name="",
+            error="",
+            source=request.headers.get("referer", ""),
+        )
+
+    async def subscribe(self, request: Request) -> Response:
+        app = self.app
+        content_type = request.headers.get("content-type", "")
+        wants_json = "json" in content_type.lower()
+        client = request.client.host if request.client else "?"
+        wait = self.limiter.retry_after(client)
+        if wait:
+            app.metrics.signups.labels(outcome="rate-limited").inc()
+            headers = {"Retry-After": str(wait)}
+            if wants_json:
+                return JSONResponse({"error": "too many signups; try again later"}, 429, headers)
+            return self.pages.render(
+                "error.html",
+                429,
+                headers,
+                heading="Please wait a moment",
+                message="Too many signups from your address. Please try again in a minute.",
+            )
+        fields = parse_fields(await read_body(request), body_kind(content_type))
+        if fields.get("website"):
+            # The honeypot: only bots fill a field people cannot see. Same answer, no record.
+            app.metrics.signups.labels(outcome="honeypot").inc()
+            return self._signed_up(wants_json)
+        started = time.perf_counter()
+        try:
+            result = await run_in_threadpool(
+                lambda: app.signups.signup(
+                    email=fields.get("email", ""),
+                    first_name=fields.get("first_name", ""),
+                    timezone=fields.get("timezone"),
+                    visitor=_visitor(request, fields.get("source", "")),
+                    now=app.clock.now(),
+                )
+            )
+        except BadInput as exc:  # said on the form, with what was typed kept
+            return self._signup_refused(exc, fields, wants_json)
+        app.metrics.signups.labels(outcome=result.outcome).inc()
+        # No email in the request: its time (and the relay's health) would tell who is known.
+        if result.confirmation_id is not None or result.enrollment_id is not None:
+            app.signup_mail.wake(result.enrollment_id)
+        # The database does a little more for a new address than for a known one: answer no
+        # sooner than a floor, so that what is left of the difference is under it.
+        await asyncio.sleep(max(SIGNUP_ANSWER_FLOOR_SECONDS - (time.perf_counter() - started), 0))
+        return self._signed_up(wants_json)
+
+    def _signup_refused(self, exc: BadInput, fields: dict[str, str], wants_json: bool) -> Response:
+        answer: dict[str, str] = {}
+        if isinstance(exc, InvalidAddress):
+            self.app.metrics.signups.labels(outcome="invalid").inc()
+            answer = {
+                "error": f"Please enter a valid email address: {exc.problem}",
+                "field": "email",
+            }
+        else:  # a first name too long, ...
+            answer = {"error": exc.message}
+        if wants_json:
+            return JSONResponse(answer, 422)
+        return self.pages.render(
+            "subscribe.html",
+            422,
+            email=fields.get("email", ""),
+            first_name=fields.get("first_name", ""),
+            error=answer["error"],
+            source=fields.get("source", ""),
+        )
+
+    def _signed_up(self, wants_json: bool) -> Response:
+        if wants_json:
+            return JSONResponse(
+                {"status": "ok", "message": "Check your inbox within 5 minutes."}, status_code=200
+            )
+        return self.pages.render("check_inbox.html")
+
+    async def confirm_page(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        await run_in_threadpool(
+            self.app.signups.check_confirmation_link, token, self.app.clock.now()
+        )
+        return self.pages.render("confirm.html", token=token)
+
+    async def confirm(self, request: Request) -> Response:
+        app = self.app
+        await read_body(request)
+        enrollment = await run_in_threadpool(
+            app.signups.confirm, request.path_params["token"], _visitor(request), app.clock.now()
+        )
+        app.metrics.confirmations.inc()
+        await self._send_welcome_now(enrollment)
+        return self.pages.render("confirmed.html")
+
+    async def _send_welcome_now(self, enrollment_id: int | None) -> None:
+        if enrollment_id is None:
+            return
+        now = self.app.clock.now()
+        # Sent here, not at the next tick: the box promises the ebook in seconds.
+        result = await run_in_threadpool(
+            self.app.dispatcher.run_pass, now, None, only_enrollment=enrollment_id
+        )
+        if result.error:
+            log.warning(
+                "welcome for enrollment %s waits for the next pass: %s", enrollment_id, result.error
+            )
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        self.app.signups.check_unsubscribe(token, self.app.clock.now())
+        # A GET never unsubscribes: link scanners and previews fetch every link.
+        return self.pages.render("unsubscribe.html", token=token)
+
+    async def unsubscribe(self, request: Request) -> Response:
+        app = self.app
+        body = await read_body(request)
+        await run_in_threadpool(
+            app.signups.unsubscribe, request.path_params["token"], app.clock.now()
+        )
+        one_click = b"List-Unsubscribe=One-Click" in body
+        app.metrics.unsubscribes.labels(method="one-click" if one_click else "page").inc()
+        if one_click:
+            return PlainTextResponse("unsubscribed\n", headers=SECURITY_HEADERS)
+        return self.pages.render("unsubscribed.html")
+
+    async def click(self, request: Request) -> Response:
+        target = await run_in_threadpool(
+            clicks.follow,
+            self.app.db,
+            self.app.settings.secret_key.get_secret_value(),
+            request.path_params["token"],
+            self.app.clock.now(),
+        )
+        return RedirectResponse(target, 302, headers={"Referrer-Policy": "no-referrer"})
+
+    async def ebook(self, request: Request) -> Response:
+        plan = self.app.plan
+        book = plan.ebook
+        if book is None or request.path_params["name"] != book.file.name:
+            return PlainTextResponse("not found", 404)
+        # Checked again here: a symlink changed since the plan loaded must not publish a file.
+        real = confined(book.file, plan.content_roots)
+        if real is None or not real.is_file():
+            return PlainTextResponse("not found", 404)
+        return FileResponse(real, media_type="application/pdf", filename=book.file.name)
+
+    async def healthz(self, request: Request) -> Response:
+        # Anyone may ask: the status and a reason code only. The detail (database host,
+        # driver errors, the mail server) is for operators, on ADMIN_LISTEN.
+        health = await run_in_threadpool(self.app.health)
+        return JSONResponse(health.public(), health.http_status)
+
+
+def _visitor(request: Request, source: str = "") -> Visitor:
+    return Visitor(
+        ip=request.client.host if request.client else "",
+        user_agent=clean_header(request.headers.get("user-agent", "")),
+        source_page=clean_header(source or request.headers.get("referer", "")),
+    )
