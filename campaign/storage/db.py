@@ -20,8 +20,8 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaign.errors import DatabaseError, DatabaseRefusesWrites
+from campaign.storage.locks import WriteLock
 from campaign.storage.plain_sql import driver_params, driver_sql
-from campaign.storage.write_lock import WriteLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: pg_advisory_xact_lock key for migrations ("campaign" in ASCII, as a number).
@@ -163,7 +163,7 @@ class Database:
             raise DisconnectionError("discarded after the database refused writes")
 
     def writing(self) -> AbstractContextManager[None]:
-        """Around a transaction: on SQLite, the engine's writers queue (campaign.write_lock)."""
+        """Around a transaction: on SQLite, the engine's writers queue (locks.WriteLock)."""
         return self._write_lock.held() if self._write_lock is not None else nullcontext()
 
     def driver_connection(self) -> DriverConnection:
