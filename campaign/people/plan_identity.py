@@ -36,7 +36,7 @@ def orphaned_message(plan: Plan, orphans: dict[str, int]) -> str:
 
 def orphans(db: Database, plan: Plan) -> dict[str, int]:
     """Active enrollments under plan ids other than `plan.id`, by id."""
-    with db.transaction() as session:
+    with db.read() as session:
         by_plan = store.active_enrollments_by_plan(session)
     return {plan_id: count for plan_id, count in by_plan.items() if plan_id != plan.id}
 
