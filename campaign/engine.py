@@ -37,7 +37,7 @@ from campaign.people import plan_identity
 from campaign.people.signups import Signups
 from campaign.settings import Settings
 from campaign.storage.db import Database, driver_problem
-from campaign.storage.sender_lock import SenderLock
+from campaign.storage.locks import SenderLock
 
 log = logging.getLogger("campaign.bootstrap")
 

@@ -147,7 +147,7 @@ class SignupMail:
         with self._lock:
             if self._welcomes:
                 return True
-        with self.signups.db.transaction(flush_to_disk=False) as session:
+        with self.signups.db.read() as session:
             return store.due_confirmations(session, now) > 0
 
     def run(self) -> None:

@@ -35,7 +35,7 @@ class StepStats:
 
 def stats(db: Database, plan: Plan) -> dict[str, Any]:
     """Subscribers by status and, per step, how many were sent, failed, and are still to go."""
-    with db.transaction() as session:
+    with db.read() as session:
         by_status = store.count_subscribers_by_status(session)
         deliveries = store.count_deliveries_by_step(session, plan.id)
         waiting = store.count_active_by_last_day(session, plan.id)
@@ -77,7 +77,7 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
 
 def operational_snapshot(db: Database, plan: Plan, now: datetime) -> dict[str, Any]:
     """What /metrics reports: database numbers, the last pass's age, whether sending is paused."""
-    with db.transaction() as session:
+    with db.read() as session:
         beat = store.latest_heartbeat(session)
         return {
             "emails": store.count_deliveries_by_step(session, plan.id),
@@ -99,12 +99,19 @@ class SendingHealth(NamedTuple):
 
 def sending_health(db: Database, now: datetime) -> SendingHealth:
     """The last pass's age, why sending is paused, and whether the database refuses writes
-    (as far as a cheap look tells: read-only or in recovery, a read-only file, or a health
-    transaction that itself cannot start)."""
+    (as far as a cheap look tells: read-only or in recovery, a read-only file, or a writer's
+    BEGIN that cannot start)."""
     try:
-        with db.transaction() as session:
-            beat = store.latest_heartbeat(session)
-            refusal = _file_refusal(db) if db.is_sqlite else _server_refusal(db, session)
+        if db.is_sqlite:
+            # A writer's BEGIN, outside the writers' queue; the heartbeat in a read.
+            db.probe_writes()
+            with db.read() as session:
+                beat = store.latest_heartbeat(session)
+            refusal = _file_refusal(db)
+        else:  # a read-only transaction would hide the server's own transaction_read_only
+            with db.transaction() as session:
+                beat = store.latest_heartbeat(session)
+                refusal = _server_refusal(db, session)
     except DatabaseRefusesWrites as exc:
         return SendingHealth(None, None, exc.reason)
     if beat is None:
@@ -228,5 +235,5 @@ def _server_refusal(db: Database, session: Session) -> str | None:
 
 def active_by_last_day(db: Database, plan: Plan) -> dict[int, int]:
     """Active subscribers by the plan day they have reached (for `plan diff`)."""
-    with db.transaction() as session:
+    with db.read() as session:
         return store.count_active_by_last_day(session, plan.id)

@@ -34,7 +34,7 @@ def orphans(db: Database, plan: Plan) -> dict[str, int]:
     """Active enrollments under plan ids other than `plan.id`, by id."""
     from campaign.storage import store
 
-    with db.transaction() as session:
+    with db.read() as session:
         by_plan = store.active_enrollments_by_plan(session)
     return {plan_id: count for plan_id, count in by_plan.items() if plan_id != plan.id}
 

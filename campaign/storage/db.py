@@ -20,7 +20,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaign.errors import DatabaseError, DatabaseRefusesWrites
-from campaign.storage.write_lock import WriteLock
+from campaign.storage.locks import WriteLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: pg_advisory_xact_lock key for migrations ("campaign" in ASCII, as a number).
@@ -39,6 +39,13 @@ _SQLSTATES = {"25006": READ_ONLY, "53100": DISK_FULL}
 #: SQLite primary result codes: SQLITE_BUSY (still locked after the busy timeout),
 #: SQLITE_READONLY and SQLITE_FULL.
 _SQLITE_CODES = {5: LOCKED, 8: READ_ONLY_FILE, 13: DISK_FULL}
+
+#: The connection execution option that marks a `Database.read` transaction.
+_READ_ONLY = "campaign_read_only"
+
+
+class WriteInReadTransaction(RuntimeError):
+    """A bug, not a database state: code inside `Database.read()` tried to write."""
 
 
 def write_refusal(error: BaseException | None) -> str | None:
@@ -96,7 +103,8 @@ def normalise_url(url: str) -> str:
 
 
 class Database:
-    """An engine plus a session factory; `transaction()` is the only way to change data."""
+    """An engine plus a session factory; `transaction()` is the only way to change data, and
+    `read()` the way to look at it without queueing behind writers."""
 
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
@@ -130,11 +138,55 @@ class Database:
         always does: a crash of this process loses nothing; a crash of the database server
         can lose the last fraction of a second. Used for per-email delivery records only.
         """
+        with self._refusals_raised(), self.writing(), self._sessions.begin() as session:
+            if not flush_to_disk and not self.is_sqlite:
+                session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session in one read-only transaction, for numbers, health and lookups; a write
+        inside it raises WriteInReadTransaction.
+
+        SQLite: a deferred BEGIN with `query_only` on, outside the writers' queue: in WAL mode
+        a reader never waits for a writer, so stats and /metrics answer while senders write.
+        PostgreSQL: SET TRANSACTION READ ONLY.
+        """
         try:
-            with self.writing(), self._sessions.begin() as session:
-                if not flush_to_disk and not self.is_sqlite:
-                    session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                yield session
+            with self.engine.connect() as connection:
+                connection.execution_options(**{_READ_ONLY: True})
+                driver: Any = connection.connection.driver_connection if self.is_sqlite else None
+                if driver is not None:
+                    driver.execute("PRAGMA query_only=ON")
+                try:
+                    with Session(connection, expire_on_commit=False) as session, session.begin():
+                        if driver is None:
+                            session.connection().exec_driver_sql("SET TRANSACTION READ ONLY")
+                        yield session
+                finally:
+                    if driver is not None and not connection.invalidated:
+                        driver.execute("PRAGMA query_only=OFF")  # back to the pool as it came
+        except DBAPIError as exc:
+            if write_refusal(exc.orig) in (READ_ONLY, READ_ONLY_FILE):  # only a write says so
+                raise WriteInReadTransaction(f"a write in a read transaction: {exc.orig}") from exc
+            if isinstance(exc, OperationalError):
+                raise DatabaseError(f"database error: {exc.orig}") from exc
+            raise
+
+    def probe_writes(self) -> None:
+        """SQLite: raise DatabaseRefusesWrites when a writer could not begin now, as
+        `transaction()` would, by BEGIN IMMEDIATE and ROLLBACK. Outside the writers' queue, so
+        it waits for SQLite's lock only while a transaction holds it (up to the busy timeout,
+        then LOCKED), not behind every writer queued for it. (PostgreSQL: it only connects.)"""
+        with self._refusals_raised(), self.engine.connect() as connection:
+            connection.begin().rollback()
+
+    @contextmanager
+    def _refusals_raised(self) -> Iterator[None]:
+        """Driver errors as DatabaseRefusesWrites (and new connections from now on) when the
+        database refused to write, DatabaseError when it failed otherwise."""
+        try:
+            yield
         except DBAPIError as exc:
             refusal = write_refusal(exc.orig)
             if refusal is not None:
@@ -162,7 +214,7 @@ class Database:
             raise DisconnectionError("discarded after the database refused writes")
 
     def writing(self) -> AbstractContextManager[None]:
-        """Around a transaction: on SQLite, the engine's writers queue (campaign.write_lock)."""
+        """Around a write transaction: on SQLite, the engine's writers queue (locks.WriteLock)."""
         return self._write_lock.held() if self._write_lock is not None else nullcontext()
 
     def upgrade(self) -> None:
@@ -200,6 +252,7 @@ class Database:
         from alembic.script import ScriptDirectory
 
         with self.engine.connect() as connection:
+            connection.execution_options(**{_READ_ONLY: True})  # a plain BEGIN on SQLite
             revision = MigrationContext.configure(connection).get_current_revision()
         scripts = ScriptDirectory.from_config(_alembic_config(None))
         if revision is None:
@@ -244,7 +297,10 @@ def _make_engine(url: str) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
+    def _begin(connection: Any) -> None:
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")  # Database.read: takes no lock until it reads
+            return
         # One writer at a time, decided when the transaction starts: two processes cannot
         # both read the same due rows and then both claim them.
         connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from campaign.storage.write_lock import WriteLock
+from campaign.storage.locks import WriteLock
 
 #: A second process that tries the lock without waiting: prints "taken" or "busy".
 TRY_FROM_ELSEWHERE = """
