@@ -25,7 +25,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from campaign.clock import Clock, SystemClock
-from campaign.content.compose import Composer, Recipient
+from campaign.content.compose import Recipient
+from campaign.content.snapshot import Content
 from campaign.delivery.feed import Feed, LeaseKeeper
 from campaign.delivery.pacing import SendBudget, StopWaiting, buckets_for
 from campaign.delivery.passes import PassResult, RelayThrottled, SendPolicy, Unrecorded, is_throttle
@@ -57,11 +58,12 @@ T = TypeVar("T")
 
 @dataclass
 class Dispatcher:
-    """Sends one plan's due steps. Built once by bootstrap; `run_pass` is called per tick."""
+    """Sends one plan's due steps. Built once by the engine; `run_pass` is called per tick."""
 
     db: Database
-    plan: Plan
-    composer: Composer
+    #: the plan and its composer as they are now: read once per pass, which uses that one
+    #: value throughout, whatever a reload swaps in meanwhile.
+    content: Callable[[], Content]
     transport: Transport
     clock: Clock
     owner: str
@@ -102,6 +104,7 @@ class Dispatcher:
         sent the moment someone confirms, without waiting for the next tick.
         """
         result = PassResult()
+        content = self.content()
         if self.relay_paused_until is not None and now < self.relay_paused_until:
             result.error = f"relay throttled: backing off until {self.relay_paused_until:%H:%M:%S}"
             return result
@@ -109,16 +112,18 @@ class Dispatcher:
         token = f"{self.owner}/{next(self._passes)}"
         # The welcome email of one subscriber needs one connection, not a pool.
         workers = 1 if only_enrollment is not None else self.policy.connections
-        feed = Feed(lambda: self._claim(now, token, only_enrollment, workers), stop)
+        feed = Feed(lambda: self._claim(content, now, token, only_enrollment, workers), stop)
         results = [PassResult() for _ in range(workers)]
         renew_every = min(self.policy.lease_seconds / 3, 30.0)
         try:
             with LeaseKeeper(self.db, feed, token, self.leases, self.clock, renew_every):
                 if workers == 1:
-                    self._work(feed, now, results[0])
+                    self._work(feed, now, results[0], content)
                 else:
                     with ThreadPoolExecutor(workers, thread_name_prefix="smtp") as pool:
-                        futures = [pool.submit(self._work, feed, now, part) for part in results]
+                        futures = [
+                            pool.submit(self._work, feed, now, part, content) for part in results
+                        ]
                     for future in futures:
                         future.result()  # an unexpected error in a connection ends the pass
         except Exception:
@@ -147,7 +152,7 @@ class Dispatcher:
         return result
 
     def _claim(
-        self, now: datetime, token: str, only_enrollment: int | None, workers: int
+        self, content: Content, now: datetime, token: str, only_enrollment: int | None, workers: int
     ) -> list[Claim]:
         """The next batch of claims whose step is itself due at `now`.
 
@@ -159,13 +164,13 @@ class Dispatcher:
             with self.db.transaction() as session:
                 claims = store.claim_due(
                     session,
-                    plan_id=self.plan.id,
-                    steps=[(step.key, step.day) for step in self.plan.steps],
+                    plan_id=content.plan.id,
+                    steps=[(step.key, step.day) for step in content.plan.steps],
                     now=now,
                     owner=token,
                     lease_until=now + timedelta(seconds=self.policy.lease_seconds),
                     limit=self._claim_limit(workers),
-                    new_message_id=self.composer.new_message_id,
+                    new_message_id=content.composer.new_message_id,
                     only_enrollment=only_enrollment,
                     lease=self.leases,
                 )
@@ -174,7 +179,7 @@ class Dispatcher:
             early = [
                 replace(claim, due_at=due)
                 for claim in claims
-                if (due := self._step_due(claim)) is not None and due > now
+                if (due := _step_due(content.plan, claim)) is not None and due > now
             ]
             if not early:
                 return claims
@@ -197,7 +202,7 @@ class Dispatcher:
             limit = min(limit, int(window / self._pace * workers))
         return max(limit, 1)
 
-    def _work(self, feed: Feed, now: datetime, result: PassResult) -> None:
+    def _work(self, feed: Feed, now: datetime, result: PassResult, content: Content) -> None:
         """One SMTP connection: deliver claims from the feed until it runs dry or halts."""
         unrecorded = Unrecorded()
         driver = self.db.driver_connection()
@@ -217,7 +222,9 @@ class Dispatcher:
                 try:
                     if connection is None:
                         connection = session.enter_context(self.transport.open())
-                    self._deliver(claim, connection, now, result, (driver, unrecorded), feed)
+                    self._deliver(
+                        claim, connection, now, result, (driver, unrecorded), feed, content
+                    )
                 except _SessionSpoiled:
                     session.close()
                     connection = None
@@ -253,15 +260,17 @@ class Dispatcher:
         result: PassResult,
         records: tuple[DriverConnection, Unrecorded],
         feed: Feed,
+        content: Content,
     ) -> None:
-        step = self.plan.step_by_key(claim.step_key)
+        plan = content.plan
+        step = plan.step_by_key(claim.step_key)
         if step is None:  # the plan changed since the claim: look again next pass
             self._release([claim], result)
             feed.finish(claim)
             return
-        if self._too_late(claim, now):
-            reason = f"more than {self.plan.skip_after} late (catch_up)"
-            next_due = self._next_due(claim, None)
+        if _too_late(plan, claim, now):
+            reason = f"more than {plan.skip_after} late (catch_up)"
+            next_due = _next_due(plan, claim, None)
             late = partial(
                 store.record_late_skip, claim=claim, now=now, reason=reason, next_due_at=next_due
             )
@@ -270,7 +279,7 @@ class Dispatcher:
             return
         recipient = Recipient(claim.subscriber_id, claim.email, claim.first_name)
         try:
-            composed = self.composer.compose(
+            composed = content.composer.compose(
                 step,
                 recipient,
                 message_id=claim.message_id,
@@ -280,19 +289,19 @@ class Dispatcher:
         except RenderError as exc:
             # A plan edit may fix it: retried like a 4xx.
             log.warning("render failed for delivery %s: %s", claim.delivery_id, exc.message)
-            self._temporary(claim, now, exc.message, result, feed)
+            self._temporary(claim, now, exc.message, result, feed, plan)
             return
         except (UnsendableAddress, ValueError) as exc:
             # Data no template can fix (an address no envelope can carry, a name no header
             # can): fail this one for good, not the pass; the subscriber is not bounced.
             reason = exc.message if isinstance(exc, UnsendableAddress) else str(exc)
-            self._failed(claim, now, f"cannot build message: {reason}", result, feed)
+            self._failed(claim, now, f"cannot build message: {reason}", result, feed, plan)
             return
         except Exception as exc:
             # A fault of ours met by this subscriber's data: their retry, not the pass's end.
             log.warning("cannot build delivery %s", claim.delivery_id, exc_info=True)
             error = f"cannot build message: {_described(exc)}"
-            self._temporary(claim, now, error, result, feed)
+            self._temporary(claim, now, error, result, feed, plan)
             return
         # One transaction records the previous message's 250, proves this claim is still
         # ours and re-reads the subscriber's status: the last moment before DATA.
@@ -307,17 +316,17 @@ class Dispatcher:
         try:
             connection.send(composed.envelope, composed.data)
         except UnknownOutcome as exc:
-            self._unknown(claim, now, exc.message, result, feed)
+            self._unknown(claim, now, exc.message, result, feed, plan)
         except TemporaryFailure as exc:
             if is_throttle(exc):
                 raise RelayThrottled(
                     exc.message, smtp_code=exc.smtp_code, enhanced_code=exc.enhanced_code
                 ) from exc
-            self._temporary(claim, now, exc.message, result, feed)
+            self._temporary(claim, now, exc.message, result, feed, plan)
         except (TransportUnavailable, DatabaseError, StopWaiting):
             raise  # about every message, not this one: _work hands the rest back
         except PermanentFailure as exc:
-            rejected = partial(self._rejected, claim=claim, now=now, failure=exc)
+            rejected = partial(self._rejected, claim=claim, now=now, failure=exc, plan=plan)
             if not self._settle(claim, rejected, feed, result):
                 return
             log.warning(
@@ -337,12 +346,12 @@ class Dispatcher:
                 "delivery %s: unexpected error while sending", claim.delivery_id, exc_info=True
             )
             error = f"unexpected error while sending: {_described(exc)}"
-            self._temporary(claim, now, error, result, feed)
+            self._temporary(claim, now, error, result, feed, plan)
             raise _SessionSpoiled from exc
         else:
             self._note_pace(self._real.monotonic() - started)
             sent_at = self.clock.now()
-            next_due = self._next_due(claim, sent_at)
+            next_due = _next_due(plan, claim, sent_at)
             # Committed with the next message's proof (or when this connection ends).
             unrecorded.hold(store.Accepted(claim, sent_at, next_due))
             result.sent += 1
@@ -416,14 +425,14 @@ class Dispatcher:
             store.beat(session, self.owner, started_at, now, seconds, paused)
 
     def _rejected(
-        self, session: Session, claim: Claim, now: datetime, failure: PermanentFailure
+        self, session: Session, claim: Claim, now: datetime, failure: PermanentFailure, plan: Plan
     ) -> bool:
         if failure.bounce:
             return store.record_bounce(
                 session, claim, now, failure.message, email_hash(claim.email)
             )
         return store.record_failed(
-            session, claim, now, failure.message, self._next_due(claim, None)
+            session, claim, now, failure.message, _next_due(plan, claim, None)
         )
 
     def _settle(
@@ -454,7 +463,7 @@ class Dispatcher:
         return subscriber is None or subscriber.status != "active"
 
     def _failed(
-        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed
+        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed, plan: Plan
     ) -> None:
         """A failure no retry can cure, about this message only: the step fails, the plan goes
         on, the subscriber is not bounced."""
@@ -464,7 +473,7 @@ class Dispatcher:
             claim=claim,
             now=now,
             error=error,
-            next_due_at=self._next_due(claim, None),
+            next_due_at=_next_due(plan, claim, None),
         )
         if self._settle(claim, failed, feed, result):
             result.failed += 1
@@ -493,7 +502,7 @@ class Dispatcher:
         return attempt()
 
     def _temporary(
-        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed
+        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed, plan: Plan
     ) -> None:
         attempts = claim.attempts + 1
         if attempts < self.policy.max_attempts:
@@ -510,7 +519,7 @@ class Dispatcher:
         failures: list[int] = [0]
 
         def give_up(session: Session) -> bool:
-            if not store.record_failed(session, claim, now, error, self._next_due(claim, None)):
+            if not store.record_failed(session, claim, now, error, _next_due(plan, claim, None)):
                 return False
             failures[0] = store.consecutive_failures(session, claim.subscriber_id)
             if failures[0] >= self.policy.soft_bounce_limit:
@@ -531,7 +540,7 @@ class Dispatcher:
             )
 
     def _unknown(
-        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed
+        self, claim: Claim, now: datetime, error: str, result: PassResult, feed: Feed, plan: Plan
     ) -> None:
         """No reply to the final dot: the server may have the message. Try once more after a
         delay (same Message-ID), or settle it as unknown; never a soft bounce."""
@@ -546,7 +555,7 @@ class Dispatcher:
             now=now,
             error=error,
             retry_at=retry_at,
-            next_due_at=self._next_due(claim, now),
+            next_due_at=_next_due(plan, claim, now),
         )
         if not self._settle(claim, unknown, feed, result):
             return
@@ -557,36 +566,6 @@ class Dispatcher:
             error,
             f"trying once more at {retry_at:%Y-%m-%d %H:%M:%S}" if retry_at else "not sent again",
         )
-
-    def _too_late(self, claim: Claim, now: datetime) -> bool:
-        """Under `catch_up: {skip_after: H}`, a daily step H hours past its time is not sent.
-
-        The welcome email (day 0) always goes: it carries what the signup promised.
-        """
-        step = self.plan.step_by_key(claim.step_key)
-        if step is None or self.plan.skip_after is None or step.day == 0:
-            return False
-        nominal = schedule.nominal_due(
-            self.plan, step, claim.started_at, _zone_or_utc(claim.timezone)
-        )
-        return now - nominal > self.plan.skip_after
-
-    def _step_due(self, claim: Claim) -> datetime | None:
-        """When the claimed step is due under the current plan (None: not in the plan)."""
-        step = self.plan.step_by_key(claim.step_key)
-        if step is None:
-            return None
-        tz = _zone_or_utc(claim.timezone)
-        return schedule.due_at(self.plan, step, claim.started_at, tz, claim.last_sent_at)
-
-    def _next_due(self, claim: Claim, sent_at: datetime | None) -> datetime | None:
-        """When the step after `claim` is due; None when the plan is finished."""
-        following = next((s for s in self.plan.steps if s.day > claim.step_day), None)
-        if following is None:
-            return None
-        tz = _zone_or_utc(claim.timezone)
-        last_sent = sent_at or claim.last_sent_at
-        return schedule.due_at(self.plan, following, claim.started_at, tz, last_sent)
 
     def _release(self, claims: list[Claim], result: PassResult) -> None:
         self._record(lambda session: store.release(session, claims))
@@ -606,3 +585,34 @@ def _zone_or_utc(name: str) -> ZoneInfo:
         return schedule.zone(name)
     except ValueError:
         return schedule.zone(schedule.DEFAULT_TIMEZONE)
+
+
+def _too_late(plan: Plan, claim: Claim, now: datetime) -> bool:
+    """Under `catch_up: {skip_after: H}`, a daily step H hours past its time is not sent.
+
+    The welcome email (day 0) always goes: it carries what the signup promised.
+    """
+    step = plan.step_by_key(claim.step_key)
+    if step is None or plan.skip_after is None or step.day == 0:
+        return False
+    nominal = schedule.nominal_due(plan, step, claim.started_at, _zone_or_utc(claim.timezone))
+    return now - nominal > plan.skip_after
+
+
+def _step_due(plan: Plan, claim: Claim) -> datetime | None:
+    """When the claimed step is due under `plan` (None: not in the plan)."""
+    step = plan.step_by_key(claim.step_key)
+    if step is None:
+        return None
+    tz = _zone_or_utc(claim.timezone)
+    return schedule.due_at(plan, step, claim.started_at, tz, claim.last_sent_at)
+
+
+def _next_due(plan: Plan, claim: Claim, sent_at: datetime | None) -> datetime | None:
+    """When the step after `claim` is due; None when the plan is finished."""
+    following = next((s for s in plan.steps if s.day > claim.step_day), None)
+    if following is None:
+        return None
+    tz = _zone_or_utc(claim.timezone)
+    last_sent = sent_at or claim.last_sent_at
+    return schedule.due_at(plan, following, claim.started_at, tz, last_sent)

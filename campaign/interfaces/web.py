@@ -136,18 +136,21 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
     )
     settings = app.settings
     limiter = RateLimiter(settings.signup_rate_per_minute, 60.0, app.clock)
-    common = {
-        "plan_name": app.plan.name,
-        "sender_name": app.plan.sender_name or settings.sender_name,
-        "sender_address": settings.sender_address,
-        "ebook_title": app.plan.ebook.title if app.plan.ebook else "",
-        "double_opt_in": settings.double_opt_in,
-    }
+
+    def common() -> dict[str, Any]:
+        plan = app.plan  # once: the plan as it is now, for the whole page
+        return {
+            "plan_name": plan.name,
+            "sender_name": plan.sender_name or settings.sender_name,
+            "sender_address": settings.sender_address,
+            "ebook_title": plan.ebook.title if plan.ebook else "",
+            "double_opt_in": settings.double_opt_in,
+        }
 
     def page(
         name: str, status: int = 200, headers: dict[str, str] | None = None, **values: Any
     ) -> HTMLResponse:
-        html = pages.get_template(name).render(**common, **values)
+        html = pages.get_template(name).render(**common(), **values)
         return HTMLResponse(
             html, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})}
         )
@@ -321,11 +324,12 @@ def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
         return RedirectResponse(target, 302, headers={"Referrer-Policy": "no-referrer"})
 
     async def ebook(request: Request) -> Response:
-        book = app.plan.ebook
+        plan = app.plan  # once: a reload meanwhile must not pair one plan's book with another's
+        book = plan.ebook
         if book is None or request.path_params["name"] != book.file.name:
             return PlainTextResponse("not found", 404)
         # Checked again here: a symlink changed since the plan loaded must not publish a file.
-        real = confined(book.file, app.plan.content_roots)
+        real = confined(book.file, plan.content_roots)
         if real is None or not real.is_file():
             return PlainTextResponse("not found", 404)
         return FileResponse(real, media_type="application/pdf", filename=book.file.name)

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
-from campaign.engine import App, build
+from campaign.engine import App, Engine
 from campaign.errors import CampaignError, PlanError, UnknownStep
 from campaign.logs import configure_logging
 from campaign.settings import Settings, load_environment
@@ -95,7 +95,7 @@ def make_app(now: datetime | None = None, *, migrated: bool = True) -> App:
     settings = load_settings()
     configure_logging(settings.log_level)
     clock: Clock = FixedClock(now) if now else SystemClock()
-    app = build(settings, clock=clock)
+    app = Engine.from_settings(settings, clock=clock)
     if migrated:
         app.require_schema()
     return app

@@ -12,8 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from campaign.engine import make_service, require_plan_identity, return_paths
-from campaign.insights import reports
+from campaign.engine import require_plan_identity, return_paths
 from campaign.interfaces.admin import start_side_services
 from campaign.interfaces.cli.common import (
     NOW,
@@ -141,10 +140,7 @@ def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
 @reports_errors
 def tick(now: datetime | None) -> None:
     """Run one sending pass: send everything due now."""
-    app = make_app(now)
-    require_plan_identity(app)
-    with app.sending(), make_service(app) as service:
-        result = service.run_once()
+    result = make_app(now).run_pass()
     unusual = "".join(
         f", {name} {count}"
         for name, count in (("outcome unknown", result.unknown), ("lost", result.lost))
@@ -255,8 +251,7 @@ def suppressions_clear(email: str, now: datetime | None) -> None:
 def stats(as_json: bool) -> None:
     """Subscribers by status; per step: sent, bounced, failed, skipped, unknown outcomes,
     unsubscribes, clicks."""
-    app = make_app()
-    numbers = reports.stats(app.db, app.plan)
+    numbers = make_app().stats()
     if as_json:
         click.echo(json.dumps(numbers, indent=2))
         return
