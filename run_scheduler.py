@@ -14,7 +14,7 @@ import sys
 from datetime import datetime
 
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
-from campaign.engine import build, make_service, require_plan_identity
+from campaign.engine import Engine, make_service, require_plan_identity
 from campaign.errors import CampaignError
 from campaign.interfaces.admin import start_side_services
 from campaign.interfaces.cli import configure_logging, load_settings
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         configure_logging(settings.log_level)
         clock: Clock = FixedClock(args.now) if args.now else SystemClock()
-        app = build(settings, clock=clock)
+        app = Engine.from_settings(settings, clock=clock)
         app.require_schema()
         require_plan_identity(app)
         service = make_service(app)

@@ -18,9 +18,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from campaign import Engine
 from campaign.clock import FixedClock
 from campaign.delivery.passes import PassResult
-from campaign.engine import build
 from campaign.people import subscriptions
 from campaign.settings import Settings
 from campaign.storage.db import Database
@@ -101,7 +101,7 @@ def run(url: str, count: int) -> tuple[subscriptions.ImportReport, float, PassRe
                 "LOG_LEVEL": "WARNING",
             }
         )
-        app = build(settings, clock=FixedClock(NOW))
+        app = Engine.from_settings(settings, clock=FixedClock(NOW))
         rows = (
             (
                 n + 2,
@@ -113,7 +113,7 @@ def run(url: str, count: int) -> tuple[subscriptions.ImportReport, float, PassRe
         report = subscriptions.import_rows(app.db, app.plan, rows, now=NOW)
         enrolled = time.perf_counter() - started
         started = time.perf_counter()
-        result = app.dispatcher.run_pass(NOW)
+        result = app.run_pass(NOW)
         elapsed = time.perf_counter() - started
         app.close()
     finally:

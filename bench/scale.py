@@ -62,7 +62,7 @@ from bench.scratch import (  # noqa: E402 - after the path is set
 from campaign.clock import FixedClock  # noqa: E402
 from campaign.domain.plan import load_plan  # noqa: E402
 from campaign.domain.transport import Envelope  # noqa: E402
-from campaign.engine import App, build, make_service  # noqa: E402
+from campaign.engine import App, make_service  # noqa: E402
 from campaign.settings import Settings  # noqa: E402
 from campaign.storage import store  # noqa: E402
 from campaign.storage.db import Database  # noqa: E402
@@ -288,7 +288,7 @@ class SQLProfile:
 def worker(url: str) -> dict[str, Any]:
     """Measure the due-query, a claim batch and a whole pass on a loaded database."""
     settings = Settings.from_env(engine_env(url))
-    app = build(settings, clock=FixedClock(NOW), transport=NullTransport())
+    app = App.from_settings(settings, clock=FixedClock(NOW), transport=NullTransport())
     app.require_schema()
     claim = _claim_batches(app)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -399,6 +399,7 @@ def _one_claim(app: App) -> tuple[list[tuple[str, Any, float]], float, int]:
     time, and how many rows it claimed."""
     statements: list[tuple[str, Any, float]] = []
     sent = 0.0
+    content = app.content
 
     def before(*args: Any) -> None:
         nonlocal sent
@@ -415,13 +416,13 @@ def _one_claim(app: App) -> tuple[list[tuple[str, Any, float]], float, int]:
         started = time.perf_counter()
         claims = store.claim_due(
             session,
-            plan_id=app.plan.id,
-            steps=[(step.key, step.day) for step in app.plan.steps],
+            plan_id=content.plan.id,
+            steps=[(step.key, step.day) for step in content.plan.steps],
             now=NOW,
             owner="bench",
             lease_until=NOW + timedelta(seconds=app.settings.lease_seconds),
             limit=app.settings.batch_size,
-            new_message_id=app.composer.new_message_id,
+            new_message_id=content.composer.new_message_id,
         )
         seconds = time.perf_counter() - started
         session.close()

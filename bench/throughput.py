@@ -39,12 +39,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from campaign import Engine
 from campaign.clock import FixedClock
 from campaign.content import compose
 from campaign.content.compose import Recipient
 from campaign.delivery import feed, smtp, timing
 from campaign.domain.plan import load_plan
-from campaign.engine import build, make_service
+from campaign.engine import make_service
 from campaign.settings import Settings
 from campaign.storage import store
 from campaign.storage.db import Database
@@ -315,12 +316,13 @@ def _prepare(url: str, count: int, day: int) -> None:
 
 def _sample_message(url: str, day: int) -> bytes:
     """The step of `day` exactly as the engine builds it, for smtplib to send N times."""
-    app = build(Settings.from_env(engine_env(url, 25)), clock=FixedClock(NOW))
-    step = next(step for step in app.plan.steps if step.day == day)
-    composed = app.composer.compose(
+    app = Engine.from_settings(Settings.from_env(engine_env(url, 25)), clock=FixedClock(NOW))
+    content = app.content
+    step = next(step for step in content.plan.steps if step.day == day)
+    composed = content.composer.compose(
         step,
         Recipient(1, "reader1@example.org", "Reader1"),
-        message_id=app.composer.new_message_id(),
+        message_id=content.composer.new_message_id(),
         now=NOW,
         delivery_id=1,
     )
@@ -348,8 +350,9 @@ def engine_worker(params: dict[str, Any]) -> dict[str, Any]:
     """Build the engine and start its sender processes (not timed), then time one pass at
     NOW: wall time, and the CPU of this process and of every sender process."""
     settings = Settings.from_env(os.environ)
-    app = build(settings, clock=FixedClock(NOW))
+    app = Engine.from_settings(settings, clock=FixedClock(NOW))
     app.require_schema()
+    # Not app.run_pass: the sender processes start here, before the pass is timed.
     service = make_service(app)
     parts = _time_parts() if params.get("parts") else None
     profiler = cProfile.Profile() if params.get("profile") else None

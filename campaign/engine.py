@@ -1,4 +1,5 @@
-"""The composition root: the only place that picks concrete classes (clock, database, transport)."""
+"""The composition root and public API (`Engine`): the only place that picks concrete classes
+(clock, database, transport), and what a program embedding the engine calls."""
 
 from __future__ import annotations
 
@@ -8,17 +9,21 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.content.compose import Composer
-from campaign.content.mime import address
-from campaign.content.plan_check import check_plan, shared_context
-from campaign.content.render import Renderer
+from campaign.content.plan_check import check_plan as check_plan
+from campaign.content.plan_check import shared_context as shared_context
+from campaign.content.snapshot import Content, content_for, plan_fingerprint
+
+# Re-exported (`x as x`): it builds content now, and its callers know it from here.
+from campaign.content.snapshot import return_paths as return_paths
 from campaign.delivery.dispatch import Dispatcher
 from campaign.delivery.outbox import OutboxTransport
 from campaign.delivery.passes import PassResult, SendPolicy
@@ -28,14 +33,14 @@ from campaign.delivery.signup_mail import SignupMail
 from campaign.delivery.smtp import SMTPTransport
 from campaign.domain.plan import Plan, load_plan
 from campaign.domain.transport import Transport
-from campaign.domain.verp import ReturnPaths
 from campaign.errors import DatabaseError, PlanError
 from campaign.insights import reports
 from campaign.insights.metrics import Metrics
 from campaign.logs import configure_logging
-from campaign.people import plan_identity
+from campaign.people import plan_identity, subscriptions
 from campaign.people.signups import Signups
-from campaign.settings import Settings
+from campaign.people.subscriptions import SubscribeResult
+from campaign.settings import Settings, load_environment
 from campaign.storage.db import Database, driver_problem
 from campaign.storage.locks import SenderLock
 
@@ -43,19 +48,11 @@ log = logging.getLogger("campaign.bootstrap")
 
 
 @dataclass
-class App:
-    settings: Settings
-    clock: Clock
-    db: Database
-    plan: Plan
-    renderer: Renderer
-    composer: Composer
-    transport: Transport
-    dispatcher: Dispatcher
-    signups: Signups
-    metrics: Metrics
-    #: sends what signups queued (confirmations) or woke (welcomes), off the request path.
-    signup_mail: SignupMail
+class _Running:
+    """What changes while an engine runs: its content, swapped whole in one assignment, and
+    this process's status for /healthz."""
+
+    content: Content
     fingerprint: tuple[tuple[str, int], ...] = ()
     #: why this process's scheduler paused sending (None: it sends, or none runs here); for
     #: /healthz, since a database that refuses writes takes no heartbeat saying so.
@@ -65,16 +62,113 @@ class App:
     #: why the last saved edit of the plan was refused (None: the running plan is the saved
     #: one); for /healthz (reason plan-edit-refused) and the campaign_plan_edit_refused gauge.
     plan_edit_refused: str | None = None
+    #: whether `run_pass` checked that no active enrollment runs under another plan id.
+    identity_checked: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Engine:
+    """The campaign engine: its collaborators, wired once (`from_settings`, `from_env`), and
+    what a program embedding it calls: subscribe, unsubscribe, run_pass, stats, health."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    transport: Transport
+    dispatcher: Dispatcher
+    signups: Signups
+    metrics: Metrics
+    #: sends what signups queued (confirmations) or woke (welcomes), off the request path.
+    signup_mail: SignupMail
+    _running: _Running
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, clock: Clock | None = None, transport: Transport | None = None
+    ) -> Engine:
+        """The engine `settings` describe, on the system clock and the configured mail server
+        (SMTP_HOST, or the outbox folder) unless a clock or a transport is given."""
+        return build(settings, clock=clock, transport=transport)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Engine:
+        """The engine the environment describes: `environ`, or as the `campaign` command reads
+        it (the process environment over the `.env` file of the working directory)."""
+        return cls.from_settings(
+            Settings.from_env(load_environment() if environ is None else environ)
+        )
+
+    @property
+    def content(self) -> Content:
+        """The plan and its composer now: read it once and use that value throughout."""
+        return self._running.content
+
+    @property
+    def plan(self) -> Plan:
+        """The running plan; for the plan and its composer together, read `content` once."""
+        return self._running.content.plan
+
+    @property
+    def composer(self) -> Composer:
+        """The running plan's composer (see `plan`)."""
+        return self._running.content.composer
+
+    def subscribe(
+        self,
+        email: str,
+        *,
+        name: str | None = None,
+        timezone: str | None = None,
+        resubscribe: bool = False,
+        now: datetime | None = None,
+    ) -> SubscribeResult:
+        """Add an active subscriber and enrol them: the welcome is due on the next pass.
+
+        Someone known is left as they are, unless `resubscribe` (they asked to come back). A
+        bad address or time zone, or a suppressed address, raises a CampaignError.
+        """
+        return subscriptions.subscribe(
+            self.db,
+            self.plan,
+            email=email,
+            first_name=name,
+            timezone=timezone,
+            now=now or self.clock.now(),
+            source="api",
+            resubscribe=resubscribe,
+        )
+
+    def unsubscribe(self, email: str, *, now: datetime | None = None) -> bool:
+        """Stop all email to `email` at once; False if they had left already."""
+        return subscriptions.unsubscribe(self.db, email=email, now=now or self.clock.now())
+
+    def run_pass(self, now: datetime | None = None) -> PassResult:
+        """One sending pass at `now` (the clock's, by default), as `run_scheduler.py --once`
+        runs it: the plan reloaded if edited, confirmations sent, everything due sent.
+
+        The first pass of an engine refuses (OrphanedEnrollments) to start while active
+        enrollments run under a plan id the plan file does not have.
+        """
+        if not self._running.identity_checked:
+            require_plan_identity(self)
+            self._running.identity_checked = True
+        with self.sending(), make_service(self) as service:
+            return service.run_once(now)
+
+    def stats(self) -> dict[str, Any]:
+        """Subscribers by status and, per step, what was sent: `campaign stats --json`."""
+        return reports.stats(self.db, self.plan)
 
     def health(self) -> reports.Health:
         """This deployment's health as this process sees it (its scheduler, if one runs here)."""
+        running = self._running
         return reports.health(
             self.db,
             self.clock.now(),
             tick_seconds=self.settings.tick_seconds,
-            paused_here=self.paused_reason,
-            pass_failed_here=self.pass_failure,
-            plan_edit_refused_here=self.plan_edit_refused,
+            paused_here=running.paused_reason,
+            pass_failed_here=running.pass_failure,
+            plan_edit_refused_here=running.plan_edit_refused,
         )
 
     def reload_plan_if_changed(self) -> bool:
@@ -85,10 +179,12 @@ class App:
         running. Steps are matched by key, so unsent emails take the new words, a removed
         step is not sent, and a moved one is never sent twice.
         """
+        running = self._running
         current = plan_fingerprint(self.settings)
-        if current == self.fingerprint:
+        if current == running.fingerprint:
             return False
-        self.fingerprint = current
+        running.fingerprint = current
+        old = running.content.plan
         try:
             plan = check_plan(self.settings)
         except PlanError as exc:
@@ -97,29 +193,41 @@ class App:
             more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
             self._refuse_plan_edit(f"{exc.problems[0]}{more}")
             return False
-        if plan.id != self.plan.id:
-            log.error("plan edit refused: the plan id changed (%s -> %s)", self.plan.id, plan.id)
+        if plan.id != old.id:
+            log.error("plan edit refused: the plan id changed (%s -> %s)", old.id, plan.id)
             self._refuse_plan_edit(
-                f"{plan.source}: the plan id changed from {self.plan.id!r} to {plan.id!r}: put "
-                f"it back, or stop the service and run `campaign plan rename {self.plan.id} "
+                f"{plan.source}: the plan id changed from {old.id!r} to {plan.id!r}: put "
+                f"it back, or stop the service and run `campaign plan rename {old.id} "
                 f"{plan.id}`"
             )
             return False
         self._refuse_plan_edit(None)
-        renderer, composer = _composer(self.settings, plan)
-        self.plan, self.renderer, self.composer = plan, renderer, composer
-        self.dispatcher.plan, self.dispatcher.composer = plan, composer
-        self.signups.plan, self.signups.composer = plan, composer
+        # One assignment: a pass or request reading `content` gets the old pair or the new.
+        running.content = content_for(self.settings, plan)
         log.info("plan reloaded: %s, %d steps", plan.source, len(plan.steps))
         return True
 
     def _refuse_plan_edit(self, reason: str | None) -> None:
-        self.plan_edit_refused = reason
+        self._running.plan_edit_refused = reason
         self.metrics.plan_edit_refused.set(0 if reason is None else 1)
+
+    def _note_pause(self, reason: str | None) -> None:
+        self._running.paused_reason = reason
+
+    def _note_pass_failure(self, reason: str | None) -> None:
+        self._running.pass_failure = reason
+        if reason is not None:
+            self.metrics.pass_errors.inc()
 
     def close(self) -> None:
         """Close database connections."""
         self.db.dispose()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @contextmanager
     def sending(self) -> Iterator[None]:
@@ -134,6 +242,10 @@ class App:
             yield
         finally:
             lock.release()
+
+    def upgrade_schema(self) -> None:
+        """Create or migrate the database schema to this code's (`campaign db upgrade`)."""
+        self.db.upgrade()
 
     def require_schema(self) -> None:
         """Refuse, with a clear message, a database whose schema is not this code's."""
@@ -152,6 +264,10 @@ class App:
                 "the database schema is newer than this code: deploy the newer code (an older "
                 "engine must not write to it)"
             )
+
+
+#: The name internal callers knew the composition root by.
+App = Engine
 
 
 def require_plan_identity(app: App) -> None:
@@ -188,8 +304,8 @@ def make_service(app: App) -> Service:
         settings.tick_seconds,
         housekeeping=housekeeping,
         on_pass=functools.partial(_count_pass, app.metrics),
-        on_pause=lambda reason: setattr(app, "paused_reason", reason),
-        on_pass_failure=functools.partial(_note_pass_failure, app),
+        on_pause=app._note_pause,
+        on_pass_failure=app._note_pass_failure,
         senders=senders,
     )
 
@@ -198,12 +314,6 @@ def _count_pass(metrics: Metrics, result: PassResult, seconds: float) -> None:
     metrics.pass_seconds.observe(seconds)
     metrics.claims_lost.inc(result.lost)
     metrics.unknown_outcomes.inc(result.unknown)
-
-
-def _note_pass_failure(app: App, reason: str | None) -> None:
-    app.pass_failure = reason
-    if reason is not None:
-        app.metrics.pass_errors.inc()
 
 
 def _alone(settings: Settings, connections: int) -> Settings:
@@ -255,7 +365,7 @@ def build(
     transport: Transport | None = None,
     plan_path: Path | None = None,
     lease_clock: Clock | None = None,
-) -> App:
+) -> Engine:
     """Wire the engine from settings; tests pass a fixed clock or their own transport.
 
     Leases are measured by the database's clock, whatever `clock` says (the `--now` of the
@@ -263,8 +373,8 @@ def build(
     """
     clock = clock or SystemClock()
     plan = load_plan(plan_path or settings.plan_path, settings.templates_dir, settings.assets_dir)
-    renderer, composer = _composer(settings, plan)
-    for problem in renderer.problems:
+    content = content_for(settings, plan)
+    for problem in content.renderer.problems:
         log.error("plan problem (steps affected are retried until fixed): %s", problem)
     transport = transport or make_transport(settings)
     db = Database(settings.database_url)
@@ -280,13 +390,19 @@ def build(
         soft_bounce_limit=settings.soft_bounce_limit,
         unknown_outcome_retries=settings.unknown_outcome_retries,
     )
+    running = _Running(content, plan_fingerprint(settings))
     dispatcher = Dispatcher(
-        db, plan, composer, transport, clock, owner_id(), policy, lease_clock=lease_clock
+        db,
+        lambda: running.content,
+        transport,
+        clock,
+        owner_id(),
+        policy,
+        lease_clock=lease_clock,
     )
     signups = Signups(
         db,
-        plan,
-        composer,
+        plan.id,
         transport,
         settings.secret_key.get_secret_value(),
         double_opt_in=settings.double_opt_in,
@@ -297,42 +413,6 @@ def build(
             [plan.problem("confirmation", "DOUBLE_OPT_IN is on but the plan has no confirmation:")]
         )
     signup_mail = SignupMail(signups, dispatcher, clock, owner_id())
-    return App(
-        settings,
-        clock,
-        db,
-        plan,
-        renderer,
-        composer,
-        transport,
-        dispatcher,
-        signups,
-        Metrics(),
-        signup_mail,
-        plan_fingerprint(settings),
+    return Engine(
+        settings, clock, db, transport, dispatcher, signups, Metrics(), signup_mail, running
     )
-
-
-def _composer(settings: Settings, plan: Plan) -> tuple[Renderer, Composer]:
-    renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
-    composer = Composer(
-        plan=plan,
-        renderer=renderer,
-        sender=address(settings.sender_address, plan.sender_name or settings.sender_name),
-        public_base_url=settings.public_base_url,
-        secret_key=settings.secret_key.get_secret_value(),
-        track_clicks=settings.track_clicks,
-        return_paths=return_paths(settings),
-    )
-    return renderer, composer
-
-
-def return_paths(settings: Settings) -> ReturnPaths:
-    """The VERP signer every email is sent with and every bounce report is checked against."""
-    return ReturnPaths(settings.secret_key.get_secret_value(), settings.return_path_domain)
-
-
-def plan_fingerprint(settings: Settings) -> tuple[tuple[str, int], ...]:
-    """Names and modification times of the plan and its templates: changes on every save."""
-    files = [Path(settings.plan_path), *sorted(Path(settings.templates_dir).rglob("*"))]
-    return tuple((str(f), f.stat().st_mtime_ns) for f in files if f.is_file())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from functools import partial
 
 from campaign.clock import Clock, SystemClock
 from campaign.content.compose import Composer, Recipient
+from campaign.content.snapshot import Content
 from campaign.delivery import outcomes, timing
 from campaign.delivery.backoff import RelayBackoff
 from campaign.delivery.feed import DueClaims, Feed, LeaseKeeper
@@ -54,8 +56,9 @@ class Dispatcher:
     """
 
     db: Database
-    plan: Plan
-    composer: Composer
+    #: the plan and its composer as they are now (the engine's current content): read once
+    #: per pass, which uses that one value throughout, whatever a reload swaps in meanwhile.
+    content: Callable[[], Content]
     transport: Transport
     clock: Clock
     owner: str
@@ -102,7 +105,8 @@ class Dispatcher:
             return result
         # One plan, composer and transport for the whole pass, even if they are swapped
         # meanwhile; the claims of this pass are this token's, not an earlier pass's.
-        plan, composer, transport = self.plan, self.composer, self.transport
+        content = self.content()
+        plan, composer, transport = content.plan, content.composer, self.transport
         token = f"{self.owner}/{next(self._passes)}"
         # The welcome email of one subscriber needs one connection, not a pool.
         workers = 1 if only_enrollment is not None else self.policy.connections

@@ -173,7 +173,7 @@ class Service:
         )
         log.info(
             "scheduler started: plan=%s tick=%ss sending via %s in %d process(es)",
-            self.dispatcher.plan.id,
+            self.dispatcher.content().plan.id,
             self.tick_seconds,
             self.dispatcher.transport.description,
             self.senders.processes if self.senders else 1,

@@ -89,7 +89,8 @@ class SignupMail:
                 return sent
 
     def _send(self, claims: list[store.ConfirmationClaim], now: datetime) -> int:
-        step, composer = self.signups.plan.confirmation, self.signups.composer
+        content = self.dispatcher.content()  # one plan and its composer for the batch
+        step, composer = content.plan.confirmation, content.composer
         sent = 0
         try:
             with self.signups.transport.open() as connection:

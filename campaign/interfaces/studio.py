@@ -21,7 +21,7 @@ from campaign.clock import FixedClock
 from campaign.content.compose import Composed, Recipient
 from campaign.content.plan_check import check_plan
 from campaign.domain.plan import Step
-from campaign.engine import App, build
+from campaign.engine import App, Engine
 from campaign.errors import CampaignError, PlanError
 from campaign.settings import Settings
 
@@ -75,7 +75,7 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
 
     def load() -> App:
         check_plan(settings)  # raises PlanError with every file:line problem
-        return build(settings, clock=FixedClock(now()))
+        return Engine.from_settings(settings, clock=FixedClock(now()))
 
     def compose(app: App, step: Step) -> Composed:
         return app.composer.compose(

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from campaign.content.compose import Composer
 from campaign.domain import tokens
 from campaign.domain.addresses import email_hash
-from campaign.domain.plan import Plan
 from campaign.domain.transport import Transport
 from campaign.errors import BadInput, UnknownSubscriber
 from campaign.people.subscriptions import (
@@ -51,11 +49,10 @@ class SignupResult:
 
 @dataclass
 class Signups:
-    """Signup, confirmation and unsubscribe for one plan, with the engine's composer."""
+    """Signup, confirmation and unsubscribe for one plan (its id: a reload never changes it)."""
 
     db: Database
-    plan: Plan
-    composer: Composer
+    plan_id: str
     transport: Transport
     secret_key: str
     double_opt_in: bool = True
@@ -135,7 +132,7 @@ class Signups:
             return None
         store.set_subscriber_status(session, subscriber_id, "active", now)
         store.unsuppress(session, email_hash(address))
-        return store.enrol(session, subscriber_id, self.plan.id, now)
+        return store.enrol(session, subscriber_id, self.plan_id, now)
 
     def check_confirmation(self, token: str, now: datetime) -> int:
         """The confirmation a link names; InvalidToken if forged or expired."""

@@ -89,13 +89,13 @@ def load_settings() -> Settings:
 
 def make_app(now: datetime | None = None, *, migrated: bool = True) -> App:
     from campaign.clock import Clock, FixedClock, SystemClock
-    from campaign.engine import build
+    from campaign.engine import Engine
     from campaign.logs import configure_logging
 
     settings = load_settings()
     configure_logging(settings.log_level)
     clock: Clock = FixedClock(now) if now else SystemClock()
-    app = build(settings, clock=clock)
+    app = Engine.from_settings(settings, clock=clock)
     if migrated:
         app.require_schema()
     return app

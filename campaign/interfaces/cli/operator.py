@@ -143,12 +143,7 @@ def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
 @NOW
 def tick(now: datetime | None) -> None:
     """Run one sending pass: send everything due now."""
-    from campaign.engine import make_service, require_plan_identity
-
-    app = make_app(now)
-    require_plan_identity(app)
-    with app.sending(), make_service(app) as service:
-        result = service.run_once()
+    result = make_app(now).run_pass()
     unusual = "".join(
         f", {name} {count}"
         for name, count in (("outcome unknown", result.unknown), ("lost", result.lost))
@@ -269,10 +264,7 @@ def stats(as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from campaign.insights import reports
-
-    app = make_app()
-    numbers = reports.stats(app.db, app.plan)
+    numbers = make_app().stats()
     if as_json:
         click.echo(json.dumps(numbers, indent=2))
         return

@@ -29,12 +29,16 @@ class Pages:
         self._templates = Environment(
             loader=FileSystemLoader(str(pages_dir)), autoescape=select_autoescape(["html"])
         )
-        settings = app.settings
-        self._common = {
-            "plan_name": app.plan.name,
-            "sender_name": app.plan.sender_name or settings.sender_name,
+        self._app = app
+
+    def _common(self) -> dict[str, Any]:
+        """The names every page shows, from the plan as it is now (a reload may rename it)."""
+        plan, settings = self._app.plan, self._app.settings  # the plan read once per page
+        return {
+            "plan_name": plan.name,
+            "sender_name": plan.sender_name or settings.sender_name,
             "sender_address": settings.sender_address,
-            "ebook_title": app.plan.ebook.title if app.plan.ebook else "",
+            "ebook_title": plan.ebook.title if plan.ebook else "",
             "double_opt_in": settings.double_opt_in,
         }
 
@@ -42,7 +46,7 @@ class Pages:
         self, name: str, status: int = 200, headers: dict[str, str] | None = None, **values: Any
     ) -> HTMLResponse:
         """The page `name` with `values`, answered with `status` and the security headers."""
-        html = self._templates.get_template(name).render(**self._common, **values)
+        html = self._templates.get_template(name).render(**self._common(), **values)
         return HTMLResponse(
             html, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})}
         )

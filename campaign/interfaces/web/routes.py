@@ -201,7 +201,9 @@ class PublicEndpoints:
         return RedirectResponse(target, 302, headers={"Referrer-Policy": "no-referrer"})
 
     async def ebook(self, request: Request) -> Response:
-        plan = self.app.plan
+        plan = (
+            self.app.plan
+        )  # once: a reload meanwhile must not pair one plan's book with another's
         book = plan.ebook
         if book is None or request.path_params["name"] != book.file.name:
             return PlainTextResponse("not found", 404)
