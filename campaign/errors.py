@@ -82,6 +82,14 @@ class UnknownSubscriber(BadInput):
         super().__init__(f"no subscriber with address {address!r}")
 
 
+class Suppressed(BadInput):
+    """This address asked to be forgotten and is never mailed again."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(f"{address} was forgotten on request and is suppressed; not added")
+
+
 class UnknownStep(BadInput):
     """The plan has no such step."""
 

@@ -37,7 +37,7 @@ from campaign.errors import BadInput, DatabaseError, InvalidAddress
 from campaign.interfaces.http_guard import HttpLimits, guarded_protocol, listen_socket
 from campaign.interfaces.web_input import BadRequest, body_kind, clean_header, parse_fields
 from campaign.people import clicks
-from campaign.people.signups import Visitor
+from campaign.people.subscriptions import Visitor
 
 log = logging.getLogger("campaign.web")
 

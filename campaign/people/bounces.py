@@ -14,6 +14,7 @@ from email.message import Message
 from pathlib import Path
 
 from campaign.domain.addresses import email_hash
+from campaign.domain.statuses import SubscriberStatus
 from campaign.domain.verp import ReturnPaths
 from campaign.people import report_trust
 from campaign.storage import store
@@ -186,7 +187,8 @@ def ingest(
             continue
         evidence = evidence_of(message)
         for finding in found:
-            status = "bounced" if finding.kind == "bounce" else "complained"
+            bounced = finding.kind == "bounce"
+            status = SubscriberStatus.BOUNCED if bounced else SubscriberStatus.COMPLAINED
             with db.transaction() as session:
                 verdict = report_trust.check(session, return_paths, evidence, finding.address)
                 if verdict.address is not None:
@@ -204,7 +206,7 @@ def ingest(
                 result.outcomes.append((str(path), "not ours", f"{shown}: {verdict.reason}"))
                 continue
             line = f"{verdict.address} ({finding.detail}) from {path}"
-            (result.bounced if status == "bounced" else result.complained).append(line)
+            (result.bounced if bounced else result.complained).append(line)
             result.outcomes.append(
                 (str(path), "applied", f"{status} {verdict.address} ({finding.detail})")
             )

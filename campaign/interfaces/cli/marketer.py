@@ -32,7 +32,7 @@ from campaign.interfaces.cli.common import (
 )
 from campaign.interfaces.studio import serve_studio
 from campaign.logs import configure_logging
-from campaign.people import plan_identity, subscriptions
+from campaign.people import person_fields, plan_identity
 
 
 @plan.command("check")
@@ -162,7 +162,7 @@ def send_test(step: str | None, send_all: bool, to: str, name: str) -> None:
         raise BadInput("give a STEP or --all (not both)")
     app = make_app(migrated=False)
     steps = list(app.plan.steps) if send_all else [_step(app, step or "")]
-    address = subscriptions.normalise_address(to)
+    address = person_fields.normalise_address(to)
     with app.transport.open() as connection:
         for chosen in steps:
             composed = app.composer.compose(

@@ -25,7 +25,7 @@ from campaign.interfaces.cli.common import (
     reports_errors,
 )
 from campaign.interfaces.web import listen, make_server
-from campaign.people import bounces, csv_import, signups, subscriptions
+from campaign.people import bounces, csv_import, subscriptions
 
 
 @main.group()
@@ -189,7 +189,7 @@ def serve(host: str | None, port: int | None) -> None:
 def export_command(email: str) -> None:
     """Print everything stored about EMAIL as JSON (consent, enrollments, deliveries)."""
     app = make_app()
-    click.echo(json.dumps(signups.export_person(app.db, email), indent=2))
+    click.echo(json.dumps(subscriptions.export_person(app.db, email), indent=2))
 
 
 @main.command()
@@ -199,7 +199,7 @@ def export_command(email: str) -> None:
 def forget(email: str, now: datetime | None) -> None:
     """Erase EMAIL and all about them; keep only a hash so it is never mailed again."""
     app = make_app(now)
-    signups.forget_person(app.db, email, app.clock.now())
+    subscriptions.forget_person(app.db, email, app.clock.now())
     out.print(f"forgot {email}: erased, and suppressed by hash")
 
 

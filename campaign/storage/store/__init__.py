@@ -17,7 +17,6 @@ from campaign.storage.store.confirmations import (
     use_confirmation,
 )
 from campaign.storage.store.deliveries import (
-    SETTLED,
     Accepted,
     Claim,
     Driver,
@@ -34,7 +33,6 @@ from campaign.storage.store.deliveries import (
     record_unknown,
     release,
     renew_leases,
-    stop_mailing,
 )
 from campaign.storage.store.leases import LeaseTime
 from campaign.storage.store.numbers import (
@@ -51,6 +49,8 @@ from campaign.storage.store.numbers import (
     unsubscribes_after_step,
 )
 from campaign.storage.store.people import (
+    PersonRows,
+    Row,
     SubscriberRecord,
     active_enrollment_id,
     add_subscriber,
@@ -61,11 +61,13 @@ from campaign.storage.store.people import (
     existing_emails,
     find_subscriber,
     is_suppressed,
+    leave,
     purge_pending,
     record_consent,
     refresh_statistics,
     reopen_suppressed,
     set_subscriber_status,
+    stop_mailing,
     subscriber_by_id,
     suppress,
     suppression_reason,
@@ -79,7 +81,6 @@ from campaign.storage.store.plans import (
 from campaign.storage.store.sent import address_by_message_id, delivery_address, subscriber_address
 
 __all__ = [
-    "SETTLED",
     "Accepted",
     "Bucket",
     "Claim",
@@ -87,8 +88,10 @@ __all__ = [
     "ConfirmationLink",
     "Driver",
     "LeaseTime",
+    "PersonRows",
     "Proof",
     "ProofRequest",
+    "Row",
     "SubscriberRecord",
     "active_enrollment_id",
     "active_enrollments_by_plan",
@@ -120,6 +123,7 @@ __all__ = [
     "find_subscriber",
     "is_suppressed",
     "latest_heartbeat",
+    "leave",
     "lock_subscriber",
     "move_enrollments",
     "purge_confirmations",

@@ -19,14 +19,12 @@ from typing import Any, Protocol
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from campaign.storage.models import PENDING_DELIVERY, Delivery, Enrollment, utc_instant
+from campaign.domain.statuses import PENDING_DELIVERY, SETTLED_DELIVERY, SubscriberStatus
+from campaign.storage.models import Delivery, Enrollment, utc_instant
 from campaign.storage.plain_sql import in_list
 from campaign.storage.store.leases import LeaseTime
-from campaign.storage.store.people import cancel_enrollments, set_subscriber_status, suppress
+from campaign.storage.store.people import stop_mailing
 from campaign.storage.store.plain import PlainSQL
-
-#: A delivery in one of these states is done: its step never goes to that enrollment again.
-SETTLED = ("sent", "failed", "bounced", "skipped", "unknown")
 
 
 @dataclass(frozen=True)
@@ -179,7 +177,7 @@ def claim_due(
             continue
         key, day = step
         found = existing.get((enrollment_id, key))
-        if found is not None and found[3] in SETTLED:
+        if found is not None and found[3] in SETTLED_DELIVERY:
             # Settled under an earlier plan (a step moved to a later day): never again. Move
             # past it; the enrollment stays due and the next claim looks further on.
             sql.run(_MOVE_PAST_SQL, {"day": day, "now": at, "enrollment": enrollment_id})
@@ -529,18 +527,8 @@ def record_bounce(
     and suppress the address so no later signup or import mails it again."""
     if not _settle_delivery(session, claim, "bounced", now, error):
         return False
-    stop_mailing(session, claim.subscriber_id, "bounced", email_hash, now)
+    stop_mailing(session, claim.subscriber_id, SubscriberStatus.BOUNCED, email_hash, now)
     return True
-
-
-def stop_mailing(
-    session: Session, subscriber_id: int | None, status: str, email_hash: str, now: datetime
-) -> None:
-    """Bounced or complained: status set, plan cancelled, address suppressed (by hash)."""
-    if subscriber_id is not None:
-        set_subscriber_status(session, subscriber_id, status, now)
-        cancel_enrollments(session, subscriber_id, now)
-    suppress(session, email_hash, status, now)
 
 
 def consecutive_failures(session: Session, subscriber_id: int) -> int:
