@@ -264,7 +264,7 @@ def stats(as_json: bool) -> None:
         "subscribers: "
         + ", ".join(f"{status} {count}" for status, count in numbers["subscribers"].items())
     )
-    columns = [
+    columns: list[reports.StepCount] = [
         "sent",
         "bounced",
         "failed",

@@ -36,6 +36,8 @@ from campaign.storage.store.deliveries import (
 )
 from campaign.storage.store.leases import LeaseTime
 from campaign.storage.store.numbers import (
+    FailureReason,
+    LastPass,
     beat,
     clicks_by_step,
     count_active_by_last_day,
@@ -78,7 +80,12 @@ from campaign.storage.store.plans import (
     count_enrollments,
     move_enrollments,
 )
-from campaign.storage.store.sent import address_by_message_id, delivery_address, subscriber_address
+from campaign.storage.store.sent import (
+    SentMessage,
+    address_by_message_id,
+    delivery_address,
+    subscriber_address,
+)
 
 __all__ = [
     "Accepted",
@@ -87,11 +94,14 @@ __all__ = [
     "ConfirmationClaim",
     "ConfirmationLink",
     "Driver",
+    "FailureReason",
+    "LastPass",
     "LeaseTime",
     "PersonRows",
     "Proof",
     "ProofRequest",
     "Row",
+    "SentMessage",
     "SubscriberRecord",
     "active_enrollment_id",
     "active_enrollments_by_plan",
