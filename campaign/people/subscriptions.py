@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 from sqlalchemy.orm import Session
 
@@ -202,15 +202,22 @@ def export_person(db: Database, email: str) -> PersonExport:
     }
 
 
-def _json_row(row: store.Row) -> JSONRow:
+def _json_row(row: store.RowValues) -> JSONRow:
     return {key: v.isoformat() if isinstance(v, datetime) else v for key, v in row.items()}
+
+
+class RowProblem(NamedTuple):
+    """A row that was not imported: its line in the file, and why."""
+
+    line: int
+    problem: str
 
 
 @dataclass
 class ImportReport:
     added: int = 0
     already_known: int = 0
-    problems: list[tuple[int, str]] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
 
 
 def import_rows(
@@ -240,7 +247,7 @@ def import_rows(
                     done.already_known += 1
                     continue
                 if store.is_suppressed(session, email_hash(email)):
-                    done.problems.append((line, Suppressed(email).message))
+                    done.problems.append(RowProblem(line, Suppressed(email).message))
                     continue
                 _add_active(session, plan, email, name, zone, source, now)
                 done.added += 1
@@ -257,7 +264,9 @@ def import_rows(
                 try:
                     parts.append(store_rows([item]))
                 except ROW_REFUSED as exc:
-                    report.problems.append((item[0], f"not stored: {driver_problem(exc)}"))
+                    report.problems.append(
+                        RowProblem(item[0], f"not stored: {driver_problem(exc)}")
+                    )
         for part in parts:
             report.added += part.added
             report.already_known += part.already_known
@@ -266,7 +275,7 @@ def import_rows(
 
     for line, row in rows:
         if isinstance(row, BadInput):
-            report.problems.append((line, row.message))
+            report.problems.append(RowProblem(line, row.message))
             on_row()
             continue
         try:
@@ -274,7 +283,7 @@ def import_rows(
             name = first_name_of(row.get("first_name"))
             zone = checked_timezone(row.get("timezone"))
         except BadInput as exc:
-            report.problems.append((line, exc.message))
+            report.problems.append(RowProblem(line, exc.message))
         else:
             if email.lower() in seen:
                 report.already_known += 1
@@ -286,7 +295,7 @@ def import_rows(
         on_row()
     if chunk:
         flush()
-    report.problems.sort(key=lambda problem: problem[0])
+    report.problems.sort(key=lambda problem: problem.line)
     if report.added:
         # Plan the first passes over the new list with its real size: a planner that still
         # thinks the tables are empty makes every claim batch read all subscribers.

@@ -52,7 +52,7 @@ from campaign.storage.store.numbers import (
 )
 from campaign.storage.store.people import (
     PersonRows,
-    Row,
+    RowValues,
     SubscriberRecord,
     active_enrollment_id,
     add_subscriber,
@@ -100,7 +100,7 @@ __all__ = [
     "PersonRows",
     "Proof",
     "ProofRequest",
-    "Row",
+    "RowValues",
     "SentMessage",
     "SubscriberRecord",
     "active_enrollment_id",

@@ -239,23 +239,23 @@ def active_enrollment_id(session: Session, subscriber_id: int, plan_id: str) -> 
 
 
 #: One stored row as its columns' values, by column name.
-Row = dict[str, Any]
+RowValues = dict[str, Any]
 
 
 class PersonRows(TypedDict):
     """Every row that concerns one subscriber, by table (the shape `campaign export` prints)."""
 
-    subscriber: Row
-    consents: list[Row]
-    confirmations: list[Row]
-    enrollments: list[Row]
-    deliveries: list[Row]
+    subscriber: RowValues
+    consents: list[RowValues]
+    confirmations: list[RowValues]
+    enrollments: list[RowValues]
+    deliveries: list[RowValues]
 
 
 def everything_about(session: Session, subscriber_id: int) -> PersonRows:
     """All rows that concern one subscriber, as plain values (for `campaign export`)."""
 
-    def rows(model: Any, where: Any) -> list[Row]:
+    def rows(model: Any, where: Any) -> list[RowValues]:
         return [
             {c.key: getattr(row, c.key) for c in model.__table__.columns}
             for row in session.scalars(select(model).where(where))
