@@ -100,12 +100,15 @@ def _complain(url: str, email: str) -> None:
     """Suppress an address as a complaint does (only its hash is kept)."""
     from campaign.clock import SystemClock
     from campaign.domain.addresses import email_hash
+    from campaign.domain.statuses import SuppressionReason
     from campaign.storage import store
     from campaign.storage.db import Database
 
     db = Database(url)
     with db.transaction() as session:
-        store.suppress(session, email_hash(email), "complained", SystemClock().now())
+        store.suppress(
+            session, email_hash(email), SuppressionReason.COMPLAINED, SystemClock().now()
+        )
     db.dispose()
 
 

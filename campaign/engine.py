@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.content.compose import Composer
@@ -155,7 +154,7 @@ class Engine:
         with self.sending(), make_service(self) as service:
             return service.run_once(now)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> reports.Stats:
         """Subscribers by status and, per step, what was sent: `campaign stats --json`."""
         return reports.stats(self.db, self.plan)
 

@@ -1,5 +1,5 @@
 """Email addresses as SMTP carries them: the domain as its IDNA 2008 A-label, and whether the
-local part needs SMTPUTF8 (RFC 6531). Pure: no I/O; the stored form is `subscriptions`'."""
+local part needs SMTPUTF8 (RFC 6531). Pure: no I/O; the stored form is `people.person_fields`'."""
 
 from __future__ import annotations
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from jinja2 import Environment, StrictUndefined
 
+if TYPE_CHECKING:  # the report's types only: the page needs no database
+    from campaign.insights.reports import Stats
 
-def render_report(numbers: dict[str, Any], generated: datetime) -> str:
+
+def render_report(numbers: Stats, generated: datetime) -> str:
     """The report page for `reports.stats` numbers; no external file, font or script."""
     steps = numbers["steps"]
     width, height, gap = 900, 260, 4

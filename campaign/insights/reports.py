@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Literal, NamedTuple, TypedDict
 
 from sqlalchemy.orm import Session
 
 from campaign.domain.plan import Plan
+from campaign.domain.statuses import DeliveryStatus, SubscriberStatus
 from campaign.errors import DatabaseRefusesWrites
 from campaign.storage import store
 from campaign.storage.db import IN_RECOVERY, READ_ONLY, READ_ONLY_FILE, Database
@@ -18,8 +19,15 @@ from campaign.storage.db import IN_RECOVERY, READ_ONLY, READ_ONLY_FILE, Database
 UNSUBSCRIBE_WINDOW = timedelta(hours=48)
 
 
-@dataclass(frozen=True)
-class StepStats:
+#: The counts of a step, by name (what a table of `StepStats` may show).
+StepCount = Literal[
+    "sent", "bounced", "failed", "skipped", "unknown", "pending", "unsubscribes_48h", "clicks"
+]
+
+
+class StepStats(TypedDict):
+    """One step's numbers (a row of `campaign stats`)."""
+
     key: str
     day: int
     sent: int
@@ -33,7 +41,26 @@ class StepStats:
     clicks: int
 
 
-def stats(db: Database, plan: Plan) -> dict[str, Any]:
+class Problem(TypedDict):
+    """Why some emails failed or wait for a retry: their status, last error and number."""
+
+    status: str
+    reason: str
+    count: int
+
+
+class Stats(TypedDict):
+    """What `campaign stats --json` prints, and the report page shows: keys in this order."""
+
+    plan: str
+    name: str
+    subscribers: dict[str, int]
+    steps: list[StepStats]
+    #: commonest first
+    problems: list[Problem]
+
+
+def stats(db: Database, plan: Plan) -> Stats:
     """Subscribers by status and, per step, how many were sent, failed, and are still to go."""
     with db.read() as session:
         by_status = store.count_subscribers_by_status(session)
@@ -43,39 +70,48 @@ def stats(db: Database, plan: Plan) -> dict[str, Any]:
         clicks = store.clicks_by_step(session, plan.id)
         unknown = store.unknown_outcomes_by_step(session, plan.id)
         problems = store.failure_reasons(session, plan.id)
-    steps = []
+    steps: list[StepStats] = []
     for step in plan.steps:
         # pending: active enrollments that have not got past this step yet.
         pending = sum(count for day, count in waiting.items() if day < step.day)
         steps.append(
-            StepStats(
-                key=step.key,
-                day=step.day,
-                sent=deliveries.get((step.key, "sent"), 0),
-                bounced=deliveries.get((step.key, "bounced"), 0),
-                failed=deliveries.get((step.key, "failed"), 0),
-                skipped=deliveries.get((step.key, "skipped"), 0),
-                unknown=unknown.get(step.key, 0),
-                pending=pending,
-                unsubscribes_48h=leavers.get(step.key, 0),
-                clicks=clicks.get(step.key, 0),
-            )
+            {
+                "key": step.key,
+                "day": step.day,
+                "sent": deliveries.get((step.key, DeliveryStatus.SENT), 0),
+                "bounced": deliveries.get((step.key, DeliveryStatus.BOUNCED), 0),
+                "failed": deliveries.get((step.key, DeliveryStatus.FAILED), 0),
+                "skipped": deliveries.get((step.key, DeliveryStatus.SKIPPED), 0),
+                "unknown": unknown.get(step.key, 0),
+                "pending": pending,
+                "unsubscribes_48h": leavers.get(step.key, 0),
+                "clicks": clicks.get(step.key, 0),
+            }
         )
-    statuses = ("pending", "active", "unsubscribed", "bounced", "complained")
     return {
         "plan": plan.id,
         "name": plan.name,
-        "subscribers": {status: by_status.get(status, 0) for status in statuses},
-        "steps": [asdict(s) for s in steps],
+        "subscribers": {str(status): by_status.get(status, 0) for status in SubscriberStatus},
+        "steps": steps,
         # Why emails failed or wait for a retry, commonest first (last_error of each).
         "problems": [
-            {"status": status, "reason": reason, "count": count}
-            for status, reason, count in problems
+            {"status": str(problem.status), "reason": problem.reason, "count": problem.count}
+            for problem in problems
         ],
     }
 
 
-def operational_snapshot(db: Database, plan: Plan, now: datetime) -> dict[str, Any]:
+class Snapshot(TypedDict):
+    """What /metrics reports from the database (the keywords of `Metrics.update`)."""
+
+    emails: Mapping[tuple[str, str], int]
+    subscribers: Mapping[str, int]
+    backlog: int
+    last_pass_age: float | None
+    paused: bool
+
+
+def operational_snapshot(db: Database, plan: Plan, now: datetime) -> Snapshot:
     """What /metrics reports: database numbers, the last pass's age, whether sending is paused."""
     with db.read() as session:
         beat = store.latest_heartbeat(session)
@@ -83,8 +119,8 @@ def operational_snapshot(db: Database, plan: Plan, now: datetime) -> dict[str, A
             "emails": store.count_deliveries_by_step(session, plan.id),
             "subscribers": store.count_subscribers_by_status(session),
             "backlog": store.due_count(session, plan.id, now),
-            "last_pass_age": (now - beat[0]).total_seconds() if beat else None,
-            "paused": bool(beat and beat[1]),
+            "last_pass_age": (now - beat.at).total_seconds() if beat else None,
+            "paused": bool(beat and beat.paused_reason),
         }
 
 
@@ -116,7 +152,16 @@ def sending_health(db: Database, now: datetime) -> SendingHealth:
         return SendingHealth(None, None, exc.reason)
     if beat is None:
         return SendingHealth(None, None, refusal)
-    return SendingHealth((now - beat[0]).total_seconds(), beat[1], refusal)
+    return SendingHealth((now - beat.at).total_seconds(), beat.paused_reason, refusal)
+
+
+class PublicHealth(TypedDict):
+    """The /healthz answer anyone may see."""
+
+    status: str
+    reason: str
+    last_pass_age_seconds: float | None
+    stale_after_seconds: float
 
 
 class Health(NamedTuple):
@@ -137,7 +182,7 @@ class Health(NamedTuple):
         sending, and a load balancer must not drop the signup pages over a marketer's typo."""
         return 200 if self.reason in ("ok", "plan-edit-refused") else 503
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> PublicHealth:
         """What an anonymous client is told: nothing about hosts, URLs or error text."""
         return {
             "status": self.status,

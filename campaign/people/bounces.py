@@ -12,8 +12,10 @@ from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import Message
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 from campaign.domain.addresses import email_hash
+from campaign.domain.statuses import SubscriberStatus
 from campaign.domain.verp import ReturnPaths
 from campaign.people import report_trust
 from campaign.storage import store
@@ -35,16 +37,29 @@ class Finding:
     detail: str
 
 
+class Unreadable(NamedTuple):
+    path: str
+    error: str
+
+
+class FileOutcome(NamedTuple):
+    """What was done with one report file."""
+
+    path: str
+    verdict: Literal["applied", "not ours", "not a bounce", "unreadable"]
+    what: str
+
+
 @dataclass
 class IngestReport:
     bounced: list[str] = field(default_factory=list)
     complained: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # temporary failures, not reports, ...
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[Unreadable] = field(default_factory=list)
     #: reports that name no email we sent to that address: "ADDRESS (reason) from PATH".
     not_ours: list[str] = field(default_factory=list)
-    #: per file, in order: (path, "applied" | "not ours" | "not a bounce" | "unreadable", what).
-    outcomes: list[tuple[str, str, str]] = field(default_factory=list)
+    #: per file, in order.
+    outcomes: list[FileOutcome] = field(default_factory=list)
 
 
 def report_files(paths: list[Path]) -> Iterator[Path]:
@@ -176,17 +191,18 @@ def ingest(
         try:
             message = message_from_bytes(path.read_bytes(), policy=policy.compat32)
         except OSError as exc:
-            result.unreadable.append((str(path), exc.strerror or str(exc)))
-            result.outcomes.append((str(path), "unreadable", exc.strerror or str(exc)))
+            result.unreadable.append(Unreadable(str(path), exc.strerror or str(exc)))
+            result.outcomes.append(FileOutcome(str(path), "unreadable", exc.strerror or str(exc)))
             continue
         found = findings(message)
         if not found:
             result.ignored.append(str(path))
-            result.outcomes.append((str(path), "not a bounce", "nothing to act on"))
+            result.outcomes.append(FileOutcome(str(path), "not a bounce", "nothing to act on"))
             continue
         evidence = evidence_of(message)
         for finding in found:
-            status = "bounced" if finding.kind == "bounce" else "complained"
+            bounced = finding.kind == "bounce"
+            status = SubscriberStatus.BOUNCED if bounced else SubscriberStatus.COMPLAINED
             with db.transaction() as session:
                 verdict = report_trust.check(session, return_paths, evidence, finding.address)
                 if verdict.address is not None:
@@ -201,11 +217,13 @@ def ingest(
             shown = finding.address or "(recipient not named)"
             if verdict.address is None:
                 result.not_ours.append(f"{shown} ({verdict.reason}) from {path}")
-                result.outcomes.append((str(path), "not ours", f"{shown}: {verdict.reason}"))
+                result.outcomes.append(
+                    FileOutcome(str(path), "not ours", f"{shown}: {verdict.reason}")
+                )
                 continue
             line = f"{verdict.address} ({finding.detail}) from {path}"
-            (result.bounced if status == "bounced" else result.complained).append(line)
+            (result.bounced if bounced else result.complained).append(line)
             result.outcomes.append(
-                (str(path), "applied", f"{status} {verdict.address} ({finding.detail})")
+                FileOutcome(str(path), "applied", f"{status} {verdict.address} ({finding.detail})")
             )
     return result

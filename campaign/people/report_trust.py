@@ -76,8 +76,8 @@ def check(session: Session, paths: ReturnPaths, evidence: Evidence, address: str
         found = store.address_by_message_id(session, message_id)
         if found is None:
             reasons.append("its Message-ID is not in the delivery log")
-        elif not wanted or canonical_address(found[1]) == wanted:
-            return Verdict(found[1], "Message-ID")
+        elif not wanted or canonical_address(found.email) == wanted:
+            return Verdict(found.email, "Message-ID")
         else:
             reasons.append("its Message-ID is of an email to another address")
     if not reasons:

@@ -1,94 +1,101 @@
-"""Subscribers joining and leaving: add and enrol, unsubscribe, bulk import from CSV rows."""
+"""Operations on a person: subscribe (or resubscribe), unsubscribe, forget, export, lift a
+suppression, look up, and add many from CSV rows. The signup flow (`signups`) builds on these."""
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple, TypedDict
 
-from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.orm import Session
 
-from campaign.domain import schedule
 from campaign.domain.addresses import email_hash
 from campaign.domain.plan import Plan
-from campaign.errors import BadInput, InvalidAddress, UnknownSubscriber
-from campaign.errors import Suppressed as Suppressed
+from campaign.domain.statuses import ConsentKind, SubscriberStatus, SuppressionReason
+from campaign.errors import BadInput, Suppressed, UnknownSubscriber
+from campaign.people.person_fields import (
+    checked_timezone,
+    first_name_of,
+    lookup_form,
+    normalise_address,
+)
 from campaign.storage import store
 from campaign.storage.db import ROW_REFUSED, Database, driver_problem, retry_once_on_conflict
 
 IMPORT_CHUNK = 500
 
 
-def normalise_address(email: str) -> str:
-    """The address as stored, the form duplicates are found by (compared case-insensitively).
+@dataclass(frozen=True)
+class Visitor:
+    """Where a request came from: kept as the consent record."""
 
-    Validated (syntax only, no DNS): a local part of at most 64 characters and an address of
-    at most 254 (RFC 5321); no quoted local part, IP literal, dotless domain (user@localhost)
-    or special-use domain (.test, .local). Unicode NFC; the domain as its lower-case U-label
-    under IDNA 2008 and UTS 46 (x@xn--strae-oqa.de and x@Straße.DE are both x@straße.de,
-    which is not x@strasse.de). A local part that is not ASCII needs SMTPUTF8 to be sent
-    and is stored in lower case, so that every database's lower() compares it alike; an
-    ASCII one keeps its case. Raise InvalidAddress naming the address and the problem.
-    """
-    candidate = email.strip()
-    try:
-        result = validate_email(
-            candidate,
-            check_deliverability=False,
-            allow_smtputf8=True,
-            strict=True,
-            allow_quoted_local=False,
-            allow_domain_literal=False,
-        )
-    except EmailNotValidError as exc:
-        raise InvalidAddress(candidate, str(exc)) from exc
-    local = result.local_part
-    if not local.isascii():
-        local = unicodedata.normalize("NFC", local.lower())
-    return f"{local}@{result.domain}"
-
-
-def lookup_form(email: str) -> str:
-    """How to look an operator's `email` up: normalised, or as typed if it is not valid
-    (an address stored before the rules were this strict)."""
-    try:
-        return normalise_address(email)
-    except InvalidAddress:
-        return email.strip()
-
-
-def checked_timezone(name: str | None) -> str:
-    name = (name or "").strip() or schedule.DEFAULT_TIMEZONE
-    try:
-        schedule.zone(name)
-    except ValueError as exc:
-        raise BadInput(str(exc)) from exc
-    return name
-
-
-def first_name_of(name: str | None) -> str:
-    """A name as stored: control characters (NUL, which PostgreSQL cannot store, CR, LF)
-    and runs of white space become one space."""
-    name = name or ""
-    if not name.isprintable():
-        name = "".join([" " if unicodedata.category(char) == "Cc" else char for char in name])
-    cleaned = " ".join(name.split())
-    if len(cleaned) > 100:
-        raise BadInput("first name is longer than 100 characters")
-    if any(0xD800 <= ord(c) < 0xE000 for c in cleaned):
-        # Lone surrogates (undecodable bytes) can be stored nowhere.
-        raise BadInput("first name contains control characters or undecodable bytes")
-    return cleaned
+    ip: str = ""
+    user_agent: str = ""
+    source_page: str = ""
 
 
 @dataclass(frozen=True)
 class SubscribeResult:
     email: str
     created: bool
-    status: str
+    status: SubscriberStatus
     #: someone who had unsubscribed came back (`resubscribe`): the plan starts again.
     restarted: bool = False
+
+
+def find(session: Session, email: str) -> store.SubscriberRecord:
+    """The subscriber an operator names by `email`, looked up by its normal form (or as
+    typed, if it is not valid); UnknownSubscriber if nobody has it."""
+    known = store.find_subscriber(session, lookup_form(email))
+    if known is None:
+        raise UnknownSubscriber(email)
+    return known
+
+
+def record_consent(
+    session: Session, subscriber_id: int, kind: ConsentKind, visitor: Visitor, now: datetime
+) -> None:
+    """Keep the proof that the person (or an operator for them) asked, and from where."""
+    store.record_consent(
+        session,
+        subscriber_id,
+        kind=kind,
+        at=now,
+        ip=visitor.ip,
+        user_agent=visitor.user_agent,
+        source_page=visitor.source_page,
+    )
+
+
+def activate(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> int | None:
+    """Make the subscriber active and start the plan from the welcome: a new enrollment for
+    someone coming back (their old one stays in the log). None if the plan already runs."""
+    store.set_subscriber_status(session, subscriber_id, SubscriberStatus.ACTIVE, now)
+    return store.enrol(session, subscriber_id, plan_id, now)
+
+
+def leave(session: Session, known: store.SubscriberRecord, now: datetime) -> bool:
+    """Stop all email to `known` at once; False if they had already unsubscribed."""
+    if known.status == SubscriberStatus.UNSUBSCRIBED:
+        return False
+    store.leave(session, known.id, SubscriberStatus.UNSUBSCRIBED, now)
+    return True
+
+
+def _add_active(
+    session: Session, plan: Plan, email: str, name: str, zone: str, source: str, now: datetime
+) -> None:
+    subscriber_id = store.add_subscriber(
+        session,
+        email=email,
+        first_name=name,
+        timezone=zone,
+        status=SubscriberStatus.ACTIVE,
+        source=source,
+        now=now,
+    )
+    store.enrol(session, subscriber_id, plan.id, now)
 
 
 @retry_once_on_conflict
@@ -115,36 +122,21 @@ def subscribe(
     with db.transaction() as session:
         known = store.find_subscriber(session, address)
         suppressed = store.is_suppressed(session, email_hash(address))
-        if known is not None and resubscribe and known.status == "unsubscribed":
+        if known is not None and resubscribe and known.status == SubscriberStatus.UNSUBSCRIBED:
             if suppressed:
                 raise BadInput(f"{address} is suppressed; clear it first if they asked again")
-            store.record_consent(
-                session,
-                known.id,
-                kind="operator",
-                at=now,
-                ip="",
-                user_agent="",
-                source_page=source,
+            consent = Visitor(source_page=source)
+            record_consent(session, known.id, ConsentKind.OPERATOR, consent, now)
+            activate(session, known.id, plan.id, now)
+            return SubscribeResult(
+                known.email, created=False, status=SubscriberStatus.ACTIVE, restarted=True
             )
-            store.set_subscriber_status(session, known.id, "active", now)
-            store.enrol(session, known.id, plan.id, now)
-            return SubscribeResult(known.email, created=False, status="active", restarted=True)
         if known is not None:
             return SubscribeResult(known.email, created=False, status=known.status)
         if suppressed:
             raise Suppressed(address)
-        subscriber_id = store.add_subscriber(
-            session,
-            email=address,
-            first_name=name,
-            timezone=zone,
-            status="active",
-            source=source,
-            now=now,
-        )
-        store.enrol(session, subscriber_id, plan.id, now)
-    return SubscribeResult(address, created=True, status="active")
+        _add_active(session, plan, address, name, zone, source, now)
+    return SubscribeResult(address, created=True, status=SubscriberStatus.ACTIVE)
 
 
 def clear_suppression(db: Database, *, email: str, now: datetime) -> bool:
@@ -164,21 +156,68 @@ def clear_suppression(db: Database, *, email: str, now: datetime) -> bool:
 def unsubscribe(db: Database, *, email: str, now: datetime) -> bool:
     """Stop all email to `email` at once; False if they had already left."""
     with db.transaction() as session:
-        known = store.find_subscriber(session, lookup_form(email))
-        if known is None:
-            raise UnknownSubscriber(email)
-        if known.status == "unsubscribed":
-            return False
-        store.set_subscriber_status(session, known.id, "unsubscribed", now)
-        store.cancel_enrollments(session, known.id, now)
-    return True
+        return leave(session, find(session, email), now)
+
+
+def unsubscribe_subscriber(db: Database, subscriber_id: int, now: datetime) -> bool:
+    """Stop all email to the subscriber at once (an unsubscribe link names them by id);
+    False if they had already left, or are no longer stored."""
+    with db.transaction() as session:
+        known = store.subscriber_by_id(session, subscriber_id)
+        return known is not None and leave(session, known, now)
+
+
+def forget_person(db: Database, email: str, now: datetime) -> None:
+    """Erase a person; keep only a hash of the address so it is never mailed by mistake."""
+    with db.transaction() as session:
+        known = find(session, email)
+        store.suppress(session, email_hash(known.email), SuppressionReason.FORGOTTEN, now)
+        store.delete_subscriber(session, known.id)
+
+
+#: One stored row as JSON values: instants as ISO 8601 text.
+JSONRow = dict[str, str | int | float | None]
+
+
+class PersonExport(TypedDict):
+    """Everything stored about a person, by table, as `campaign export` prints it."""
+
+    subscriber: JSONRow
+    consents: list[JSONRow]
+    confirmations: list[JSONRow]
+    enrollments: list[JSONRow]
+    deliveries: list[JSONRow]
+
+
+def export_person(db: Database, email: str) -> PersonExport:
+    """Everything stored about `email`, as JSON-ready values."""
+    with db.read() as session:
+        rows = store.everything_about(session, find(session, email).id)
+    return {
+        "subscriber": _json_row(rows["subscriber"]),
+        "consents": [_json_row(row) for row in rows["consents"]],
+        "confirmations": [_json_row(row) for row in rows["confirmations"]],
+        "enrollments": [_json_row(row) for row in rows["enrollments"]],
+        "deliveries": [_json_row(row) for row in rows["deliveries"]],
+    }
+
+
+def _json_row(row: store.RowValues) -> JSONRow:
+    return {key: v.isoformat() if isinstance(v, datetime) else v for key, v in row.items()}
+
+
+class RowProblem(NamedTuple):
+    """A row that was not imported: its line in the file, and why."""
+
+    line: int
+    problem: str
 
 
 @dataclass
 class ImportReport:
     added: int = 0
     already_known: int = 0
-    problems: list[tuple[int, str]] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
 
 
 def import_rows(
@@ -208,18 +247,9 @@ def import_rows(
                     done.already_known += 1
                     continue
                 if store.is_suppressed(session, email_hash(email)):
-                    done.problems.append((line, Suppressed(email).message))
+                    done.problems.append(RowProblem(line, Suppressed(email).message))
                     continue
-                subscriber_id = store.add_subscriber(
-                    session,
-                    email=email,
-                    first_name=name,
-                    timezone=zone,
-                    status="active",
-                    source=source,
-                    now=now,
-                )
-                store.enrol(session, subscriber_id, plan.id, now)
+                _add_active(session, plan, email, name, zone, source, now)
                 done.added += 1
         return done
 
@@ -234,7 +264,9 @@ def import_rows(
                 try:
                     parts.append(store_rows([item]))
                 except ROW_REFUSED as exc:
-                    report.problems.append((item[0], f"not stored: {driver_problem(exc)}"))
+                    report.problems.append(
+                        RowProblem(item[0], f"not stored: {driver_problem(exc)}")
+                    )
         for part in parts:
             report.added += part.added
             report.already_known += part.already_known
@@ -243,7 +275,7 @@ def import_rows(
 
     for line, row in rows:
         if isinstance(row, BadInput):
-            report.problems.append((line, row.message))
+            report.problems.append(RowProblem(line, row.message))
             on_row()
             continue
         try:
@@ -251,7 +283,7 @@ def import_rows(
             name = first_name_of(row.get("first_name"))
             zone = checked_timezone(row.get("timezone"))
         except BadInput as exc:
-            report.problems.append((line, exc.message))
+            report.problems.append(RowProblem(line, exc.message))
         else:
             if email.lower() in seen:
                 report.already_known += 1
@@ -263,7 +295,7 @@ def import_rows(
         on_row()
     if chunk:
         flush()
-    report.problems.sort(key=lambda problem: problem[0])
+    report.problems.sort(key=lambda problem: problem.line)
     if report.added:
         # Plan the first passes over the new list with its real size: a planner that still
         # thinks the tables are empty makes every claim batch read all subscribers.

@@ -23,14 +23,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
-ENROLLMENT_STATUSES = ("active", "completed", "cancelled")
-#: queued = claimed or waiting for its first try; retry = deferred after a temporary failure
-#: (or after an outcome that was unknown once); unknown = handed to the server twice with no
-#: final reply either time: it may or may not have arrived, and it is never sent again.
-DELIVERY_STATUSES = ("queued", "retry", "sent", "failed", "bounced", "skipped", "unknown")
-#: A delivery in one of these states is still to be sent: claimed, or awaiting a retry.
-PENDING_DELIVERY = ("queued", "retry")
+from campaign.domain.statuses import ConsentKind, DeliveryStatus, EnrollmentStatus, SubscriberStatus
+
+SUBSCRIBER_STATUSES = tuple(SubscriberStatus)
+ENROLLMENT_STATUSES = tuple(EnrollmentStatus)
+DELIVERY_STATUSES = tuple(DeliveryStatus)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -61,7 +58,8 @@ def utc_instant(value: Any) -> datetime | None:
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+    # str(): an enum member's repr is not its SQL literal.
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
 
 class Base(DeclarativeBase):
@@ -92,7 +90,7 @@ class Subscriber(Base):
     email: Mapped[str] = mapped_column(String(320))
     first_name: Mapped[str] = mapped_column(String(100), default="")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.PENDING)
     source: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -122,7 +120,7 @@ class Enrollment(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     plan_id: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[str] = mapped_column(String(16), default=EnrollmentStatus.ACTIVE)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     #: the plan day of the last step settled (sent, failed or skipped); -1 before the welcome.
     #: The next step is the plan's first one after this day that was not settled yet.
@@ -152,7 +150,7 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
     step_key: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     message_id: Mapped[str] = mapped_column(String(255))
@@ -167,7 +165,7 @@ class Consent(Base):
     """Proof of opt-in: who asked, when, from where (kept until the person is forgotten)."""
 
     __tablename__ = "consents"
-    __table_args__ = (CheckConstraint("kind IN ('signup', 'confirm', 'operator')", name="kind"),)
+    __table_args__ = (CheckConstraint(_in("kind", tuple(ConsentKind)), name="kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from campaign.engine import make_service
-from campaign.people import signups, subscriptions
+from campaign.people import subscriptions
 from tests.acceptance.conftest import NOW, Site, _serve
 from tests.conftest import EngineFactory
 from tests.smtp_server import SMTPServer, free_port
@@ -157,7 +157,7 @@ def test_hostile_form_bodies_get_a_clear_answer(open_site: Site) -> None:
         )
         # An unknown time zone still signs up (as UTC): a browser's odd zone costs no signup.
         _assert_clear(response, allowed=(200,) if name.startswith("timezone") else (), case=name)
-    stored = signups.export_person(open_site.app.db, "tz@example.org")
+    stored = subscriptions.export_person(open_site.app.db, "tz@example.org")
     assert stored["subscriber"]["timezone"] == "UTC"
     assert _subscribers(open_site) == 2  # the two odd time zones, and nothing else
     refused = open_site.http.post(
@@ -384,7 +384,7 @@ def test_two_confirmations_of_one_signup_at_once_enrol_once(open_site: Site) -> 
             thread.join()
     assert answers == [200] * 2 * len(links)
     for email in people:
-        enrollments = signups.export_person(open_site.app.db, email)["enrollments"]
+        enrollments = subscriptions.export_person(open_site.app.db, email)["enrollments"]
         assert len(enrollments) == 1
         assert len(open_site.mail_to(email)) == 2  # the confirmation, then one welcome
 

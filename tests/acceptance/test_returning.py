@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from campaign.engine import make_service, return_paths
-from campaign.people import bounces, signups, subscriptions
+from campaign.people import bounces, subscriptions
 from tests.acceptance.conftest import NOW, Site
 from tests.bounce_reports import arf
 from tests.helpers import tick
@@ -86,7 +86,7 @@ def test_a_returning_subscriber_gets_the_welcome_again_then_lesson_one(site: Sit
     tick(site.app, site.clock, NOW + _morning(7) + timedelta(hours=1))
     assert _steps(site, email)[-3:] == ["confirmation", "welcome", "day01"]
 
-    data = signups.export_person(site.app.db, email)
+    data = subscriptions.export_person(site.app.db, email)
     old, new = data["enrollments"]
     assert (old["status"], new["status"]) == ("cancelled", "active")
     by_enrollment = {
@@ -124,7 +124,7 @@ def test_two_simultaneous_clicks_of_a_confirmation_link_start_one_enrollment(sit
     assert answers == [200] * 4
     tick(site.app, site.clock, NOW + timedelta(hours=3))
     assert _steps(site, email) == ["welcome", "confirmation", "welcome"]
-    enrollments = signups.export_person(site.app.db, email)["enrollments"]
+    enrollments = subscriptions.export_person(site.app.db, email)["enrollments"]
     assert [e["status"] for e in enrollments] == ["cancelled", "active"]
 
 
@@ -143,7 +143,7 @@ def test_without_double_opt_in_a_returning_signup_restarts_from_the_welcome(site
     site.signup(email)
     tick(site.app, site.clock, NOW + timedelta(days=2, minutes=5))
     assert _steps(site, email) == ["welcome", "day01", "welcome"]
-    assert len(signups.export_person(site.app.db, email)["enrollments"]) == 2
+    assert len(subscriptions.export_person(site.app.db, email)["enrollments"]) == 2
 
 
 def test_a_complaint_between_signup_and_confirmation_keeps_the_address_refused(
@@ -200,9 +200,9 @@ def test_import_never_resubscribes_and_subscribe_does_only_when_asked(site: Site
     assert not twice.restarted  # already active: nothing restarts
     tick(site.app, site.clock, NOW + timedelta(hours=2))
     assert _steps(site, "old@example.org") == ["welcome", "welcome"]
-    consents = signups.export_person(db, "old@example.org")["consents"]
+    consents = subscriptions.export_person(db, "old@example.org")["consents"]
     assert [c["kind"] for c in consents] == ["operator"]
-    signups.forget_person(db, "old@example.org", NOW)
+    subscriptions.forget_person(db, "old@example.org", NOW)
     with pytest.raises(subscriptions.Suppressed):
         subscriptions.subscribe(
             db,

@@ -202,7 +202,7 @@ def test_an_erased_persons_old_links_do_nothing_to_the_next_subscriber(site: Sit
     assert site.http.post(old_confirm).status_code == 200
     welcome = site.mail_to("first@example.org")[1]
     old_unsubscribe = site.link_in(welcome, "unsubscribe")
-    signups.forget_person(site.app.db, "first@example.org", NOW)
+    subscriptions.forget_person(site.app.db, "first@example.org", NOW)
 
     site.signup("second@example.org")
     assert site.http.post(old_confirm).status_code == 400

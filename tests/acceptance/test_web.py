@@ -14,7 +14,7 @@ import pytest
 from campaign.engine import make_service, return_paths
 from campaign.insights import reports
 from campaign.interfaces.admin import start_side_services
-from campaign.people import bounces, signups, subscriptions
+from campaign.people import bounces, subscriptions
 from tests.acceptance.conftest import NOW, Site, _serve
 from tests.bounce_reports import dsn
 from tests.conftest import EngineFactory
@@ -306,7 +306,7 @@ def test_signup_and_confirmation_are_recorded_as_consent(site: Site) -> None:
     )
     [confirmation] = site.mail_to("c@example.org")
     site.http.post(site.link_in(confirmation, "confirm"), headers={"User-Agent": "TestBrowser/1.0"})
-    consents = signups.export_person(site.app.db, "c@example.org")["consents"]
+    consents = subscriptions.export_person(site.app.db, "c@example.org")["consents"]
     assert [c["kind"] for c in consents] == ["signup", "confirm"]
     assert consents[0]["ip"] == "127.0.0.1"
     assert consents[0]["user_agent"] == "TestBrowser/1.0"

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from campaign.engine import App
 from campaign.errors import UnknownSubscriber
-from campaign.people import signups, subscriptions
+from campaign.people import subscriptions
 from campaign.storage import store
 from campaign.storage.models import Delivery, Enrollment, Subscriber
 from tests.acceptance.conftest import _serve
@@ -207,8 +207,8 @@ def test_export_and_forget_find_an_address_by_either_form_of_its_domain(
     subscriptions.subscribe(
         app.db, app.plan, email="x@Straße.DE", first_name=None, timezone=None, now=START
     )
-    exported = signups.export_person(app.db, "x@xn--strae-oqa.de")
+    exported = subscriptions.export_person(app.db, "x@xn--strae-oqa.de")
     assert exported["subscriber"]["email"] == "x@straße.de"
-    signups.forget_person(app.db, "X@xn--STRAE-oqa.de", START)
+    subscriptions.forget_person(app.db, "X@xn--STRAE-oqa.de", START)
     with pytest.raises(UnknownSubscriber):
-        signups.export_person(app.db, "x@straße.de")
+        subscriptions.export_person(app.db, "x@straße.de")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from campaign.domain.addresses import email_hash
 from campaign.errors import InvalidAddress
-from campaign.people.subscriptions import first_name_of, normalise_address
+from campaign.people.person_fields import first_name_of, normalise_address
 
 LOCAL_64 = "a" * 64
 # 64 + 1 + 189 = 254 characters: the longest address RFC 5321 allows.

@@ -162,13 +162,13 @@ def preview(
 def send_test(step: str | None, send_all: bool, to: str, name: str) -> None:
     """Send STEP (or --all steps) to one inbox for review; nothing is recorded."""
     from campaign.content.compose import Recipient
-    from campaign.people import subscriptions
+    from campaign.people import person_fields
 
     if bool(step) == send_all:
         raise BadInput("give a STEP or --all (not both)")
     app = make_app(migrated=False)
     steps = list(app.plan.steps) if send_all else [_step(app, step or "")]
-    address = subscriptions.normalise_address(to)
+    address = person_fields.normalise_address(to)
     with app.transport.open() as connection:
         for chosen in steps:
             composed = app.composer.compose(

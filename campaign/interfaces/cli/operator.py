@@ -189,10 +189,10 @@ def serve(host: str | None, port: int | None) -> None:
 @click.argument("email", type=TEXT)
 def export_command(email: str) -> None:
     """Print everything stored about EMAIL as JSON (consent, enrollments, deliveries)."""
-    from campaign.people import signups
+    from campaign.people import subscriptions
 
     app = make_app()
-    click.echo(json.dumps(signups.export_person(app.db, email), indent=2))
+    click.echo(json.dumps(subscriptions.export_person(app.db, email), indent=2))
 
 
 @main.command()
@@ -200,10 +200,10 @@ def export_command(email: str) -> None:
 @NOW
 def forget(email: str, now: datetime | None) -> None:
     """Erase EMAIL and all about them; keep only a hash so it is never mailed again."""
-    from campaign.people import signups
+    from campaign.people import subscriptions
 
     app = make_app(now)
-    signups.forget_person(app.db, email, app.clock.now())
+    subscriptions.forget_person(app.db, email, app.clock.now())
     out.print(f"forgot {email}: erased, and suppressed by hash")
 
 
@@ -264,6 +264,8 @@ def stats(as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from campaign.insights import reports
+
     numbers = make_app().stats()
     if as_json:
         click.echo(json.dumps(numbers, indent=2))
@@ -272,7 +274,7 @@ def stats(as_json: bool) -> None:
         "subscribers: "
         + ", ".join(f"{status} {count}" for status, count in numbers["subscribers"].items())
     )
-    columns = [
+    columns: list[reports.StepCount] = [
         "sent",
         "bounced",
         "failed",

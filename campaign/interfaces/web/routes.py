@@ -26,7 +26,7 @@ from campaign.interfaces.web.pages import SECURITY_HEADERS, Pages
 from campaign.interfaces.web.rate_limit import RateLimiter
 from campaign.interfaces.web.request_input import body_kind, clean_header, parse_fields, read_body
 from campaign.people import clicks
-from campaign.people.signups import Visitor
+from campaign.people.subscriptions import Visitor
 
 log = logging.getLogger("campaign.web")
 

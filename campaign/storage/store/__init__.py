@@ -4,7 +4,7 @@ The per-email records are the one exception: a `DeliveryRecorder` runs them on a
 its own (the fast path, campaign.storage.fast_path, says when that is worth it)."""
 
 from campaign.storage.store.budget import Bucket, take_tokens, wait_for_token
-from campaign.storage.store.claims import SETTLED, Claim, claim_due, renew_leases
+from campaign.storage.store.claims import Claim, claim_due, renew_leases
 from campaign.storage.store.confirmations import (
     ConfirmationClaim,
     ConfirmationLink,
@@ -33,10 +33,11 @@ from campaign.storage.store.deliveries import (
     record_skipped,
     record_unknown,
     release,
-    stop_mailing,
 )
 from campaign.storage.store.leases import LeaseTime
 from campaign.storage.store.numbers import (
+    FailureReason,
+    LastPass,
     beat,
     clicks_by_step,
     count_active_by_last_day,
@@ -50,6 +51,8 @@ from campaign.storage.store.numbers import (
     unsubscribes_after_step,
 )
 from campaign.storage.store.people import (
+    PersonRows,
+    RowValues,
     SubscriberRecord,
     active_enrollment_id,
     add_subscriber,
@@ -60,11 +63,13 @@ from campaign.storage.store.people import (
     existing_emails,
     find_subscriber,
     is_suppressed,
+    leave,
     purge_pending,
     record_consent,
     refresh_statistics,
     reopen_suppressed,
     set_subscriber_status,
+    stop_mailing,
     subscriber_by_id,
     suppress,
     suppression_reason,
@@ -75,19 +80,28 @@ from campaign.storage.store.plans import (
     count_enrollments,
     move_enrollments,
 )
-from campaign.storage.store.sent import address_by_message_id, delivery_address, subscriber_address
+from campaign.storage.store.sent import (
+    SentMessage,
+    address_by_message_id,
+    delivery_address,
+    subscriber_address,
+)
 
 __all__ = [
-    "SETTLED",
     "Accepted",
     "Bucket",
     "Claim",
     "ConfirmationClaim",
     "ConfirmationLink",
     "DeliveryRecorder",
+    "FailureReason",
+    "LastPass",
     "LeaseTime",
+    "PersonRows",
     "Proof",
     "ProofRequest",
+    "RowValues",
+    "SentMessage",
     "SubscriberRecord",
     "active_enrollment_id",
     "active_enrollments_by_plan",
@@ -119,6 +133,7 @@ __all__ = [
     "find_subscriber",
     "is_suppressed",
     "latest_heartbeat",
+    "leave",
     "lock_subscriber",
     "move_enrollments",
     "purge_confirmations",

@@ -15,12 +15,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from campaign.domain.statuses import PENDING_DELIVERY, SETTLED_DELIVERY
 from campaign.storage.fast_path import PlainSQL, in_list, naive_utc
-from campaign.storage.models import PENDING_DELIVERY, utc_instant
+from campaign.storage.models import utc_instant
 from campaign.storage.store.leases import LeaseTime
-
-#: A delivery in one of these states is done: its step never goes to that enrollment again.
-SETTLED = ("sent", "failed", "bounced", "skipped", "unknown")
 
 
 @dataclass(frozen=True)
@@ -173,7 +171,7 @@ def claim_due(
             continue
         key, day = step
         found = existing.get((enrollment_id, key))
-        if found is not None and found[3] in SETTLED:
+        if found is not None and found[3] in SETTLED_DELIVERY:
             # Settled under an earlier plan (a step moved to a later day): never again. Move
             # past it; the enrollment stays due and the next claim looks further on.
             sql.run(_MOVE_PAST_SQL, {"day": day, "now": at, "enrollment": enrollment_id})

@@ -19,12 +19,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from campaign.domain.statuses import SubscriberStatus
 from campaign.storage.db import Database
 from campaign.storage.fast_path import DriverConnection, PlainSQL, naive_utc
 from campaign.storage.models import Delivery, Enrollment
 from campaign.storage.store.claims import Claim
 from campaign.storage.store.leases import LeaseTime
-from campaign.storage.store.people import cancel_enrollments, set_subscriber_status, suppress
+from campaign.storage.store.people import stop_mailing
 
 # The per-email statements, on the fast path (campaign.storage.fast_path): the same text runs
 # on a Session's connection (`PlainSQL`) and on the recorder's own (`DeliveryRecorder`);
@@ -319,18 +320,8 @@ def record_bounce(
     and suppress the address so no later signup or import mails it again."""
     if not _settle_delivery(session, claim, "bounced", now, error):
         return False
-    stop_mailing(session, claim.subscriber_id, "bounced", email_hash, now)
+    stop_mailing(session, claim.subscriber_id, SubscriberStatus.BOUNCED, email_hash, now)
     return True
-
-
-def stop_mailing(
-    session: Session, subscriber_id: int | None, status: str, email_hash: str, now: datetime
-) -> None:
-    """Bounced or complained: status set, plan cancelled, address suppressed (by hash)."""
-    if subscriber_id is not None:
-        set_subscriber_status(session, subscriber_id, status, now)
-        cancel_enrollments(session, subscriber_id, now)
-    suppress(session, email_hash, status, now)
 
 
 def consecutive_failures(session: Session, subscriber_id: int) -> int:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from campaign.domain.statuses import DeliveryStatus, EnrollmentStatus, SubscriberStatus
 from campaign.storage.models import (
     Click,
     Delivery,
@@ -34,22 +37,33 @@ def count_deliveries_by_step(session: Session, plan_id: str) -> dict[tuple[str, 
     return {(key, status): count for key, status, count in rows}
 
 
-def failure_reasons(session: Session, plan_id: str, limit: int = 10) -> list[tuple[str, str, int]]:
-    """The commonest reasons deliveries failed or wait for a retry: (status, reason, count)."""
+@dataclass(frozen=True)
+class FailureReason:
+    """Why some deliveries failed or wait for a retry: their status, last error and number."""
+
+    status: DeliveryStatus
+    reason: str
+    count: int
+
+
+def failure_reasons(session: Session, plan_id: str, limit: int = 10) -> list[FailureReason]:
+    """The commonest reasons deliveries failed or wait for a retry, commonest first."""
     count = func.count().label("count")
     rows = session.execute(
         select(Delivery.status, Delivery.last_error, count)
         .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
         .where(
             Enrollment.plan_id == plan_id,
-            Delivery.status.in_(("failed", "retry")),
+            Delivery.status.in_((DeliveryStatus.FAILED, DeliveryStatus.RETRY)),
             Delivery.last_error.is_not(None),
         )
         .group_by(Delivery.status, Delivery.last_error)
         .order_by(count.desc(), Delivery.status, Delivery.last_error)
         .limit(limit)
     )
-    return [(str(status), str(reason), int(n)) for status, reason, n in rows]
+    return [
+        FailureReason(DeliveryStatus(status), str(reason), int(n)) for status, reason, n in rows
+    ]
 
 
 def unknown_outcomes_by_step(session: Session, plan_id: str) -> dict[str, int]:
@@ -68,7 +82,7 @@ def count_active_by_last_day(session: Session, plan_id: str) -> dict[int, int]:
     """Active enrollments by the plan day they have reached."""
     rows = session.execute(
         select(Enrollment.last_day, func.count())
-        .where(Enrollment.plan_id == plan_id, Enrollment.status == "active")
+        .where(Enrollment.plan_id == plan_id, Enrollment.status == EnrollmentStatus.ACTIVE)
         .group_by(Enrollment.last_day)
     )
     return {int(step): int(count) for step, count in rows}
@@ -83,9 +97,9 @@ def due_count(session: Session, plan_id: str, now: datetime) -> int:
             .where(
                 and_(
                     Enrollment.plan_id == plan_id,
-                    Enrollment.status == "active",
+                    Enrollment.status == EnrollmentStatus.ACTIVE,
                     Enrollment.next_due_at <= now,
-                    Subscriber.status == "active",
+                    Subscriber.status == SubscriberStatus.ACTIVE,
                 )
             )
         )
@@ -118,14 +132,21 @@ def beat(
         row.paused_reason = paused_reason
 
 
-def latest_heartbeat(session: Session) -> tuple[datetime, str | None] | None:
+class LastPass(NamedTuple):
+    """The most recent pass of any scheduler: when it ended, and why sending was paused."""
+
+    at: datetime
+    paused_reason: str | None
+
+
+def latest_heartbeat(session: Session) -> LastPass | None:
     """When the most recent pass of any scheduler ended, and why it was paused (if it was)."""
     row = session.execute(
         select(Heartbeat.last_pass_at, Heartbeat.paused_reason)
         .order_by(Heartbeat.last_pass_at.desc())
         .limit(1)
     ).one_or_none()
-    return (row[0], row[1]) if row else None
+    return LastPass(row[0], row[1]) if row else None
 
 
 def unsubscribes_after_step(session: Session, plan_id: str, window: timedelta) -> dict[str, int]:
@@ -136,8 +157,8 @@ def unsubscribes_after_step(session: Session, plan_id: str, window: timedelta) -
         .join(Delivery, Delivery.enrollment_id == Enrollment.id)
         .where(
             Enrollment.plan_id == plan_id,
-            Subscriber.status == "unsubscribed",
-            Delivery.status == "sent",
+            Subscriber.status == SubscriberStatus.UNSUBSCRIBED,
+            Delivery.status == DeliveryStatus.SENT,
             Delivery.sent_at <= Subscriber.unsubscribed_at,
         )
     )

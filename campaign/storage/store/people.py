@@ -5,15 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from campaign.storage.models import (
+from campaign.domain.statuses import (
     PENDING_DELIVERY,
+    STOPPED,
+    ConsentKind,
+    DeliveryStatus,
+    EnrollmentStatus,
+    SubscriberStatus,
+    SuppressionReason,
+)
+from campaign.storage.models import (
     Confirmation,
     Consent,
     Delivery,
@@ -30,11 +38,12 @@ class SubscriberRecord:
     email: str
     first_name: str
     timezone: str
-    status: str
+    status: SubscriberStatus
 
 
 def _record(row: Subscriber) -> SubscriberRecord:
-    return SubscriberRecord(row.id, row.email, row.first_name, row.timezone, row.status)
+    status = SubscriberStatus(row.status)
+    return SubscriberRecord(row.id, row.email, row.first_name, row.timezone, status)
 
 
 def find_subscriber(session: Session, email: str) -> SubscriberRecord | None:
@@ -64,7 +73,7 @@ def add_subscriber(
     email: str,
     first_name: str,
     timezone: str,
-    status: str,
+    status: SubscriberStatus,
     source: str,
     now: datetime,
 ) -> int:
@@ -76,23 +85,41 @@ def add_subscriber(
         source=source,
         created_at=now,
         updated_at=now,
-        confirmed_at=now if status == "active" else None,
+        confirmed_at=now if status == SubscriberStatus.ACTIVE else None,
     )
     session.add(subscriber)
     session.flush()
     return subscriber.id
 
 
-def set_subscriber_status(session: Session, subscriber_id: int, status: str, now: datetime) -> None:
+def set_subscriber_status(
+    session: Session, subscriber_id: int, status: SubscriberStatus, now: datetime
+) -> None:
     values: dict[str, object] = {"status": status, "updated_at": now}
-    if status == "unsubscribed":
+    if status == SubscriberStatus.UNSUBSCRIBED:
         values["unsubscribed_at"] = now
-    if status == "active":
+    if status == SubscriberStatus.ACTIVE:
         values["confirmed_at"] = now
     session.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(**values))
-    if status not in ("pending", "active"):
+    if status not in (SubscriberStatus.PENDING, SubscriberStatus.ACTIVE):
         # The person left: a confirmation link sent before now must not bring them back.
         void_confirmations(session, subscriber_id, now)
+
+
+def leave(session: Session, subscriber_id: int, status: SubscriberStatus, now: datetime) -> None:
+    """The subscriber leaves (unsubscribed, bounced, complained): `status` set, plans stopped."""
+    set_subscriber_status(session, subscriber_id, status, now)
+    cancel_enrollments(session, subscriber_id, now)
+
+
+def stop_mailing(
+    session: Session, subscriber_id: int | None, status: str, email_hash: str, now: datetime
+) -> None:
+    """Bounced or complained (`status`, one of `STOPPED`): the subscriber (if still stored)
+    leaves with that status, and the address is suppressed (by hash) for the same reason."""
+    if subscriber_id is not None:
+        leave(session, subscriber_id, SubscriberStatus(status), now)
+    suppress(session, email_hash, SuppressionReason(status), now)
 
 
 def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> None:
@@ -102,18 +129,21 @@ def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> N
     if the server already accepted it, recording that (sent) overwrites the skip.
     """
     active = select(Enrollment.id).where(
-        Enrollment.subscriber_id == subscriber_id, Enrollment.status == "active"
+        Enrollment.subscriber_id == subscriber_id, Enrollment.status == EnrollmentStatus.ACTIVE
     )
     session.execute(
         update(Delivery)
         .where(Delivery.enrollment_id.in_(active), Delivery.status.in_(PENDING_DELIVERY))
-        .values(status="skipped", last_error="subscriber left", updated_at=now)
+        .values(status=DeliveryStatus.SKIPPED, last_error="subscriber left", updated_at=now)
     )
     session.execute(
         update(Enrollment)
-        .where(Enrollment.subscriber_id == subscriber_id, Enrollment.status == "active")
+        .where(
+            Enrollment.subscriber_id == subscriber_id,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+        )
         .values(
-            status="cancelled",
+            status=EnrollmentStatus.CANCELLED,
             next_due_at=None,
             lease_owner=None,
             lease_expires_at=None,
@@ -134,7 +164,7 @@ def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> 
         .values(
             subscriber_id=subscriber_id,
             plan_id=plan_id,
-            status="active",
+            status=EnrollmentStatus.ACTIVE,
             started_at=now,
             last_day=-1,
             next_due_at=now,
@@ -152,7 +182,7 @@ def record_consent(
     session: Session,
     subscriber_id: int,
     *,
-    kind: str,
+    kind: ConsentKind,
     at: datetime,
     ip: str,
     user_agent: str,
@@ -178,12 +208,12 @@ def reopen_suppressed(session: Session, subscriber_id: int, now: datetime) -> No
     """An operator cleared the suppression: a bounced or complained row may sign up again."""
     session.execute(
         update(Subscriber)
-        .where(Subscriber.id == subscriber_id, Subscriber.status.in_(("bounced", "complained")))
-        .values(status="unsubscribed", updated_at=now)
+        .where(Subscriber.id == subscriber_id, Subscriber.status.in_(STOPPED))
+        .values(status=SubscriberStatus.UNSUBSCRIBED, updated_at=now)
     )
 
 
-def suppress(session: Session, email_hash: str, reason: str, now: datetime) -> None:
+def suppress(session: Session, email_hash: str, reason: SuppressionReason, now: datetime) -> None:
     if session.get(Suppression, email_hash) is None:
         session.add(Suppression(email_hash=email_hash, reason=reason, created_at=now))
 
@@ -203,15 +233,29 @@ def active_enrollment_id(session: Session, subscriber_id: int, plan_id: str) -> 
         select(Enrollment.id).where(
             Enrollment.subscriber_id == subscriber_id,
             Enrollment.plan_id == plan_id,
-            Enrollment.status == "active",
+            Enrollment.status == EnrollmentStatus.ACTIVE,
         )
     )
 
 
-def everything_about(session: Session, subscriber_id: int) -> dict[str, Any]:
+#: One stored row as its columns' values, by column name.
+RowValues = dict[str, Any]
+
+
+class PersonRows(TypedDict):
+    """Every row that concerns one subscriber, by table (the shape `campaign export` prints)."""
+
+    subscriber: RowValues
+    consents: list[RowValues]
+    confirmations: list[RowValues]
+    enrollments: list[RowValues]
+    deliveries: list[RowValues]
+
+
+def everything_about(session: Session, subscriber_id: int) -> PersonRows:
     """All rows that concern one subscriber, as plain values (for `campaign export`)."""
 
-    def rows(model: Any, where: Any) -> list[dict[str, Any]]:
+    def rows(model: Any, where: Any) -> list[RowValues]:
         return [
             {c.key: getattr(row, c.key) for c in model.__table__.columns}
             for row in session.scalars(select(model).where(where))
@@ -232,7 +276,7 @@ def purge_pending(session: Session, created_before: datetime) -> int:
     """Delete signups never confirmed since `created_before`; returns how many."""
     result = session.execute(
         delete(Subscriber).where(
-            Subscriber.status == "pending", Subscriber.created_at < created_before
+            Subscriber.status == SubscriberStatus.PENDING, Subscriber.created_at < created_before
         )
     )
     return int(getattr(result, "rowcount", 0) or 0)
@@ -242,9 +286,9 @@ def delete_subscriber(session: Session, subscriber_id: int) -> None:
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
 
 
-def suppression_reason(session: Session, email_hash: str) -> str | None:
+def suppression_reason(session: Session, email_hash: str) -> SuppressionReason | None:
     row = session.get(Suppression, email_hash)
-    return row.reason if row else None
+    return SuppressionReason(row.reason) if row else None
 
 
 def refresh_statistics(session: Session) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from campaign.domain.statuses import EnrollmentStatus
 from campaign.storage.models import Enrollment
 
 
@@ -12,7 +13,7 @@ def active_enrollments_by_plan(session: Session) -> dict[str, int]:
     """How many active enrollments run under each plan id."""
     rows = session.execute(
         select(Enrollment.plan_id, func.count())
-        .where(Enrollment.status == "active")
+        .where(Enrollment.status == EnrollmentStatus.ACTIVE)
         .group_by(Enrollment.plan_id)
     )
     return {str(plan_id): int(count) for plan_id, count in rows}

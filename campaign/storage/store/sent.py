@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -18,7 +20,14 @@ def delivery_address(session: Session, delivery_id: int) -> str | None:
     ).one_or_none()
 
 
-def address_by_message_id(session: Session, message_id: str) -> tuple[int, str] | None:
+class SentMessage(NamedTuple):
+    """A delivery in the log and the address it went to."""
+
+    delivery_id: int
+    email: str
+
+
+def address_by_message_id(session: Session, message_id: str) -> SentMessage | None:
     """The delivery that carried `message_id` (as `<id@domain>`) and its subscriber's address."""
     row = session.execute(
         select(Delivery.id, Subscriber.email)
@@ -26,7 +35,7 @@ def address_by_message_id(session: Session, message_id: str) -> tuple[int, str] 
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(Delivery.message_id == message_id)
     ).one_or_none()
-    return (row[0], row[1]) if row else None
+    return SentMessage(row[0], row[1]) if row else None
 
 
 def subscriber_address(session: Session, subscriber_id: int) -> str | None:
