@@ -59,7 +59,7 @@ class DueClaims:
                     lease=self.leases,
                 )
             # After the claim's commit, not in it: SQLite's one writer (a signup, another
-            # sender process) waits for that transaction, and this is ~10 µs a claim.
+            # sender process) waits for that transaction, so it holds no per-claim work.
             early = [
                 replace(claim, due_at=due)
                 for claim in claims

@@ -19,6 +19,7 @@ from campaign.delivery.feed import Feed
 from campaign.delivery.passes import PassResult, SendPolicy
 from campaign.domain.addresses import email_hash
 from campaign.domain.plan import Plan
+from campaign.domain.statuses import SubscriberStatus
 from campaign.errors import DatabaseError, PermanentFailure
 from campaign.storage import store
 from campaign.storage.db import Database
@@ -108,7 +109,7 @@ class Outcomes:
         proof = retrying(lambda: self._recorder.record_and_prove(accepted, request), self._real)
         if accepted is not None:
             self._after_sent(accepted, proof.recorded)
-        if proof.status != "active":
+        if proof.status != SubscriberStatus.ACTIVE:
             # Leaving settles the step as skipped and ends the lease; if we still hold it
             # (the status changed otherwise), settle it here.
             reason = "subscriber left before sending"
@@ -177,7 +178,11 @@ class Outcomes:
             failures[0] = store.consecutive_failures(session, claim.subscriber_id)
             if failures[0] >= limit:
                 store.stop_mailing(
-                    session, claim.subscriber_id, "bounced", email_hash(claim.email), now
+                    session,
+                    claim.subscriber_id,
+                    SubscriberStatus.BOUNCED,
+                    email_hash(claim.email),
+                    now,
                 )
             return True
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from campaign.clock import Clock
 from campaign.content.compose import Recipient
 from campaign.delivery.dispatch import Dispatcher
+from campaign.domain.statuses import SubscriberStatus
 from campaign.errors import (
     CampaignError,
     DatabaseError,
@@ -32,7 +33,7 @@ BATCH = 50
 MAX_ATTEMPTS = 6
 RETRY_BASE = timedelta(seconds=30)
 #: statuses that a confirmation link may (re)activate.
-CONFIRMABLE = ("pending", "unsubscribed")
+CONFIRMABLE = (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED)
 
 
 class SignupMail:

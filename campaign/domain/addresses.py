@@ -32,7 +32,7 @@ class WireAddress:
         return not self.local.isascii()
 
 
-@functools.lru_cache(maxsize=4096)  # ~20 µs a domain, and subscribers share domains
+@functools.lru_cache(maxsize=4096)  # IDNA is slow per call, and subscribers share domains
 def ascii_domain(domain: str) -> str:
     """`domain` as an SMTP envelope writes it: an internationalised one as its A-label under
     IDNA 2008 with UTS 46 mapping, non-transitional (straße.de is xn--strae-oqa.de, never

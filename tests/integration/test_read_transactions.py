@@ -19,7 +19,7 @@ from campaign.engine import App, make_service
 from campaign.insights import reports
 from campaign.interfaces.admin import create_admin_app
 from campaign.interfaces.web import create_app
-from campaign.people import signups, subscriptions
+from campaign.people import subscriptions
 from campaign.storage import store
 from campaign.storage.db import Database, WriteInReadTransaction
 from campaign.storage.locks import WriteLock
@@ -127,7 +127,7 @@ def test_numbers_and_metrics_answer_while_another_writer_holds_sqlite_write_lock
             session.execute(text("UPDATE subscribers SET status = 'unsubscribed'"))
             numbers = _promptly(lambda: reports.stats(app.db, app.plan))
             metrics = _promptly(lambda: _get(_admin(app), "/metrics"))
-            exported = _promptly(lambda: signups.export_person(app.db, "ann@example.org"))
+            exported = _promptly(lambda: subscriptions.export_person(app.db, "ann@example.org"))
     finally:
         writer.dispose()
     assert numbers["subscribers"]["active"] == 1

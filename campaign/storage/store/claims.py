@@ -44,8 +44,9 @@ class Claim:
     unknown_outcomes: int = 0
 
 
-# The claim's statements, as plain SQL: through SQLAlchemy's expression layer a batch cost
-# ~7 ms of Python (building, caching and binding statements, typing each row's instants).
+# The claim's statements, as plain SQL (the fast path's rule): through SQLAlchemy's expression
+# layer a batch cost more Python (building, caching and binding statements, typing each row's
+# instants) than the database spent on it.
 # An enrollment whose lease is still running is held by someone else, whatever this host's
 # clock says about its next_due_at.
 _DUE_SQL = (

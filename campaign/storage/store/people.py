@@ -113,7 +113,11 @@ def leave(session: Session, subscriber_id: int, status: SubscriberStatus, now: d
 
 
 def stop_mailing(
-    session: Session, subscriber_id: int | None, status: str, email_hash: str, now: datetime
+    session: Session,
+    subscriber_id: int | None,
+    status: SubscriberStatus,
+    email_hash: str,
+    now: datetime,
 ) -> None:
     """Bounced or complained (`status`, one of `STOPPED`): the subscriber (if still stored)
     leaves with that status, and the address is suppressed (by hash) for the same reason."""
