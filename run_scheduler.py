@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         clock: Clock = FixedClock(args.now) if args.now else SystemClock()
         app = Engine.from_settings(settings, clock=clock)
         app.require_schema()

@@ -323,7 +323,7 @@ def _alone(settings: Settings, connections: int) -> Settings:
 def sender_process(settings: Settings, fixed_clock: bool) -> PassRunner:
     """The engine of a sender process (run there): its share of each pass, on the plan as
     last saved; a fixed clock (`--now`) stands at each pass's instant."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     clock: Clock = FixedClock(datetime.fromtimestamp(0, UTC)) if fixed_clock else SystemClock()
     app = build(settings, clock=clock)
 

@@ -66,6 +66,8 @@ class Settings(BaseModel):
     #: how often a message whose final reply never came is sent again (0 or 1).
     unknown_outcome_retries: int = Field(default=1, ge=0, le=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: text (one readable line) or json (one object a line, for journald or Loki).
+    log_format: Literal["text", "json"] = "text"
     track_clicks: bool = False
     double_opt_in: bool = True
     confirm_token_days: int = Field(default=7, ge=1, le=90)

@@ -81,6 +81,20 @@ def test_the_service_sends_over_smtp_with_once_and_now(run: Run, smtp_server: SM
     assert len(smtp_server.received) == 1
 
 
+def test_log_format_json_prints_one_json_object_a_line(run: Run, smtp_server: SMTPServer) -> None:
+    """With LOG_FORMAT=json every line the service writes parses as JSON, pass line included."""
+    run(*CAMPAIGN, "subscribe", "ann@example.org", "--now", NOW)
+    result = run(*SCHEDULER, "--once", "--now", NOW, extra={"LOG_FORMAT": "json"})
+    assert result.returncode == 0, result.stderr
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+    assert entries
+    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+    assert any("claimed=1 sent=1" in entry["message"] for entry in entries)
+    refused = run(*SCHEDULER, "--once", extra={"LOG_FORMAT": "xml"})
+    assert refused.returncode == 2
+    assert "LOG_FORMAT" in refused.stderr
+
+
 def test_plan_check_passes_on_the_shipped_plan_and_names_file_and_line_on_a_broken_copy(
     run: Run, tmp_path: Path
 ) -> None:

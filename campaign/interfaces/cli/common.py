@@ -93,7 +93,7 @@ def make_app(now: datetime | None = None, *, migrated: bool = True) -> App:
     from campaign.logs import configure_logging
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     clock: Clock = FixedClock(now) if now else SystemClock()
     app = Engine.from_settings(settings, clock=clock)
     if migrated:

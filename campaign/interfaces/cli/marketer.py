@@ -127,7 +127,7 @@ def preview(
         from campaign.logs import configure_logging
 
         settings = load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         clock: Clock = FixedClock(now) if now else SystemClock()
         out.print(f"preview studio: http://127.0.0.1:{port}/  (Ctrl-C to stop)")
         serve_studio(settings, port, clock.now)
