@@ -311,6 +311,7 @@ def make_service(app: App) -> Service:
 
 def _count_pass(metrics: Metrics, result: PassResult, seconds: float) -> None:
     metrics.pass_seconds.observe(seconds)
+    metrics.observe_welcomes(result.welcome_seconds)
     metrics.claims_lost.inc(result.lost)
     metrics.unknown_outcomes.inc(result.unknown)
 
@@ -411,7 +412,10 @@ def build(
         raise PlanError(
             [plan.problem("confirmation", "DOUBLE_OPT_IN is on but the plan has no confirmation:")]
         )
-    signup_mail = SignupMail(signups, dispatcher, clock, owner_id())
+    metrics = Metrics()
+    signup_mail = SignupMail(
+        signups, dispatcher, clock, owner_id(), on_welcome=metrics.observe_welcomes
+    )
     return Engine(
-        settings, clock, db, transport, dispatcher, signups, Metrics(), signup_mail, running
+        settings, clock, db, transport, dispatcher, signups, metrics, signup_mail, running
     )

@@ -135,6 +135,11 @@ class Outcomes:
 
     def _after_sent(self, accepted: Accepted, recorded: bool | None) -> None:
         self._feed.finish(accepted.claim)
+        claim = accepted.claim
+        if recorded and claim.step_key == self._plan.steps[0].key:
+            # The enrollment starts at confirmation (or at signup without double opt-in).
+            latency = (accepted.sent_at - claim.started_at).total_seconds()
+            self._result.welcome_seconds.append(max(latency, 0.0))
         if not recorded:
             # Another engine sent it too: this one was stopped past its lease mid-send.
             self._result.lost += 1

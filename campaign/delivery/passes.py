@@ -3,7 +3,7 @@ request to slow down (RelayThrottled)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from campaign.errors import DatabaseError, TemporaryFailure
 from campaign.errors import RelayThrottled as RelayThrottled
@@ -44,8 +44,11 @@ class PassResult:
     stopped: bool = False
     #: why the pass ended before everything due was handed out (None: it did not).
     halted_by: BaseException | None = None
+    #: seconds from each welcome's enrollment (confirmation, or signup) to the server's 250.
+    welcome_seconds: list[float] = field(default_factory=list)
 
     def add(self, other: PassResult) -> None:
+        self.welcome_seconds.extend(other.welcome_seconds)
         for name in (
             "sent",
             "retried",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from campaign.clock import Clock
@@ -40,8 +41,17 @@ class SignupMail:
     """Sends queued confirmations and wakes the welcome of new subscribers, in a thread of its
     own (`start`) or when called (`drain`, for tests and `run_scheduler.py --once`)."""
 
-    def __init__(self, signups: Signups, dispatcher: Dispatcher, clock: Clock, owner: str) -> None:
+    def __init__(
+        self,
+        signups: Signups,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        owner: str,
+        on_welcome: Callable[[list[float]], None] | None = None,
+    ) -> None:
         self.signups = signups
+        #: told the seconds from enrollment to 250 of each welcome sent (for /metrics).
+        self.on_welcome = on_welcome
         self.dispatcher = dispatcher
         self.clock = clock
         self.owner = owner
@@ -69,6 +79,8 @@ class SignupMail:
             enrollments, self._welcomes = self._welcomes, []
         for enrollment in enrollments:
             result = self.dispatcher.run_pass(now, None, only_enrollment=enrollment)
+            if self.on_welcome is not None:
+                self.on_welcome(result.welcome_seconds)
             if result.error:
                 log.warning(
                     "welcome for enrollment %s waits for the next pass: %s",

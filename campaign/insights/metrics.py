@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -64,6 +64,25 @@ class Metrics:
         self.backlog = Gauge(
             "campaign_backlog_due", "Emails due now and not yet sent.", registry=self.registry
         )
+        self.oldest_due_age = Gauge(
+            "campaign_oldest_due_age_seconds",
+            "Seconds the longest-waiting email due now has waited (0: nothing is due).",
+            registry=self.registry,
+        )
+        self.suppressions = Gauge(
+            "campaign_suppressions",
+            "Addresses never mailed again, by reason (bounced, complained, ...): bounce and "
+            'complaint rates are their growth over campaign_emails{status="sent"}\'s.',
+            ["reason"],
+            registry=self.registry,
+        )
+        self.welcome_seconds = Histogram(
+            "campaign_welcome_latency_seconds",
+            "From a subscriber's enrollment (confirmation, or signup without double opt-in) to "
+            "the mail server's 250 for the welcome email, as sent by this process.",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
+            registry=self.registry,
+        )
         self.last_pass_age = Gauge(
             "campaign_last_pass_age_seconds",
             "Seconds since any scheduler finished a pass.",
@@ -91,6 +110,8 @@ class Metrics:
         subscribers: Mapping[str, int],
         backlog: int,
         last_pass_age: float | None,
+        oldest_due_age: float | None = None,
+        suppressions: Mapping[str, int] | None = None,
         paused: bool = False,
         refuses_writes: bool = False,
     ) -> None:
@@ -99,8 +120,15 @@ class Metrics:
         for status, count in subscribers.items():
             self.subscribers.labels(status=status).set(count)
         self.backlog.set(backlog)
+        self.oldest_due_age.set(oldest_due_age or 0.0)
+        for reason, count in (suppressions or {}).items():
+            self.suppressions.labels(reason=reason).set(count)
         self.last_pass_age.set(last_pass_age if last_pass_age is not None else float("nan"))
         self.paused.set(1 if paused or refuses_writes else 0)
+
+    def observe_welcomes(self, seconds: Iterable[float]) -> None:
+        for latency in seconds:
+            self.welcome_seconds.observe(latency)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -107,6 +107,8 @@ class Snapshot(TypedDict):
     emails: Mapping[tuple[str, str], int]
     subscribers: Mapping[str, int]
     backlog: int
+    oldest_due_age: float | None
+    suppressions: Mapping[str, int]
     last_pass_age: float | None
     paused: bool
 
@@ -115,10 +117,13 @@ def operational_snapshot(db: Database, plan: Plan, now: datetime) -> Snapshot:
     """What /metrics reports: database numbers, the last pass's age, whether sending is paused."""
     with db.read() as session:
         beat = store.latest_heartbeat(session)
+        oldest = store.oldest_due_at(session, plan.id, now)
         return {
             "emails": store.count_deliveries_by_step(session, plan.id),
             "subscribers": store.count_subscribers_by_status(session),
             "backlog": store.due_count(session, plan.id, now),
+            "oldest_due_age": (now - oldest).total_seconds() if oldest else None,
+            "suppressions": store.count_suppressions_by_reason(session),
             "last_pass_age": (now - beat.at).total_seconds() if beat else None,
             "paused": bool(beat and beat.paused_reason),
         }

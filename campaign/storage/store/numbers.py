@@ -19,6 +19,7 @@ from campaign.storage.models import (
     Enrollment,
     Heartbeat,
     Subscriber,
+    Suppression,
 )
 
 
@@ -86,6 +87,25 @@ def count_active_by_last_day(session: Session, plan_id: str) -> dict[int, int]:
         .group_by(Enrollment.last_day)
     )
     return {int(step): int(count) for step, count in rows}
+
+
+def count_suppressions_by_reason(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Suppression.reason, func.count()).group_by(Suppression.reason))
+    return {str(reason): int(count) for reason, count in rows}
+
+
+def oldest_due_at(session: Session, plan_id: str, now: datetime) -> datetime | None:
+    """When the longest-waiting step due at `now` fell due (None: nothing is due)."""
+    return session.scalar(
+        select(func.min(Enrollment.next_due_at))
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(
+            Enrollment.plan_id == plan_id,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Enrollment.next_due_at <= now,
+            Subscriber.status == SubscriberStatus.ACTIVE,
+        )
+    )
 
 
 def due_count(session: Session, plan_id: str, now: datetime) -> int:
