@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -19,7 +21,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from campaign.errors import DatabaseError, DatabaseRefusesWrites
+from campaign.errors import BadInput, DatabaseError, DatabaseRefusesWrites
 from campaign.storage.locks import WriteLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -128,6 +130,30 @@ class Database:
         if not self.is_sqlite or not database or database == ":memory:":
             return None
         return Path(database).resolve()
+
+    def backup_sqlite(self, target: Path) -> Path:
+        """Copy the SQLite database to `target` with SQLite's online backup API: a consistent
+        copy while passes keep writing. Written beside `target` first, then renamed over it,
+        so `target` is never half a database. Returns the file copied."""
+        source = self.sqlite_file
+        if source is None:
+            raise BadInput(
+                "db backup copies a SQLite file; for PostgreSQL use pg_dump "
+                "(see docs/operations.md)"
+            )
+        import sqlite3
+
+        target = target.resolve()
+        if target == source:
+            raise BadInput(f"{target} is the database itself: choose another path")
+        partial = target.with_name(target.name + ".partial")
+        partial.unlink(missing_ok=True)
+        # Read-only, so a backup never takes a writer's lock from a running service.
+        reader = sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)
+        with contextlib.closing(reader), contextlib.closing(sqlite3.connect(partial)) as copy:
+            reader.backup(copy, pages=1024)
+        os.replace(partial, target)
+        return source
 
     @contextmanager
     def transaction(self, *, flush_to_disk: bool = True) -> Iterator[Session]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -454,3 +456,29 @@ def test_a_busy_http_port_stops_the_service_with_a_clear_message(run: Run) -> No
             assert refused.returncode == 1, refused.stderr
             assert f"cannot listen on 127.0.0.1:{port}" in refused.stderr
             assert "Traceback" not in refused.stderr
+
+
+def test_db_backup_copies_sqlite_online_and_points_postgresql_to_pg_dump(
+    run: Run, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`campaign db backup PATH` writes a SQLite copy that opens with its subscribers (a copy
+    again replaces it whole); on PostgreSQL it exits 2 and names pg_dump."""
+    assert run(*CAMPAIGN, "subscribe", "ann@example.org", "--now", NOW).returncode == 0
+    target = tmp_path / "backups" / "campaign.db"
+    target.parent.mkdir()
+    result = run(*CAMPAIGN, "db", "backup", str(target))
+    if not env["DATABASE_URL"].startswith("sqlite"):
+        assert result.returncode == 2
+        assert "pg_dump" in result.stderr
+        assert not target.exists()
+        return
+    assert result.returncode == 0, result.stderr
+    assert f"to {target}" in result.stdout
+    with contextlib.closing(sqlite3.connect(target)) as copy:
+        assert copy.execute("SELECT email FROM subscribers").fetchall() == [("ann@example.org",)]
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert run(*CAMPAIGN, "subscribe", "bob@example.org", "--now", NOW).returncode == 0
+    assert run(*CAMPAIGN, "db", "backup", str(target)).returncode == 0
+    with contextlib.closing(sqlite3.connect(target)) as copy:
+        assert copy.execute("SELECT count(*) FROM subscribers").fetchone() == (2,)
+    assert list(target.parent.iterdir()) == [target]

@@ -34,6 +34,15 @@ def db_upgrade() -> None:
     out.print(f"database ready: {app.db.engine.url.render_as_string(hide_password=True)}")
 
 
+@db.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def db_backup(path: Path) -> None:
+    """Copy the SQLite database to PATH while the service runs (SQLite's online backup)."""
+    app = make_app()
+    source = app.db.backup_sqlite(path)
+    out.print(f"backed up {source} to {path.resolve()}", markup=False, soft_wrap=True)
+
+
 @main.command()
 @click.argument("email", type=TEXT)
 @click.option("--name", type=TEXT, default=None, help="First name, used in greetings.")
