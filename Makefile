@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 NODE_STAMP := node_modules/.package-lock.json
 
+# `make run HOST=0.0.0.0 PORT=8080`: where the signup pages listen (PUBLIC_BASE_URL follows
+# unless set). Plain `=`: only the command line overrides them, not a shell's own $HOST.
+HOST = 127.0.0.1
+PORT = 8000
+
 .PHONY: install run test lint clean ebook
 
 $(STAMP): pyproject.toml
@@ -22,13 +27,13 @@ run: $(STAMP)
 	$(BIN)/campaign plan check
 	@echo
 	@echo "The engine is starting on the embedded defaults (SQLite campaign.db, dev sink outbox/)."
-	@echo "Sign up at http://127.0.0.1:8000/subscribe, then open the confirmation email:"
+	@echo "Sign up at http://$(HOST):$(PORT)/subscribe, then open the confirmation email:"
 	@echo "    ls outbox/        # each email is an .eml file: open it in any mail client"
 	@echo "Or add a subscriber directly (no confirmation) from another terminal:"
 	@echo "    .venv/bin/campaign subscribe you@example.com --name You --timezone Europe/Berlin"
 	@echo "Stop with Ctrl-C."
 	@echo
-	$(BIN)/python run_scheduler.py --http 127.0.0.1:8000
+	HTTP_HOST=$(HOST) HTTP_PORT=$(PORT) $(BIN)/python run_scheduler.py --http $(HOST):$(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -27,7 +27,7 @@ from campaign.storage.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.scratch import scratch_database  # noqa: E402 - after the path is set
+from bench.scratch import REAL_SENDER, scratch_database  # noqa: E402 - after the path is set
 
 NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
 
@@ -92,6 +92,7 @@ def run(url: str, count: int) -> tuple[subscriptions.ImportReport, float, PassRe
             {
                 "DATABASE_URL": url,
                 "SMTP_HOST": "127.0.0.1",
+                **REAL_SENDER,
                 "SMTP_PORT": str(port),
                 "SMTP_SECURITY": "none",
                 "SECRET_KEY": "bench-secret-key-0123456789-0123456789",

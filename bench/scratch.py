@@ -30,6 +30,11 @@ TEMPLATES_DIR = ROOT / "templates" / "emails"
 #: The instant every benchmark pretends it is (passed as `--now` or a fixed clock).
 NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
 SECRET_KEY = "bench-secret-key-0123456789-0123456789"  # noqa: S105 - signs links to nobody
+#: A sender and footer address that are not the shipped placeholders (refused with SMTP_HOST).
+REAL_SENDER = {
+    "MAIL_FROM": "Pain & Injury Doctor <newsletter@example.org>",
+    "POSTAL_ADDRESS": "Pain & Injury Doctor, 1 Test Street, Testville",
+}
 SINKS = ("auto", "smtp-sink", "aiosmtpd")
 _CHUNK = 20_000
 _ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo")
@@ -76,7 +81,9 @@ def engine_env(url: str, smtp_port: int | None = None, **extra: str) -> dict[str
         **extra,
     }
     if smtp_port is not None:
-        env.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp_port), SMTP_SECURITY="none")
+        env.update(
+            SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp_port), SMTP_SECURITY="none", **REAL_SENDER
+        )
     return env
 
 

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.scratch import (  # noqa: E402 - after the path is set
     PLAN_PATH,
+    REAL_SENDER,
     TEMPLATES_DIR,
     load_campaign,
     scratch_database,
@@ -148,6 +149,7 @@ def measure(
         **os.environ,
         "DATABASE_URL": url,
         "SMTP_HOST": "127.0.0.1",
+        **REAL_SENDER,
         "SMTP_PORT": str(smtp_port),
         "SMTP_SECURITY": "none",
         "SECRET_KEY": "latency-bench-secret-0123456789-0123456789",

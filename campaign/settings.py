@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import ssl
@@ -10,6 +11,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -17,6 +19,28 @@ from campaign.errors import ConfigError
 
 #: Used only when no SMTP_HOST is set (dev sink): links still verify across restarts.
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
+#: The sender and footer address shipped as defaults here and in `.env.example`: placeholders,
+#: refused once SMTP_HOST is set (real people would receive them).
+SHIPPED_MAIL_FROM = "Pain & Injury Doctor <newsletter@example.com>"
+PLACEHOLDER_POSTAL_ADDRESS = "Pain & Injury Doctor, 123 Example Street, Springfield, USA"
+#: The default plan, email templates, pages and ebook installed with the package: used when
+#: the setting is unset and its default path is missing under CAMPAIGN_HOME.
+PACKAGED_DEFAULTS = Path(__file__).resolve().parent / "defaults"
+_PACKAGED_FALLBACKS = {
+    "plan_path": "plans/thirty_day.yaml",
+    "templates_dir": "templates/emails",
+    "pages_dir": "templates/web",
+}
+#: Settings holding a path: a relative one is taken from CAMPAIGN_HOME when that is set.
+_PATH_SETTINGS = (
+    "plan_path",
+    "templates_dir",
+    "assets_dir",
+    "outbox_dir",
+    "pages_dir",
+    "smtp_ca_file",
+)
+_SQLITE_PREFIX = "sqlite:///"
 _DOMAIN = re.compile(
     r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 )
@@ -27,6 +51,9 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    #: the base folder relative paths (and a relative SQLite file) are taken from; None: the
+    #: working folder. `.env` is read from it too.
+    campaign_home: Path | None = None
     database_url: str = "sqlite:///campaign.db"
     smtp_host: str | None = None
     smtp_port: int | None = Field(default=None, ge=1, le=65535)
@@ -39,7 +66,7 @@ class Settings(BaseModel):
     #: a PEM bundle of the CAs trusted for the mail server's certificate, instead of the
     #: system's store (a private relay, a test CA). Verification stays on either way.
     smtp_ca_file: Path | None = None
-    mail_from: str = "Pain & Injury Doctor <newsletter@example.com>"
+    mail_from: str = SHIPPED_MAIL_FROM
     #: the domain of the VERP return path `bounces+TOKEN@BOUNCE_DOMAIN` (default: MAIL_FROM's).
     bounce_domain: str | None = None
     public_base_url: str = "http://localhost:8000"
@@ -51,7 +78,7 @@ class Settings(BaseModel):
     assets_dir: Path | None = None
     outbox_dir: Path = Path("outbox")
     ebook_url: str | None = None
-    postal_address: str = "Pain & Injury Doctor, 123 Example Street, Springfield, USA"
+    postal_address: str = PLACEHOLDER_POSTAL_ADDRESS
     tick_seconds: float = Field(default=30.0, gt=0)
     send_rate_per_second: float = Field(default=0.0, ge=0)
     send_rate_per_hour: float = Field(default=0.0, ge=0)
@@ -93,6 +120,13 @@ class Settings(BaseModel):
             raise ValueError("must be an address such as 'Name <newsletter@example.com>'")
         Address(display_name=name, addr_spec=addr)  # raises on an unusable address
         return value
+
+    @field_validator("postal_address")
+    @classmethod
+    def _postal_address_is_not_blank(cls, value: str) -> str:
+        # Blank means unset: the placeholder, which is refused with SMTP_HOST and announced
+        # at start without it (never a silent fallback).
+        return value.strip() or PLACEHOLDER_POSTAL_ADDRESS
 
     @field_validator("bounce_domain")
     @classmethod
@@ -185,6 +219,11 @@ class Settings(BaseModel):
         values: dict[str, Any] = {
             names[key]: value for key, value in environ.items() if key in names and value != ""
         }
+        _resolve_paths(values)
+        if "public_base_url" not in values:
+            values["public_base_url"] = _local_base_url(
+                values.get("http_host", "127.0.0.1"), values.get("http_port", "8000")
+            )
         try:
             settings = cls(**values)
         except ValidationError as exc:
@@ -208,6 +247,74 @@ class Settings(BaseModel):
             raise ConfigError("SECRET_KEY", "must be at least 32 characters long")
         if self.smtp_username and not self.smtp_password:
             raise ConfigError("SMTP_PASSWORD", "must be set when SMTP_USERNAME is set")
+        if self.mail_from == SHIPPED_MAIL_FROM:
+            raise ConfigError(
+                "MAIL_FROM",
+                "still holds the shipped example sender; set your own address (a domain with "
+                "SPF and DKIM) when SMTP_HOST is set",
+            )
+        if self.postal_address == PLACEHOLDER_POSTAL_ADDRESS:
+            raise ConfigError(
+                "POSTAL_ADDRESS",
+                "is empty or still holds the shipped placeholder; set your real postal address "
+                "(every email's footer, required by anti-spam law) when SMTP_HOST is set",
+            )
+
+    def start_warnings(self) -> list[str]:
+        """What an operator should hear once at start: settings that work but are risky."""
+        warnings = []
+        if self.postal_address == PLACEHOLDER_POSTAL_ADDRESS:
+            warnings.append(
+                "POSTAL_ADDRESS is not set: the dev sink's emails carry the placeholder "
+                f"{PLACEHOLDER_POSTAL_ADDRESS!r} (refused once SMTP_HOST is set)"
+            )
+        url = urlsplit(self.public_base_url)
+        if url.scheme != "https" and not _is_loopback(url.hostname or ""):
+            warnings.append(
+                f"PUBLIC_BASE_URL {self.public_base_url} is not https: links in emails and "
+                "signup pages travel in clear text (serve them behind a TLS proxy)"
+            )
+        return warnings
+
+
+def _resolve_paths(values: dict[str, Any]) -> None:
+    """Relative paths from CAMPAIGN_HOME (if set); unset defaults missing there: the packaged."""
+    home = Path(values["campaign_home"]).expanduser() if "campaign_home" in values else None
+    if home is not None:
+        for name in _PATH_SETTINGS:
+            if name in values and not Path(values[name]).expanduser().is_absolute():
+                values[name] = str(home / values[name])
+        url = values.get("database_url", f"{_SQLITE_PREFIX}campaign.db")
+        sqlite_file = url.removeprefix(_SQLITE_PREFIX) if url.startswith(_SQLITE_PREFIX) else ""
+        if sqlite_file and sqlite_file != ":memory:" and not sqlite_file.startswith("/"):
+            values["database_url"] = f"{_SQLITE_PREFIX}{home / sqlite_file}"
+    for name, default in _PACKAGED_FALLBACKS.items():
+        if name in values:
+            continue
+        local = (home or Path()) / default
+        if not local.exists():
+            values[name] = str(PACKAGED_DEFAULTS / default)
+        elif home is not None:
+            values[name] = str(local)
+
+
+def _local_base_url(host: str, port: str) -> str:
+    """PUBLIC_BASE_URL when unset: the HTTP listener's own address (localhost for loopback and
+    every-interface binds, as a browser on this machine reaches them)."""
+    bare = host.strip("[]")
+    if bare in {"", "0.0.0.0", "::"} or _is_loopback(bare):  # noqa: S104 - compared, not bound
+        bare = "localhost"
+    shown = f"[{bare}]" if ":" in bare else bare
+    return f"http://{shown}:{port}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def mask_url_password(url: str) -> str:
@@ -215,9 +322,13 @@ def mask_url_password(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
-def load_environment(env_file: Path | str = ".env") -> dict[str, str]:
-    """The process environment over the `.env` file (real environment variables win)."""
+def load_environment(env_file: Path | str | None = None) -> dict[str, str]:
+    """The process environment over the `.env` file (real environment variables win); by
+    default the `.env` in CAMPAIGN_HOME, else in the working folder."""
     from dotenv import dotenv_values
+
+    if env_file is None:
+        env_file = Path(os.environ.get("CAMPAIGN_HOME") or ".").expanduser() / ".env"
 
     merged = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
     merged.update(os.environ)

@@ -501,7 +501,12 @@ def test_smtp_ca_file_must_be_a_pem_file_of_certificates(
 ) -> None:
     """SMTP_CA_FILE naming a missing file, or a file with no certificate in it, stops start-up
     with a ConfigError naming SMTP_CA_FILE; a PEM file of CA certificates is taken."""
-    base = {"SMTP_HOST": "127.0.0.1", "SECRET_KEY": "k" * 40}
+    base = {
+        "SMTP_HOST": "127.0.0.1",
+        "SECRET_KEY": "k" * 40,
+        "MAIL_FROM": "News <news@example.org>",
+        "POSTAL_ADDRESS": "1 Test Street, Testville",
+    }
     not_pem = tmp_path / "not-a-certificate.pem"
     not_pem.write_text("hello\n")
     for path in (tmp_path / "missing.pem", not_pem):

@@ -70,6 +70,13 @@ def test_subcommand_help_loads_no_heavy_module(tmp_path: Path) -> None:
     assert not loaded & HEAVY_FOR_HELP
 
 
+def test_run_help_loads_no_heavy_module(tmp_path: Path) -> None:
+    """`campaign run --help` does not load the service it describes."""
+    done, loaded = _run("run", "--help", tmp_path=tmp_path)
+    assert "--once" in done.stdout, done.stderr
+    assert not loaded & HEAVY_FOR_HELP
+
+
 def test_plan_check_without_a_database_loads_no_database_or_web_module(tmp_path: Path) -> None:
     """`campaign plan check` with no database file loads the plan and the renderer only."""
     done, loaded = _run("plan", "check", tmp_path=tmp_path)

@@ -16,6 +16,9 @@ PRODUCTION = {
     "SMTP_USERNAME": "mailer",
     "SMTP_PASSWORD": PASSWORD,
     "SECRET_KEY": SECRET_KEY,
+    # Real values: the shipped placeholders are refused once SMTP_HOST is set.
+    "MAIL_FROM": "Clinic <news@clinic.example.org>",
+    "POSTAL_ADDRESS": "Clinic, 1 Real Street, Realtown",
 }
 
 

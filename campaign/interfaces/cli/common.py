@@ -73,6 +73,26 @@ class TextType(click.ParamType):  # type: ignore[type-arg]  # click 8.2+ is gene
 TEXT = TextType()
 
 
+def parse_host_port(text: str) -> tuple[str, int]:
+    """`127.0.0.1:8000` -> ("127.0.0.1", 8000); ValueError naming the expected shape."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8000)")
+    return host, int(port)
+
+
+class HostPortType(click.ParamType):  # type: ignore[type-arg]  # click 8.2+ is generic
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_host_port(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 NOW = click.option(
     "--now",
     type=InstantType(),

@@ -5,6 +5,7 @@ Each command imports what it uses: `campaign --help` loads none of it (see cli.c
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import click
 from campaign.interfaces.cli.common import (
     NOW,
     TEXT,
+    HostPortType,
     err,
     main,
     make_app,
@@ -168,6 +170,25 @@ def tick(now: datetime | None) -> None:
 
 
 @main.command()
+@click.option("--once", is_flag=True, help="Drain what is due and exit (cron, tests).")
+@NOW
+@click.option(
+    "--http",
+    type=HostPortType(),
+    default=None,
+    help="Also serve the signup and unsubscribe pages and /healthz (/metrics: ADMIN_LISTEN).",
+)
+def run(once: bool, now: datetime | None, http: tuple[str, int] | None) -> None:
+    """Run the engine as a service: a sending pass every TICK_SECONDS until SIGTERM (the same
+    as run_scheduler.py)."""
+    from campaign.interfaces import service
+
+    code = service.run(once=once, now=now, http=http)
+    if code:
+        sys.exit(code)
+
+
+@main.command()
 @click.option("--host", default=None, help="Address to listen on (default HTTP_HOST, 127.0.0.1).")
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=None, help="Port (default HTTP_PORT, 8000)."
@@ -179,6 +200,8 @@ def serve(host: str | None, port: int | None) -> None:
     from campaign.interfaces.web import listen, make_server
 
     app = make_app()
+    for warning in app.settings.start_warnings():  # once, as the service does
+        logging.getLogger("campaign.web").warning("%s", warning)
     require_plan_identity(app)  # the pages send confirmations and welcomes themselves
     host = host or app.settings.http_host
     port = port or app.settings.http_port
