@@ -16,7 +16,7 @@ from campaign.content.dkim_keys import KeyType, SigningKey, new_signing_key
 from campaign.content.mime import address, build_message
 from campaign.delivery.smtp import SMTPTransport
 from campaign.domain.transport import Envelope
-from campaign.people import subscriptions
+from campaign.people import signups, subscriptions
 from tests.conftest import EngineFactory
 from tests.helpers import tick
 from tests.smtp_server import SMTPServer
@@ -96,6 +96,28 @@ def test_every_shipped_step_verifies_as_received(
         assert signed_headers(mail.data) == [*SIGNED, "feedback-id"], step
         assert mail.message["Feedback-ID"] == f"{step}:thirty-day-self-healing:drip:painclinic"
         assert mail.message["List-Id"].endswith("<thirty-day-self-healing.example.org>")
+
+
+def test_the_double_opt_in_confirmation_verifies_too(
+    engine: EngineFactory, smtp_server: SMTPServer, key_file: tuple[Path, SigningKey]
+) -> None:
+    """The confirmation email a signup queues is signed like the plan's steps."""
+    path, key = key_file
+    app, _ = engine(
+        START,
+        DKIM_DOMAIN=DOMAIN,
+        DKIM_SELECTOR=SELECTOR,
+        DKIM_PRIVATE_KEY_FILE=str(path),
+        FEEDBACK_ID_SENDER="painclinic",
+    )
+    app.signups.signup(
+        email="new@example.net", first_name="", timezone="UTC", visitor=signups.Visitor(), now=START
+    )
+    app.signup_mail.drain(START)
+    [confirmation] = smtp_server.to("new@example.net")
+    assert dkim.verify(confirmation.data, dnsfunc=dns_stub(key))
+    assert signed_headers(confirmation.data) == [*SIGNED, "feedback-id"]
+    assert str(confirmation.message["Feedback-ID"]).endswith(":confirm:painclinic")
 
 
 def test_a_tampered_body_or_header_fails(
