@@ -195,3 +195,22 @@ def test_the_cli_help_loads_no_signing_library(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.stdout.strip().endswith("[]"), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
+def test_a_non_ascii_recipient_and_subject_still_verify(kind: str) -> None:
+    """A UTF-8 local part (SMTPUTF8), an encoded name and subject: the signature holds."""
+    _, key = new_signing_key("rsa" if kind == "rsa" else "ed25519")
+    data = build_message(
+        sender=address("newsletter@example.org", "Clinic"),
+        recipient=address("jürgen@straße.de", "Zoë Müller"),
+        subject="Grüße — день 1",
+        text="Hallo Zoë\n",
+        html="<p>Zoë</p>\n",
+        message_id="<m2@example.org>",
+        date=datetime(2026, 10, 20, tzinfo=UTC),
+        extra_headers={"List-Id": "Plän <plan.example.org>"},
+    )
+    signed = DkimSigner("example.org", "s1", key).sign(data)
+    record = f"v=DKIM1; k={kind}; p={key.public}".encode()
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
