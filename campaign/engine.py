@@ -17,6 +17,7 @@ from pathlib import Path
 
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.content.compose import Composer
+from campaign.content.dkim import signer_from_settings
 from campaign.content.plan_check import check_plan as check_plan
 from campaign.content.plan_check import shared_context as shared_context
 from campaign.content.snapshot import Content, content_for, plan_fingerprint
@@ -202,7 +203,7 @@ class Engine:
             return False
         self._refuse_plan_edit(None)
         # One assignment: a pass or request reading `content` gets the old pair or the new.
-        running.content = content_for(self.settings, plan)
+        running.content = content_for(self.settings, plan, running.content.composer.dkim)
         log.info("plan reloaded: %s, %d steps", plan.source, len(plan.steps))
         return True
 
@@ -373,7 +374,7 @@ def build(
     """
     clock = clock or SystemClock()
     plan = load_plan(plan_path or settings.plan_path, settings.templates_dir, settings.assets_dir)
-    content = content_for(settings, plan)
+    content = content_for(settings, plan, signer_from_settings(settings))
     for problem in content.renderer.problems:
         log.error("plan problem (steps affected are retried until fixed): %s", problem)
     transport = transport or make_transport(settings)

@@ -111,6 +111,12 @@ class Settings(BaseModel):
     forwarded_allow_ips: str = "127.0.0.1"
     #: the operators' listener (/metrics, detailed /healthz): HOST:PORT, or "off".
     admin_listen: str = "127.0.0.1:9100"
+    #: DKIM signing: all three set, or none (unsigned). The domain should be MAIL_FROM's.
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key_file: Path | None = None
+    #: the SenderId of Gmail's Feedback-ID header (`step:plan:kind:SenderId`); unset: no header.
+    feedback_id_sender: str | None = None
 
     @field_validator("mail_from")
     @classmethod
@@ -131,11 +137,30 @@ class Settings(BaseModel):
     @field_validator("bounce_domain")
     @classmethod
     def _bounce_domain_is_a_domain(cls, value: str | None) -> str | None:
+        return _domain_name(value)
+
+    @field_validator("dkim_domain")
+    @classmethod
+    def _dkim_domain_is_a_domain(cls, value: str | None) -> str | None:
+        return _domain_name(value)
+
+    @field_validator("dkim_selector")
+    @classmethod
+    def _dkim_selector_is_a_label(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        value = value.strip().lower().rstrip(".")
-        if not _DOMAIN.fullmatch(value) or len(value) > 253:
-            raise ValueError("must be a domain name such as 'example.com' (ASCII, A-labels)")
+        value = value.strip().lower()
+        if not _DOMAIN.fullmatch(value):
+            raise ValueError("must be a DNS label such as 'campaign2026' (letters, digits, -)")
+        return value
+
+    @field_validator("feedback_id_sender")
+    @classmethod
+    def _feedback_id_sender_is_a_token(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+            raise ValueError("must be 1-64 letters, digits, '.', '_' or '-' (no ':')")
         return value
 
     @field_validator("public_base_url")
@@ -235,7 +260,22 @@ class Settings(BaseModel):
             problem = error["msg"].removeprefix("Value error, ")
             raise ConfigError(variable, f"has value {shown_text!r}. {problem}.") from exc
         settings._check_production()
+        settings._check_dkim()
         return settings
+
+    def _check_dkim(self) -> None:
+        """DKIM needs its three settings together: a partial set is a mistake, not "off"."""
+        dkim = {
+            "DKIM_DOMAIN": self.dkim_domain,
+            "DKIM_SELECTOR": self.dkim_selector,
+            "DKIM_PRIVATE_KEY_FILE": self.dkim_private_key_file,
+        }
+        given = [name for name, value in dkim.items() if value is not None]
+        missing = [name for name, value in dkim.items() if value is None]
+        if given and missing:
+            raise ConfigError(
+                missing[0], f"must be set when {given[0]} is set (DKIM needs all three)"
+            )
 
     def _check_production(self) -> None:
         """A real mail server means real people: refuse the dev-only defaults."""
@@ -315,6 +355,15 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _domain_name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower().rstrip(".")
+    if not _DOMAIN.fullmatch(value) or len(value) > 253:
+        raise ValueError("must be a domain name such as 'example.com' (ASCII, A-labels)")
+    return value
 
 
 def mask_url_password(url: str) -> str:

@@ -13,11 +13,12 @@ from html import unescape
 from pathlib import Path
 from typing import Any
 
+from campaign.content.dkim import DkimSigner
 from campaign.content.mime import Attachment, PartText, address, build_message
 from campaign.content.render import Renderer, subscriber_context
 from campaign.content.step_render import RenderedEmail
 from campaign.domain import tokens
-from campaign.domain.addresses import wire_address
+from campaign.domain.addresses import ascii_domain, wire_address
 from campaign.domain.confine import escape_reason
 from campaign.domain.plan import Plan, Step
 from campaign.domain.transport import Envelope
@@ -25,6 +26,8 @@ from campaign.domain.verp import CONFIRMATION, DELIVERY, ReturnPaths
 from campaign.errors import RenderError
 
 _HREF = re.compile(r'href="(https?://[^"]+)"')
+# What a List-Id's dot-atom and a Feedback-ID's colon-separated fields may carry.
+_NOT_ATOM = re.compile(r"[^A-Za-z0-9-]+")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Composer:
         secret_key: str,
         track_clicks: bool = False,
         return_paths: ReturnPaths | None = None,
+        dkim: DkimSigner | None = None,
+        feedback_id_sender: str | None = None,
     ) -> None:
         self.plan = plan
         self.renderer = renderer
@@ -63,6 +68,9 @@ class Composer:
         self.track_clicks = track_clicks
         self.return_paths = return_paths
         self._attachments: dict[Path, Attachment] = {}
+        self.dkim = dkim
+        self.feedback_id_sender = feedback_id_sender
+        self.list_id = list_id(plan, sender)
 
     def new_message_id(self) -> str:
         # 128 random bits, as a UUID4 has (122), at a quarter of the cost.
@@ -135,14 +143,26 @@ class Composer:
                 # RFC 8058 one-click unsubscribe: mailbox providers show an Unsubscribe button.
                 "List-Unsubscribe": f"<{unsubscribe}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "List-Id": self.list_id,
+                **self._feedback_id(step, confirmation),
                 "X-Campaign-Step": f"{self.plan.id}/{step.key}",
             },
             attachments=[self._attachment(step, path) for path in step.attachments],
         )
+        if self.dkim is not None:
+            data = self.dkim.sign(data)
         envelope_sender = self.envelope_sender(recipient, delivery_id, confirmation=confirmation)
         wire = wire_address(recipient.email)
         envelope = Envelope(envelope_sender, wire.addr_spec, smtputf8=wire.smtputf8)
         return Composed(envelope, data, rendered)
+
+    def _feedback_id(self, step: Step, confirmation: bool) -> dict[str, str]:
+        """Gmail's Feedback-ID, `step:plan:kind:SenderId`: complaint rates per step and plan."""
+        if not self.feedback_id_sender:
+            return {}
+        kind = "confirm" if confirmation else "drip"
+        fields = [_NOT_ATOM.sub("-", step.key), _NOT_ATOM.sub("-", self.plan.id), kind]
+        return {"Feedback-ID": ":".join([*fields, self.feedback_id_sender])}
 
     def envelope_sender(
         self, recipient: Recipient, delivery_id: int | None, *, confirmation: bool = False
@@ -190,3 +210,13 @@ class Composer:
             maintype, subtype = kind.split("/", 1)
             self._attachments[path] = Attachment(path.name, path.read_bytes(), maintype, subtype)
         return self._attachments[path]
+
+
+def list_id(plan: Plan, sender: Address) -> str:
+    """RFC 2919 `"Plan name" <plan-id.sender-domain>`: mailbox providers group and filter by it."""
+    label = _NOT_ATOM.sub("-", plan.id).strip("-") or "plan"
+    ident = f"<{label}.{ascii_domain(sender.domain).lower()}>"
+    name = plan.name
+    if name.isascii() and name.isprintable():
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '" ' + ident
+    return f"{name} {ident}"

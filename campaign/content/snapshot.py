@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from campaign.content.compose import Composer
+from campaign.content.dkim import DkimSigner
 from campaign.content.mime import address
 from campaign.content.plan_check import shared_context
 from campaign.content.render import Renderer
@@ -24,8 +25,9 @@ class Content:
     composer: Composer
 
 
-def content_for(settings: Settings, plan: Plan) -> Content:
-    """The plan with the renderer and composer `settings` ask for."""
+def content_for(settings: Settings, plan: Plan, dkim: DkimSigner | None = None) -> Content:
+    """The plan with the renderer and composer `settings` ask for, signing with `dkim` if
+    given (read once at start by `dkim.signer_from_settings`, kept across plan reloads)."""
     renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
     composer = Composer(
         plan=plan,
@@ -35,6 +37,8 @@ def content_for(settings: Settings, plan: Plan) -> Content:
         secret_key=settings.secret_key.get_secret_value(),
         track_clicks=settings.track_clicks,
         return_paths=return_paths(settings),
+        dkim=dkim,
+        feedback_id_sender=settings.feedback_id_sender,
     )
     return Content(plan, renderer, composer)
 

@@ -43,6 +43,7 @@ HEADERS = {
     "mime-version",
     "list-unsubscribe",
     "list-unsubscribe-post",
+    "list-id",
     "x-campaign-step",
     "content-type",
 }
