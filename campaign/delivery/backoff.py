@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from campaign.delivery.passes import RelayThrottled
 from campaign.domain import schedule
+from campaign.errors import RelayThrottled
 
 
 class RelayBackoff:

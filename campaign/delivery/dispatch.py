@@ -27,12 +27,13 @@ from campaign.delivery.backoff import RelayBackoff
 from campaign.delivery.feed import DueClaims, Feed, LeaseKeeper
 from campaign.delivery.outcomes import Outcomes
 from campaign.delivery.pacing import SendBudget, StopWaiting, buckets_for
-from campaign.delivery.passes import PassResult, RelayThrottled, SendPolicy, is_throttle
+from campaign.delivery.passes import PassResult, SendPolicy, is_throttle
 from campaign.domain.plan import Plan
 from campaign.domain.transport import Connection, Transport
 from campaign.errors import (
     DatabaseError,
     PermanentFailure,
+    RelayThrottled,
     RenderError,
     TemporaryFailure,
     TransportUnavailable,

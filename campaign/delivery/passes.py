@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from campaign.errors import DatabaseError, TemporaryFailure
-from campaign.errors import RelayThrottled as RelayThrottled
 
 
 def is_throttle(failure: TemporaryFailure) -> bool:

@@ -8,7 +8,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from campaign.errors import InvalidToken as InvalidToken
+from campaign.errors import InvalidToken
 
 #: What a confirmation link's token is for. It names a confirmation row, never reused, not a
 #: subscriber (links before schema 0008 did, as "confirm", a purpose nothing verifies now).

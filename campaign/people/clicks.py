@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from campaign.domain import tokens
+from campaign.errors import InvalidToken
 from campaign.storage import store
 from campaign.storage.db import Database
 
@@ -17,7 +18,7 @@ def follow(db: Database, secret_key: str, token: str, now: datetime) -> str:
     """
     claims = tokens.verify(secret_key, token, "click", now)
     if not claims.data.startswith(("https://", "http://")):
-        raise tokens.InvalidToken()
+        raise InvalidToken()
     with db.transaction() as session:
         store.record_click(session, claims.subject_id, claims.data, now)
     return claims.data

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from campaign.domain.plan import Key, Plan
-from campaign.errors import OrphanedEnrollments as OrphanedEnrollments
-from campaign.errors import RenameRefused as RenameRefused
+from campaign.errors import OrphanedEnrollments, RenameRefused
 
 if TYPE_CHECKING:
     from campaign.storage.db import Database

@@ -14,7 +14,7 @@ from campaign.domain import tokens
 from campaign.domain.addresses import email_hash
 from campaign.domain.statuses import STOPPED, ConsentKind, SubscriberStatus, SuppressionReason
 from campaign.domain.transport import Transport
-from campaign.errors import BadInput
+from campaign.errors import BadInput, InvalidToken
 from campaign.people import subscriptions
 from campaign.people.person_fields import checked_timezone, first_name_of, normalise_address
 from campaign.people.subscriptions import Visitor
@@ -149,7 +149,7 @@ class Signups:
         with self.db.read() as session:
             link = store.confirmation_link(session, confirmation_id)
         if link is None or link.inert:
-            raise tokens.InvalidToken("This link is no longer valid.")
+            raise InvalidToken("This link is no longer valid.")
 
     def confirm(self, token: str, visitor: Visitor, now: datetime) -> int | None:
         """Activate and enrol the subscriber; the enrollment whose welcome is due now, if any.
@@ -162,7 +162,7 @@ class Signups:
             link = store.confirmation_link(session, confirmation_id)
             known = store.subscriber_by_id(session, link.subscriber_id) if link else None
             if link is None or link.inert or known is None:
-                raise tokens.InvalidToken("This link is no longer valid.")
+                raise InvalidToken("This link is no longer valid.")
             subscriptions.record_consent(session, known.id, ConsentKind.CONFIRM, visitor, now)
             if known.status == SubscriberStatus.ACTIVE:
                 return None  # a second click: nothing restarts

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign.domain.tokens import InvalidToken, sign, verify
+from campaign.domain.tokens import sign, verify
 from campaign.domain.verp import (
     CONFIRMATION,
     DELIVERY,
@@ -19,6 +19,7 @@ from campaign.domain.verp import (
     parse,
     tokens_in,
 )
+from campaign.errors import InvalidToken
 from campaign.people.bounces import Finding, evidence_of, findings
 from campaign.people.report_trust import MAX_CLUES
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from campaign.domain.tokens import InvalidToken, TokenClaims, sign, verify
+from campaign.domain.tokens import TokenClaims, sign, verify
+from campaign.errors import InvalidToken
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 NOW = datetime(2026, 5, 1, 7, 0, tzinfo=UTC)
