@@ -147,12 +147,7 @@ class Settings(BaseModel):
     @field_validator("dkim_selector")
     @classmethod
     def _dkim_selector_is_a_label(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip().lower()
-        if not _DOMAIN.fullmatch(value):
-            raise ValueError("must be a DNS label such as 'campaign2026' (letters, digits, -)")
-        return value
+        return None if value is None else dkim_selector(value)
 
     @field_validator("feedback_id_sender")
     @classmethod
@@ -358,11 +353,22 @@ def _is_loopback(host: str) -> bool:
 
 
 def _domain_name(value: str | None) -> str | None:
-    if value is None:
-        return None
+    return None if value is None else domain_name(value)
+
+
+def domain_name(value: str) -> str:
+    """`value` as a DNS name (lower case, no final dot); ValueError if it is not one."""
     value = value.strip().lower().rstrip(".")
     if not _DOMAIN.fullmatch(value) or len(value) > 253:
         raise ValueError("must be a domain name such as 'example.com' (ASCII, A-labels)")
+    return value
+
+
+def dkim_selector(value: str) -> str:
+    """`value` as a DKIM selector (lower case); ValueError if it is not DNS labels."""
+    value = value.strip().lower()
+    if not _DOMAIN.fullmatch(value):
+        raise ValueError("must be a DNS label such as 'campaign2026' (letters, digits, -)")
     return value
 
 

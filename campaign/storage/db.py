@@ -150,9 +150,13 @@ class Database:
         partial.unlink(missing_ok=True)
         # Read-only, so a backup never takes a writer's lock from a running service.
         reader = sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)
-        with contextlib.closing(reader), contextlib.closing(sqlite3.connect(partial)) as copy:
-            reader.backup(copy, pages=1024)
-        os.replace(partial, target)
+        try:
+            with contextlib.closing(reader), contextlib.closing(sqlite3.connect(partial)) as copy:
+                reader.backup(copy, pages=1024)
+            os.replace(partial, target)
+        except (sqlite3.OperationalError, OSError) as exc:
+            partial.unlink(missing_ok=True)
+            raise BadInput(f"cannot write the backup to {target}: {exc}") from exc
         return source
 
     @contextmanager

@@ -482,3 +482,8 @@ def test_db_backup_copies_sqlite_online_and_points_postgresql_to_pg_dump(
     with contextlib.closing(sqlite3.connect(target)) as copy:
         assert copy.execute("SELECT count(*) FROM subscribers").fetchone() == (2,)
     assert list(target.parent.iterdir()) == [target]
+    missing = tmp_path / "no-such-folder" / "campaign.db"
+    refused = run(*CAMPAIGN, "db", "backup", str(missing))
+    assert refused.returncode == 2, refused.stderr
+    assert str(missing) in refused.stderr
+    assert "Traceback" not in refused.stderr

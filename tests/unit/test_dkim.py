@@ -154,6 +154,28 @@ def test_keygen_writes_a_private_key_0600_and_prints_its_record(
     assert "never overwritten" in again.output
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--domain", "exa mple;com"),
+        ("--domain", "-x.example"),
+        ("--selector", 's1"x'),
+        ("--selector", "a b"),
+    ],
+)
+def test_keygen_refuses_a_name_no_dns_record_could_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str, value: str
+) -> None:
+    """A selector or domain that is not DNS labels: exit 2 naming the option, and no key
+    written (a record printed for it could never be published)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["dkim", "keygen", "--out", "k.pem", "--domain", "example.org", option, value]
+    result = CliRunner().invoke(main, args, env={"MAIL_FROM": ENV["MAIL_FROM"]})
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+    assert not Path("k.pem").exists()
+
+
 def test_an_unreadable_key_stops_a_command_with_exit_2(tmp_path: Path) -> None:
     """`campaign tick` with a DKIM key file it cannot read: one line naming it, exit 2."""
     environ = {

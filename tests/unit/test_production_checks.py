@@ -168,3 +168,14 @@ def test_the_service_refuses_the_shipped_sender_naming_it(
     assert done.returncode == 2
     assert done.stderr.startswith("error: Config 'MAIL_FROM': still holds the shipped")
     assert not (tmp_path / "c.db").exists()
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:99999", "127.0.0.1:0", ":8000", "localhost", "h:80x"])
+def test_http_listen_address_out_of_range_is_refused_before_start(text: str) -> None:
+    """`campaign run --http` and run_scheduler.py's: a port no socket can bind is bad input
+    (exit 2 naming the value), not a web thread that dies while the scheduler runs on."""
+    from campaign.interfaces import service
+
+    with pytest.raises(SystemExit) as stopped:
+        service.main(["--once", "--http", text])
+    assert stopped.value.code == 2

@@ -76,8 +76,8 @@ TEXT = TextType()
 def parse_host_port(text: str) -> tuple[str, int]:
     """`127.0.0.1:8000` -> ("127.0.0.1", 8000); ValueError naming the expected shape."""
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8000)")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT with a port 1-65535 (e.g. 127.0.0.1:8000)")
     return host, int(port)
 
 

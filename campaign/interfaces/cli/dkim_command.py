@@ -40,11 +40,21 @@ def dkim_keygen(kind: str, out_file: Path | None, selector: str | None, domain: 
     """Write a new private key (mode 0600, never over an existing file) and print the TXT
     record to publish at SELECTOR._domainkey.DOMAIN before setting the DKIM_* variables."""
     from campaign.content.dkim_keys import dns_record, new_signing_key
+    from campaign.settings import dkim_selector, domain_name
 
     settings = load_settings()
     path = out_file or settings.dkim_private_key_file or Path("dkim.key")
-    selector = selector or settings.dkim_selector or "campaign"
-    domain = domain or settings.dkim_domain or settings.sender_address.rpartition("@")[2]
+    # Checked as DKIM_SELECTOR and DKIM_DOMAIN are: the record printed must be publishable.
+    try:
+        selector = dkim_selector(selector or settings.dkim_selector or "campaign")
+    except ValueError as exc:
+        raise ConfigError("--selector", f"{selector!r} {exc}") from exc
+    try:
+        domain = domain_name(
+            domain or settings.dkim_domain or settings.sender_address.rpartition("@")[2]
+        )
+    except ValueError as exc:
+        raise ConfigError("--domain", f"{domain!r} {exc}") from exc
     pem, key = new_signing_key("rsa" if kind == "rsa" else "ed25519")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
