@@ -117,6 +117,17 @@ class Settings(BaseModel):
     dkim_private_key_file: Path | None = None
     #: the SenderId of Gmail's Feedback-ID header (`step:plan:kind:SenderId`); unset: no header.
     feedback_id_sender: str | None = None
+    #: provider webhooks (bounces, complaints) at /webhooks/<provider> on the public listener;
+    #: each is served only when its secret is set. SES: the SNS topic ARNs accepted (commas).
+    ses_topic_arns: str | None = None
+    #: Postmark: the HTTP Basic password in the webhook URL (https://any:SECRET@host/...).
+    postmark_webhook_secret: SecretStr | None = None
+    #: Mailgun: the HTTP webhook signing key (HMAC-SHA256 of timestamp + token).
+    mailgun_webhook_signing_key: SecretStr | None = None
+    #: SendGrid: the signed event webhook's verification key (base64 ECDSA public key).
+    sendgrid_webhook_public_key: str | None = None
+    #: a signed webhook older than this (its own timestamp) is refused as a replay.
+    webhook_max_age_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
 
     @field_validator("mail_from")
     @classmethod
