@@ -31,18 +31,19 @@ def _tool(name: str, package: str) -> str:
 
 
 def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    """The unit as shipped, with /opt/campaign and the environment file moved into a scratch
-    folder (verify insists ExecStart's program exists), verifies without a word."""
+    """The unit as shipped, with the venv /opt/campaign and the environment file moved into a
+    scratch folder (verify insists ExecStart's program exists), verifies without a word."""
     analyze = _tool("systemd-analyze", "systemd")
-    home = tmp_path / "opt"
-    (home / ".venv" / "bin").mkdir(parents=True)
-    (home / ".venv" / "bin" / "python").symlink_to(sys.executable)
-    shutil.copy(ROOT / "run_scheduler.py", home)
+    venv = tmp_path / "opt"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "campaign").symlink_to(sys.executable)
     env_file = tmp_path / "campaign.env"
     env_file.write_text("SMTP_HOST=\n", encoding="utf-8")
     unit = (DEPLOY / "campaign.service").read_text(encoding="utf-8")
-    assert "/opt/campaign/.venv/bin/python /opt/campaign/run_scheduler.py --http" in unit
-    moved = unit.replace("/opt/campaign", str(home)).replace(
+    # The installed command, not a checkout: the wheel puts `campaign` in the venv's bin/.
+    assert "ExecStart=/opt/campaign/bin/campaign run --http 127.0.0.1:8000" in unit
+    assert "Environment=CAMPAIGN_HOME=/var/lib/campaign" in unit
+    moved = unit.replace("/opt/campaign", str(venv)).replace(
         "/etc/campaign/campaign.env", str(env_file)
     )
     (tmp_path / "campaign.service").write_text(moved, encoding="utf-8")
