@@ -20,6 +20,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.webhook_events = Counter(
+            "campaign_webhook_events",
+            "Bounces and complaints posted by mail providers (webhooks), by provider and outcome: "
+            "applied, duplicate, not_ours; rejected counts refused posts (forged, malformed).",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
         self.confirmations = Counter(
             "campaign_confirmations", "Double opt-in confirmations.", registry=self.registry
         )

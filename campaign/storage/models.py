@@ -259,3 +259,20 @@ class Confirmation(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: the link stopped working: the person unsubscribed, confirmed by another link, or left.
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ProviderEventRecord(Base):
+    """A bounce or complaint a mail provider posted (webhook), kept so that the same event
+    posted twice (a retry, a replay) is applied once: its (provider, event id) is unique."""
+
+    __tablename__ = "provider_events"
+    __table_args__ = (UniqueConstraint("provider", "event_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    #: the provider's own id for the event (and recipient): at most 255 characters kept.
+    event_id: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    #: "applied" or "not ours".
+    verdict: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -14,14 +14,23 @@ from campaign.interfaces.web.errors import EXCEPTION_HANDLERS
 from campaign.interfaces.web.http_guard import HttpLimits, guarded_protocol, listen_socket
 from campaign.interfaces.web.pages import Pages
 from campaign.interfaces.web.routes import PublicEndpoints
+from campaign.interfaces.web.webhooks import WebhookEndpoints
+from campaign.people.provider_webhooks.events import WebhookProvider
 
 
-def create_app(app: App, pages_dir: Path | str = "templates/web") -> Starlette:
-    """The ASGI application for one engine."""
+def create_app(
+    app: App,
+    pages_dir: Path | str = "templates/web",
+    *,
+    webhook_providers: dict[str, WebhookProvider] | None = None,
+) -> Starlette:
+    """The ASGI application for one engine; provider webhooks for those configured in its
+    settings, unless `webhook_providers` are given (tests)."""
     pages = Pages(app, pages_dir)
-    web = Starlette(
-        routes=PublicEndpoints(app, pages).routes(), exception_handlers=EXCEPTION_HANDLERS
+    routes = (
+        PublicEndpoints(app, pages).routes() + WebhookEndpoints(app, webhook_providers).routes()
     )
+    web = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     # Read by the error handlers (the pages) and by read_body (the body deadline).
     web.state.pages = pages
     web.state.body_timeout = app.settings.http_body_timeout

@@ -82,6 +82,12 @@ from campaign.storage.store.plans import (
     count_enrollments,
     move_enrollments,
 )
+from campaign.storage.store.provider_events import (
+    MailedAddress,
+    fail_sent_delivery,
+    mailed_address,
+    record_provider_event,
+)
 from campaign.storage.store.sent import (
     SentMessage,
     address_by_message_id,
@@ -99,6 +105,7 @@ __all__ = [
     "FailureReason",
     "LastPass",
     "LeaseTime",
+    "MailedAddress",
     "PersonRows",
     "Proof",
     "ProofRequest",
@@ -132,12 +139,14 @@ __all__ = [
     "enrol",
     "everything_about",
     "existing_emails",
+    "fail_sent_delivery",
     "failure_reasons",
     "find_subscriber",
     "is_suppressed",
     "latest_heartbeat",
     "leave",
     "lock_subscriber",
+    "mailed_address",
     "move_enrollments",
     "oldest_due_at",
     "purge_confirmations",
@@ -148,6 +157,7 @@ __all__ = [
     "record_consent",
     "record_failed",
     "record_late_skip",
+    "record_provider_event",
     "record_retry",
     "record_skipped",
     "record_unknown",
