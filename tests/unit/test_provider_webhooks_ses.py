@@ -404,6 +404,18 @@ def test_a_message_type_header_that_disagrees_with_the_body_is_refused(
     assert _rejected(_provider(fetch), request).status == 400
 
 
+def test_a_topic_header_that_disagrees_with_the_body_is_refused(
+    signer: Signer, fetch: FakeFetch
+) -> None:
+    """x-amz-sns-topic-arn, when sent, names the same topic as the signed body."""
+    request = _request(signer.sign(_notification(BOUNCE)))
+    headers = {**request.headers, "x-amz-sns-topic-arn": "arn:aws:sns:us-east-1:123456789012:x"}
+    forged = WebhookRequest(headers=headers, body=request.body, url=request.url)
+    assert _rejected(_provider(fetch), forged).status == 400
+    good = WebhookRequest({**headers, "x-amz-sns-topic-arn": TOPIC}, request.body, request.url)
+    assert len(_provider(fetch).handle(good, NOW).events) == 1
+
+
 @pytest.mark.parametrize(
     "body",
     [
