@@ -174,5 +174,5 @@ def test_postmark_is_served_only_when_its_secret_is_set() -> None:
 def test_every_listed_provider_module_exposes_from_settings() -> None:
     """The registry's list names modules whose from_settings answers None when unconfigured."""
     env = {"SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789"}
-    for factory in registry.factories():
+    for factory in registry.FACTORIES:
         assert factory(Settings.from_env(env)) is None

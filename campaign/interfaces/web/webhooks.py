@@ -31,7 +31,7 @@ log = logging.getLogger("campaign.webhooks")
 #: bounce with its full dump stays well under this.
 MAX_WEBHOOK_BODY_BYTES = 1024 * 1024
 
-_REFUSED = {400: "bad request", 401: "unauthorized", 403: "forbidden"}
+_REFUSED = {400: "bad request", 401: "unauthorized", 403: "forbidden", 503: "unavailable"}
 
 
 class WebhookEndpoints:
@@ -65,7 +65,8 @@ class WebhookEndpoints:
                 "%s webhook from %s refused (%d): %s", provider.name, client, exc.status, exc.reason
             )
             self.app.metrics.webhook_events.labels(provider=provider.name, outcome="rejected").inc()
-            status = exc.status if 400 <= exc.status < 500 else 400
+            # A 503 (SES: Amazon's certificate could not be fetched) asks the provider to retry.
+            status = exc.status if 400 <= exc.status < 500 or exc.status == 503 else 400
             headers_out = {"WWW-Authenticate": 'Basic realm="webhooks"'} if status == 401 else None
             return PlainTextResponse(_REFUSED.get(status, "refused"), status, headers_out)
         if result.note:
