@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from campaign.people.provider_webhooks import mailgun, postmark, sendgrid, ses
 from campaign.people.provider_webhooks.events import WebhookProvider
 from campaign.settings import Settings
 
-class ProviderFactory(Protocol):
-    def __call__(self, settings: Settings, /, **injected: Any) -> WebhookProvider | None: ...
+#: `from_settings(settings, **injected)`: injected keywords are only those it declares.
+ProviderFactory = Callable[..., WebhookProvider | None]
 
 
 #: Each provider module's `from_settings(settings, **injected) -> WebhookProvider | None`
