@@ -276,3 +276,17 @@ class ProviderEventRecord(Base):
     #: "applied" or "not ours".
     verdict: Mapped[str] = mapped_column(String(32))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class WebhookNonce(Base):
+    """A one-time token of a signature that does not cover the body (Mailgun's), with the
+    digest of the body it came with: the same token with another body is a forgery."""
+
+    __tablename__ = "webhook_nonces"
+    __table_args__ = (UniqueConstraint("provider", "nonce"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    nonce: Mapped[str] = mapped_column(String(255))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -471,3 +471,23 @@ def test_a_bad_sendgrid_public_key_stops_the_service_naming_it(
     assert done.returncode == 2, done.stderr
     assert "SENDGRID_WEBHOOK_PUBLIC_KEY" in done.stderr
     assert smtp_server.received == []
+
+
+def test_a_captured_mailgun_signature_cannot_carry_another_event(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """Mailgun signs only a timestamp and a token, not the event: whoever captured one genuine
+    post could put another address's event under its signature while it is fresh. The token
+    is remembered with the body it came with, so that swap is refused, while Mailgun's own
+    retry of the same post (same token, same body) is still a harmless duplicate."""
+    app, _, sent = _mailed(engine, smtp_server, GONE, STAYS)
+    body, headers = _mailgun(GONE, sent[GONE], START, kind="Bounce")
+    assert _post(app, "mailgun", (body, headers)).json() == _answer(applied=1)
+    captured = json.loads(body)
+    swapped_body, _ = _mailgun(STAYS, sent[STAYS], START, kind="Bounce", event_id="other-event")
+    swapped = json.loads(swapped_body)
+    swapped["signature"] = captured["signature"]  # the genuine signature, another event
+    refused = _post(app, "mailgun", (json.dumps(swapped).encode(), headers))
+    assert (refused.status_code, refused.text) == (401, "unauthorized")
+    assert _state(app, STAYS) == ("active", False)
+    assert _post(app, "mailgun", (body, headers)).json() == _answer(duplicate=1)

@@ -8,6 +8,7 @@ gets its status and a generic body: the reason goes to the log only, never to th
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -22,7 +23,7 @@ from campaign.people.provider_webhooks.events import (
     WebhookRequest,
     WebhookResult,
 )
-from campaign.people.provider_webhooks.record import EventOutcome, apply
+from campaign.people.provider_webhooks.record import EventOutcome, apply, check_nonce
 from campaign.people.provider_webhooks.registry import providers_from_settings
 
 log = logging.getLogger("campaign.webhooks")
@@ -84,6 +85,11 @@ class WebhookEndpoints:
         """Off the event loop: authenticate and parse (signatures, JSON), then the database."""
         now = self.app.clock.now()
         result = provider.handle(posted, now)
+        if result.signature_nonce is not None:
+            max_age = timedelta(seconds=self.app.settings.webhook_max_age_seconds)
+            check_nonce(
+                self.app.db, provider.name, result.signature_nonce, posted.body, now, max_age
+            )
         outcomes = apply(
             self.app.db,
             result.events,

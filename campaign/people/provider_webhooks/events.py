@@ -54,6 +54,9 @@ class WebhookResult:
     events: list[ProviderEvent] = field(default_factory=list)
     #: what happened besides events, for the log ("SNS subscription confirmed for ARN").
     note: str | None = None
+    #: a signature that does not cover the body (Mailgun's covers a timestamp and a token)
+    #: names its one-time token here: the same token with another body is refused as forged.
+    signature_nonce: str | None = None
 
 
 class WebhookRejected(Exception):

@@ -58,18 +58,22 @@ class MailgunWebhook:
     def handle(self, request: WebhookRequest, now: datetime) -> WebhookResult:
         """Authenticate the posted event and return it when it is a bounce or a complaint."""
         payload = _json_object(request.body)
-        signed_at = self._authenticate(payload.get("signature"))
+        signed_at, token = self._authenticate(payload.get("signature"))
         _check_fresh(signed_at, now, self._max_age)
         data = payload.get("event-data")
         if not isinstance(data, Mapping):
             raise WebhookRejected(400, "no event-data object")
         event = read_event(data)
+        # The signature covers the timestamp and token only, not the event: the token is
+        # remembered with this body so a captured signature cannot carry another event.
         if event is None:
-            return WebhookResult(note=f"ignored Mailgun event {_text(data.get('event'))!r}")
-        return WebhookResult(events=[event])
+            note = f"ignored Mailgun event {_text(data.get('event'))!r}"
+            return WebhookResult(note=note, signature_nonce=token)
+        return WebhookResult(events=[event], signature_nonce=token)
 
-    def _authenticate(self, block: object) -> datetime:
-        """The signing time of a genuine signature block; WebhookRejected(401) otherwise."""
+    def _authenticate(self, block: object) -> tuple[datetime, str]:
+        """The signing time and token of a genuine signature block; WebhookRejected(401)
+        otherwise."""
         if not isinstance(block, Mapping):
             raise WebhookRejected(401, "no signature block")
         timestamp, token = block.get("timestamp"), block.get("token")
@@ -93,7 +97,7 @@ class MailgunWebhook:
         ]
         if not any(genuine):
             raise WebhookRejected(401, "signature does not match the signing key")
-        return _unix_time(int(timestamp), "signature timestamp", status=401)
+        return _unix_time(int(timestamp), "signature timestamp", status=401), token
 
 
 def from_settings(settings: Settings) -> MailgunWebhook | None:

@@ -11,11 +11,12 @@ failed, as `Outcomes.temporary` does when the mail server itself gives up.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy.orm import Session
@@ -25,7 +26,7 @@ from campaign.domain.addresses import email_hash
 from campaign.domain.statuses import SubscriberStatus
 from campaign.domain.verp import ReturnPaths, canonical_address
 from campaign.people import report_trust
-from campaign.people.provider_webhooks.events import EventKind, ProviderEvent
+from campaign.people.provider_webhooks.events import EventKind, ProviderEvent, WebhookRejected
 from campaign.storage import store
 from campaign.storage.db import Database
 
@@ -98,6 +99,19 @@ def apply(
         )
         outcomes.append(outcome)
     return outcomes
+
+
+def check_nonce(
+    db: Database, provider: str, nonce: str, body: bytes, now: datetime, max_age: timedelta
+) -> None:
+    """Refuse (401) a signature's one-time token already seen with another body: a signature
+    that covers only a timestamp and a token could otherwise carry any event while it is
+    fresh. The same token with the same body is a provider's retry, and passes."""
+    digest = hashlib.sha256(body).hexdigest()
+    with db.transaction() as session:
+        fresh = store.claim_nonce(session, provider, nonce, digest, now, now - 2 * max_age)
+    if not fresh:
+        raise WebhookRejected(401, "signature token already used with another body")
 
 
 def _apply_one(

@@ -84,6 +84,7 @@ from campaign.storage.store.plans import (
 )
 from campaign.storage.store.provider_events import (
     MailedAddress,
+    claim_nonce,
     fail_sent_delivery,
     mailed_address,
     record_provider_event,
@@ -120,6 +121,7 @@ __all__ = [
     "cancel_enrollments",
     "claim_confirmations",
     "claim_due",
+    "claim_nonce",
     "clicks_by_step",
     "confirmation_failed",
     "confirmation_link",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -17,6 +17,7 @@ from campaign.storage.models import (
     Enrollment,
     ProviderEventRecord,
     Subscriber,
+    WebhookNonce,
 )
 
 #: the longest event id kept (the column's size); a longer one is cut, still unique in practice.
@@ -44,6 +45,39 @@ def record_provider_event(
         .returning(ProviderEventRecord.id)
     )
     return session.execute(statement).first() is not None
+
+
+def claim_nonce(
+    session: Session,
+    provider: str,
+    nonce: str,
+    body_sha256: str,
+    now: datetime,
+    keep_after: datetime,
+) -> bool:
+    """Remember a signature's one-time token with its body's digest; False when the token was
+    seen with another body (a captured signature reused). Tokens older than `keep_after` are
+    dropped: their signatures are refused as stale anyway."""
+    session.execute(
+        delete(WebhookNonce).where(
+            WebhookNonce.provider == provider, WebhookNonce.received_at < keep_after
+        )
+    )
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(WebhookNonce)
+        .values(provider=provider, nonce=nonce[:255], body_sha256=body_sha256, received_at=now)
+        .on_conflict_do_nothing(index_elements=["provider", "nonce"])
+        .returning(WebhookNonce.id)
+    )
+    if session.execute(statement).first() is not None:
+        return True
+    seen = session.scalar(
+        select(WebhookNonce.body_sha256).where(
+            WebhookNonce.provider == provider, WebhookNonce.nonce == nonce[:255]
+        )
+    )
+    return seen == body_sha256
 
 
 class MailedAddress(NamedTuple):
