@@ -9,12 +9,8 @@ from datetime import datetime
 
 from campaign.domain.verp import ReturnPaths
 from campaign.people import bounces
-from campaign.people.mailbox import Mailbox
+from campaign.people.mailbox import MAX_MESSAGE_BYTES, Mailbox
 from campaign.storage.db import Database
-
-#: A bounce report is a few kilobytes (with the original returned, some hundreds); anything
-#: far larger is not one, and is not read into memory.
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -37,13 +33,14 @@ def poll(
     return_paths: ReturnPaths,
     disposal: Disposal,
     limit: int | None = None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> bounces.IngestReport:
     """Read up to `limit` new messages; for each, store what it says (committed), then settle
-    it as `disposal` says. Too large messages are reported unreadable and left alone."""
+    it as `disposal` says. Messages over `max_bytes` are reported unreadable and left alone."""
     result = bounces.IngestReport()
     for key, size in mailbox.new_messages(limit):
         label = mailbox.label(key)
-        if size > MAX_MESSAGE_BYTES:
+        if size > max_bytes:
             problem = f"{size} bytes, larger than a report can be; left in the mailbox"
             result.unreadable.append(bounces.Unreadable(label, problem))
             result.outcomes.append(bounces.FileOutcome(label, "unreadable", problem))

@@ -16,6 +16,10 @@ from typing import NamedTuple, Protocol
 from campaign.errors import MailboxUnavailable
 from campaign.settings import MailboxAddress
 
+#: A bounce report is a few kilobytes (with the original returned, some hundreds); anything
+#: far larger is not one, and is neither fetched nor read into memory.
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
 
 class Entry(NamedTuple):
     """One message waiting in the mailbox: its key (IMAP UID, POP3 number) and size."""
@@ -182,9 +186,9 @@ class _PopMailbox:
     ) -> _PopMailbox:
         client: poplib.POP3
         if address.security == "ssl":
-            client = poplib.POP3_SSL(address.host, address.port, context=context, timeout=timeout)
+            client = _POP3_SSL(address.host, address.port, context=context, timeout=timeout)
         else:
-            client = poplib.POP3(address.host, address.port, timeout=timeout)
+            client = _POP3(address.host, address.port, timeout=timeout)
         try:
             if address.security == "starttls":
                 client.stls(context=context)
@@ -221,6 +225,28 @@ class _PopMailbox:
         # QUIT is what commits the DELEs: a failure here leaves every message for next time.
         with _speaking(self._address):
             self._client.quit()
+
+
+def _read_line(self: poplib.POP3) -> tuple[bytes, int]:
+    """poplib's own line reader, with room for a line as long as a message we read: its limit
+    (2,048 bytes) fails the whole session on one long HTML line in a returned message, and
+    that message would block the mailbox on every poll."""
+    line = self.file.readline(MAX_MESSAGE_BYTES + 1)
+    if len(line) > MAX_MESSAGE_BYTES:
+        raise poplib.error_proto("line too long")
+    if not line:
+        raise poplib.error_proto("-ERR EOF")
+    if line.endswith(b"\r\n"):
+        return line[:-2], len(line)
+    return line[:-1] if line.endswith(b"\n") else line, len(line)
+
+
+class _POP3(poplib.POP3):
+    _getline = _read_line
+
+
+class _POP3_SSL(poplib.POP3_SSL):
+    _getline = _read_line
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +15,12 @@ import pytest
 
 from tests.bounce_reports import arf, dsn
 from tests.conftest import ROOT
-from tests.dovecot_server import PASSWORD, Dovecot, dovecot_binary
+from tests.dovecot_server import PASSWORD, Dovecot
 from tests.smtp_server import free_port
 
 CAMPAIGN = [sys.executable, "-m", "campaign"]
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
-    """A real Dovecot on loopback; under CI=true its absence fails the run instead of skipping."""
-    binary = dovecot_binary()
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Dovecot is required under CI=true (apt-get install dovecot-imapd ...)")
-        pytest.skip("Dovecot not installed (Debian: dovecot-imapd dovecot-pop3d)")
-    server = Dovecot(binary)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
