@@ -22,6 +22,9 @@ CAMPAIGN = [sys.executable, "-m", "campaign"]
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
+#: For tests that store nothing (a refused configuration or server): one database is enough.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 
 @pytest.fixture
 def run(env: dict[str, str], tmp_path: Path) -> Run:
@@ -158,6 +161,7 @@ def test_pop3_poll_deletes_reports_and_keep_leaves_them_applying_each_once(
     assert "(status bounced)" in run("subscribe", "gone@example.org").stdout
 
 
+@SQLITE_ONLY
 def test_poll_reads_at_most_limit_messages(run: Run, tmp_path: Path, dovecot: Dovecot) -> None:
     """`--limit 1` reads the oldest message only; the next poll reads the next."""
     dovecot.deliver(NOT_A_REPORT, NOT_A_REPORT)
@@ -200,6 +204,7 @@ def test_poll_over_tls_trusts_the_configured_ca_and_refuses_an_unknown_certifica
     assert popped.returncode == 0, popped.stderr
 
 
+@SQLITE_ONLY
 def test_a_wrong_password_exits_1_naming_the_server_and_never_the_password(
     run: Run, dovecot: Dovecot
 ) -> None:
@@ -219,6 +224,7 @@ def test_a_wrong_password_exits_1_naming_the_server_and_never_the_password(
     assert "wrong-password-42" not in result.stderr + result.stdout
 
 
+@SQLITE_ONLY
 def test_nothing_listening_exits_1_naming_the_server(run: Run) -> None:
     """A mailbox server that is down: exit 1 with the server and the refusal, no traceback."""
     port = free_port()
@@ -229,6 +235,7 @@ def test_nothing_listening_exits_1_naming_the_server(run: Run) -> None:
     assert "Traceback" not in result.stderr
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
@@ -249,6 +256,7 @@ def test_a_bad_mailbox_url_exits_2_naming_the_variable(run: Run, url: str, probl
     assert "hunter2" not in result.stderr
 
 
+@SQLITE_ONLY
 def test_poll_without_a_mailbox_configured_exits_2(run: Run) -> None:
     """No BOUNCE_MAILBOX_URL: exit 2 saying which variable to set."""
     result = run("bounces", "poll")
