@@ -194,6 +194,16 @@ class TransportUnavailable(DeliveryError):
     """The mail server cannot be used (connection, TLS or authentication); nothing was sent."""
 
 
+class MailboxUnavailable(CampaignError):
+    """The bounce mailbox cannot be read (connection, TLS or authentication)."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        #: the server as `scheme://host:port`, and what went wrong there
+        self.where = where
+        self.problem = problem
+        super().__init__(f"bounce mailbox {where}: {problem}")
+
+
 class ListenFailed(CampaignError):
     """The HTTP server cannot listen on that address."""
 

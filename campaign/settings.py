@@ -7,11 +7,12 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -39,6 +40,7 @@ _PATH_SETTINGS = (
     "outbox_dir",
     "pages_dir",
     "smtp_ca_file",
+    "bounce_mailbox_ca_file",
 )
 _SQLITE_PREFIX = "sqlite:///"
 _DOMAIN = re.compile(
@@ -128,6 +130,13 @@ class Settings(BaseModel):
     sendgrid_webhook_public_key: str | None = None
     #: a signed webhook older than this (its own timestamp) is refused as a replay.
     webhook_max_age_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    #: the mailbox `bounces poll` reads: imaps://USER@HOST[:993][/FOLDER], pop3s://USER@HOST,
+    #: or imap:// and pop3:// with STARTTLS (`?security=none`: no TLS, for loopback tests).
+    bounce_mailbox_url: str | None = None
+    bounce_mailbox_password: SecretStr | None = None
+    #: a PEM bundle of the CAs trusted for the mailbox server, instead of the system's store.
+    bounce_mailbox_ca_file: Path | None = None
+    bounce_mailbox_timeout: float = Field(default=30.0, gt=0, le=600)
 
     @field_validator("mail_from")
     @classmethod
@@ -176,7 +185,19 @@ class Settings(BaseModel):
             raise ValueError("must start with https:// (or http:// for local development)")
         return value.rstrip("/")
 
-    @field_validator("smtp_ca_file")
+    @field_validator("bounce_mailbox_url")
+    @classmethod
+    def _bounce_mailbox_url_is_a_mailbox(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_mailbox_url(value)
+        return value
+
+    @property
+    def bounce_mailbox(self) -> MailboxAddress | None:
+        """Where `bounces poll` reads, parsed from BOUNCE_MAILBOX_URL; None when unset."""
+        return parse_mailbox_url(self.bounce_mailbox_url) if self.bounce_mailbox_url else None
+
+    @field_validator("smtp_ca_file", "bounce_mailbox_ca_file")
     @classmethod
     def _ca_file_is_a_pem_bundle(cls, value: Path | None) -> Path | None:
         if value is None:
@@ -267,6 +288,10 @@ class Settings(BaseModel):
             raise ConfigError(variable, f"has value {shown_text!r}. {problem}.") from exc
         settings._check_production()
         settings._check_dkim()
+        if settings.bounce_mailbox_url and not settings.bounce_mailbox_password:
+            raise ConfigError(
+                "BOUNCE_MAILBOX_PASSWORD", "must be set when BOUNCE_MAILBOX_URL is set"
+            )
         return settings
 
     def _check_dkim(self) -> None:
@@ -321,6 +346,73 @@ class Settings(BaseModel):
                 "signup pages travel in clear text (serve them behind a TLS proxy)"
             )
         return warnings
+
+
+@dataclass(frozen=True)
+class MailboxAddress:
+    """A bounce mailbox: protocol, TLS (implicit "ssl", "starttls", or "none"), server, login
+    and, for IMAP, the folder read."""
+
+    protocol: Literal["imap", "pop3"]
+    security: Literal["ssl", "starttls", "none"]
+    host: str
+    port: int
+    username: str
+    folder: str
+
+    def __str__(self) -> str:
+        """The server as an operator names it (no login, no password): `imaps://host:993`."""
+        scheme = self.protocol + ("s" if self.security == "ssl" else "")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+_MAILBOX_SCHEMES: dict[str, tuple[Literal["imap", "pop3"], Literal["ssl", "starttls"], int]] = {
+    "imaps": ("imap", "ssl", 993),
+    "imap": ("imap", "starttls", 143),
+    "pop3s": ("pop3", "ssl", 995),
+    "pop3": ("pop3", "starttls", 110),
+}
+
+
+def parse_mailbox_url(url: str) -> MailboxAddress:
+    """`imaps://bounces%40example.org@mail.example.org/INBOX` -> its parts; ValueError naming
+    what is wrong. The password never goes in the URL (BOUNCE_MAILBOX_PASSWORD holds it)."""
+    shape = "must look like imaps://USER@HOST[:PORT][/FOLDER] or pop3s://USER@HOST[:PORT]"
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise ValueError(f"{shape} (no spaces or control characters)")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _MAILBOX_SCHEMES:
+        raise ValueError(f"{shape}; the scheme is one of imaps, imap, pop3s, pop3")
+    protocol, security, default_port = _MAILBOX_SCHEMES[scheme]
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ValueError(f"{shape}; the port is 1-65535") from None
+    if not parts.hostname:
+        raise ValueError(f"{shape}; the host is missing")
+    if not parts.username:
+        raise ValueError(f"{shape}; the user name is missing")
+    if parts.password is not None:
+        raise ValueError("must not hold the password: set BOUNCE_MAILBOX_PASSWORD instead")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if query and (set(query) != {"security"} or query["security"] not in ("none", "starttls")):
+        raise ValueError("takes only ?security=none (no TLS) or ?security=starttls")
+    wanted = query.get("security")
+    if wanted is not None and security == "ssl":
+        raise ValueError(f"{scheme}:// always uses TLS; ?security= is for imap:// and pop3://")
+    folder = unquote(parts.path.lstrip("/"))
+    if protocol == "pop3" and folder:
+        raise ValueError("a POP3 mailbox has no folders: drop the /path")
+    return MailboxAddress(
+        protocol=protocol,
+        security="none" if wanted == "none" else security,
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username),
+        folder=folder or "INBOX",
+    )
 
 
 def _resolve_paths(values: dict[str, Any]) -> None:

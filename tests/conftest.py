@@ -19,6 +19,7 @@ from campaign.domain.transport import Transport
 from campaign.engine import App, build
 from campaign.settings import Settings
 from campaign.storage.db import Database
+from tests.dovecot_server import Dovecot, dovecot_binary
 from tests.smtp_server import SMTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +85,20 @@ def _migrate(url: str) -> None:
 def smtp_server() -> Iterator[SMTPServer]:
     """A real aiosmtpd server on 127.0.0.1 that keeps what it receives."""
     server = SMTPServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    """A real Dovecot (IMAP, POP3) on loopback; under CI=true its absence fails the run."""
+    binary = dovecot_binary()
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Dovecot is required under CI=true (apt-get install dovecot-imapd ...)")
+        pytest.skip("Dovecot not installed (Debian: dovecot-imapd dovecot-pop3d)")
+    server = Dovecot(binary)
     server.start()
     yield server
     server.stop()

@@ -1,7 +1,8 @@
 """Bounce and complaint reports: delivery status notifications (RFC 3464) and ARF feedback
-reports (RFC 5965), read from files, folders or maildirs. Hard bounces and complaints stop all
-email to the address and suppress it, but only when the report is about an email we sent to
-that address (see `campaign.report_trust`): anyone can mail a forged report."""
+reports (RFC 5965), read from files, folders or maildirs, or from a mailbox (`bounce_mailbox`).
+Hard bounces and complaints stop all email to the address and suppress it, but only when the
+report is about an email we sent to that address (see `campaign.report_trust`): anyone can mail
+a forged report."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class Unreadable(NamedTuple):
 
 
 class FileOutcome(NamedTuple):
-    """What was done with one report file."""
+    """What was done with one report file or mailbox message (`path` is its label)."""
 
     path: str
     verdict: Literal["applied", "not ours", "not a bounce", "unreadable"]
@@ -189,41 +190,59 @@ def ingest(
     result = IngestReport()
     for path in report_files(paths):
         try:
-            message = message_from_bytes(path.read_bytes(), policy=policy.compat32)
+            data = path.read_bytes()
         except OSError as exc:
             result.unreadable.append(Unreadable(str(path), exc.strerror or str(exc)))
             result.outcomes.append(FileOutcome(str(path), "unreadable", exc.strerror or str(exc)))
             continue
-        found = findings(message)
-        if not found:
-            result.ignored.append(str(path))
-            result.outcomes.append(FileOutcome(str(path), "not a bounce", "nothing to act on"))
-            continue
-        evidence = evidence_of(message)
-        for finding in found:
-            bounced = finding.kind == "bounce"
-            status = SubscriberStatus.BOUNCED if bounced else SubscriberStatus.COMPLAINED
-            with db.transaction() as session:
-                verdict = report_trust.check(session, return_paths, evidence, finding.address)
-                if verdict.address is not None:
-                    known = store.find_subscriber(session, verdict.address)
-                    store.stop_mailing(
-                        session,
-                        known.id if known else None,
-                        status,
-                        email_hash(verdict.address),
-                        now,
-                    )
-            shown = finding.address or "(recipient not named)"
-            if verdict.address is None:
-                result.not_ours.append(f"{shown} ({verdict.reason}) from {path}")
-                result.outcomes.append(
-                    FileOutcome(str(path), "not ours", f"{shown}: {verdict.reason}")
-                )
-                continue
-            line = f"{verdict.address} ({finding.detail}) from {path}"
-            (result.bounced if bounced else result.complained).append(line)
-            result.outcomes.append(
-                FileOutcome(str(path), "applied", f"{status} {verdict.address} ({finding.detail})")
-            )
+        ingest_message(db, data, str(path), now, return_paths=return_paths, into=result)
     return result
+
+
+def ingest_message(
+    db: Database,
+    data: bytes,
+    label: str,
+    now: datetime,
+    *,
+    return_paths: ReturnPaths,
+    into: IngestReport,
+) -> list[FileOutcome]:
+    """Act on one report (a file's or a mailbox message's bytes, named `label` in what is
+    said); each finding is committed in its own transaction before this returns. The outcomes
+    are added to `into` and returned. Applying the same report again changes nothing more."""
+    outcomes: list[FileOutcome] = []
+    message = message_from_bytes(data, policy=policy.compat32)
+    found = findings(message)
+    if not found:
+        into.ignored.append(label)
+        outcomes.append(FileOutcome(label, "not a bounce", "nothing to act on"))
+        into.outcomes.extend(outcomes)
+        return outcomes
+    evidence = evidence_of(message)
+    for finding in found:
+        bounced = finding.kind == "bounce"
+        status = SubscriberStatus.BOUNCED if bounced else SubscriberStatus.COMPLAINED
+        with db.transaction() as session:
+            verdict = report_trust.check(session, return_paths, evidence, finding.address)
+            if verdict.address is not None:
+                known = store.find_subscriber(session, verdict.address)
+                store.stop_mailing(
+                    session,
+                    known.id if known else None,
+                    status,
+                    email_hash(verdict.address),
+                    now,
+                )
+        shown = finding.address or "(recipient not named)"
+        if verdict.address is None:
+            into.not_ours.append(f"{shown} ({verdict.reason}) from {label}")
+            outcomes.append(FileOutcome(label, "not ours", f"{shown}: {verdict.reason}"))
+            continue
+        line = f"{verdict.address} ({finding.detail}) from {label}"
+        (into.bounced if bounced else into.complained).append(line)
+        outcomes.append(
+            FileOutcome(label, "applied", f"{status} {verdict.address} ({finding.detail})")
+        )
+    into.outcomes.extend(outcomes)
+    return outcomes

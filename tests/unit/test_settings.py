@@ -192,3 +192,83 @@ def test_a_bounce_domain_that_is_not_a_domain_name_is_named_at_start_up(value: s
     """An address, spaces, a leading hyphen, a U-label or a line break in BOUNCE_DOMAIN: refused."""
     error = _config_error({"BOUNCE_DOMAIN": value})
     assert "BOUNCE_DOMAIN" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("url", "protocol", "security", "port", "folder"),
+    [
+        ("imaps://bounces%40example.org@mail.example.org/Bounces", "imap", "ssl", 993, "Bounces"),
+        ("imap://bounces@mail.example.org", "imap", "starttls", 143, "INBOX"),
+        ("pop3s://bounces@mail.example.org", "pop3", "ssl", 995, "INBOX"),
+        ("pop3://bounces@127.0.0.1:1110?security=none", "pop3", "none", 1110, "INBOX"),
+    ],
+)
+def test_a_bounce_mailbox_url_is_read_with_tls_unless_asked_otherwise(
+    url: str, protocol: str, security: str, port: int, folder: str
+) -> None:
+    """Each scheme gets its protocol, TLS and standard port; plain text only with ?security=none."""
+    settings = Settings.from_env({"BOUNCE_MAILBOX_URL": url, "BOUNCE_MAILBOX_PASSWORD": "pw"})
+
+    mailbox = settings.bounce_mailbox
+    assert mailbox is not None
+    assert (mailbox.protocol, mailbox.security, mailbox.port, mailbox.folder) == (
+        protocol,
+        security,
+        port,
+        folder,
+    )
+    assert mailbox.username.startswith("bounces")
+
+
+def test_a_bounce_mailbox_login_with_an_at_sign_is_decoded() -> None:
+    """`bounces%40example.org@host` logs in as bounces@example.org."""
+    settings = Settings.from_env(
+        {"BOUNCE_MAILBOX_URL": "imaps://bounces%40example.org@host", "BOUNCE_MAILBOX_PASSWORD": "x"}
+    )
+
+    assert settings.bounce_mailbox is not None
+    assert settings.bounce_mailbox.username == "bounces@example.org"
+    assert str(settings.bounce_mailbox) == "imaps://host:993"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://u@host",
+        "imaps://host",
+        "imaps://u@",
+        "imaps://u@host:99999",
+        "imap://u@host?security=off",
+        "imaps://u@host/IN BOX",
+    ],
+)
+def test_a_bad_bounce_mailbox_url_is_refused_naming_the_variable(url: str) -> None:
+    """A URL that names no usable mailbox is a ConfigError about BOUNCE_MAILBOX_URL (exit 2)."""
+    error = _config_error({"BOUNCE_MAILBOX_URL": url, "BOUNCE_MAILBOX_PASSWORD": "x"})
+
+    assert error.variable == "BOUNCE_MAILBOX_URL"
+    assert error.exit_code == 2
+
+
+def test_a_password_in_the_bounce_mailbox_url_is_refused_and_not_shown() -> None:
+    """The password belongs in BOUNCE_MAILBOX_PASSWORD; one written in the URL is not echoed."""
+    error = _config_error({"BOUNCE_MAILBOX_URL": "imaps://u:hunter2@host"})
+
+    assert error.variable == "BOUNCE_MAILBOX_URL"
+    assert "hunter2" not in str(error)
+
+
+def test_a_bounce_mailbox_without_a_password_is_refused() -> None:
+    """BOUNCE_MAILBOX_URL alone is a ConfigError naming BOUNCE_MAILBOX_PASSWORD."""
+    error = _config_error({"BOUNCE_MAILBOX_URL": "imaps://u@host"})
+
+    assert error.variable == "BOUNCE_MAILBOX_PASSWORD"
+
+
+def test_the_bounce_mailbox_password_never_appears_in_the_settings_repr() -> None:
+    """The mailbox password is a secret: not in repr or str of the settings."""
+    settings = Settings.from_env(
+        {"BOUNCE_MAILBOX_URL": "imaps://u@host", "BOUNCE_MAILBOX_PASSWORD": "mailbox-hunter2"}
+    )
+
+    assert "mailbox-hunter2" not in repr(settings) + str(settings)

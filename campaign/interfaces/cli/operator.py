@@ -4,14 +4,17 @@ Each command imports what it uses: `campaign --help` loads none of it (see cli.c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import click
 
+from campaign.errors import CampaignError, ConfigError
 from campaign.interfaces.cli.common import (
     NOW,
     TEXT,
@@ -239,6 +242,16 @@ def forget(email: str, now: datetime | None) -> None:
     out.print(f"forgot {email}: erased, and suppressed by hash")
 
 
+def _print_outcomes(outcomes: Sequence[tuple[str, str, str]]) -> None:
+    for path, verdict, what in outcomes:
+        # Report text is a stranger's: shown as written, never as Rich markup.
+        line = f"{path}: {verdict}: {what}"
+        if verdict == "unreadable":
+            click.echo(line, err=True)
+        else:
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 @main.group("bounces")
 def bounces_group() -> None:
     """Bounce and complaint reports."""
@@ -257,17 +270,101 @@ def bounces_ingest(paths: tuple[Path, ...], now: datetime | None) -> None:
     result = bounces.ingest(
         app.db, list(paths), app.clock.now(), return_paths=return_paths(app.settings)
     )
-    for path, verdict, what in result.outcomes:
-        # Report text is a stranger's: shown as written, never as Rich markup.
-        line = f"{path}: {verdict}: {what}"
-        if verdict == "unreadable":
-            click.echo(line, err=True)
-        else:
-            out.print(line, markup=False, highlight=False, soft_wrap=True)
+    _print_outcomes(result.outcomes)
     out.print(
         f"{len(result.bounced)} bounced, {len(result.complained)} complained, "
         f"{len(result.not_ours)} not ours, "
         f"{len(result.ignored)} file(s) with nothing to act on"
+    )
+
+
+@bounces_group.command("poll")
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Leave every message on the server as it was (IMAP: unseen; POP3: not deleted).",
+)
+@click.option(
+    "--delete",
+    is_flag=True,
+    help="IMAP: delete (expunge) the reports read, not only flag them seen. POP3 always does.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Read at most N messages this run (default: all waiting).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@NOW
+def bounces_poll(
+    keep: bool, delete: bool, limit: int | None, as_json: bool, now: datetime | None
+) -> None:
+    """Read DSN bounces and ARF complaints from BOUNCE_MAILBOX_URL (IMAP: unseen messages;
+    POP3: all); act on each as `bounces ingest` does, then settle it: IMAP flags it seen
+    (--delete: expunges reports), POP3 deletes reports. Others are never deleted."""
+    from campaign.engine import return_paths
+    from campaign.people import bounce_mailbox, mailbox
+
+    if keep and delete:
+        raise click.UsageError("--keep and --delete contradict each other: choose one")
+    app = make_app(now)
+    settings = app.settings
+    address = settings.bounce_mailbox
+    if address is None or settings.bounce_mailbox_password is None:
+        raise ConfigError(
+            "BOUNCE_MAILBOX_URL",
+            "must be set to poll a mailbox (e.g. imaps://bounces%40example.org@mail.example.org"
+            "/INBOX), with BOUNCE_MAILBOX_PASSWORD",
+        )
+    disposal = bounce_mailbox.Disposal(
+        settle=not keep, delete_reports=not keep and (delete or address.protocol == "pop3")
+    )
+    box = mailbox.open_mailbox(
+        address,
+        settings.bounce_mailbox_password.get_secret_value(),
+        ca_file=settings.bounce_mailbox_ca_file,
+        timeout=settings.bounce_mailbox_timeout,
+    )
+    try:
+        result = bounce_mailbox.poll(
+            app.db,
+            box,
+            app.clock.now(),
+            return_paths=return_paths(settings),
+            disposal=disposal,
+            limit=limit,
+        )
+    except BaseException:
+        # Already failing: the first problem is the one to tell; what was stored stays stored.
+        with contextlib.suppress(CampaignError):
+            box.close()
+        raise
+    box.close()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "mailbox": str(address),
+                    "bounced": len(result.bounced),
+                    "complained": len(result.complained),
+                    "not_ours": len(result.not_ours),
+                    "not_reports": len(result.ignored),
+                    "unreadable": len(result.unreadable),
+                    "outcomes": [
+                        {"message": label, "verdict": verdict, "what": what}
+                        for label, verdict, what in result.outcomes
+                    ],
+                }
+            )
+        )
+        return
+    _print_outcomes(result.outcomes)
+    out.print(
+        f"{len(result.bounced)} bounced, {len(result.complained)} complained, "
+        f"{len(result.not_ours)} not ours, "
+        f"{len(result.ignored)} message(s) with nothing to act on, "
+        f"{len(result.unreadable)} unreadable"
     )
 
 
