@@ -22,6 +22,7 @@ def api_keys_create(name: str, now: datetime | None) -> None:
     """Make a key named NAME and print its token, this once: it is stored only hashed."""
     from campaign.people import api_keys
 
+    api_keys.checked_name(name)  # before the engine loads: a typo is said at once
     app = make_app(now)
     made = api_keys.create(app.db, name, app.clock.now())
     click.echo(
