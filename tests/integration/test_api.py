@@ -226,15 +226,19 @@ def test_stats_are_what_the_cli_prints(api: Api) -> None:
 
 
 def test_keys_missing_forged_other_or_revoked_are_refused(api: Api) -> None:
-    """401 with WWW-Authenticate: Bearer for no token, a bad scheme, a forged secret, a made-up
-    key; a revoked key is refused from the next request while another key still works."""
+    """401 with WWW-Authenticate: Bearer for no token, a bad scheme, a forged secret, another
+    key's secret under this key's id, a made-up key; a revoked key is refused from the next
+    request on while another key still works."""
     other = api.new_token("site")
-    public_id = other.split("_")[1]
+    _, public_id, _ = other.split("_", 2)
     forged = f"cpk_{public_id}_{'A' * 43}"
+    crossed = f"cpk_{public_id}_{api.token.split('_', 2)[2]}"  # the other key's secret
     for token, headers in [
         (None, {}),
         (None, {"authorization": f"Basic {other}"}),
         (forged, {}),
+        (crossed, {}),
+        (other + "x", {}),
         ("cpk_000000000000_" + "B" * 43, {}),
         ("' OR 1=1 --", {}),
     ]:
