@@ -158,8 +158,8 @@ def test_get_unsubscribe_and_forget_act_as_the_cli_does(api: Api) -> None:
 
 
 def test_a_bounced_address_is_refused_and_a_returning_one_restarts(api: Api) -> None:
-    """A bounced address not stored is a 409; an unsubscribed person who consents again
-    starts the plan afresh, in a second enrollment."""
+    """A bounced address not stored is a 409, with or without consent; an unsubscribed
+    person who consents again starts the plan afresh, in a second enrollment."""
     with api.app.db.transaction() as session:
         store.suppress(session, email_hash("gone@example.org"), SuppressionReason.BOUNCED, START)
     refused = _problem(
@@ -167,6 +167,8 @@ def test_a_bounced_address_is_refused_and_a_returning_one_restarts(api: Api) -> 
         409,
     )
     assert "bounced" in refused["detail"]
+    by_opt_in = api.call("POST", "/subscribers", json={"email": "gone@example.org"})
+    assert "bounced" in _problem(by_opt_in, 409)["detail"]
     subscriptions.subscribe(
         api.app.db, api.app.plan, email="di@example.org", first_name="", timezone="", now=START
     )

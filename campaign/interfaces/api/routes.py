@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from campaign.engine import App
-from campaign.errors import BadRequest
+from campaign.errors import BadRequest, Suppressed, UnknownSubscriber
 from campaign.insights import delivery_log
 from campaign.interfaces.api import problems
 from campaign.interfaces.api.problems import FieldProblem
@@ -157,7 +157,12 @@ class ApiEndpoints:
             if result.outcome == SignupOutcome.ENROLLED and result.enrollment_id is not None:
                 await self._send_welcome_now(result.enrollment_id)
         log.info("api key %s: subscriber create: %s", key.name, result.outcome)
-        body = await self._subscriber(wanted.email)
+        try:
+            body = await self._subscriber(wanted.email)
+        except UnknownSubscriber:
+            if result.outcome == SignupOutcome.IGNORED:  # bounced or complained, not stored
+                raise Suppressed(wanted.email, "bounced or complained") from None
+            raise
         if result.created:
             location = f"{request.url.path}/{quote(wanted.email, safe='@')}"
             return JSONResponse(body, 201, {"Location": location})
