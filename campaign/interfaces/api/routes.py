@@ -285,8 +285,9 @@ def encode_cursor(after_id: int) -> str:
 def decode_cursor(cursor: str) -> int:
     """The id a cursor of ours stands for; FieldProblem naming `since` for anything else."""
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
+        text = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError):
         text = ""
     number = text.removeprefix(_CURSOR_PREFIX)
     if not text.startswith(_CURSOR_PREFIX) or not number.isdigit() or len(number) > 18:
