@@ -35,8 +35,8 @@ SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 class Client:
     """A blocking HTTP client of an ASGI app (httpx's ASGI transport, one loop a request)."""
 
-    def __init__(self, asgi: Any) -> None:
-        self.transport = httpx.ASGITransport(app=asgi)
+    def __init__(self, asgi: Any, root_path: str = "") -> None:
+        self.transport = httpx.ASGITransport(app=asgi, root_path=root_path)
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         async def send() -> httpx.Response:
@@ -336,7 +336,7 @@ def test_hostile_bodies_get_a_4xx_naming_the_field_and_change_nothing(api: Api) 
 @SQLITE_ONLY
 def test_the_openapi_document_is_valid_and_lists_exactly_the_served_routes(api: Api) -> None:
     """openapi-spec-validator accepts /api/openapi.json, whose (path, method) pairs are the
-    API mount's routes, no more, no fewer."""
+    API mount's routes, no more, no fewer; behind a proxy's path prefix its server has it."""
     served = api.client.get("/api/openapi.json")
     assert served.status_code == 200
     spec = served.json()
@@ -357,6 +357,16 @@ def test_the_openapi_document_is_valid_and_lists_exactly_the_served_routes(api: 
         for method in (route.methods or set()) - {"HEAD"}
     }
     assert routed == documented
+    behind_proxy = Client(create_admin_app(api.app), root_path="/ops")
+    moved = behind_proxy.get("/ops/api/openapi.json").json()
+    assert moved["servers"] == [{"url": "/ops/api"}]
+    made = behind_proxy.request(
+        "POST",
+        "/ops/api/v1/subscribers",
+        json={"email": "px@example.org", "consent": CONSENT},
+        headers={"authorization": f"Bearer {api.token}"},
+    )
+    assert made.headers["location"] == "/ops/api/v1/subscribers/px@example.org"
 
 
 def test_the_consent_time_is_checked_against_the_engines_clock(api: Api) -> None:

@@ -23,7 +23,8 @@ def create_api_app(app: App) -> Starlette:
     """The ASGI application of the API, to mount at MOUNT."""
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(document())
+        # root_path: the mount's path, after any prefix a reverse proxy gave the app.
+        return JSONResponse(document(str(request.scope.get("root_path", MOUNT))))
 
     routes = [*ApiEndpoints(app).routes(), Route("/openapi.json", openapi, methods=["GET"])]
     # Unknown paths and methods are problems too (the routes answer their own errors).

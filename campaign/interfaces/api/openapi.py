@@ -58,9 +58,14 @@ def _operation(
     }
 
 
+def document(base: str = "/api") -> dict[str, Any]:
+    """The OpenAPI document, its server at `base`: the path the API is mounted at, behind
+    any prefix a reverse proxy gave the app (ASGI's root_path)."""
+    return {**_document(), "servers": [{"url": base or "/"}]}
+
+
 @functools.cache
-def document() -> dict[str, Any]:
-    """The OpenAPI document (built once)."""
+def _document() -> dict[str, Any]:
     subscriber = {"description": "The subscriber.", "content": _json("SubscriberOut")}
     not_found = _problem("No subscriber has that address.")
     return {
@@ -71,7 +76,6 @@ def document() -> dict[str, Any]:
             "description": "Subscribers, the delivery log and stats of one campaign engine. "
             "Errors are RFC 9457 problem details. Served on ADMIN_LISTEN.",
         },
-        "servers": [{"url": "/api"}],
         "security": [{"bearer": []}],
         "paths": {
             "/v1/subscribers": {
