@@ -1,6 +1,7 @@
 """The public signup flow on top of `subscriptions`: signup with consent and double opt-in,
 the confirmation link, and the one-click unsubscribe link. A visitor gets the same answer
-whether or not their address was known."""
+whether or not their address was known. The JSON API adds a signup whose consent the calling
+system collected (`subscribe_with_consent`)."""
 
 from __future__ import annotations
 
