@@ -73,9 +73,16 @@ class InvalidAddress(BadInput):
 class Suppressed(BadInput):
     """This address asked to be forgotten and is never mailed again."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, reason: str = "forgotten") -> None:
         self.address = address
-        super().__init__(f"{address} was forgotten on request and is suppressed; not added")
+        #: why it is suppressed: forgotten, bounced or complained
+        self.reason = reason
+        super().__init__(
+            f"{address} was forgotten on request and is suppressed; not added"
+            if reason == "forgotten"
+            else f"{address} is suppressed ({reason}); not added: an operator may lift it with "
+            "`campaign suppressions clear`"
+        )
 
 
 class InvalidToken(BadInput):

@@ -101,6 +101,8 @@ class Settings(BaseModel):
     double_opt_in: bool = True
     confirm_token_days: int = Field(default=7, ge=1, le=90)
     signup_rate_per_minute: int = Field(default=5, ge=1, le=10_000)
+    #: JSON API requests per minute for one API key; more get 429 with Retry-After.
+    api_rate_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     pending_purge_days: int = Field(default=14, ge=1)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)

@@ -1,6 +1,7 @@
-"""The operators' side of a serving process: /metrics and a detailed /healthz on ADMIN_LISTEN
-(default 127.0.0.1:9100, never the public listener, where counters would tell who signs up),
-and the sender of signup email that runs beside the public pages."""
+"""The operators' side of a serving process: /metrics, a detailed /healthz and the JSON API
+(/api, campaign.interfaces.api) on ADMIN_LISTEN (default 127.0.0.1:9100, never the public
+listener, where counters would tell who signs up), and the sender of signup email that runs
+beside the public pages."""
 
 from __future__ import annotations
 
@@ -14,17 +15,18 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from campaign.engine import App
 from campaign.insights import reports
 from campaign.insights.metrics import CONTENT_TYPE
+from campaign.interfaces.api import MOUNT, create_api_app
 
 log = logging.getLogger("campaign.admin")
 
 
 def create_admin_app(app: App) -> Starlette:
-    """The ASGI application for operators: metrics and the full health report."""
+    """The ASGI application for operators: metrics, the full health report, the JSON API."""
 
     async def healthz(request: Request) -> Response:
         # The public answer plus the detail: hosts, driver errors, the mail server's reply.
@@ -40,7 +42,13 @@ def create_admin_app(app: App) -> Starlette:
         app.metrics.update(**snapshot, refuses_writes=refusal is not None)
         return Response(app.metrics.render(), media_type=CONTENT_TYPE)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+            Mount(MOUNT, app=create_api_app(app)),
+        ]
+    )
 
 
 @dataclass

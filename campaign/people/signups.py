@@ -1,10 +1,11 @@
 """The public signup flow on top of `subscriptions`: signup with consent and double opt-in,
 the confirmation link, and the one-click unsubscribe link. A visitor gets the same answer
-whether or not their address was known."""
+whether or not their address was known. The JSON API adds a signup whose consent the calling
+system collected (`subscribe_with_consent`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -14,7 +15,7 @@ from campaign.domain import tokens
 from campaign.domain.addresses import email_hash
 from campaign.domain.statuses import STOPPED, ConsentKind, SubscriberStatus, SuppressionReason
 from campaign.domain.transport import Transport
-from campaign.errors import BadInput, InvalidToken
+from campaign.errors import BadInput, InvalidToken, Suppressed
 from campaign.people import subscriptions
 from campaign.people.person_fields import checked_timezone, first_name_of, normalise_address
 from campaign.people.subscriptions import Visitor
@@ -49,6 +50,8 @@ class SignupResult:
     outcome: SignupOutcome
     enrollment_id: int | None = None
     confirmation_id: int | None = None
+    #: the address was new: this signup stored it.
+    created: bool = False
 
 
 @dataclass
@@ -85,6 +88,7 @@ class Signups:
             if store.suppression_reason(session, email_hash(address)) in LASTING:
                 # bounced or complained: until an operator clears it
                 return SignupResult(SignupOutcome.IGNORED)
+            created = known is None
             if known is None:
                 status = SubscriberStatus.PENDING
                 subscriber_id = store.add_subscriber(
@@ -105,8 +109,62 @@ class Signups:
                 return SignupResult(SignupOutcome.IGNORED)
             if not self.double_opt_in:
                 enrollment = self._activate(session, subscriber_id, address, now)
-                return SignupResult(SignupOutcome.ENROLLED, enrollment)
-            return self._queue_confirmation(session, subscriber_id, now)
+                return SignupResult(SignupOutcome.ENROLLED, enrollment, created=created)
+            queued = self._queue_confirmation(session, subscriber_id, now)
+            return replace(queued, created=created)
+
+    @retry_once_on_conflict
+    def subscribe_with_consent(
+        self,
+        *,
+        email: str,
+        first_name: str | None,
+        timezone: str | None,
+        consent: Visitor,
+        consented_at: datetime,
+        source: str,
+        now: datetime,
+    ) -> SignupResult:
+        """A signup whose consent another system collected and states (when, from which IP, on
+        which page): recorded as the person's own, and treated as a confirmed signup. Someone
+        new, pending or unsubscribed becomes active and starts the plan from the welcome (due
+        now); someone active stays as they are. A bounced or complained address is left alone
+        (IGNORED; Suppressed for one not stored): only an operator clears it.
+
+        BadInput for a bad address, first name or time zone.
+        """
+        address = normalise_address(email)
+        name = first_name_of(first_name)
+        zone = checked_timezone(timezone)
+        with self.db.transaction() as session:
+            known = store.find_subscriber(session, address)
+            reason = store.suppression_reason(session, email_hash(address))
+            if reason in LASTING:
+                if known is None:
+                    raise Suppressed(address, str(reason))
+                return SignupResult(SignupOutcome.IGNORED)
+            if known is None:
+                subscriber_id = store.add_subscriber(
+                    session,
+                    email=address,
+                    first_name=name,
+                    timezone=zone,
+                    status=SubscriberStatus.PENDING,
+                    source=source[:200],
+                    now=now,
+                )
+                status = SubscriberStatus.PENDING
+            else:
+                subscriber_id, status = known.id, known.status
+            subscriptions.record_consent(
+                session, subscriber_id, ConsentKind.SIGNUP, consent, consented_at
+            )
+            if status == SubscriberStatus.ACTIVE:
+                return SignupResult(SignupOutcome.ALREADY_ACTIVE)
+            if status in STOPPED:
+                return SignupResult(SignupOutcome.IGNORED)
+            enrollment = self._activate(session, subscriber_id, address, now)
+            return SignupResult(SignupOutcome.ENROLLED, enrollment, created=known is None)
 
     def _queue_confirmation(
         self, session: Session, subscriber_id: int, now: datetime

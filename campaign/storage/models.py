@@ -290,3 +290,21 @@ class WebhookNonce(Base):
     nonce: Mapped[str] = mapped_column(String(255))
     body_sha256: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ApiKey(Base):
+    """A bearer token of the JSON API: only the SHA-256 of its secret is kept (the token is
+    shown once, at creation); a revoked key stays listed, refused."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (UniqueConstraint("public_id"), UniqueConstraint("name"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: the id written in the token (`cpk_<public_id>_<secret>`) and in `api-keys list`.
+    public_id: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(100))
+    #: hex SHA-256 of the secret: a 256-bit random secret needs no slow hash.
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

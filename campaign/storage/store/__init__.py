@@ -3,6 +3,17 @@
 The per-email records are the one exception: a `DeliveryRecorder` runs them on a connection of
 its own (the fast path, campaign.storage.fast_path, says when that is worth it)."""
 
+from campaign.storage.store.api_keys import (
+    ApiKeyRecord,
+    DeliveryRow,
+    add_api_key,
+    api_key_by_public_id,
+    api_key_named,
+    api_keys,
+    deliveries_after,
+    revoke_api_key,
+    touch_api_key,
+)
 from campaign.storage.store.budget import Bucket, take_tokens, wait_for_token
 from campaign.storage.store.claims import Claim, claim_due, renew_leases
 from campaign.storage.store.confirmations import (
@@ -98,11 +109,13 @@ from campaign.storage.store.sent import (
 
 __all__ = [
     "Accepted",
+    "ApiKeyRecord",
     "Bucket",
     "Claim",
     "ConfirmationClaim",
     "ConfirmationLink",
     "DeliveryRecorder",
+    "DeliveryRow",
     "FailureReason",
     "LastPass",
     "LeaseTime",
@@ -115,8 +128,12 @@ __all__ = [
     "SubscriberRecord",
     "active_enrollment_id",
     "active_enrollments_by_plan",
+    "add_api_key",
     "add_subscriber",
     "address_by_message_id",
+    "api_key_by_public_id",
+    "api_key_named",
+    "api_keys",
     "beat",
     "cancel_enrollments",
     "claim_confirmations",
@@ -135,6 +152,7 @@ __all__ = [
     "count_subscribers_by_status",
     "count_suppressions_by_reason",
     "delete_subscriber",
+    "deliveries_after",
     "delivery_address",
     "due_confirmations",
     "due_count",
@@ -167,6 +185,7 @@ __all__ = [
     "release",
     "renew_leases",
     "reopen_suppressed",
+    "revoke_api_key",
     "set_subscriber_status",
     "stop_mailing",
     "subscriber_address",
@@ -174,6 +193,7 @@ __all__ = [
     "suppress",
     "suppression_reason",
     "take_tokens",
+    "touch_api_key",
     "unknown_outcomes_by_step",
     "unsubscribes_after_step",
     "unsuppress",
