@@ -120,6 +120,13 @@ from campaign.storage.store.sent import (
     delivery_address,
     subscriber_address,
 )
+from campaign.storage.store.today import (
+    SchedulerBeat,
+    due_by_hour,
+    scheduler_beats,
+    sent_by_hour,
+    welcome_latencies,
+)
 
 __all__ = [
     "Accepted",
@@ -138,6 +145,7 @@ __all__ = [
     "Proof",
     "ProofRequest",
     "RowValues",
+    "SchedulerBeat",
     "SentMessage",
     "SessionRow",
     "SubscriberRecord",
@@ -169,6 +177,7 @@ __all__ = [
     "count_suppressions_by_reason",
     "delete_subscriber",
     "delivery_address",
+    "due_by_hour",
     "due_confirmations",
     "due_count",
     "end_session",
@@ -213,6 +222,8 @@ __all__ = [
     "remove_operator",
     "renew_leases",
     "reopen_suppressed",
+    "scheduler_beats",
+    "sent_by_hour",
     "set_password_hash",
     "set_subscriber_status",
     "stop_mailing",
@@ -227,4 +238,5 @@ __all__ = [
     "unsuppress",
     "use_confirmation",
     "wait_for_token",
+    "welcome_latencies",
 ]
