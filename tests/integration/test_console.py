@@ -202,6 +202,15 @@ def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(console: A
         )
     login = browser.post("/console/login", {"email": ANN, "password": PASSWORD})
     assert login.status_code == 403  # the login form has its token too
+    token = browser.csrf("/console/suppressions")
+    multipart = browser.loop.run_until_complete(
+        browser.http.post(
+            "/console/suppressions",
+            data={"email": "y@example.org", "csrf_token": token},
+            files={"attachment": ("list.csv", b"email\ny@example.org\n", "text/csv")},
+        )
+    )
+    assert multipart.status_code == 303  # a file upload's form carries its token the same way
 
 
 def test_suppressions_are_added_searched_and_cleared_and_each_change_is_audited(

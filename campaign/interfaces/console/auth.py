@@ -76,7 +76,7 @@ async def login_form(request: Request, *, problem: str = "", status: int = 200) 
 async def login(request: Request) -> Response:
     console: Console = request.app.state.console
     where = request.state.origin = origin(console, request)
-    fields, _ = await read_form(request)
+    fields, _ = await read_form(request) or ({}, {})
     nonce = request.cookies.get(LOGIN_COOKIE, "")
     if not nonce or not operators.csrf_matches(
         _login_token(console, nonce), fields.get("csrf_token", "")
@@ -126,7 +126,7 @@ async def logout(request: Request) -> Response:
         policy=console.policy,
     )
     if signed is not None:
-        fields, _ = await read_form(request)
+        fields, _ = await read_form(request) or ({}, {})
         if not operators.csrf_matches(signed.csrf_token, fields.get("csrf_token", "")):
             return render(request, "refused.html", status=403)
         await run_in_threadpool(

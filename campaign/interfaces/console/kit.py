@@ -231,7 +231,11 @@ def page(handler: Handler) -> Callable[[Request], Any]:
         request.state.operator = signed
         request.state.form, request.state.files = {}, {}
         if request.method == "POST":
-            fields, files = await read_form(request)
+            body = await read_form(request)
+            if body is None:
+                problem = f"the form is larger than {MAX_FORM_BYTES // (1024 * 1024)} MB"
+                return render(request, "refused.html", status=413, problem=problem)
+            fields, files = body
             given = fields.get("csrf_token", "") or request.headers.get("x-csrf-token", "")
             if not operators.csrf_matches(signed.csrf_token, given):
                 return render(request, "refused.html", status=403)
@@ -244,16 +248,16 @@ def page(handler: Handler) -> Callable[[Request], Any]:
     return endpoint
 
 
-async def read_form(request: Request) -> tuple[dict[str, str], dict[str, bytes]]:
-    """A posted form: url-encoded, or multipart (files apart); BadInput past MAX_FORM_BYTES."""
-    body = b""
+async def read_form(request: Request) -> tuple[dict[str, str], dict[str, bytes]] | None:
+    """A posted form: url-encoded, or multipart (files apart); None past MAX_FORM_BYTES."""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            return {}, {}
+            return None
     kind = request.headers.get("content-type", "")
     if kind.startswith("multipart/form-data"):
-        return _multipart(kind, body)
+        return _multipart(kind, bytes(body))
     pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
     return dict(pairs), {}
 
