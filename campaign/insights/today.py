@@ -47,7 +47,7 @@ class Today:
     welcome_p50_seconds: float | None
     welcome_p95_seconds: float | None
     welcomes_last_24h: int
-    #: since the start: emails accepted by the mail server, and bounces and complaints.
+    #: since the start, every plan: emails accepted by the mail server, bounces, complaints.
     sent_total: int
     bounced_total: int
     complained_total: int
@@ -87,7 +87,7 @@ def today(db: Database, plan: Plan, now: datetime) -> Today:
         backlog = store.due_count(session, plan.id, now)
         beats = store.scheduler_beats(session)
         latencies = store.welcome_latencies(session, plan.id, plan.steps[0].key, now - DAY)
-        emails = store.count_deliveries_by_step(session, plan.id)
+        by_status = store.deliveries_by_status(session)
         people = store.count_subscribers_by_status(session)
     past = [HourBar(first + i * HOUR, sent.get(first + i * HOUR, 0), True) for i in range(24)]
     ahead = [
@@ -96,9 +96,6 @@ def today(db: Database, plan: Plan, now: datetime) -> Today:
     # The current hour's bar shows what was sent; what is due later in it joins the next bar.
     if due.get(hour_now):
         ahead[0] = HourBar(ahead[0].start, ahead[0].count + due[hour_now], False)
-    by_status: dict[str, int] = {}
-    for (_step, status), count in emails.items():
-        by_status[status] = by_status.get(status, 0) + count
     return Today(
         now=now,
         hours=past + ahead,

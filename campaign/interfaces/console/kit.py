@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
@@ -48,6 +49,7 @@ HEADERS = {
 }
 
 Handler = Callable[[Request], Response]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class Console:
     app: App
     nav: list[NavItem] = field(default_factory=list)
     env: Environment = field(init=False)
+    #: numbers too costly to count at every request (`cached`): key -> (when, value).
+    cache: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
     policy: SessionPolicy = field(init=False)
     trusted: Proxies = field(init=False)
 
@@ -182,6 +187,24 @@ def redirect(request: Request, path: str, **query: str | int) -> Response:
     shown = {k: str(v) for k, v in query.items() if v not in ("", None)}
     url = where.prefix + path + (f"?{urlencode(shown)}" if shown else "")
     return RedirectResponse(url, 303, headers=HEADERS)
+
+
+def cached(
+    request: Request, key: str, seconds: float, compute: Callable[[], T]
+) -> tuple[T, datetime]:
+    """`compute()`, or its value from less than `seconds` ago (by the engine's clock), and
+    when it was computed: for numbers that cost a scan of a large table (a page says "as of")."""
+    console: Console = request.app.state.console
+    now = console.app.clock.now()
+    with console.lock:
+        hit = console.cache.get(key)
+    if hit is not None and timedelta(0) <= now - hit[0] < timedelta(seconds=seconds):
+        value: T = hit[1]
+        return value, hit[0]
+    value = compute()
+    with console.lock:
+        console.cache[key] = (now, value)
+    return value, now
 
 
 def engine(request: Request) -> App:

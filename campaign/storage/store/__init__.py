@@ -122,6 +122,7 @@ from campaign.storage.store.sent import (
 )
 from campaign.storage.store.today import (
     SchedulerBeat,
+    deliveries_by_status,
     due_by_hour,
     scheduler_beats,
     sent_by_hour,
@@ -176,6 +177,7 @@ __all__ = [
     "count_subscribers_by_status",
     "count_suppressions_by_reason",
     "delete_subscriber",
+    "deliveries_by_status",
     "delivery_address",
     "due_by_hour",
     "due_confirmations",

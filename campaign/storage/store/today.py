@@ -87,6 +87,12 @@ def welcome_latencies(
     ]
 
 
+def deliveries_by_status(session: Session) -> dict[str, int]:
+    """Every delivery in the log by status, all plans (no join: one pass over one table)."""
+    rows = session.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
+    return {str(status): int(count) for status, count in rows}
+
+
 def scheduler_beats(session: Session) -> list[SchedulerBeat]:
     """Every scheduler's heartbeat, the most recent pass first."""
     rows = session.scalars(select(Heartbeat).order_by(Heartbeat.last_pass_at.desc()).limit(20))
