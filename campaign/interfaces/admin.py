@@ -1,7 +1,7 @@
-"""The operators' side of a serving process: /metrics, a detailed /healthz and the JSON API
-(/api, campaign.interfaces.api) on ADMIN_LISTEN (default 127.0.0.1:9100, never the public
-listener, where counters would tell who signs up), and the sender of signup email that runs
-beside the public pages."""
+"""The operators' side of a serving process: /metrics, a detailed /healthz, the console
+(/console, campaign.interfaces.console) and the JSON API (/api, campaign.interfaces.api) on
+ADMIN_LISTEN (default 127.0.0.1:9100, never the public listener, where counters would tell who
+signs up), and the sender of signup email that runs beside the public pages."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ log = logging.getLogger("campaign.admin")
 
 
 def create_admin_app(app: App) -> Starlette:
-    """The ASGI application for operators: metrics, the full health report, the JSON API."""
+    """The ASGI application for operators: metrics, the full health report, the console and
+    the JSON API."""
+    from campaign.interfaces.console import create_console_app
 
     async def healthz(request: Request) -> Response:
         # The public answer plus the detail: hosts, driver errors, the mail server's reply.
@@ -46,9 +48,24 @@ def create_admin_app(app: App) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             Route("/metrics", metrics),
+            Mount("/console", app=create_console_app(app)),
             Mount(MOUNT, app=create_api_app(app)),
         ]
     )
+
+
+def make_admin_server(app: App, host: str, port: int) -> uvicorn.Server:
+    """A uvicorn server of the operators' application. Proxy headers are left to the console,
+    which believes them only from FORWARDED_ALLOW_IPS (and needs the proxy's own address)."""
+    config = uvicorn.Config(
+        create_admin_app(app),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+    )
+    return uvicorn.Server(config)
 
 
 @dataclass
@@ -79,14 +96,7 @@ def start_side_services(app: App) -> SideServices:
     )
     if listen is None:
         return side
-    config = uvicorn.Config(
-        create_admin_app(app),
-        host=listen[0],
-        port=listen[1],
-        log_level="warning",
-        access_log=False,
-    )
-    side.server = uvicorn.Server(config)
+    side.server = make_admin_server(app, listen[0], listen[1])
     side.thread = threading.Thread(target=_run, args=(side.server,), name="admin-http", daemon=True)
     side.thread.start()
     deadline = time.monotonic() + 10

@@ -139,6 +139,8 @@ class Enrollment(Base):
 class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
+        # the console's Today page: emails sent in the last 24 hours, by hour.
+        Index("ix_deliveries_sent_at", "sent_at"),
         # the guarantee: one row, and so at most one send, per step per enrollment.
         UniqueConstraint("enrollment_id", "step_key"),
         UniqueConstraint("message_id"),
@@ -182,10 +184,18 @@ class Suppression(Base):
     """Addresses never to mail again, kept only as a SHA-256 hash after `campaign forget`."""
 
     __tablename__ = "suppressions"
+    #: the console lists them newest first.
+    __table_args__ = (Index("ix_suppressions_created_at", "created_at"),)
 
     email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: the address, when it may be kept (an operator's own entry; never a forgotten person's):
+    #: what the console lists and searches. Empty: only the hash is known.
+    email: Mapped[str] = mapped_column(String(320), default="", server_default="")
+    #: who added it: "console", "cli", "bounces", "webhook", ... (empty: before 0011).
+    source: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Heartbeat(Base):
@@ -308,3 +318,60 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Operator(Base):
+    """A person who signs in to the operators' console; the password only as an Argon2id hash."""
+
+    __tablename__ = "operators"
+    __table_args__ = (Index("uq_operators_email_lower", func.lower("email"), unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class OperatorSession(Base):
+    """A signed-in browser: kept by the SHA-256 of its cookie's value, never the value."""
+
+    __tablename__ = "operator_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[int] = mapped_column(
+        ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    client: Mapped[str] = mapped_column(String(64), default="")
+
+
+class LoginFailure(Base):
+    """A failed sign-in, counted per account and per client address by the login throttle."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_email_at", "email", "at"),
+        Index("ix_login_failures_client_at", "client", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: the address typed, lower-cased (an account or not: guessing is counted either way).
+    email: Mapped[str] = mapped_column(String(320))
+    client: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """A change made by an operator (console or command line): who, what, when, detail."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    #: the operator's address as it was (kept after the account is removed).
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -1,6 +1,12 @@
 """The `campaign` command line: parses input, calls use cases, prints results, maps errors."""
 
-from campaign.interfaces.cli import api_keys_command, dkim_command, marketer, operator  # noqa: F401 - importing registers the commands
+from campaign.interfaces.cli import (  # noqa: F401 - importing registers the commands
+    api_keys_command,
+    dkim_command,
+    marketer,
+    operator,
+    users_command,
+)
 from campaign.interfaces.cli.common import load_settings, main
 from campaign.logs import configure_logging
 

@@ -10,7 +10,7 @@ from alembic import op
 
 revision = "0012_api_keys"
 # The coordinator re-chains the helpers' migrations when merging them.
-down_revision = "0010"
+down_revision = "0011_operators_console"
 branch_labels = None
 depends_on = None
 
