@@ -238,3 +238,16 @@ class DatabaseRefusesWrites(DatabaseError):
     def __reduce__(self) -> tuple[type[DatabaseRefusesWrites], tuple[str, str]]:
         # It crosses a pipe from sender processes: rebuilt from its fields, not its message.
         return type(self), (self.reason, self.detail)
+
+
+class LoginRefused(BadInput):
+    """The address or the password is wrong."""
+
+
+class LoginThrottled(CampaignError):
+    """Too many failed sign-ins: wait a few minutes and try again."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        self.retry_after_seconds = retry_after_seconds
+        minutes = max(1, (retry_after_seconds + 59) // 60)
+        super().__init__(f"Too many failed sign-ins: try again in {minutes} minute(s).")

@@ -113,6 +113,13 @@ class Settings(BaseModel):
     forwarded_allow_ips: str = "127.0.0.1"
     #: the operators' listener (/metrics, detailed /healthz): HOST:PORT, or "off".
     admin_listen: str = "127.0.0.1:9100"
+    #: the operators' console (/console on ADMIN_LISTEN): a session ends after this many
+    #: minutes without a request, and this many hours after sign-in whatever happens.
+    console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    console_session_hours: int = Field(default=12, ge=1, le=30 * 24)
+    #: failed sign-ins allowed per 15 minutes: for one account, and from one client address.
+    console_login_attempts: int = Field(default=5, ge=1, le=1000)
+    console_client_attempts: int = Field(default=20, ge=1, le=100_000)
     #: DKIM signing: all three set, or none (unsigned). The domain should be MAIL_FROM's.
     dkim_domain: str | None = None
     dkim_selector: str | None = None

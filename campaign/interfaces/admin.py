@@ -1,6 +1,6 @@
-"""The operators' side of a serving process: /metrics and a detailed /healthz on ADMIN_LISTEN
-(default 127.0.0.1:9100, never the public listener, where counters would tell who signs up),
-and the sender of signup email that runs beside the public pages."""
+"""The operators' side of a serving process: /metrics, a detailed /healthz and the console
+(/console) on ADMIN_LISTEN (default 127.0.0.1:9100, never the public listener, where counters
+would tell who signs up), and the sender of signup email that runs beside the public pages."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from campaign.engine import App
 from campaign.insights import reports
@@ -24,7 +24,8 @@ log = logging.getLogger("campaign.admin")
 
 
 def create_admin_app(app: App) -> Starlette:
-    """The ASGI application for operators: metrics and the full health report."""
+    """The ASGI application for operators: metrics, the full health report, the console."""
+    from campaign.interfaces.console import create_console_app
 
     async def healthz(request: Request) -> Response:
         # The public answer plus the detail: hosts, driver errors, the mail server's reply.
@@ -40,7 +41,27 @@ def create_admin_app(app: App) -> Starlette:
         app.metrics.update(**snapshot, refuses_writes=refusal is not None)
         return Response(app.metrics.render(), media_type=CONTENT_TYPE)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+            Mount("/console", app=create_console_app(app)),
+        ]
+    )
+
+
+def make_admin_server(app: App, host: str, port: int) -> uvicorn.Server:
+    """A uvicorn server of the operators' application. Proxy headers are left to the console,
+    which believes them only from FORWARDED_ALLOW_IPS (and needs the proxy's own address)."""
+    config = uvicorn.Config(
+        create_admin_app(app),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+    )
+    return uvicorn.Server(config)
 
 
 @dataclass
@@ -71,14 +92,7 @@ def start_side_services(app: App) -> SideServices:
     )
     if listen is None:
         return side
-    config = uvicorn.Config(
-        create_admin_app(app),
-        host=listen[0],
-        port=listen[1],
-        log_level="warning",
-        access_log=False,
-    )
-    side.server = uvicorn.Server(config)
+    side.server = make_admin_server(app, listen[0], listen[1])
     side.thread = threading.Thread(target=_run, args=(side.server,), name="admin-http", daemon=True)
     side.thread.start()
     deadline = time.monotonic() + 10

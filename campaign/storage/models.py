@@ -195,6 +195,12 @@ class Suppression(Base):
     email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: the address, when it may be kept (an operator's own entry; never a forgotten person's):
+    #: what the console lists and searches. Empty: only the hash is known.
+    email: Mapped[str] = mapped_column(String(320), default="", server_default="")
+    #: who added it: "console", "cli", "bounces", "webhook", ... (empty: before 0011).
+    source: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Heartbeat(Base):
@@ -299,3 +305,60 @@ class WebhookNonce(Base):
     nonce: Mapped[str] = mapped_column(String(255))
     body_sha256: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Operator(Base):
+    """A person who signs in to the operators' console; the password only as an Argon2id hash."""
+
+    __tablename__ = "operators"
+    __table_args__ = (Index("uq_operators_email_lower", func.lower("email"), unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class OperatorSession(Base):
+    """A signed-in browser: kept by the SHA-256 of its cookie's value, never the value."""
+
+    __tablename__ = "operator_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[int] = mapped_column(
+        ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    client: Mapped[str] = mapped_column(String(64), default="")
+
+
+class LoginFailure(Base):
+    """A failed sign-in, counted per account and per client address by the login throttle."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_email_at", "email", "at"),
+        Index("ix_login_failures_client_at", "client", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: the address typed, lower-cased (an account or not: guessing is counted either way).
+    email: Mapped[str] = mapped_column(String(320))
+    client: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """A change made by an operator (console or command line): who, what, when, detail."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    #: the operator's address as it was (kept after the account is removed).
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")

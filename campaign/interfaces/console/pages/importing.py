@@ -66,7 +66,13 @@ def upload_form(request: Request) -> Response:
 def preview(request: Request) -> Response:
     data = uploaded(request).get("file", b"")
     if not data:
-        return render(request, "import.html", title="Import", status=400, problem="file: choose a CSV file to upload")
+        return render(
+            request,
+            "import.html",
+            title="Import",
+            status=400,
+            problem="file: choose a CSV file to upload",
+        )
     token = secrets.token_urlsafe(24)
     path = _folder() / f"{token}.csv"
     path.write_bytes(data)

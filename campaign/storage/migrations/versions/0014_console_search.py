@@ -3,13 +3,13 @@ under the "C" collation (PostgreSQL only), which serve a LIKE 'prefix%' and the 
 address whatever the database's collation. SQLite needs none to be usable, and gets none.
 
 Revision ID: 0014_console_search
-Revises: 0010
+Revises: 0011_operators_console
 """
 
 from alembic import op
 
 revision = "0014_console_search"
-down_revision = "0010"
+down_revision = "0011_operators_console"
 branch_labels = None
 depends_on = None
 
