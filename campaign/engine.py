@@ -144,11 +144,14 @@ class Engine:
         """Stop all email to `email` at once; False if they had left already."""
         return subscriptions.unsubscribe(self.db, email=email, now=now or self.clock.now())
 
-    def resend_welcome(self, subscriber_id: int, *, now: datetime | None = None) -> Resent:
+    def resend_welcome(
+        self, subscriber_id: int, *, now: datetime | None = None, actor: str = "command line"
+    ) -> Resent:
         """Send the welcome again to an active subscriber, once, as a delivery of its own that
-        never moves their plan (campaign.delivery.resend says what a resend is)."""
+        never moves their plan (campaign.delivery.resend says what a resend is); audited."""
+        when = now or self.clock.now()
         return resend.resend_welcome(
-            self.db, self.content, self.transport, subscriber_id, now or self.clock.now()
+            self.db, self.content, self.transport, subscriber_id, when, actor=actor
         )
 
     def run_pass(self, now: datetime | None = None) -> PassResult:

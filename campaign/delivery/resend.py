@@ -31,6 +31,8 @@ from campaign.errors import (
     UnknownSubscriber,
     UnsendableAddress,
 )
+from campaign.people import operators
+from campaign.people.operators import COMMAND_LINE
 from campaign.storage import store
 from campaign.storage.db import ROW_REFUSED, Database
 
@@ -51,7 +53,13 @@ class Resent:
 
 
 def resend_welcome(
-    db: Database, content: Content, transport: Transport, subscriber_id: int, now: datetime
+    db: Database,
+    content: Content,
+    transport: Transport,
+    subscriber_id: int,
+    now: datetime,
+    *,
+    actor: str = COMMAND_LINE,
 ) -> Resent:
     """Send the welcome again to an active subscriber whose welcome was already settled.
 
@@ -60,7 +68,8 @@ def resend_welcome(
     """
     plan, composer = content.plan, content.composer
     welcome = plan.steps[0]
-    with db.transaction() as session:
+    detail = f"#{subscriber_id}"
+    with operators.audited(db, actor, "subscriber.resend_welcome", detail, now) as session:
         known = store.subscriber_by_id(session, subscriber_id)
         if known is None:
             raise UnknownSubscriber(f"#{subscriber_id}")

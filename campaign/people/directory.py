@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from campaign.domain.addresses import email_hash
+from campaign.domain.statuses import SuppressionReason
 from campaign.errors import BadInput, UnknownSubscriber
-from campaign.people import subscriptions
+from campaign.people import operators, subscriptions
+from campaign.people.operators import COMMAND_LINE
 from campaign.storage import store
 from campaign.storage.db import Database
 
@@ -48,19 +53,24 @@ def search(db: Database, query: str, cursor: str | None = None, limit: int = PAG
     return Found(text, page.rows, next_cursor)
 
 
-def _encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode("utf-8")).decode("ascii").rstrip("=")
+def _encode_cursor(cursor: store.SearchCursor) -> str:
+    text = json.dumps([cursor.phase, cursor.key, cursor.id], ensure_ascii=False)
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> str:
+def _decode_cursor(cursor: str) -> store.SearchCursor:
+    refused = BadInput("cursor: not a cursor this search gave (start the search again)")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        key = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
-    except (ValueError, UnicodeError, binascii.Error) as exc:
-        raise BadInput("cursor: not a cursor this search gave (start the search again)") from exc
-    if len(key) > MAX_QUERY or "\x00" in key:
-        raise BadInput("cursor: not a cursor this search gave (start the search again)")
-    return key
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        phase, key, ident = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeError, binascii.Error, TypeError) as exc:
+        raise refused from exc
+    if phase not in ("address", "name") or not isinstance(ident, int):
+        raise refused
+    if key is not None and (not isinstance(key, str) or len(key) > MAX_QUERY or "\x00" in key):
+        raise refused
+    return store.SearchCursor(phase, key, ident)
 
 
 #: A stored row as plain values for a page (instants stay datetimes).
@@ -96,27 +106,36 @@ def person(db: Database, subscriber_id: int) -> Person:
     )
 
 
-def _address(db: Database, subscriber_id: int) -> str:
-    with db.read() as session:
-        known = store.subscriber_by_id(session, subscriber_id)
+def _known(session: Session, subscriber_id: int) -> store.SubscriberRecord:
+    known = store.subscriber_by_id(session, subscriber_id)
     if known is None:
         raise UnknownSubscriber(f"#{subscriber_id}")
-    return known.email
+    return known
 
 
-def unsubscribe(db: Database, subscriber_id: int, now: datetime) -> bool:
-    """Stop all email to the subscriber at once; False if they had already left.
+def unsubscribe(
+    db: Database, subscriber_id: int, now: datetime, *, actor: str = COMMAND_LINE
+) -> bool:
+    """Stop all email to the subscriber at once (audited); False if they had already left.
     UnknownSubscriber if nobody has that id."""
-    _address(db, subscriber_id)
-    return subscriptions.unsubscribe_subscriber(db, subscriber_id, now)
+    with operators.audited(db, actor, "subscriber.unsubscribe", f"#{subscriber_id}", now) as s:
+        return subscriptions.leave(s, _known(s, subscriber_id), now)
 
 
-def export(db: Database, subscriber_id: int) -> subscriptions.PersonExport:
-    """Everything stored about the subscriber, as `campaign export` prints it."""
-    return subscriptions.export_person(db, _address(db, subscriber_id))
+def export(
+    db: Database, subscriber_id: int, now: datetime, *, actor: str = COMMAND_LINE
+) -> subscriptions.PersonExport:
+    """Everything stored about the subscriber, as `campaign export` prints it; that it was
+    exported, and by whom, goes in the audit log."""
+    with operators.audited(db, actor, "subscriber.export", f"#{subscriber_id}", now) as s:
+        address = _known(s, subscriber_id).email
+    return subscriptions.export_person(db, address)
 
 
-def forget(db: Database, subscriber_id: int, now: datetime) -> None:
+def forget(db: Database, subscriber_id: int, now: datetime, *, actor: str = COMMAND_LINE) -> None:
     """Erase the subscriber as `campaign forget` does: a hash of the address stays, so it is
-    never mailed by mistake (an audit entry should name the id, never the address)."""
-    subscriptions.forget_person(db, _address(db, subscriber_id), now)
+    never mailed by mistake. The audit entry names the id, never the address."""
+    with operators.audited(db, actor, "subscriber.forget", f"#{subscriber_id}", now) as s:
+        known = _known(s, subscriber_id)
+        store.suppress(s, email_hash(known.email), SuppressionReason.FORGOTTEN, now)
+        store.delete_subscriber(s, known.id)

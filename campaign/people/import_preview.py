@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 
 from campaign.domain.addresses import email_hash
+from campaign.domain.plan import Plan
 from campaign.errors import BadInput, Suppressed
+from campaign.people import csv_import, operators, subscriptions
+from campaign.people.operators import COMMAND_LINE
 from campaign.people.person_fields import checked_timezone, first_name_of, normalise_address
 from campaign.storage import store
 from campaign.storage.db import Database
@@ -106,3 +111,19 @@ def preview_rows(
     others.sort(key=lambda row: row.line)
     preview.rows = (refused + others)[:MAX_LISTED]
     return preview
+
+
+def commit_import(
+    db: Database, plan: Plan, path: Path, *, now: datetime, actor: str = COMMAND_LINE
+) -> subscriptions.ImportReport:
+    """Import the CSV at `path` as `campaign import` does (in chunks, each its own transaction),
+    then write the audit entry: who imported how many from which file."""
+    source = csv_import.open_csv(path)
+    report = subscriptions.import_rows(db, plan, csv_import.rows(source), now=now, source="import")
+    detail = (
+        f"{path.name}: {report.added} added, {report.already_known} already known, "
+        f"{len(report.problems)} refused"
+    )
+    with operators.audited(db, actor, "subscribers.import", detail, now):
+        pass
+    return report

@@ -87,7 +87,7 @@ class Subscriber(Base):
         Index("ix_subscribers_email_search", text('lower(email) COLLATE "C"')).ddl_if(
             dialect="postgresql"
         ),
-        Index("ix_subscribers_name_search", text('lower(first_name) COLLATE "C"')).ddl_if(
+        Index("ix_subscribers_name_search", text('lower(first_name) COLLATE "C"'), "id").ddl_if(
             dialect="postgresql"
         ),
         CheckConstraint(_in("status", SUBSCRIBER_STATUSES), name="status"),

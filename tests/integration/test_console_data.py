@@ -67,6 +67,36 @@ def test_search_pages_through_every_match_once_by_cursor(engine: EngineFactory) 
     assert seen == sorted(f"reader{n}@example.org" for n in range(7))
 
 
+def test_pages_run_from_the_address_matches_into_the_name_matches(
+    engine: EngineFactory,
+) -> None:
+    """Addresses starting with 'al' come first, then people named Al… (each once, even one
+    whose address and name both match), two a page."""
+    app, _ = engine(NOW)
+    _add(
+        app,
+        ("al2@example.org", "Zed"),
+        ("al1@example.org", "Alma"),
+        ("al3@example.org", ""),
+        ("x@example.org", "Alvin"),
+        ("b@example.org", "Alba"),
+        ("c@example.org", "Alba"),
+    )
+    pages = []
+    cursor = None
+    while True:
+        found = directory.search(app.db, "Al", cursor, limit=2)
+        pages.append(_emails(found))
+        cursor = found.next_cursor
+        if cursor is None:
+            break
+    assert pages == [
+        ["al1@example.org", "al2@example.org"],
+        ["al3@example.org", "b@example.org"],
+        ["c@example.org", "x@example.org"],
+    ]
+
+
 def test_a_bad_search_names_its_field(engine: EngineFactory) -> None:
     """A forged cursor, a huge query or limit are refused with the field named."""
     app, _ = engine(NOW)

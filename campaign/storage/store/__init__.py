@@ -21,6 +21,7 @@ from campaign.storage.store.confirmations import (
     use_confirmation,
 )
 from campaign.storage.store.console import (
+    SearchCursor,
     SearchPage,
     SubscriberFile,
     SubscriberRow,
@@ -151,6 +152,7 @@ __all__ = [
     "Proof",
     "ProofRequest",
     "RowValues",
+    "SearchCursor",
     "SearchPage",
     "SentMessage",
     "SessionRow",

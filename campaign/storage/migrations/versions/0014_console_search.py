@@ -1,6 +1,6 @@
-"""The console's subscriber search: expression indexes on lower(email) and lower(first_name)
-under the "C" collation (PostgreSQL only), which serve a LIKE 'prefix%' and the ordering by
-address whatever the database's collation. SQLite needs none to be usable, and gets none.
+"""The console's subscriber search: expression indexes on lower(email) and (lower(first_name),
+id) under the "C" collation (PostgreSQL only), which serve a LIKE 'prefix%' and the ordering
+whatever the database's collation. SQLite needs none to be usable, and gets none.
 
 Revision ID: 0014_console_search
 Revises: 0011_operators_console
@@ -14,8 +14,8 @@ branch_labels = None
 depends_on = None
 
 INDEXES = {
-    "ix_subscribers_email_search": 'lower(email) COLLATE "C"',
-    "ix_subscribers_name_search": 'lower(first_name) COLLATE "C"',
+    "ix_subscribers_email_search": '(lower(email) COLLATE "C")',
+    "ix_subscribers_name_search": '(lower(first_name) COLLATE "C"), id',
 }
 
 
@@ -23,7 +23,7 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     for name, expression in INDEXES.items():
-        op.execute(f"CREATE INDEX {name} ON subscribers (({expression}))")
+        op.execute(f"CREATE INDEX {name} ON subscribers ({expression})")
 
 
 def downgrade() -> None:
