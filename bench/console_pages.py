@@ -18,6 +18,8 @@ median and p95 in milliseconds. The target from the console issue: < 200 ms a pa
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import csv
 import random
 import statistics
@@ -30,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +50,10 @@ from campaign.clock import FixedClock  # noqa: E402
 from campaign.delivery.testing import RecordingTransport  # noqa: E402
 from campaign.domain.plan import load_plan  # noqa: E402
 from campaign.engine import Engine  # noqa: E402
+from campaign.errors import BadInput  # noqa: E402
 from campaign.insights import plan_page  # noqa: E402
-from campaign.people import csv_import, directory, import_preview  # noqa: E402
+from campaign.interfaces.admin import create_admin_app  # noqa: E402
+from campaign.people import csv_import, directory, import_preview, operators  # noqa: E402
 from campaign.settings import Settings  # noqa: E402
 from campaign.storage.db import Database  # noqa: E402
 
@@ -221,34 +226,48 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def measurements(app: Engine, runs: int, subscribers: int) -> list[tuple[str, Callable[[], Any]]]:
-    """(what, a call) for each page's work."""
+Measurement = tuple[str, Callable[[], Any], int | None]
+
+
+def measurements(app: Engine, subscribers: int) -> list[Measurement]:
+    """(what, a call, how many runs: None for --runs) for each page's work."""
     db: Database = app.db
     picks = random.Random(17)
-    found: list[tuple[str, Callable[[], Any]]] = []
+    found: list[Measurement] = []
 
     def search(query: str, cursor: str | None = None) -> Callable[[], Any]:
         return lambda: directory.search(db, query, cursor)
 
     for query in ("", "a", "ann", "zoë", "ann.garcia1", "nobody-by-that-name", "reader@"):
-        found.append((f"search {query!r}", search(query)))
+        found.append((f"search {query!r}", search(query), None))
     second = directory.search(db, "a").next_cursor
-    found.append(("search 'a', page 2", lambda: directory.search(db, "a", second)))
+    found.append(("search 'a', page 2", search("a", second), None))
     deep = directory.search(db, "s")
     for _ in range(20):  # twenty pages in
         deep = directory.search(db, "s", deep.next_cursor)
-    found.append(("search 's', page 21", lambda: directory.search(db, "s", deep.next_cursor)))
-    found.append(("subscriber page", lambda: directory.person(db, picks.randint(1, subscribers))))
+    found.append(("search 's', page 21", search("s", deep.next_cursor), None))
+    name_page = directory.search(db, "zoë")
+    found.append(("search 'zoë', page 2 (names)", search("zoë", name_page.next_cursor), None))
+    found.append(
+        ("subscriber record", lambda: directory.person(db, picks.randint(1, subscribers)), None)
+    )
     cache = plan_page.NumbersCache()
     now = app.clock.now()
+    cache.stats(db, app.content, now)
+    cache.join()  # what the page shows once the first count (in the background) is done
+    counting = lambda: plan_page.timeline(db, app.content, now, type(cache)(wait=True))  # noqa: E731
+    found.append(("plan numbers, counted (cold)", counting, 2))
     found.append(
-        ("plan numbers, counted", lambda: plan_page.timeline(db, app.content, now, type(cache)()))
-    )
-    found.append(
-        ("plan page, numbers kept", lambda: plan_page.timeline(db, app.content, now, cache))
+        (
+            "plan timeline, numbers kept",
+            lambda: plan_page.timeline(db, app.content, now, cache),
+            None,
+        )
     )
     keys = [step.key for step in app.plan.steps]
-    found.append(("step preview", lambda: plan_page.preview(app.content, picks.choice(keys), now)))
+    found.append(
+        ("step preview", lambda: plan_page.preview(app.content, picks.choice(keys), now), None)
+    )
     csv_file = Path(tempfile.mkdtemp(prefix="console-bench-")) / "list.csv"
     with csv_file.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -262,8 +281,80 @@ def measurements(app: Engine, runs: int, subscribers: int) -> list[tuple[str, Ca
         source = csv_import.open_csv(csv_file)
         return import_preview.preview_rows(db, csv_import.rows(source))
 
-    found.append(("import preview, 1000 rows", preview_import))
+    found.append(("import preview, 1000 rows", preview_import, None))
     return found
+
+
+def page_measurements(app: Engine, subscribers: int) -> list[Measurement]:
+    """Whole pages, through the operators' application (sign-in check, query, template)."""
+    client = PageClient(create_admin_app(app))
+    with contextlib.suppress(BadInput):  # the account is kept from an earlier run (--reuse)
+        operators.add_operator(app.db, "bench@example.org", "bench-password-123", NOW)
+    client.sign_in("bench@example.org", "bench-password-123")
+    picks = random.Random(18)
+    keys = [step.key for step in app.plan.steps]
+    after = directory.search(app.db, "a").next_cursor or ""
+
+    started = time.monotonic()
+    while "being counted" in client.get("/console/plan").text:  # the first count, once
+        if time.monotonic() - started > 600:
+            raise SystemExit("the plan's numbers took more than 10 minutes to count")
+        time.sleep(1)
+    print(
+        f"  (the console's first count of the plan's numbers: {time.monotonic() - started:.0f} s)"
+    )
+
+    def get(path: str | Callable[[], str]) -> Callable[[], Any]:
+        return lambda: client.get(path() if callable(path) else path)
+
+    return [
+        ("page /subscribers?q=ann", get("/console/subscribers?q=ann"), None),
+        ("page /subscribers?q=zoë", get("/console/subscribers?q=zo%C3%AB"), None),
+        ("page /subscribers?q=a, page 2", get(f"/console/subscribers?q=a&cursor={after}"), None),
+        (
+            "page /subscribers/{id}",
+            get(lambda: f"/console/subscribers/{picks.randint(1, subscribers)}"),
+            None,
+        ),
+        ("page /plan (numbers kept)", get("/console/plan"), None),
+        ("page /plan/{key}", get(lambda: f"/console/plan/{picks.choice(keys)}"), None),
+        (
+            "page /plan/{key}/email.html",
+            get(lambda: f"/console/plan/{picks.choice(keys)}/email.html"),
+            None,
+        ),
+    ]
+
+
+class PageClient:
+    """Requests to the console's ASGI application in this process (no socket): what a page
+    costs the server, not the network."""
+
+    def __init__(self, asgi: Any) -> None:
+        self.transport = httpx.ASGITransport(app=asgi)
+        self.cookies = httpx.Cookies()
+
+    def get(self, path: str) -> httpx.Response:
+        return self._send("GET", path)
+
+    def sign_in(self, email: str, password: str) -> None:
+        form = self._send("GET", "/console/login").text
+        token = form.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        data = {"email": email, "password": password, "csrf_token": token}
+        self._send("POST", "/console/login", data=data)
+
+    def _send(self, method: str, path: str, **options: Any) -> httpx.Response:
+        async def send() -> httpx.Response:
+            async with httpx.AsyncClient(
+                transport=self.transport, base_url="https://bench", cookies=self.cookies
+            ) as client:
+                answer = await client.request(method, path, **options)
+                self.cookies = client.cookies
+                if answer.status_code >= 400 or (method == "GET" and answer.status_code != 200):
+                    raise SystemExit(f"{method} {path}: {answer.status_code}")
+                return answer
+
+        return asyncio.run(send())
 
 
 def main() -> None:
@@ -296,8 +387,9 @@ def main() -> None:
                 }
             print("rows              " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
             print(f"\n{'what':<34} {'runs':>5} {'p50 ms':>8} {'p95 ms':>8}")
-            for name, work in measurements(app, args.runs, args.subscribers):
-                found = timed(work, args.runs)
+            table = measurements(app, args.subscribers) + page_measurements(app, args.subscribers)
+            for name, work, runs in table:
+                found = timed(work, runs or args.runs)
                 print(
                     f"{name:<34} {len(found):>5} {statistics.median(found):>8.1f}"
                     f" {p95(found):>8.1f}",

@@ -30,7 +30,8 @@ class TimelineStep:
     day: int
     subject: str
     preheader: str
-    numbers: reports.StepStats
+    #: None while the first count runs.
+    numbers: reports.StepStats | None
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ class Timeline:
     send_time: str
     steps: list[TimelineStep]
     has_confirmation: bool
-    #: when the numbers were counted (they may be up to NUMBERS_TTL old).
-    counted_at: datetime
+    #: when the numbers were counted (up to NUMBERS_TTL old; None: being counted).
+    counted_at: datetime | None
 
 
 class NumbersCache:
@@ -49,35 +50,46 @@ class NumbersCache:
 
     Counting walks the whole delivery log: at a million subscribers that takes seconds, more
     than a page may. So a page gets the kept numbers at once, with the instant they were
-    counted; once they are NUMBERS_TTL old, one recount runs in a thread of its own (`wait`
-    makes a caller wait for it instead, as tests do). Only the very first page waits.
+    counted, and once they are NUMBERS_TTL old one recount runs in a thread of its own. With
+    nothing kept yet, the page waits up to `patience` for the first count, then shows the
+    timeline without numbers ("counting"). `wait` makes every caller wait (tests, the bench).
     """
 
-    def __init__(self, ttl: timedelta = NUMBERS_TTL, *, wait: bool = False) -> None:
+    def __init__(
+        self, ttl: timedelta = NUMBERS_TTL, *, wait: bool = False, patience: float = 0.5
+    ) -> None:
         self.ttl = ttl
         self.wait = wait
+        self.patience = patience
         self._lock = threading.Lock()
         self._kept: tuple[str, datetime, reports.Stats] | None = None
         self._counting: threading.Thread | None = None
 
     def stats(
         self, db: Database, content: Content, now: datetime
-    ) -> tuple[reports.Stats, datetime]:
-        """The plan's numbers and when they were counted."""
+    ) -> tuple[reports.Stats | None, datetime | None]:
+        """The plan's numbers and when they were counted; (None, None) while the first count
+        runs."""
         plan = content.plan
-        with self._lock:
+        if self.wait:
             kept = self._kept
-            fresh = (
-                kept is not None and kept[0] == plan.id and timedelta(0) <= now - kept[1] < self.ttl
-            )
-            if kept is not None and kept[0] == plan.id and (fresh or not self.wait):
-                if not fresh and self._counting is None:
-                    self._counting = threading.Thread(
-                        target=self._count, args=(db, content, now), daemon=True
-                    )
-                    self._counting.start()
+            if kept and kept[0] == plan.id and timedelta(0) <= now - kept[1] < self.ttl:
                 return kept[2], kept[1]
-        return self._count(db, content, now)
+            return self._count(db, content, now)
+        with self._lock:
+            kept = self._kept if self._kept and self._kept[0] == plan.id else None
+            stale = kept is None or not timedelta(0) <= now - kept[1] < self.ttl
+            counting = self._counting
+            if stale and counting is None:
+                counting = self._counting = threading.Thread(
+                    target=self._count, args=(db, content, now), daemon=True
+                )
+                counting.start()
+        if kept is None and counting is not None:
+            counting.join(self.patience)
+            with self._lock:
+                kept = self._kept if self._kept and self._kept[0] == plan.id else None
+        return (kept[2], kept[1]) if kept else (None, None)
 
     def _count(
         self, db: Database, content: Content, now: datetime
@@ -93,7 +105,7 @@ class NumbersCache:
                     self._counting = None
 
     def join(self) -> None:
-        """Wait for a recount running in the background (tests, the bench)."""
+        """Wait for a count running in the background (the bench)."""
         counting = self._counting
         if counting is not None:
             counting.join()
@@ -103,7 +115,7 @@ def timeline(db: Database, content: Content, now: datetime, cache: NumbersCache)
     """Every step with its subject (rendered for the sample subscriber) and its numbers."""
     plan, composer = content.plan, content.composer
     numbers, counted_at = cache.stats(db, content, now)
-    by_key = {row["key"]: row for row in numbers["steps"]}
+    by_key = {row["key"]: row for row in numbers["steps"]} if numbers else {}
     steps = []
     for step in plan.steps:
         try:
@@ -111,7 +123,7 @@ def timeline(db: Database, content: Content, now: datetime, cache: NumbersCache)
             subject, preheader = rendered.subject, rendered.preheader
         except RenderError as exc:  # shown on its step: the other steps still preview
             subject, preheader = "(does not render)", exc.message
-        steps.append(TimelineStep(step.key, step.day, subject, preheader, by_key[step.key]))
+        steps.append(TimelineStep(step.key, step.day, subject, preheader, by_key.get(step.key)))
     return Timeline(
         plan.id,
         plan.name,

@@ -212,7 +212,7 @@ def test_unsubscribe_export_and_forget_by_id(engine: EngineFactory) -> None:
     ann = directory.search(app.db, "ann").rows[0].id
     assert directory.unsubscribe(app.db, ann, NOW) is True
     assert directory.unsubscribe(app.db, ann, NOW) is False
-    exported = directory.export(app.db, ann)
+    exported = directory.export(app.db, ann, NOW)
     assert exported["subscriber"]["status"] == "unsubscribed"
     assert [e["status"] for e in exported["enrollments"]] == ["cancelled"]
     directory.forget(app.db, ann, NOW)
@@ -261,6 +261,22 @@ def test_kept_numbers_are_shown_until_they_are_a_minute_old(engine: EngineFactor
     assert soon.counted_at == before.counted_at == NOW
     later = plan_page.timeline(app.db, app.content, NOW + timedelta(seconds=61), cache)
     assert later.counted_at == NOW + timedelta(seconds=61)
+
+
+def test_the_first_count_runs_in_the_background_when_it_takes_long(
+    engine: EngineFactory,
+) -> None:
+    """A console that will not wait shows the timeline without numbers while the first count
+    runs, and the numbers once it is done."""
+    app, _ = engine(NOW)
+    _add(app, ("ann@example.org", "Ann"))
+    cache = plan_page.NumbersCache(patience=0)
+    first = plan_page.timeline(app.db, app.content, NOW, cache)
+    cache.join()
+    then = plan_page.timeline(app.db, app.content, NOW, cache)
+    assert first.counted_at is None or first.counted_at == NOW  # None unless it was that quick
+    assert then.counted_at == NOW
+    assert then.steps[0].numbers is not None
 
 
 def test_import_preview_judges_every_row_and_stores_nothing(

@@ -56,7 +56,7 @@ def timeline(request: Request) -> Response:
         "plan.html",
         title="Plan",
         timeline=found,
-        age=int((now - found.counted_at).total_seconds()),
+        age=int((now - found.counted_at).total_seconds()) if found.counted_at else None,
     )
 
 
