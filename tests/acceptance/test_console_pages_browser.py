@@ -133,9 +133,10 @@ def test_the_plan_and_a_steps_previews(console: Console, browser: Browser) -> No
     assert first_row.locator("td.num").first.inner_text() == "5"
     console.shoot(page, "plan")
     page.locator("table.timeline tbody tr").nth(3).get_by_role("link").click()
-    phone = page.frame_locator("iframe[title='Phone view']")
-    phone.locator("body").wait_for()
-    assert "Ann" in phone.locator("body").inner_text()
+    page.set_viewport_size({"width": 1400, "height": 900})
+    for title in ("Phone view", "Desktop view"):
+        body = page.frame_locator(f"iframe[title='{title}']").locator("body")
+        body.get_by_text("Hi Ann").wait_for()
     assert page.locator("iframe[title='Desktop view']").get_attribute("width") == "800"
     console.shoot(page, "plan-step")
     page.goto(console.url + "/plan/confirmation")
