@@ -183,6 +183,12 @@ class Engine:
             plan_edit_refused_here=running.plan_edit_refused,
         )
 
+    @property
+    def plan_edit_refused(self) -> str | None:
+        """Why the last saved edit of the plan was refused (None: the saved plan runs), as
+        this process last looked (`reload_plan_if_changed`)."""
+        return self._running.plan_edit_refused
+
     def reload_plan_if_changed(self) -> bool:
         """Switch to an edited plan if, and only if, it is valid; True when it switched.
 

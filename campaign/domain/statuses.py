@@ -61,6 +61,8 @@ class SuppressionReason(StrEnum):
     COMPLAINED = "complained"
     #: erased on request (`campaign forget`): their own confirmed signup lifts it
     FORGOTTEN = "forgotten"
+    #: added by an operator (the console): only an operator lifts it
+    MANUAL = "manual"
 
 
 class ConsentKind(StrEnum):

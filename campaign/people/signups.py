@@ -22,7 +22,7 @@ from campaign.storage import store
 from campaign.storage.db import Database, retry_once_on_conflict
 
 #: Suppression reasons that a new signup does not lift (a forgotten person may come back).
-LASTING = (SuppressionReason.BOUNCED, SuppressionReason.COMPLAINED)
+LASTING = (SuppressionReason.BOUNCED, SuppressionReason.COMPLAINED, SuppressionReason.MANUAL)
 #: Confirmation emails to one address, whatever the client: at most one per interval and a
 #: few a day. Counted in the database, so the limit holds across instances and restarts.
 CONFIRMATION_INTERVAL = timedelta(minutes=10)

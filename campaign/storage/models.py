@@ -148,6 +148,8 @@ class Enrollment(Base):
 class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
+        # the console's Today page: emails sent in the last 24 hours, by hour.
+        Index("ix_deliveries_sent_at", "sent_at"),
         # the guarantee: one row, and so at most one send, per step per enrollment.
         UniqueConstraint("enrollment_id", "step_key"),
         UniqueConstraint("message_id"),
@@ -191,6 +193,8 @@ class Suppression(Base):
     """Addresses never to mail again, kept only as a SHA-256 hash after `campaign forget`."""
 
     __tablename__ = "suppressions"
+    #: the console lists them newest first.
+    __table_args__ = (Index("ix_suppressions_created_at", "created_at"),)
 
     email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(32))

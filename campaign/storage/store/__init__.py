@@ -134,6 +134,13 @@ from campaign.storage.store.sent import (
     delivery_address,
     subscriber_address,
 )
+from campaign.storage.store.today import (
+    SchedulerBeat,
+    due_by_hour,
+    scheduler_beats,
+    sent_by_hour,
+    welcome_latencies,
+)
 
 __all__ = [
     "Accepted",
@@ -152,6 +159,7 @@ __all__ = [
     "Proof",
     "ProofRequest",
     "RowValues",
+    "SchedulerBeat",
     "SearchCursor",
     "SearchPage",
     "SentMessage",
@@ -189,6 +197,7 @@ __all__ = [
     "count_suppressions_by_reason",
     "delete_subscriber",
     "delivery_address",
+    "due_by_hour",
     "due_confirmations",
     "due_count",
     "end_session",
@@ -234,7 +243,9 @@ __all__ = [
     "renew_leases",
     "reopen_suppressed",
     "resend_key",
+    "scheduler_beats",
     "search_subscribers",
+    "sent_by_hour",
     "set_password_hash",
     "set_subscriber_status",
     "settle_resend",
@@ -252,5 +263,6 @@ __all__ = [
     "unsuppress",
     "use_confirmation",
     "wait_for_token",
+    "welcome_latencies",
     "welcome_state",
 ]

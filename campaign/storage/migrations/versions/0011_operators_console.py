@@ -1,6 +1,7 @@
 """The operators' console: accounts (Argon2id hashes), server-side sessions (by the hash of
-their id), failed sign-ins for the throttle, the audit log; and what the console shows of a
-suppression: its address when it may be kept, its source and a note.
+their id), failed sign-ins for the throttle, the audit log; what the console shows of a
+suppression (its address when it may be kept, its source, a note); and the indexes its pages
+read by (suppressions by age, deliveries by when they were sent).
 
 Revision ID: 0011_operators_console
 Revises: 0010
@@ -71,9 +72,13 @@ def upgrade() -> None:
             sa.Column("source", sa.String(length=32), nullable=False, server_default="")
         )
         batch.add_column(sa.Column("note", sa.Text(), nullable=False, server_default=""))
+    op.create_index("ix_suppressions_created_at", "suppressions", ["created_at"])
+    op.create_index("ix_deliveries_sent_at", "deliveries", ["sent_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_sent_at", table_name="deliveries")
+    op.drop_index("ix_suppressions_created_at", table_name="suppressions")
     with op.batch_alter_table("suppressions") as batch:
         batch.drop_column("note")
         batch.drop_column("source")

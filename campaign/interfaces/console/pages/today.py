@@ -1,0 +1,57 @@
+"""The Today page: emails sent in the last 24 hours and due in the next 24 (a chart by hour,
+drawn here as SVG), the schedulers' passes, paused sending, a refused plan edit, welcome
+latency and bounce and complaint rates."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from campaign.insights import today as numbers
+from campaign.interfaces.console.kit import NavItem, engine, page, render
+
+NAV = NavItem("Today", "/today", 10)
+#: the chart's geometry (SVG user units).
+BAR_WIDTH, GAP, CHART_HEIGHT, LEFT, BOTTOM = 16, 4, 160, 40, 24
+
+
+def routes() -> list[Route]:
+    return [Route("/today", page(today), methods=["GET"])]
+
+
+def today(request: Request) -> Response:
+    app = engine(request)
+    app.reload_plan_if_changed()  # as a pass would: a refused edit shows here at once
+    now = app.clock.now()
+    day = numbers.today(app.db, app.plan, now)
+    health = app.health()
+    top = max(day.busiest_hour, 1)
+    bars = [
+        {
+            "x": LEFT + i * (BAR_WIDTH + GAP),
+            "height": round(CHART_HEIGHT * hour.count / top, 1),
+            "count": hour.count,
+            "past": hour.past,
+            "label": hour.start.strftime("%H"),
+            "when": hour.start.strftime("%Y-%m-%d %H:00"),
+        }
+        for i, hour in enumerate(day.hours)
+    ]
+    return render(
+        request,
+        "today.html",
+        title="Today",
+        day=day,
+        health=health,
+        plan_edit_refused=app.plan_edit_refused,
+        bars=bars,
+        top=top,
+        chart={
+            "width": LEFT + len(bars) * (BAR_WIDTH + GAP) + 10,
+            "height": CHART_HEIGHT + BOTTOM + 10,
+            "base": CHART_HEIGHT + 10,
+            "now_x": LEFT + 24 * (BAR_WIDTH + GAP) - GAP / 2,
+            "bar": BAR_WIDTH,
+        },
+    )
