@@ -38,7 +38,13 @@ class Console:
     shots: Path
 
     def shoot(self, page: Page, name: str) -> None:
+        # A viewport as tall as the page: Chromium's full-page capture leaves frames that
+        # start below the first screen blank.
+        size = page.viewport_size or {"width": 1200, "height": 800}
+        height = int(page.evaluate("document.documentElement.scrollHeight"))
+        page.set_viewport_size({"width": size["width"], "height": height})
         page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+        page.set_viewport_size(size)
 
 
 @pytest.fixture
