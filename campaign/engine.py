@@ -40,6 +40,7 @@ from campaign.insights import reports
 from campaign.insights.metrics import Metrics
 from campaign.logs import configure_logging
 from campaign.people import plan_identity, subscriptions
+from campaign.people.operators import COMMAND_LINE
 from campaign.people.signups import Signups
 from campaign.people.subscriptions import SubscribeResult
 from campaign.settings import Settings, load_environment
@@ -145,7 +146,7 @@ class Engine:
         return subscriptions.unsubscribe(self.db, email=email, now=now or self.clock.now())
 
     def resend_welcome(
-        self, subscriber_id: int, *, now: datetime | None = None, actor: str = "command line"
+        self, subscriber_id: int, *, now: datetime | None = None, actor: str = COMMAND_LINE
     ) -> Resent:
         """Send the welcome again to an active subscriber, once, as a delivery of its own that
         never moves their plan (campaign.delivery.resend says what a resend is); audited."""

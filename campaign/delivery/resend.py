@@ -7,9 +7,11 @@ the enrollment: no lesson is sent again or skipped, the plan's own steps keep th
 each (the exactly-once guarantee), and `campaign stats` does not count it as a step's send.
 
 It is sent at most once: its row is committed before the message goes to the server and is
-never claimed by a pass, so a crash mid-send leaves it `queued` (shown as not known to have
-gone) rather than sending it twice. A refusal or an unreachable server is recorded as `failed`
-with the reason; the operator may ask again. At most MAX_RESENDS per enrollment.
+never claimed by a pass, so a crash mid-send leaves it unsettled (the next pass over that
+enrollment marks it skipped, as any pending row whose key the plan does not have) rather than
+sending it twice. A refusal or an unreachable server is recorded as `failed` with the reason;
+the operator may ask again. At most MAX_RESENDS per enrollment. The audit entry is written in
+the transaction that commits the row.
 """
 
 from __future__ import annotations

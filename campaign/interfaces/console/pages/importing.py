@@ -75,7 +75,9 @@ def preview(request: Request) -> Response:
         )
     token = secrets.token_urlsafe(24)
     path = _folder() / f"{token}.csv"
-    path.write_bytes(data)
+    with path.open("xb") as handle:  # created new, readable by this user only
+        path.chmod(0o600)
+        handle.write(data)
     try:
         source = csv_import.open_csv(path)
     except BadInput as exc:

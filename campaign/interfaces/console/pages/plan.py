@@ -39,7 +39,7 @@ def routes() -> list[Route]:
 def _numbers(request: Request) -> plan_page.NumbersCache:
     """The console's kept plan numbers (one cache per console application)."""
     state = request.app.state
-    with _CACHE_LOCK:
+    with _CACHE_LOCK:  # two first requests at once make one cache
         cache = getattr(state, "plan_numbers", None)
         if cache is None:
             cache = state.plan_numbers = plan_page.NumbersCache()
