@@ -104,10 +104,11 @@ def add_operator(
 
 def remove_operator(db: Database, email: str, now: datetime, *, actor: str = COMMAND_LINE) -> bool:
     """Delete an account and end its sessions; False when there was none."""
-    with audited(db, actor, "operator.remove", email.strip(), now) as session:
+    with db.read() as session:
         known = store.find_operator(session, email.strip())
-        if known is None:
-            return False
+    if known is None:
+        return False
+    with audited(db, actor, "operator.remove", known.email, now) as session:
         store.remove_operator(session, known.id)
     return True
 

@@ -16,6 +16,7 @@ import pytest
 
 from campaign.clock import FixedClock
 from campaign.engine import App
+from campaign.errors import BadInput
 from campaign.interfaces.admin import create_admin_app
 from campaign.people import operators, subscriptions
 from campaign.storage import store
@@ -309,3 +310,29 @@ def test_the_proxy_prefix_is_believed_only_from_trusted_proxies(console: Any) ->
     assert "Secure" in cookie
     stranger = console(client=FAR, app_clock=(browser.app, browser.clock))
     assert 'action="/console/login"' in stranger.get("/console/login", headers=proxied).text
+
+
+def test_accounts_are_unique_by_address_and_removing_one_ends_its_sessions(
+    console: Any,
+) -> None:
+    """An address has one account whatever its case; a short password is refused; removing
+    an account signs its browsers out at once; both changes are audited."""
+    browser = _with_account(console())
+    db = browser.app.db
+    with pytest.raises(BadInput, match="exists already"):
+        operators.add_operator(db, "ANN@example.org", PASSWORD, START)
+    with pytest.raises(BadInput, match="at least 12 characters"):
+        operators.add_operator(db, "bo@example.org", "short", START)
+    with pytest.raises(BadInput, match="EMAIL 'bo example' is not an address"):
+        operators.add_operator(db, "bo example", PASSWORD, START)
+    assert [a.email for a in operators.list_operators(db)] == [ANN]
+    browser.sign_in()
+    assert browser.get("/console/audit").status_code == 200
+    assert operators.remove_operator(db, ANN, START)
+    assert not operators.remove_operator(db, ANN, START)
+    assert browser.get("/console/audit").status_code == 303
+    assert operators.list_operators(db) == []
+    assert [(a, b) for a, b, _ in _audit(browser.app) if b.startswith("operator")] == [
+        ("command line", "operator.add"),
+        ("command line", "operator.remove"),
+    ]

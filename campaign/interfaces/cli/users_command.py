@@ -52,7 +52,7 @@ def users_list() -> None:
     for account in accounts:
         last = account.last_login_at.strftime("%Y-%m-%d %H:%M") if account.last_login_at else "-"
         out.print(
-            f"{account.email}\tcreated {account.created_at:%Y-%m-%d %H:%M}\tlast sign-in {last}"
+            f"{account.email}  created {account.created_at:%Y-%m-%d %H:%M}  last sign-in {last}"
         )
 
 
