@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from campaign.errors import BadInput
 from campaign.interfaces.console.kit import (
+    MAX_FORM_BYTES,
     NavItem,
     actor,
     engine,
@@ -71,7 +72,7 @@ def preview(request: Request) -> Response:
             "import.html",
             title="Import",
             status=400,
-            problem="file: choose a CSV file to upload",
+            problem=f"file: choose a CSV file of at most {MAX_FORM_BYTES // (1024 * 1024)} MB",
         )
     token = secrets.token_urlsafe(24)
     path = _folder() / f"{token}.csv"
