@@ -38,9 +38,9 @@ class Found:
 
 
 def search(db: Database, query: str, cursor: str | None = None, limit: int = PAGE_SIZE) -> Found:
-    """Subscribers whose address or first name starts with `query`, any case, ordered by
-    address; `cursor` (from the previous page) continues after it. BadInput names the field
-    (`q`, `cursor`, `limit`) that is wrong."""
+    """Subscribers whose address starts with `query`, any case, by address, then those whose
+    first name does, by name; `cursor` (from the previous page) continues after it. BadInput
+    names the field (`q`, `cursor`, `limit`) that is wrong."""
     text = " ".join(query.split()).lower()
     if len(text) > MAX_QUERY:
         raise BadInput(f"q: the search is longer than {MAX_QUERY} characters")
