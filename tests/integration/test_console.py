@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -336,3 +337,39 @@ def test_accounts_are_unique_by_address_and_removing_one_ends_its_sessions(
         ("command line", "operator.add"),
         ("command line", "operator.remove"),
     ]
+
+
+@ONE_DATABASE
+def test_today_names_a_refused_plan_edit_until_it_is_fixed(
+    console: Any, engine: EngineFactory, plan_file: Path
+) -> None:
+    """A broken save of the plan shows on Today with its file:line; a good save clears it."""
+    browser = _with_account(console(app_clock=engine(START, PLAN_PATH=str(plan_file))))
+    browser.sign_in()
+    assert "The last plan edit was refused" not in browser.get("/console/today").text
+    original = plan_file.read_text()
+    broken = original.replace("template: day01.html", "template: day01-missing.html")
+    plan_file.write_text(broken)
+    line = next(n for n, t in enumerate(broken.splitlines(), 1) if "day01-missing" in t)
+    page = browser.get("/console/today").text
+    assert "The last plan edit was refused" in page
+    assert f"thirty_day.yaml:{line}: steps[1].template" in page
+    plan_file.write_text(original)
+    assert "The last plan edit was refused" not in browser.get("/console/today").text
+
+
+@ONE_DATABASE
+def test_signing_out_ends_the_session_for_good(console: Any) -> None:
+    """Sign out (a form with its token) deletes the session: its cookie, replayed, opens
+    nothing; the audit log says so."""
+    browser = _with_account(console())
+    browser.sign_in()
+    stolen = browser.http.cookies["campaign_console"]
+    token = browser.csrf("/console/audit")
+    answer = browser.post("/console/logout", {"csrf_token": token})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/login"
+    browser.http.cookies.set("campaign_console", stolen)
+    replayed = browser.get("/console/audit")
+    assert replayed.status_code == 303
+    assert [a for _, a, _ in _audit(browser.app)][-2:] == ["sign-in", "sign-out"]
