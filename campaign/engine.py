@@ -24,9 +24,11 @@ from campaign.content.snapshot import Content, content_for, plan_fingerprint
 
 # Re-exported (`x as x`): it builds content now, and its callers know it from here.
 from campaign.content.snapshot import return_paths as return_paths
+from campaign.delivery import resend
 from campaign.delivery.dispatch import Dispatcher
 from campaign.delivery.outbox import OutboxTransport
 from campaign.delivery.passes import PassResult, SendPolicy
+from campaign.delivery.resend import Resent
 from campaign.delivery.scheduler import Service
 from campaign.delivery.senders import PassRunner, SenderPool, connection_shares
 from campaign.delivery.signup_mail import SignupMail
@@ -38,6 +40,7 @@ from campaign.insights import reports
 from campaign.insights.metrics import Metrics
 from campaign.logs import configure_logging
 from campaign.people import plan_identity, subscriptions
+from campaign.people.operators import COMMAND_LINE
 from campaign.people.signups import Signups
 from campaign.people.subscriptions import SubscribeResult
 from campaign.settings import Settings, load_environment
@@ -141,6 +144,16 @@ class Engine:
     def unsubscribe(self, email: str, *, now: datetime | None = None) -> bool:
         """Stop all email to `email` at once; False if they had left already."""
         return subscriptions.unsubscribe(self.db, email=email, now=now or self.clock.now())
+
+    def resend_welcome(
+        self, subscriber_id: int, *, now: datetime | None = None, actor: str = COMMAND_LINE
+    ) -> Resent:
+        """Send the welcome again to an active subscriber, once, as a delivery of its own that
+        never moves their plan (campaign.delivery.resend says what a resend is); audited."""
+        when = now or self.clock.now()
+        return resend.resend_welcome(
+            self.db, self.content, self.transport, subscriber_id, when, actor=actor
+        )
 
     def run_pass(self, now: datetime | None = None) -> PassResult:
         """One sending pass at `now` (the clock's, by default), as `run_scheduler.py --once`

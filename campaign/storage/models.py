@@ -81,6 +81,15 @@ class Subscriber(Base):
         Index("uq_subscribers_email_lower", func.lower("email"), unique=True),
         # purging pending signups that were never confirmed.
         Index("ix_subscribers_status_created_at", "status", "created_at"),
+        # The console's search, a prefix of the address or the name (store.console): under
+        # the "C" collation one index serves both LIKE 'prefix%' and the ordering, whatever
+        # the database's collation. SQLite scans (it needs none of this to be usable).
+        Index("ix_subscribers_email_search", text('lower(email) COLLATE "C"')).ddl_if(
+            dialect="postgresql"
+        ),
+        Index("ix_subscribers_name_search", text('lower(first_name) COLLATE "C"'), "id").ddl_if(
+            dialect="postgresql"
+        ),
         CheckConstraint(_in("status", SUBSCRIBER_STATUSES), name="status"),
         # Links name subscribers: SQLite must never hand an erased person's id to someone else.
         {"sqlite_autoincrement": True},
