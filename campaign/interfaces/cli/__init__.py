@@ -1,6 +1,6 @@
 """The `campaign` command line: parses input, calls use cases, prints results, maps errors."""
 
-from campaign.interfaces.cli import dkim_command, marketer, operator  # noqa: F401 - importing registers the commands
+from campaign.interfaces.cli import dkim_command, marketer, operator, webhooks_command  # noqa: F401 - importing registers the commands
 from campaign.interfaces.cli.common import load_settings, main
 from campaign.logs import configure_logging
 
