@@ -319,6 +319,8 @@ class WebhookEvent(Base):
         UniqueConstraint("message_id"),
         # one delivery.sent per delivery however often the 250 is recorded.
         Index("ix_webhook_events_delivery_id", "delivery_id"),
+        # `campaign forget` erases a person's events too.
+        Index("ix_webhook_events_subscriber_id", "subscriber_id"),
         # ids order the events: never reuse one (SQLite).
         {"sqlite_autoincrement": True},
     )

@@ -273,3 +273,20 @@ def test_two_deliverers_post_each_event_once(
     received = hooks.received()
     assert len(received) == 20
     assert sorted(e["body"]["data"]["subscriber"]["email"] for e in received) == sorted(emails)  # type: ignore[index]
+
+
+def test_forgetting_a_person_erases_their_events_even_undelivered(
+    engine: EngineFactory, receiver: Callable[[str], Receiver]
+) -> None:
+    """`forget` leaves no event carrying the address behind, and nothing is posted for them."""
+    app, _ = engine(NOW)
+    _, hooks = _endpoint(app, receiver)
+    _subscribe(app, "a@example.org")
+    _subscribe(app, "b@example.org")
+    app.unsubscribe("a@example.org", now=NOW)
+    app.unsubscribe("b@example.org", now=NOW)
+    subscriptions.forget_person(app.db, "a@example.org", NOW)
+    assert app.webhook_deliverer.deliver_due(NOW).delivered == 1
+    assert [e["body"]["data"]["subscriber"]["email"] for e in hooks.received()] == [  # type: ignore[index]
+        "b@example.org"
+    ]

@@ -308,6 +308,9 @@ def purge_pending(session: Session, created_before: datetime) -> int:
 
 
 def delete_subscriber(session: Session, subscriber_id: int) -> None:
+    """Erase the subscriber, with the outgoing webhook events about them (even undelivered
+    ones: they carry the address)."""
+    webhooks.forget_subscriber(session, subscriber_id)
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
 
 

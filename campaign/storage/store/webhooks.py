@@ -139,6 +139,15 @@ def add_delivery_event(
     return add_event(session, event_type, now, data, subscriber_id=row[0], delivery_id=delivery_id)
 
 
+def forget_subscriber(session: Session, subscriber_id: int) -> None:
+    """Delete every event about the subscriber, delivered or not, with its messages."""
+    events = select(WebhookEvent.id).where(WebhookEvent.subscriber_id == subscriber_id)
+    messages = select(WebhookMessage.id).where(WebhookMessage.event_id.in_(events))
+    session.execute(delete(WebhookAttempt).where(WebhookAttempt.message_id.in_(messages)))
+    session.execute(delete(WebhookMessage).where(WebhookMessage.event_id.in_(events)))
+    session.execute(delete(WebhookEvent).where(WebhookEvent.subscriber_id == subscriber_id))
+
+
 # -- the 250 on the fast path (store.deliveries' recorder) -------------------------------------
 
 #: whether any endpoint takes delivery.sent: read once per recorder (per SMTP connection).

@@ -41,6 +41,7 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index("ix_webhook_events_delivery_id", "webhook_events", ["delivery_id"])
+    op.create_index("ix_webhook_events_subscriber_id", "webhook_events", ["subscriber_id"])
     op.create_table(
         "webhook_messages",
         sa.Column("id", sa.Integer(), nullable=False),
