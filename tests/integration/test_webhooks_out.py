@@ -290,3 +290,20 @@ def test_forgetting_a_person_erases_their_events_even_undelivered(
     assert [e["body"]["data"]["subscriber"]["email"] for e in hooks.received()] == [  # type: ignore[index]
         "b@example.org"
     ]
+
+
+def test_the_engines_deliverer_thread_posts_events_as_they_happen(
+    engine: EngineFactory, receiver: Callable[[str], Receiver]
+) -> None:
+    """Started as `campaign run` starts it, the deliverer posts a new event without anyone
+    calling it, and stops when told."""
+    app, _ = engine(NOW)
+    _, hooks = _endpoint(app, receiver)
+    _subscribe(app, "a@example.org")
+    app.webhook_deliverer.start()
+    try:
+        app.unsubscribe("a@example.org", now=NOW)
+        app.webhook_deliverer.wake()
+        assert _types(hooks.wait_for(1)) == ["subscriber.unsubscribed"]
+    finally:
+        app.webhook_deliverer.stop()

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from campaign.domain import webhooks as spec
 from campaign.domain.statuses import SubscriberStatus
 from campaign.storage.db import Database
-from campaign.storage.fast_path import DriverConnection, PlainSQL, naive_utc
+from campaign.storage.fast_path import DriverConnection, PlainSQL, in_list, naive_utc
 from campaign.storage.models import Delivery, Enrollment
 from campaign.storage.store import webhooks
 from campaign.storage.store.claims import Claim
@@ -171,9 +171,11 @@ class DeliveryRecorder:
     (or left as a context manager) when that connection is done."""
 
     def __init__(self, db: Database) -> None:
+        self._db = db
         self._driver = DriverConnection(db)
-        #: whether an endpoint takes delivery.sent: asked once, at the first 250 (None: not yet).
-        self._sent_events: bool | None = None
+        #: the endpoints taking delivery.sent: asked once, at the first 250 (None: not yet).
+        #: One added later gets the events of the next connection's 250s.
+        self._sent_endpoints: tuple[int, ...] | None = None
 
     def __enter__(self) -> DeliveryRecorder:
         return self
@@ -236,10 +238,10 @@ class DeliveryRecorder:
         )
 
     def _wants_sent_events(self) -> bool:
-        if self._sent_events is None:
-            (found,) = self._driver.run_all([(webhooks.SENT_WANTED_SQL, {})])
-            self._sent_events = found is not None
-        return self._sent_events
+        if self._sent_endpoints is None:
+            with self._db.read() as session:
+                self._sent_endpoints = webhooks.endpoints_taking(session, spec.DELIVERY_SENT)
+        return bool(self._sent_endpoints)
 
     def _sent_event_parts(
         self, accepted: Accepted, params: dict[str, Any]
@@ -257,15 +259,14 @@ class DeliveryRecorder:
         params["wh_message_id"] = spec.new_message_id()
         params["wh_subscriber"] = claim.subscriber_id
         params["wh_payload"] = spec.payload(spec.DELIVERY_SENT, accepted.sent_at, data)
+        endpoints = in_list("wh_endpoint", self._sent_endpoints or (), params)
         if self._driver.is_sqlite:
             return [
                 ("wh_event", webhooks.SENT_EVENT_SQLITE, params),
-                ("wh_fanout", webhooks.SENT_FANOUT_SQLITE, params),
+                ("wh_fanout", webhooks.SENT_FANOUT_SQLITE.format(endpoints=endpoints), params),
             ]
-        return [
-            ("wh_event", webhooks.SENT_EVENT_POSTGRES, params),
-            ("wh_fanout", webhooks.SENT_FANOUT_POSTGRES, params),
-        ]
+        fanout = webhooks.SENT_FANOUT_POSTGRES.format(endpoints=endpoints)
+        return [("wh_event", webhooks.SENT_EVENT_POSTGRES, params), ("wh_fanout", fanout, params)]
 
 
 def _combined(
