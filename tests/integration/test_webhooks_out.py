@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from campaign.domain import webhooks as spec
 from campaign.domain.statuses import SubscriberStatus
 from campaign.engine import App
-from campaign.people import signups, subscriptions
+from campaign.people import clicks, signups, subscriptions
 from campaign.storage import store
 from campaign.storage.models import WebhookEvent
 from tests.conftest import EngineFactory
@@ -307,3 +307,38 @@ def test_the_engines_deliverer_thread_posts_events_as_they_happen(
         assert _types(hooks.wait_for(1)) == ["subscriber.unsubscribed"]
     finally:
         app.webhook_deliverer.stop()
+
+
+def test_a_hard_bounce_and_a_click_become_events_with_their_details(
+    engine: EngineFactory, smtp_server: SMTPServer, receiver: Callable[[str], Receiver]
+) -> None:
+    """A 550 at RCPT posts delivery.failed (the server's reply) then subscriber.bounced; a
+    tracked link followed twice posts one click with its URL; a filter keeps the rest out."""
+    app, clock = engine(NOW, TRACK_CLICKS="true")
+    _, hooks = _endpoint(app, receiver, events=["delivery.failed", "subscriber.bounced", "click"])
+    smtp_server.handler.rcpt_replies["gone@example.org"] = "550 5.1.1 No such user"
+    _subscribe(app, "gone@example.org")
+    _subscribe(app, "reader@example.org")
+    tick(app, clock, NOW)
+    with app.db.read() as session:
+        reader = store.find_subscriber(session, "reader@example.org")
+        assert reader is not None
+        [delivery] = store.everything_about(session, reader.id)["deliveries"]
+    link = app.composer.click_url(delivery["id"], "https://example.org/ebook", NOW)
+    for _ in range(2):
+        clicks.follow(
+            app.db, app.settings.secret_key.get_secret_value(), link.rsplit("/", 1)[1], NOW
+        )
+
+    assert app.webhook_deliverer.deliver_due(NOW).delivered == 3
+    received = {entry["body"]["type"]: entry["body"]["data"] for entry in hooks.received()}  # type: ignore[index]
+    of_gone = [t for t in received if t != "click"]
+    assert of_gone == ["delivery.failed", "subscriber.bounced"]  # in order for that person
+    failed, bounced, click = (received[t] for t in (*of_gone, "click"))
+    assert failed["delivery"]["status"] == "bounced"
+    assert "550 5.1.1 No such user" in failed["error"]
+    assert bounced["subscriber"]["email"] == "gone@example.org"
+    assert (click["url"], click["subscriber"]["email"]) == (
+        "https://example.org/ebook",
+        "reader@example.org",
+    )
