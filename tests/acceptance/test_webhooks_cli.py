@@ -36,8 +36,8 @@ def _campaign(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Complete
 def test_endpoints_are_managed_and_fed_from_the_command_line(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    """add (secret shown once), list, deliver, attempts, disable, enable, remove; bad input
-    is one line naming the field, exit 2."""
+    """add (secret shown once), list, deliver, attempts, `run --once`, disable, enable,
+    remove; bad input is one line naming the field, exit 2."""
 
     def campaign(*args: str) -> subprocess.CompletedProcess[str]:
         return _campaign(env, tmp_path, *args)
@@ -73,6 +73,14 @@ def test_endpoints_are_managed_and_fed_from_the_command_line(
         attempts = campaign("webhooks", "attempts", "1").stdout
         assert "subscriber.unsubscribed" in attempts
         assert f"{entry['id']}  200" in attempts
+        # The service delivers on its own: `run --once` runs a round after its pass.
+        assert campaign("subscribe", "bob@example.org", "--now", now).returncode == 0
+        assert campaign("unsubscribe", "bob@example.org", "--now", now).returncode == 0
+        assert campaign("run", "--once", "--now", now).returncode == 0
+        assert [e["body"]["data"]["subscriber"]["email"] for e in hooks.received()] == [
+            "ann@example.org",
+            "bob@example.org",
+        ]
     finally:
         hooks.stop()
 
