@@ -88,6 +88,9 @@ class WebhookDeliverer:
         result = Round()
         for _ in range(max_batches):
             at = now or self.clock.now()
+            with self.db.read() as session:
+                if not outbox.any_due(session, at):
+                    break
             with self.db.transaction() as session:
                 claims = outbox.claim_messages(session, self.owner, at, at + CLAIM_LEASE, BATCH)
             if not claims:

@@ -353,6 +353,13 @@ _DETAILS_SQL = (
 )
 
 
+def any_due(session: Session, now: datetime) -> bool:
+    """Whether a message may be claimed at `now` (a read: an idle deliverer takes no write
+    lock, which on SQLite would queue behind the sending passes' writes)."""
+    params: dict[str, Any] = {"now": naive_utc(now), "limit": 1, "yes": True}
+    return bool(PlainSQL(session).rows(_DUE_SQL.format(lock=""), params))
+
+
 def claim_messages(
     session: Session, owner: str, now: datetime, until: datetime, limit: int
 ) -> list[MessageClaim]:
