@@ -342,3 +342,26 @@ def test_a_hard_bounce_and_a_click_become_events_with_their_details(
         "https://example.org/ebook",
         "reader@example.org",
     )
+
+
+def test_a_pass_sends_while_the_deliverer_waits_on_a_hung_endpoint(
+    engine: EngineFactory, smtp_server: SMTPServer, receiver: Callable[[str], Receiver]
+) -> None:
+    """The deliverer's thread is stuck in a request the endpoint never answers: a sending
+    pass (which writes delivery.sent events for it) still sends at once."""
+    app, clock = engine(NOW)
+    _, hung = _endpoint(app, receiver, "hang")
+    _subscribe(app, "first@example.org")
+    app.unsubscribe("first@example.org", now=NOW)
+    app.webhook_deliverer.start()
+    try:
+        hung.wait_for(1)  # the request is in flight, unanswered
+        _subscribe(app, "second@example.org")
+        result = tick(app, clock, NOW)
+        assert result.sent == 1
+        assert len(smtp_server.to("second@example.org")) == 1
+    finally:
+        hung.kill()
+        app.webhook_deliverer.stop()
+    [row] = app.webhooks.endpoints()
+    assert row.pending == 2  # the unanswered one (to retry) and the welcome's delivery.sent
