@@ -32,6 +32,10 @@ POLL_SECONDS = 2.0
 #: attempts that all time out), then another deliverer may take it over.
 BATCH = 10
 CLAIM_LEASE = timedelta(minutes=5)
+#: delivered messages (and their attempts) are kept this long for `webhooks attempts`, then
+#: purged; failed ones are kept until retried or their endpoint is removed.
+KEEP_DELIVERED = timedelta(days=30)
+PURGE_EVERY = timedelta(hours=1)
 
 
 class UnknownEndpoint(BadInput):
@@ -81,6 +85,28 @@ class WebhookDeliverer:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._purged_at: datetime | None = None
+
+    def purge(self, now: datetime) -> int:
+        """Delete what was delivered more than KEEP_DELIVERED ago; how many messages."""
+        purged = 0
+        while True:
+            with self.db.transaction() as session:
+                count = outbox.purge_delivered(session, now - KEEP_DELIVERED)
+            purged += count
+            if count == 0:
+                return purged
+
+    def _purge_now_and_then(self, now: datetime) -> None:
+        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
+            self._purged_at = now
+            purged = self.purge(now)
+            if purged:
+                log.info(
+                    "webhooks: purged %d message(s) delivered before %s",
+                    purged,
+                    now - KEEP_DELIVERED,
+                )
 
     def deliver_due(self, now: datetime | None = None, *, max_batches: int = 100) -> Round:
         """Deliver what is due at `now` (the clock's, read per batch, when not given): batch
@@ -146,6 +172,7 @@ class WebhookDeliverer:
         """Until `stop`: every POLL_SECONDS (or when woken), a delivery round."""
         while not self._stop.is_set():
             try:
+                self._purge_now_and_then(self.clock.now())
                 self.deliver_due()
             except DatabaseError as exc:
                 log.warning("webhooks wait for the database: %s", exc.message)

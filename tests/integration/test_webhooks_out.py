@@ -365,3 +365,25 @@ def test_a_pass_sends_while_the_deliverer_waits_on_a_hung_endpoint(
         app.webhook_deliverer.stop()
     [row] = app.webhooks.endpoints()
     assert row.pending == 2  # the unanswered one (to retry) and the welcome's delivery.sent
+
+
+def test_delivered_events_are_purged_after_30_days_and_failed_ones_kept(
+    engine: EngineFactory, receiver: Callable[[str], Receiver]
+) -> None:
+    """A month after delivery an event and its attempts are gone; a given-up one stays."""
+    app, _ = engine(NOW)
+    endpoint, _ = _endpoint(app, receiver, "200,500")
+    for email in ("a@example.org", "b@example.org"):
+        _subscribe(app, email)
+        app.unsubscribe(email, now=NOW)
+    at = NOW
+    for delay in (timedelta(0), *spec.RETRY_DELAYS):  # a: delivered; b: 8 failures
+        at += delay * 1.2
+        app.webhook_deliverer.deliver_due(at)
+    assert app.webhook_deliverer.purge(NOW + timedelta(days=29)) == 0
+    assert app.webhook_deliverer.purge(NOW + timedelta(days=31)) == 1
+    [row] = app.webhooks.endpoints()
+    assert (row.delivered, row.failed) == (0, 1)
+    assert {a.state for a in app.webhooks.attempts(endpoint)} == {"failed"}
+    with app.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 1

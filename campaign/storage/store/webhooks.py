@@ -438,7 +438,8 @@ def _settle(
 def message_delivered(
     session: Session, claim: MessageClaim, now: datetime, status_code: int, seconds: float
 ) -> bool:
-    values = {"state": DELIVERED, "settled_at": now}
+    # next_try_at takes the delivery time: the due index then finds old deliveries to purge.
+    values = {"state": DELIVERED, "settled_at": now, "next_try_at": now}
     return _settle(session, claim, now, values, status_code, None, seconds)
 
 
@@ -477,6 +478,25 @@ def next_due(session: Session) -> datetime | None:
         .where(WebhookMessage.state == PENDING, WebhookEndpoint.enabled.is_(True))
     )
     return utc_instant(value)
+
+
+def purge_delivered(session: Session, before: datetime, limit: int = 5000) -> int:
+    """Delete up to `limit` messages delivered before `before` (with their attempts, and their
+    events once no endpoint waits for them); how many. Failed and pending ones are kept."""
+    rows = session.execute(
+        select(WebhookMessage.id, WebhookMessage.event_id)
+        .where(WebhookMessage.state == DELIVERED, WebhookMessage.next_try_at < before)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return 0
+    ids = [row[0] for row in rows]
+    events = {row[1] for row in rows}
+    session.execute(delete(WebhookAttempt).where(WebhookAttempt.message_id.in_(ids)))
+    session.execute(delete(WebhookMessage).where(WebhookMessage.id.in_(ids)))
+    waiting = select(WebhookMessage.id).where(WebhookMessage.event_id == WebhookEvent.id)
+    session.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(events), ~waiting.exists()))
+    return len(ids)
 
 
 def message_states(session: Session) -> dict[str, int]:
