@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/one_pass.py                     # 10,000 emails, SQLite
     .venv/bin/python bench/one_pass.py --count 2000 --database postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/one_pass.py --webhook-endpoint      # an endpoint takes delivery.sent
 
 Prints the time of the pass, the rate, and the time to enrol the subscribers. The sink runs in
 its own process so it does not share this process's CPU. A PostgreSQL run uses a fresh schema
@@ -53,10 +54,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--database", default=None, help="PostgreSQL URL (default: temp SQLite)")
+    parser.add_argument(
+        "--webhook-endpoint",
+        action="store_true",
+        help="add an outgoing webhook endpoint first (so each 250 also writes an event)",
+    )
     args = parser.parse_args()
 
     with scratch_database(args.database, "bench") as url:
-        report, enrolled, result, elapsed = run(url, args.count)
+        report, enrolled, result, elapsed = run(url, args.count, webhook=args.webhook_endpoint)
     backend = "postgresql" if args.database else "sqlite"
     print(f"database          {backend}")
     print(f"subscribers       {report.added} enrolled in {enrolled:.2f} s")
@@ -64,9 +70,12 @@ def main() -> None:
     print(f"pass time         {elapsed:.2f} s")
     print(f"rate              {result.sent / elapsed:.0f} emails/s")
     print(f"per email         {elapsed / max(result.sent, 1) * 1e6:.0f} us")
+    print(f"webhook endpoint  {'yes' if args.webhook_endpoint else 'no'}")
 
 
-def run(url: str, count: int) -> tuple[subscriptions.ImportReport, float, PassResult, float]:
+def run(
+    url: str, count: int, *, webhook: bool = False
+) -> tuple[subscriptions.ImportReport, float, PassResult, float]:
     """Enrol `count` subscribers, then time one pass that sends all their welcome emails."""
     port = free_port()
     sink = subprocess.Popen(
@@ -103,6 +112,8 @@ def run(url: str, count: int) -> tuple[subscriptions.ImportReport, float, PassRe
             }
         )
         app = Engine.from_settings(settings, clock=FixedClock(NOW))
+        if webhook:  # written to the outbox only: nothing is delivered during the pass
+            app.webhooks.add("http://127.0.0.1:9/hooks", ["delivery.sent"])
         rows = (
             (
                 n + 2,
@@ -116,6 +127,9 @@ def run(url: str, count: int) -> tuple[subscriptions.ImportReport, float, PassRe
         started = time.perf_counter()
         result = app.run_pass(NOW)
         elapsed = time.perf_counter() - started
+        if webhook:
+            [endpoint] = app.webhooks.endpoints()
+            print(f"webhook events    {endpoint.pending} pending after the pass")
         app.close()
     finally:
         sink.terminate()

@@ -33,6 +33,7 @@ from campaign.delivery.scheduler import Service
 from campaign.delivery.senders import PassRunner, SenderPool, connection_shares
 from campaign.delivery.signup_mail import SignupMail
 from campaign.delivery.smtp import SMTPTransport
+from campaign.delivery.webhooks import WebhookDeliverer, WebhookEndpoints
 from campaign.domain.plan import Plan, load_plan
 from campaign.domain.transport import Transport
 from campaign.errors import DatabaseError, PlanError
@@ -84,6 +85,8 @@ class Engine:
     #: sends what signups queued (confirmations) or woke (welcomes), off the request path.
     signup_mail: SignupMail
     _running: _Running
+    #: delivers outgoing webhooks, in a thread of its own beside the passes (`campaign run`).
+    webhook_deliverer: WebhookDeliverer
 
     @classmethod
     def from_settings(
@@ -115,6 +118,11 @@ class Engine:
     def composer(self) -> Composer:
         """The running plan's composer (see `plan`)."""
         return self._running.content.composer
+
+    @property
+    def webhooks(self) -> WebhookEndpoints:
+        """Outgoing webhooks' endpoints: list, add, disable, enable, remove, attempts."""
+        return WebhookEndpoints(self.db, self.clock)
 
     def subscribe(
         self,
@@ -436,6 +444,16 @@ def build(
     signup_mail = SignupMail(
         signups, dispatcher, clock, owner_id(), on_welcome=metrics.observe_welcomes
     )
+    deliverer = WebhookDeliverer(db, clock, owner_id())
     return Engine(
-        settings, clock, db, transport, dispatcher, signups, metrics, signup_mail, running
+        settings,
+        clock,
+        db,
+        transport,
+        dispatcher,
+        signups,
+        metrics,
+        signup_mail,
+        running,
+        deliverer,
     )

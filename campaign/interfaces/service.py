@@ -9,6 +9,7 @@ import sys
 from datetime import datetime
 
 from campaign.clock import Clock, FixedClock, SystemClock, parse_instant
+from campaign.delivery.scheduler import Service
 from campaign.engine import Engine, make_service, require_plan_identity
 from campaign.errors import CampaignError
 from campaign.interfaces.admin import start_side_services
@@ -39,19 +40,29 @@ def run(*, once: bool, now: datetime | None, http: tuple[str, int] | None) -> in
     with app.sending(), service:
         if once:
             result = service.run_once()
+            app.webhook_deliverer.deliver_due()  # after the pass: never before a send
             return 1 if result.error else 0
-        if http:
-            server, thread = serve_in_thread(app, *http)
-            side = start_side_services(app)
-            try:
-                service.run_forever()
-            finally:
-                server.should_exit = True
-                thread.join(timeout=10)
-                side.close()
-        else:
-            service.run_forever()
+        app.webhook_deliverer.start()
+        try:
+            _serve(app, service, http)
+        finally:
+            app.webhook_deliverer.stop()
     return 0
+
+
+def _serve(app: Engine, service: Service, http: tuple[str, int] | None) -> None:
+    """Passes until stopped, with the pages (and the operators' side) when `http` is given."""
+    if not http:
+        service.run_forever()
+        return
+    server, thread = serve_in_thread(app, *http)
+    side = start_side_services(app)
+    try:
+        service.run_forever()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        side.close()
 
 
 def _instant(text: str) -> datetime:

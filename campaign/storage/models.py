@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -384,3 +385,96 @@ class AuditEntry(Base):
     actor: Mapped[str] = mapped_column(String(320))
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class WebhookEndpoint(Base):
+    """Where outgoing webhooks go: a URL, its signing secret and the event types it takes."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    #: `whsec_` and base64: the receiver's copy verifies the signatures (shown once, at `add`).
+    secret: Mapped[str] = mapped_column(String(100))
+    #: `*` (every type) or `,type,type,` (see campaign.domain.webhooks.check_events).
+    events: Mapped[str] = mapped_column(Text, default="*")
+    #: a disabled endpoint is sent nothing, but its events are still kept for it.
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: why it was disabled (an operator, or the endpoint answered 410 Gone).
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookEvent(Base):
+    """One event for outgoing webhooks, written in the transaction of the change it tells."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("message_id"),
+        # one delivery.sent per delivery however often the 250 is recorded.
+        Index("ix_webhook_events_delivery_id", "delivery_id"),
+        # `campaign forget` erases a person's events too.
+        Index("ix_webhook_events_subscriber_id", "subscriber_id"),
+        # ids order the events: never reuse one (SQLite).
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: the webhook-id header: the same on every attempt, so receivers can drop duplicates.
+    message_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(32))
+    #: whose event (no foreign key: the event outlives a forgotten subscriber's rows).
+    subscriber_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: the JSON body, fixed when the event happened.
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookMessage(Base):
+    """One event on its way to one endpoint: pending until a 2xx (delivered) or until the
+    retry schedule is spent (failed)."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        # the deliverer's query: pending messages by when they may be tried.
+        Index("ix_webhook_messages_due", "state", "next_try_at"),
+        # order per subscriber per endpoint: an earlier pending message holds later ones back.
+        Index("ix_webhook_messages_order", "endpoint_id", "subscriber_id", "state"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: pending, delivered or failed.
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: the deliverer holding it, until when (its clock): a crashed deliverer's claim is taken over.
+    claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class WebhookAttempt(Base):
+    """One try to deliver a message: what the endpoint answered, or why nothing came back."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_endpoint_id_id", "endpoint_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_messages.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)

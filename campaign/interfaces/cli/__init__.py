@@ -6,6 +6,7 @@ from campaign.interfaces.cli import (  # noqa: F401 - importing registers the co
     marketer,
     operator,
     users_command,
+    webhooks_command,
 )
 from campaign.interfaces.cli.common import load_settings, main
 from campaign.logs import configure_logging

@@ -154,7 +154,7 @@ def _change(
         return f"{status} {address}"
     if match.delivery_id is None:
         return f"soft bounce of {address} noted (no step of the plan to fail)"
-    subscriber_id = store.fail_sent_delivery(session, match.delivery_id, f"provider: {detail}")
+    subscriber_id = store.fail_sent_delivery(session, match.delivery_id, f"provider: {detail}", now)
     if subscriber_id is None:
         return f"soft bounce of {address} noted (its step was already settled)"
     failures = store.consecutive_failures(session, subscriber_id)

@@ -19,10 +19,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from campaign.domain import webhooks as spec
 from campaign.domain.statuses import SubscriberStatus
 from campaign.storage.db import Database
-from campaign.storage.fast_path import DriverConnection, PlainSQL, naive_utc
+from campaign.storage.fast_path import DriverConnection, PlainSQL, in_list, naive_utc
 from campaign.storage.models import Delivery, Enrollment
+from campaign.storage.store import webhooks
 from campaign.storage.store.claims import Claim
 from campaign.storage.store.leases import LeaseTime
 from campaign.storage.store.people import stop_mailing
@@ -169,7 +171,11 @@ class DeliveryRecorder:
     (or left as a context manager) when that connection is done."""
 
     def __init__(self, db: Database) -> None:
+        self._db = db
         self._driver = DriverConnection(db)
+        #: the endpoints taking delivery.sent: asked once, at the first 250 (None: not yet).
+        #: One added later gets the events of the next connection's 250s.
+        self._sent_endpoints: tuple[int, ...] | None = None
 
     def __enter__(self) -> DeliveryRecorder:
         return self
@@ -204,6 +210,8 @@ class DeliveryRecorder:
             params = _settle_params(claim, "sent", sent_at, None)
             params |= _advance_params(claim, sent_at, accepted.next_due_at, sent=True)
             parts += [("settle", _SENT_SQL, params), ("advance", _ADVANCE_SQL, params)]
+            if self._wants_sent_events():
+                parts += self._sent_event_parts(accepted, params)
         if proof is not None:
             claim = proof.claim
             params = {
@@ -228,6 +236,37 @@ class DeliveryRecorder:
             status=None if proof is None or found["status"] is None else found["status"][0],
             held=None if proof is None else found["prove"] is not None,
         )
+
+    def _wants_sent_events(self) -> bool:
+        if self._sent_endpoints is None:
+            with self._db.read() as session:
+                self._sent_endpoints = webhooks.endpoints_taking(session, spec.DELIVERY_SENT)
+        return bool(self._sent_endpoints)
+
+    def _sent_event_parts(
+        self, accepted: Accepted, params: dict[str, Any]
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        """The delivery.sent event, in the 250's transaction, written once per delivery."""
+        claim = accepted.claim
+        data = webhooks.delivery_data(
+            claim.subscriber_id,
+            claim.email,
+            claim.delivery_id,
+            claim.step_key,
+            claim.message_id,
+            "sent",
+        )
+        params["wh_message_id"] = spec.new_message_id()
+        params["wh_subscriber"] = claim.subscriber_id
+        params["wh_payload"] = spec.payload(spec.DELIVERY_SENT, accepted.sent_at, data)
+        endpoints = in_list("wh_endpoint", self._sent_endpoints or (), params)
+        if self._driver.is_sqlite:
+            return [
+                ("wh_event", webhooks.SENT_EVENT_SQLITE, params),
+                ("wh_fanout", webhooks.SENT_FANOUT_SQLITE.format(endpoints=endpoints), params),
+            ]
+        fanout = webhooks.SENT_FANOUT_POSTGRES.format(endpoints=endpoints)
+        return [("wh_event", webhooks.SENT_EVENT_POSTGRES, params), ("wh_fanout", fanout, params)]
 
 
 def _combined(
@@ -310,7 +349,13 @@ def record_failed(
     if not _settle_delivery(session, claim, "failed", now, error):
         return False
     _advance(session, claim, now, next_due_at, sent=False)
+    _failed_event(session, claim, now, error)
     return True
+
+
+def _failed_event(session: Session, claim: Claim, now: datetime, error: str) -> None:
+    extra = {"error": _one_line(error)}
+    webhooks.add_delivery_event(session, spec.DELIVERY_FAILED, claim.delivery_id, now, extra)
 
 
 def record_bounce(
@@ -320,6 +365,7 @@ def record_bounce(
     and suppress the address so no later signup or import mails it again."""
     if not _settle_delivery(session, claim, "bounced", now, error):
         return False
+    _failed_event(session, claim, now, error)
     stop_mailing(session, claim.subscriber_id, SubscriberStatus.BOUNCED, email_hash, now)
     return True
 

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from campaign.domain import webhooks as spec
 from campaign.domain.statuses import DeliveryStatus, EnrollmentStatus, SubscriberStatus
 from campaign.storage.models import (
     Click,
@@ -21,6 +22,7 @@ from campaign.storage.models import (
     Subscriber,
     Suppression,
 )
+from campaign.storage.store import webhooks
 
 
 def count_subscribers_by_status(session: Session) -> dict[str, int]:
@@ -202,7 +204,11 @@ def record_click(session: Session, delivery_id: int, url: str, at: datetime) -> 
     # Insert-if-absent: a replay (a link scanner, a reload) counts once per delivery and link.
     values = {"delivery_id": delivery_id, "url": url, "url_hash": url_hash(url), "at": at}
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(Click).values(**values).on_conflict_do_nothing())
+    added = session.execute(
+        insert(Click).values(**values).on_conflict_do_nothing().returning(Click.id)
+    ).first()
+    if added is not None:
+        webhooks.add_delivery_event(session, spec.CLICK, delivery_id, at, {"url": url})
     return True
 
 

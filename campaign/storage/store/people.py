@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from campaign.domain import webhooks as spec
 from campaign.domain.statuses import (
     PENDING_DELIVERY,
     STOPPED,
@@ -29,7 +30,16 @@ from campaign.storage.models import (
     Subscriber,
     Suppression,
 )
+from campaign.storage.store import webhooks
 from campaign.storage.store.confirmations import void_confirmations
+
+#: the outgoing webhook event a change of a subscriber's status to each status is.
+_STATUS_EVENTS = {
+    SubscriberStatus.ACTIVE: spec.SUBSCRIBER_CONFIRMED,
+    SubscriberStatus.UNSUBSCRIBED: spec.SUBSCRIBER_UNSUBSCRIBED,
+    SubscriberStatus.BOUNCED: spec.SUBSCRIBER_BOUNCED,
+    SubscriberStatus.COMPLAINED: spec.SUBSCRIBER_COMPLAINED,
+}
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,14 @@ def add_subscriber(
 def set_subscriber_status(
     session: Session, subscriber_id: int, status: SubscriberStatus, now: datetime
 ) -> None:
+    event = _STATUS_EVENTS.get(status)
+    before = None
+    if event is not None and webhooks.wanted(session, event):
+        before = session.execute(
+            select(Subscriber.email, Subscriber.first_name, Subscriber.status).where(
+                Subscriber.id == subscriber_id
+            )
+        ).first()
     values: dict[str, object] = {"status": status, "updated_at": now}
     if status == SubscriberStatus.UNSUBSCRIBED:
         values["unsubscribed_at"] = now
@@ -104,6 +122,9 @@ def set_subscriber_status(
     if status not in (SubscriberStatus.PENDING, SubscriberStatus.ACTIVE):
         # The person left: a confirmation link sent before now must not bring them back.
         void_confirmations(session, subscriber_id, now)
+    if event is not None and before is not None and before.status != status:
+        data = webhooks.subscriber_data(before.email, before.first_name, subscriber_id, status)
+        webhooks.add_event(session, event, now, data, subscriber_id=subscriber_id)
 
 
 def leave(session: Session, subscriber_id: int, status: SubscriberStatus, now: datetime) -> None:
@@ -287,6 +308,9 @@ def purge_pending(session: Session, created_before: datetime) -> int:
 
 
 def delete_subscriber(session: Session, subscriber_id: int) -> None:
+    """Erase the subscriber, with the outgoing webhook events about them (even undelivered
+    ones: they carry the address)."""
+    webhooks.forget_subscriber(session, subscriber_id)
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from campaign.domain import webhooks as spec
 from campaign.storage.models import (
     Confirmation,
     Delivery,
@@ -19,6 +20,7 @@ from campaign.storage.models import (
     Subscriber,
     WebhookNonce,
 )
+from campaign.storage.store import webhooks
 
 #: the longest event id kept (the column's size); a longer one is cut, still unique in practice.
 EVENT_ID_CHARS = 255
@@ -113,7 +115,7 @@ def mailed_address(session: Session, addresses: tuple[str, ...]) -> MailedAddres
     return MailedAddress(email, None) if email is not None else None
 
 
-def fail_sent_delivery(session: Session, delivery_id: int, error: str) -> int | None:
+def fail_sent_delivery(session: Session, delivery_id: int, error: str, now: datetime) -> int | None:
     """A delivery the server accepted did not arrive after all (a provider's soft bounce): mark
     it failed with the provider's `error`, and return its subscriber's id (None when the
     delivery is gone or is not a sent one). Its `updated_at` and `sent_at` are kept: its place
@@ -126,6 +128,9 @@ def fail_sent_delivery(session: Session, delivery_id: int, error: str) -> int | 
     ).first()
     if changed is None:
         return None
+    webhooks.add_delivery_event(
+        session, spec.DELIVERY_FAILED, delivery_id, now, {"error": error[:1000]}
+    )
     return session.scalars(
         select(Enrollment.subscriber_id).where(Enrollment.id == changed[0])
     ).one_or_none()
