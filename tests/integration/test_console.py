@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,11 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from campaign.clock import FixedClock
 from campaign.engine import App
 from campaign.errors import BadInput
+from campaign.insights.today import Today, TodayNumbers
 from campaign.interfaces.admin import create_admin_app
+from campaign.interfaces.console.kit import Console
 from campaign.people import operators, subscriptions
 from campaign.storage import store
 from tests.conftest import EngineFactory
@@ -39,6 +44,14 @@ class Browser:
     clock: FixedClock
     http: httpx.AsyncClient
     loop: asyncio.AbstractEventLoop
+    admin: Starlette
+
+    @property
+    def console(self) -> Console:
+        """The console application's state (its kept counts)."""
+        mount = next(r for r in self.admin.routes if isinstance(r, Mount) and r.path == "/console")
+        found: Console = mount.app.state.console
+        return found
 
     def get(self, path: str, **options: Any) -> httpx.Response:
         return self.loop.run_until_complete(self.http.get(path, **options))
@@ -67,13 +80,14 @@ def console(engine: EngineFactory) -> Iterator[Any]:
         client: str = LOOPBACK, app_clock: tuple[App, FixedClock] | None = None, **settings: str
     ) -> Browser:
         app, clock = app_clock or engine(START, **settings)
-        transport = httpx.ASGITransport(app=create_admin_app(app), client=(client, 40000))
+        admin = create_admin_app(app)
+        transport = httpx.ASGITransport(app=admin, client=(client, 40000))
         # Off loopback the cookies are Secure: such a browser must come over https.
         scheme = "http" if client == LOOPBACK else "https"
         http = httpx.AsyncClient(transport=transport, base_url=f"{scheme}://admin.internal")
         loop = asyncio.new_event_loop()
         loops.append((loop, http))
-        return Browser(app, clock, http, loop)
+        return Browser(app, clock, http, loop, admin)
 
     yield make
     for loop, http in loops:
@@ -290,6 +304,62 @@ def test_today_shows_what_was_sent_what_is_due_and_why_sending_is_paused(
     assert "Sending is paused" in page
     assert "the mail server refused: 421" in page
     assert "120.0 s" in page or "2.0 min" in page  # welcome latency p50
+
+
+class HeldNumbers(TodayNumbers):
+    """Today's numbers counted only once the test lets the count go (a count that takes long
+    at a million subscribers, without waiting for the clock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.go = threading.Event(), threading.Event()
+        self.counts = 0
+
+    def get(
+        self, key: Hashable, now: datetime, count: Callable[[], Today]
+    ) -> tuple[Today | None, datetime | None]:
+        def held() -> Today:
+            self.counts += 1
+            self.started.set()
+            assert self.go.wait(30), "the test never let the count go"
+            return count()
+
+        return super().get(key, now, held)
+
+
+@ONE_DATABASE
+def test_today_answers_while_its_numbers_are_being_counted(console: Any) -> None:
+    """A count that has not finished does not hold the page: Today says the numbers are being
+    counted and still shows that sending is paused and why; once the count is done its
+    numbers show, with when they were counted, and are not counted again within the minute."""
+    browser = _with_account(console())
+    app, clock = browser.app, browser.clock
+    subscriptions.subscribe(
+        app.db, app.plan, email="ada@example.org", first_name="Ada", timezone="UTC", now=START
+    )
+    tick(app, clock, START + timedelta(minutes=2))
+    with app.db.transaction() as session:
+        store.beat(session, "host:1:abc", START, clock.now(), 0.4, "the mail server refused: 421")
+    held = browser.console.kept["today"] = HeldNumbers()
+    browser.sign_in()
+
+    page = browser.get("/console/today").text
+    assert held.started.is_set()  # the count began; it is held until `go` below
+    assert "The numbers are being counted" in page
+    assert "sent in the last 24 h" not in page
+    assert "Sending is paused" in page
+    assert "the mail server refused: 421" in page
+
+    held.go.set()
+    held.join()
+    clock.advance(timedelta(seconds=30))
+    page = browser.get("/console/today").text
+    sent = re.search(r'<div class="figure">(\d+)</div><small>sent in the last 24 h', page)
+    assert sent
+    assert sent.group(1) == "1"
+    assert "30 s ago" in page
+    assert "Sending is paused" in page
+    assert held.counts == 1
 
 
 @ONE_DATABASE
