@@ -5,7 +5,10 @@ suppressions, the Today page and the proxy's prefix."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ from campaign.interfaces.admin import create_admin_app
 from campaign.interfaces.console.kit import Console
 from campaign.people import operators, subscriptions
 from campaign.storage import store
-from tests.conftest import EngineFactory
+from tests.conftest import ROOT, EngineFactory
 from tests.helpers import tick
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -452,3 +455,35 @@ def test_signing_out_ends_the_session_for_good(console: Any) -> None:
     replayed = browser.get("/console/audit")
     assert replayed.status_code == 303
     assert [a for _, a, _ in _audit(browser.app)][-2:] == ["sign-in", "sign-out"]
+
+
+@ONE_DATABASE
+def test_clearing_a_suppression_on_the_command_line_is_audited(
+    console: Any, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`campaign suppressions clear` writes the same audit entry as the console's clear, by
+    "command line"; clearing an address that is not suppressed writes none."""
+    browser = _with_account(console())
+    app = browser.app
+    subscriptions.subscribe(
+        app.db, app.plan, email="rex@example.org", first_name="Rex", timezone="UTC", now=START
+    )
+    subscriptions.forget_person(app.db, "rex@example.org", START)
+    environ = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    for _ in range(2):
+        cleared = subprocess.run(
+            [sys.executable, "-m", "campaign", "suppressions", "clear", "rex@example.org"],
+            cwd=tmp_path,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert cleared.returncode == 0, cleared.stderr
+    assert "was not suppressed" in cleared.stdout
+    assert [e for e in _audit(app) if e[1] == "suppression.clear"] == [
+        ("command line", "suppression.clear", "rex@example.org (forgotten)")
+    ]
+    browser.sign_in()
+    assert "rex@example.org (forgotten)" in browser.get("/console/audit").text
