@@ -5,10 +5,7 @@ suppressions, the Today page and the proxy's prefix."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -29,8 +26,8 @@ from campaign.interfaces.admin import create_admin_app
 from campaign.interfaces.console.kit import Console
 from campaign.people import operators, subscriptions
 from campaign.storage import store
-from tests.conftest import ROOT, EngineFactory
-from tests.helpers import tick
+from tests.conftest import EngineFactory
+from tests.helpers import run_campaign, tick
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 ANN, PASSWORD = "ann@example.org", "correct horse battery staple"
@@ -469,17 +466,8 @@ def test_clearing_a_suppression_on_the_command_line_is_audited(
         app.db, app.plan, email="rex@example.org", first_name="Rex", timezone="UTC", now=START
     )
     subscriptions.forget_person(app.db, "rex@example.org", START)
-    environ = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     for _ in range(2):
-        cleared = subprocess.run(
-            [sys.executable, "-m", "campaign", "suppressions", "clear", "rex@example.org"],
-            cwd=tmp_path,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        cleared = run_campaign(env, tmp_path, "suppressions", "clear", "rex@example.org")
         assert cleared.returncode == 0, cleared.stderr
     assert "was not suppressed" in cleared.stdout
     assert [e for e in _audit(app) if e[1] == "suppression.clear"] == [
