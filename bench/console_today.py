@@ -8,9 +8,11 @@ The database is loaded in bulk (bench/scratch.py's campaign in its stride, then 
 and audit entries; not timed), an operator signs in, and each page is requested through the
 console's real ASGI application in this process (no network): the figure is the median of five
 requests after a first, cold one, from the request to the last byte of the page; the clock moves
-5 s between requests, so Today's first request counts (its numbers are kept a minute) and the
-next five are served from that count. Target from the console issue: every page under 200 ms
-with 1M subscribers on PostgreSQL.
+5 s between requests. Today's first request starts the count of its numbers in the background
+and answers within the page's patience (half a second: "being counted" if the count takes
+longer); the bench then waits for that count (its time, from the first request, is printed
+too) and the next five are served from it (numbers are kept a minute). Target from the
+console issue: every page under 200 ms with 1M subscribers on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import timedelta
 
 import httpx
 import psycopg
+from starlette.routing import Mount
 
 from bench.scratch import (
     NOW,
@@ -42,12 +45,14 @@ from campaign.clock import FixedClock
 from campaign.domain.plan import load_plan
 from campaign.engine import build
 from campaign.interfaces.admin import create_admin_app
+from campaign.interfaces.console.kit import Console
 from campaign.people import operators
 from campaign.settings import Settings
 from campaign.storage.db import Database
 
+TODAY = "/console/today"
 PAGES = (
-    "/console/today",
+    TODAY,
     "/console/suppressions",
     "/console/suppressions?q=example.org&page=500",
     "/console/suppressions?q=user777",
@@ -139,7 +144,11 @@ def measure(url: str) -> dict[str, tuple[float, float]]:
     clock = FixedClock(NOW)
     app = build(settings, clock=clock)
     operators.add_operator(app.db, "ann@example.org", PASSWORD, NOW)
-    transport = httpx.ASGITransport(app=create_admin_app(app), client=("127.0.0.1", 40000))
+    admin = create_admin_app(app)
+    mount = next(r for r in admin.routes if isinstance(r, Mount) and r.path == "/console")
+    console: Console = getattr(mount.app, "state").console  # noqa: B009 (a Starlette app)
+    transport = httpx.ASGITransport(app=admin, client=("127.0.0.1", 40000))
+    shown: list[bool] = []
 
     async def run() -> dict[str, tuple[float, float]]:
         async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
@@ -160,7 +169,17 @@ def measure(url: str) -> dict[str, tuple[float, float]]:
                     times.append(time.perf_counter() - started)
                     assert answer.status_code == 200, (path, answer.status_code)
                     clock.advance(timedelta(seconds=5))
+                    if path == TODAY and len(times) == 1:
+                        # The first count runs in the background: the page answered within its
+                        # patience; wait for the count (not timed as a page) before the five.
+                        kept = console.kept.get("today")
+                        if kept is not None:
+                            await asyncio.to_thread(kept.join)
+                        counted = time.perf_counter() - started
+                        results["Today's numbers counted in the background"] = (counted, counted)
+                        shown.append("being counted" in answer.text)
                 results[path] = (times[0], statistics.median(times[1:]))
+            print("Today's first answer said 'being counted':", shown)
             return results
 
     try:

@@ -4,7 +4,6 @@ failed, skipped, clicks, unsubscribes within 48 h) and its preview, as the studi
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -13,13 +12,14 @@ from campaign.content.snapshot import Content
 from campaign.domain.plan import Step
 from campaign.errors import RenderError, UnknownStep
 from campaign.insights import reports
+from campaign.insights.kept import PATIENCE, TTL, Kept
 from campaign.storage.db import Database
 
 #: The sample subscriber of every preview (the studio's).
 SAMPLE = Recipient(0, "ann@example.com", "Ann")
 #: Per-step numbers are counted over the whole delivery log: at a million subscribers that
 #: takes longer than a page may, so a count this recent is shown again (with its age).
-NUMBERS_TTL = timedelta(seconds=60)
+NUMBERS_TTL = TTL
 
 
 @dataclass(frozen=True)
@@ -45,25 +45,15 @@ class Timeline:
     counted_at: datetime | None
 
 
-class NumbersCache:
-    """The latest `reports.stats` of a plan, one per console (no global state).
-
-    Counting walks the whole delivery log: at a million subscribers that takes seconds, more
-    than a page may. So a page gets the kept numbers at once, with the instant they were
-    counted, and once they are NUMBERS_TTL old one recount runs in a thread of its own. With
-    nothing kept yet, the page waits up to `patience` for the first count, then shows the
-    timeline without numbers ("counting"). `wait` makes every caller wait (tests, the bench).
-    """
+class NumbersCache(Kept[reports.Stats]):
+    """The latest `reports.stats` of a plan, one per console: counting walks the whole
+    delivery log (seconds at a million subscribers), so it runs in the background and a page
+    shows the last count (`Kept`)."""
 
     def __init__(
-        self, ttl: timedelta = NUMBERS_TTL, *, wait: bool = False, patience: float = 0.5
+        self, ttl: timedelta = NUMBERS_TTL, *, wait: bool = False, patience: float = PATIENCE
     ) -> None:
-        self.ttl = ttl
-        self.wait = wait
-        self.patience = patience
-        self._lock = threading.Lock()
-        self._kept: tuple[str, datetime, reports.Stats] | None = None
-        self._counting: threading.Thread | None = None
+        super().__init__(ttl, wait=wait, patience=patience)
 
     def stats(
         self, db: Database, content: Content, now: datetime
@@ -71,44 +61,7 @@ class NumbersCache:
         """The plan's numbers and when they were counted; (None, None) while the first count
         runs."""
         plan = content.plan
-        if self.wait:
-            kept = self._kept
-            if kept and kept[0] == plan.id and timedelta(0) <= now - kept[1] < self.ttl:
-                return kept[2], kept[1]
-            return self._count(db, content, now)
-        with self._lock:
-            kept = self._kept if self._kept and self._kept[0] == plan.id else None
-            stale = kept is None or not timedelta(0) <= now - kept[1] < self.ttl
-            counting = self._counting
-            if stale and counting is None:
-                counting = self._counting = threading.Thread(
-                    target=self._count, args=(db, content, now), daemon=True
-                )
-                counting.start()
-        if kept is None and counting is not None:
-            counting.join(self.patience)
-            with self._lock:
-                kept = self._kept if self._kept and self._kept[0] == plan.id else None
-        return (kept[2], kept[1]) if kept else (None, None)
-
-    def _count(
-        self, db: Database, content: Content, now: datetime
-    ) -> tuple[reports.Stats, datetime]:
-        try:
-            counted = reports.stats(db, content.plan)
-            with self._lock:
-                self._kept = (content.plan.id, now, counted)
-            return counted, now
-        finally:
-            with self._lock:
-                if self._counting is threading.current_thread():
-                    self._counting = None
-
-    def join(self) -> None:
-        """Wait for a count running in the background (the bench)."""
-        counting = self._counting
-        if counting is not None:
-            counting.join()
+        return self.get(plan.id, now, lambda: reports.stats(db, plan))
 
 
 def timeline(db: Database, content: Content, now: datetime, cache: NumbersCache) -> Timeline:

@@ -74,9 +74,11 @@ class Signups:
         timezone: str | None,
         visitor: Visitor,
         now: datetime,
+        actor: str | None = None,
     ) -> SignupResult:
         """Record a signup. Raise InvalidAddress for a bad address; otherwise the caller shows the
-        same answer whatever happened, so nobody can learn who is subscribed."""
+        same answer whatever happened, so nobody can learn who is subscribed. With an `actor`
+        (an API key), the audit log notes the signup in the same transaction."""
         address = normalise_address(email)
         name = first_name_of(first_name)
         try:
@@ -104,14 +106,17 @@ class Signups:
                 subscriber_id, status = known.id, known.status
             subscriptions.record_consent(session, subscriber_id, ConsentKind.SIGNUP, visitor, now)
             if status == SubscriberStatus.ACTIVE:
-                return SignupResult(SignupOutcome.ALREADY_ACTIVE)
-            if status in STOPPED:
-                return SignupResult(SignupOutcome.IGNORED)
-            if not self.double_opt_in:
+                result = SignupResult(SignupOutcome.ALREADY_ACTIVE)
+            elif status in STOPPED:
+                result = SignupResult(SignupOutcome.IGNORED)
+            elif not self.double_opt_in:
                 enrollment = self._activate(session, subscriber_id, address, now)
-                return SignupResult(SignupOutcome.ENROLLED, enrollment, created=created)
-            queued = self._queue_confirmation(session, subscriber_id, now)
-            return replace(queued, created=created)
+                result = SignupResult(SignupOutcome.ENROLLED, enrollment, created=created)
+            else:
+                queued = self._queue_confirmation(session, subscriber_id, now)
+                result = replace(queued, created=created)
+            _audit(session, actor, subscriber_id, result, now)
+            return result
 
     @retry_once_on_conflict
     def subscribe_with_consent(
@@ -124,6 +129,7 @@ class Signups:
         consented_at: datetime,
         source: str,
         now: datetime,
+        actor: str | None = None,
     ) -> SignupResult:
         """A signup whose consent another system collected and states (when, from which IP, on
         which page): recorded as the person's own, and treated as a confirmed signup. Someone
@@ -131,7 +137,8 @@ class Signups:
         now); someone active stays as they are. A bounced or complained address is left alone
         (IGNORED; Suppressed for one not stored): only an operator clears it.
 
-        BadInput for a bad address, first name or time zone.
+        BadInput for a bad address, first name or time zone. With an `actor` (an API key), the
+        audit log notes the signup in the same transaction.
         """
         address = normalise_address(email)
         name = first_name_of(first_name)
@@ -160,11 +167,14 @@ class Signups:
                 session, subscriber_id, ConsentKind.SIGNUP, consent, consented_at
             )
             if status == SubscriberStatus.ACTIVE:
-                return SignupResult(SignupOutcome.ALREADY_ACTIVE)
-            if status in STOPPED:
-                return SignupResult(SignupOutcome.IGNORED)
-            enrollment = self._activate(session, subscriber_id, address, now)
-            return SignupResult(SignupOutcome.ENROLLED, enrollment, created=known is None)
+                result = SignupResult(SignupOutcome.ALREADY_ACTIVE)
+            elif status in STOPPED:
+                result = SignupResult(SignupOutcome.IGNORED)
+            else:
+                enrollment = self._activate(session, subscriber_id, address, now)
+                result = SignupResult(SignupOutcome.ENROLLED, enrollment, created=known is None)
+            _audit(session, actor, subscriber_id, result, now)
+            return result
 
     def _queue_confirmation(
         self, session: Session, subscriber_id: int, now: datetime
@@ -245,3 +255,14 @@ class Signups:
             expired = now - timedelta(days=self.confirm_token_days + 1)
             store.purge_confirmations(session, expired)
             return store.purge_pending(session, now - timedelta(days=days))
+
+
+def _audit(
+    session: Session, actor: str | None, subscriber_id: int, result: SignupResult, now: datetime
+) -> None:
+    """The audit entry of a signup made by `actor` (none for a visitor's own): the id and
+    what happened, never the address."""
+    if actor is not None:
+        created = ", new" if result.created else ""
+        detail = f"#{subscriber_id} ({result.outcome}{created})"
+        store.record_audit(session, actor, "subscriber.create", detail, now)

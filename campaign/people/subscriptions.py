@@ -139,13 +139,18 @@ def subscribe(
     return SubscribeResult(address, created=True, status=SubscriberStatus.ACTIVE)
 
 
-def clear_suppression(db: Database, *, email: str, now: datetime) -> bool:
-    """An operator lifts a suppression (bounce, complaint, forget); False if there was none."""
+def clear_suppression(db: Database, *, email: str, now: datetime, actor: str | None = None) -> bool:
+    """An operator lifts a suppression (bounce, complaint, forget); False if there was none.
+    With an `actor` (the command line), the audit log notes it in the same transaction, as
+    the console's clear does."""
     email = lookup_form(email)
     with db.transaction() as session:
         key = email_hash(email)
-        if not store.is_suppressed(session, key):
+        reason = store.suppression_reason(session, key)
+        if reason is None:
             return False
+        if actor is not None:
+            store.record_audit(session, actor, "suppression.clear", f"{email} ({reason})", now)
         store.unsuppress(session, key)
         known = store.find_subscriber(session, email)
         if known is not None:
@@ -153,10 +158,14 @@ def clear_suppression(db: Database, *, email: str, now: datetime) -> bool:
     return True
 
 
-def unsubscribe(db: Database, *, email: str, now: datetime) -> bool:
-    """Stop all email to `email` at once; False if they had already left."""
+def unsubscribe(db: Database, *, email: str, now: datetime, actor: str | None = None) -> bool:
+    """Stop all email to `email` at once; False if they had already left. With an `actor`
+    (an API key), the audit log names the subscriber's id in the same transaction."""
     with db.transaction() as session:
-        return leave(session, find(session, email), now)
+        known = find(session, email)
+        if actor is not None:
+            store.record_audit(session, actor, "subscriber.unsubscribe", f"#{known.id}", now)
+        return leave(session, known, now)
 
 
 def unsubscribe_subscriber(db: Database, subscriber_id: int, now: datetime) -> bool:
@@ -167,10 +176,14 @@ def unsubscribe_subscriber(db: Database, subscriber_id: int, now: datetime) -> b
         return known is not None and leave(session, known, now)
 
 
-def forget_person(db: Database, email: str, now: datetime) -> None:
-    """Erase a person; keep only a hash of the address so it is never mailed by mistake."""
+def forget_person(db: Database, email: str, now: datetime, actor: str | None = None) -> None:
+    """Erase a person; keep only a hash of the address so it is never mailed by mistake. With
+    an `actor` (an API key), the audit log names the id (never the address) in the same
+    transaction."""
     with db.transaction() as session:
         known = find(session, email)
+        if actor is not None:
+            store.record_audit(session, actor, "subscriber.forget", f"#{known.id}", now)
         store.suppress(session, email_hash(known.email), SuppressionReason.FORGOTTEN, now)
         store.delete_subscriber(session, known.id)
 

@@ -110,6 +110,10 @@ def test_an_operator_walks_the_console_and_its_refusals(served: Served, browser:
     chart = page.get_by_role("img", name="Emails sent in the last 24 hours")
     assert chart.locator("rect").count() == 48
     _shot(page, "today")
+    page.set_viewport_size({"width": 375, "height": 800})  # a phone: nothing wider than it
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    _shot(page, "today-375")
+    page.set_viewport_size({"width": 1200, "height": 800})
 
     page.get_by_role("link", name="Suppressions").click()
     page.get_by_role("heading", name="Suppressions", exact=True).wait_for()

@@ -106,6 +106,10 @@ def test_search_a_subscriber_unsubscribe_and_forget_them(
     results = page.get_by_role("link", name="@example.org")
     assert results.all_inner_texts() == ["ann@example.org", "anna.berg@example.org"]
     console.shoot(page, "subscribers")
+    page.set_viewport_size({"width": 375, "height": 800})  # a phone: nothing wider than it
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    console.shoot(page, "subscribers-375")
+    page.set_viewport_size({"width": 1200, "height": 800})
 
     page.get_by_role("link", name="ann@example.org", exact=True).click()
     page.get_by_role("heading", name="ann@example.org").wait_for()

@@ -27,7 +27,7 @@ from campaign.people import subscriptions
 from campaign.settings import Settings
 from tests.acceptance.conftest import _serve
 from tests.conftest import EngineFactory
-from tests.helpers import hours, tick
+from tests.helpers import hours, run_campaign, tick
 from tests.smtp_server import SMTPServer, free_port
 from tests.tools import CHROMIUM, CHROMIUM_ARGS, ROOT, require
 
@@ -130,20 +130,9 @@ def test_simulate_agrees_with_a_real_walk_of_tick(
     env: dict[str, str], smtp_server: SMTPServer, tmp_path: Path
 ) -> None:
     """Each instant and subject `simulate` prints is exactly what `tick --now` then sends."""
-    import os
-
-    environ = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
 
     def campaign(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "campaign", *args],
-            cwd=tmp_path,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_campaign(env, tmp_path, *args)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

@@ -6,6 +6,7 @@ hostile bodies, and the OpenAPI document."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +22,7 @@ from campaign.domain.statuses import SuppressionReason
 from campaign.engine import App
 from campaign.interfaces.admin import create_admin_app
 from campaign.interfaces.api.openapi import document
-from campaign.people import api_keys, subscriptions
+from campaign.people import api_keys, operators, subscriptions
 from campaign.storage import store
 from tests.conftest import EngineFactory
 from tests.helpers import tick
@@ -29,6 +30,7 @@ from tests.smtp_server import SMTPServer
 
 START = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 CONSENT = {"at": "2026-12-01T09:58:00+01:00", "ip": "203.0.113.7", "source": "https://x.org/join"}
+PASSWORD = "correct horse battery staple"
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
@@ -377,3 +379,51 @@ def test_the_consent_time_is_checked_against_the_engines_clock(api: Api) -> None
     assert api.call("POST", "/subscribers", json=body).status_code == 201
     body = {"email": "sk2@example.org", "consent": {**CONSENT, "at": later}}
     assert _fields(api.call("POST", "/subscribers", json=body)) == {"consent.at"}
+
+
+def _audit_page(api: Api) -> str:
+    """The console's Audit page, as an operator who signs in sees it."""
+    operators.add_operator(api.app.db, "ops@example.org", PASSWORD, api.clock.now())
+
+    async def visit() -> str:
+        async with httpx.AsyncClient(
+            transport=api.client.transport, base_url="http://127.0.0.1:9100"
+        ) as browser:
+            form = (await browser.get("/console/login")).text
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+            assert token
+            signed = await browser.post(
+                "/console/login",
+                data={"email": "ops@example.org", "password": PASSWORD, "csrf_token": token[1]},
+            )
+            assert signed.status_code == 303, signed.text
+            return (await browser.get("/console/audit")).text
+
+    return asyncio.run(visit())
+
+
+def test_each_change_through_the_api_is_audited_with_its_key(api: Api) -> None:
+    """Creating (with stated consent or double opt-in), unsubscribing and forgetting each
+    write an audit entry naming the key and the subscriber's id, never the address; a call
+    that changes nothing (an unknown address) writes none. The console's Audit page lists
+    them."""
+    ann = api.call("POST", "/subscribers", json={"email": "ann@example.org", "consent": CONSENT})
+    bo = api.call("POST", "/subscribers", json={"email": "bo@example.org"})
+    assert (ann.status_code, bo.status_code) == (201, 201)
+    with api.app.db.read() as session:
+        ids = [store.find_subscriber(session, f"{n}@example.org") for n in ("ann", "bo")]
+    ann_id, bo_id = (known.id for known in ids if known is not None)
+    assert api.call("POST", "/subscribers/ann@example.org/unsubscribe").status_code == 200
+    assert api.call("DELETE", "/subscribers/bo@example.org").status_code == 204
+    assert api.call("DELETE", "/subscribers/nobody@example.org").status_code == 404
+    entries = operators.audit_log(api.app.db, limit=100).entries
+    assert [(e.actor, e.action, e.detail) for e in reversed(entries)] == [
+        ("api key crm", "subscriber.create", f"#{ann_id} (enrolled, new)"),
+        ("api key crm", "subscriber.create", f"#{bo_id} (confirmation-queued, new)"),
+        ("api key crm", "subscriber.unsubscribe", f"#{ann_id}"),
+        ("api key crm", "subscriber.forget", f"#{bo_id}"),
+    ]
+    page = _audit_page(api)
+    assert page.count("api key crm") == 4
+    assert "subscriber.forget" in page
+    assert "@example.org" not in page.replace("ops@example.org", "")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,15 +15,19 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from campaign.clock import FixedClock
 from campaign.engine import App
 from campaign.errors import BadInput
+from campaign.insights.today import Today, TodayNumbers
 from campaign.interfaces.admin import create_admin_app
+from campaign.interfaces.console.kit import Console
 from campaign.people import operators, subscriptions
 from campaign.storage import store
 from tests.conftest import EngineFactory
-from tests.helpers import tick
+from tests.helpers import run_campaign, tick
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 ANN, PASSWORD = "ann@example.org", "correct horse battery staple"
@@ -39,6 +44,14 @@ class Browser:
     clock: FixedClock
     http: httpx.AsyncClient
     loop: asyncio.AbstractEventLoop
+    admin: Starlette
+
+    @property
+    def console(self) -> Console:
+        """The console application's state (its kept counts)."""
+        mount = next(r for r in self.admin.routes if isinstance(r, Mount) and r.path == "/console")
+        found: Console = mount.app.state.console
+        return found
 
     def get(self, path: str, **options: Any) -> httpx.Response:
         return self.loop.run_until_complete(self.http.get(path, **options))
@@ -67,13 +80,14 @@ def console(engine: EngineFactory) -> Iterator[Any]:
         client: str = LOOPBACK, app_clock: tuple[App, FixedClock] | None = None, **settings: str
     ) -> Browser:
         app, clock = app_clock or engine(START, **settings)
-        transport = httpx.ASGITransport(app=create_admin_app(app), client=(client, 40000))
+        admin = create_admin_app(app)
+        transport = httpx.ASGITransport(app=admin, client=(client, 40000))
         # Off loopback the cookies are Secure: such a browser must come over https.
         scheme = "http" if client == LOOPBACK else "https"
         http = httpx.AsyncClient(transport=transport, base_url=f"{scheme}://admin.internal")
         loop = asyncio.new_event_loop()
         loops.append((loop, http))
-        return Browser(app, clock, http, loop)
+        return Browser(app, clock, http, loop, admin)
 
     yield make
     for loop, http in loops:
@@ -292,6 +306,62 @@ def test_today_shows_what_was_sent_what_is_due_and_why_sending_is_paused(
     assert "120.0 s" in page or "2.0 min" in page  # welcome latency p50
 
 
+class HeldNumbers(TodayNumbers):
+    """Today's numbers counted only once the test lets the count go (a count that takes long
+    at a million subscribers, without waiting for the clock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.go = threading.Event(), threading.Event()
+        self.counts = 0
+
+    def get(
+        self, key: Hashable, now: datetime, count: Callable[[], Today]
+    ) -> tuple[Today | None, datetime | None]:
+        def held() -> Today:
+            self.counts += 1
+            self.started.set()
+            assert self.go.wait(30), "the test never let the count go"
+            return count()
+
+        return super().get(key, now, held)
+
+
+@ONE_DATABASE
+def test_today_answers_while_its_numbers_are_being_counted(console: Any) -> None:
+    """A count that has not finished does not hold the page: Today says the numbers are being
+    counted and still shows that sending is paused and why; once the count is done its
+    numbers show, with when they were counted, and are not counted again within the minute."""
+    browser = _with_account(console())
+    app, clock = browser.app, browser.clock
+    subscriptions.subscribe(
+        app.db, app.plan, email="ada@example.org", first_name="Ada", timezone="UTC", now=START
+    )
+    tick(app, clock, START + timedelta(minutes=2))
+    with app.db.transaction() as session:
+        store.beat(session, "host:1:abc", START, clock.now(), 0.4, "the mail server refused: 421")
+    held = browser.console.kept["today"] = HeldNumbers()
+    browser.sign_in()
+
+    page = browser.get("/console/today").text
+    assert held.started.is_set()  # the count began; it is held until `go` below
+    assert "The numbers are being counted" in page
+    assert "sent in the last 24 h" not in page
+    assert "Sending is paused" in page
+    assert "the mail server refused: 421" in page
+
+    held.go.set()
+    held.join()
+    clock.advance(timedelta(seconds=30))
+    page = browser.get("/console/today").text
+    sent = re.search(r'<div class="figure">(\d+)</div><small>sent in the last 24 h', page)
+    assert sent
+    assert sent.group(1) == "1"
+    assert "30 s ago" in page
+    assert "Sending is paused" in page
+    assert held.counts == 1
+
+
 @ONE_DATABASE
 def test_the_proxy_prefix_is_believed_only_from_trusted_proxies(console: Any) -> None:
     """From FORWARDED_ALLOW_IPS, X-Forwarded-Prefix goes in front of every link, redirect and
@@ -382,3 +452,26 @@ def test_signing_out_ends_the_session_for_good(console: Any) -> None:
     replayed = browser.get("/console/audit")
     assert replayed.status_code == 303
     assert [a for _, a, _ in _audit(browser.app)][-2:] == ["sign-in", "sign-out"]
+
+
+@ONE_DATABASE
+def test_clearing_a_suppression_on_the_command_line_is_audited(
+    console: Any, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`campaign suppressions clear` writes the same audit entry as the console's clear, by
+    "command line"; clearing an address that is not suppressed writes none."""
+    browser = _with_account(console())
+    app = browser.app
+    subscriptions.subscribe(
+        app.db, app.plan, email="rex@example.org", first_name="Rex", timezone="UTC", now=START
+    )
+    subscriptions.forget_person(app.db, "rex@example.org", START)
+    for _ in range(2):
+        cleared = run_campaign(env, tmp_path, "suppressions", "clear", "rex@example.org")
+        assert cleared.returncode == 0, cleared.stderr
+    assert "was not suppressed" in cleared.stdout
+    assert [e for e in _audit(app) if e[1] == "suppression.clear"] == [
+        ("command line", "suppression.clear", "rex@example.org (forgotten)")
+    ]
+    browser.sign_in()
+    assert "rex@example.org (forgotten)" in browser.get("/console/audit").text

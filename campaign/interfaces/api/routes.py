@@ -131,6 +131,7 @@ class ApiEndpoints:
                     timezone=wanted.timezone,
                     visitor=visitor,
                     now=now,
+                    actor=actor(key),
                 )
             )
             if result.confirmation_id is not None or result.enrollment_id is not None:
@@ -152,6 +153,7 @@ class ApiEndpoints:
                     consented_at=consent.at,
                     source=source,
                     now=now,
+                    actor=actor(key),
                 )
             )
             if result.outcome == SignupOutcome.ENROLLED and result.enrollment_id is not None:
@@ -192,7 +194,9 @@ class ApiEndpoints:
         await read_body(request, MAX_BODY_BYTES)  # nothing to read: drained, bounded
         email = request.path_params["email"]
         await run_in_threadpool(
-            lambda: subscriptions.unsubscribe(self.app.db, email=email, now=self.app.clock.now())
+            lambda: subscriptions.unsubscribe(
+                self.app.db, email=email, now=self.app.clock.now(), actor=actor(key)
+            )
         )
         log.info("api key %s: unsubscribed a subscriber", key.name)
         return JSONResponse(await self._subscriber(email))
@@ -204,6 +208,7 @@ class ApiEndpoints:
             self.app.db,
             request.path_params["email"],
             self.app.clock.now(),
+            actor(key),
         )
         log.info("api key %s: forgot a subscriber", key.name)
         return Response(status_code=204)
@@ -224,6 +229,11 @@ class ApiEndpoints:
         _no_query(request)
         numbers = await run_in_threadpool(self.app.stats)
         return JSONResponse(StatsOut.model_validate(numbers).model_dump(mode="json"))
+
+
+def actor(key: ApiKey) -> str:
+    """Who the audit log names for a change made through the API: the key, by its name."""
+    return f"api key {key.name}"
 
 
 async def _json_body(request: Request) -> Any:

@@ -378,10 +378,12 @@ def suppressions_group() -> None:
 @NOW
 def suppressions_clear(email: str, now: datetime | None) -> None:
     """Lift the suppression of EMAIL: they may sign up (or be imported) again."""
-    from campaign.people import subscriptions
+    from campaign.people import operators, subscriptions
 
     app = make_app(now)
-    cleared = subscriptions.clear_suppression(app.db, email=email, now=app.clock.now())
+    cleared = subscriptions.clear_suppression(
+        app.db, email=email, now=app.clock.now(), actor=operators.COMMAND_LINE
+    )
     out.print(f"cleared {email}" if cleared else f"{email} was not suppressed")
 
 

@@ -9,12 +9,12 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode
 
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from campaign.engine import App
 from campaign.errors import BadInput
+from campaign.insights.kept import Kept
 from campaign.people import operators
 from campaign.people.operators import SessionPolicy, SignedIn
 
@@ -49,7 +50,7 @@ HEADERS = {
 }
 
 Handler = Callable[[Request], Response]
-T = TypeVar("T")
+K = TypeVar("K", bound=Kept[Any])
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,8 @@ class Console:
     app: App
     nav: list[NavItem] = field(default_factory=list)
     env: Environment = field(init=False)
-    #: numbers too costly to count at every request (`cached`): key -> (when, value).
-    cache: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
+    #: numbers too costly to count at every request, counted in the background (`kept`).
+    kept: dict[str, Kept[Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     policy: SessionPolicy = field(init=False)
     trusted: Proxies = field(init=False)
@@ -189,22 +190,16 @@ def redirect(request: Request, path: str, **query: str | int) -> Response:
     return RedirectResponse(url, 303, headers=HEADERS)
 
 
-def cached(
-    request: Request, key: str, seconds: float, compute: Callable[[], T]
-) -> tuple[T, datetime]:
-    """`compute()`, or its value from less than `seconds` ago (by the engine's clock), and
-    when it was computed: for numbers that cost a scan of a large table (a page says "as of")."""
+def kept(request: Request, name: str, make: Callable[[], K]) -> K:
+    """The console's one `name` (`make()` at its first use): a `Kept` count that outlives
+    the request (numbers that cost a scan of a large table, counted in the background)."""
     console: Console = request.app.state.console
-    now = console.app.clock.now()
-    with console.lock:
-        hit = console.cache.get(key)
-    if hit is not None and timedelta(0) <= now - hit[0] < timedelta(seconds=seconds):
-        value: T = hit[1]
-        return value, hit[0]
-    value = compute()
-    with console.lock:
-        console.cache[key] = (now, value)
-    return value, now
+    with console.lock:  # two first requests at once make one
+        found = console.kept.get(name)
+        if found is None:
+            found = console.kept[name] = make()
+    assert isinstance(found, Kept)  # noqa: S101 (only this function sets it)
+    return cast(K, found)
 
 
 def engine(request: Request) -> App:

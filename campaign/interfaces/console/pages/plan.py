@@ -4,15 +4,13 @@ confirmation email, rendered as the studio (`campaign preview`) renders them."""
 
 from __future__ import annotations
 
-import threading
-
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from campaign.errors import UnknownStep
 from campaign.insights import plan_page
-from campaign.interfaces.console.kit import HEADERS, NavItem, engine, page, render
+from campaign.interfaces.console.kit import HEADERS, NavItem, engine, kept, page, render
 
 NAV = NavItem("Plan", "/plan", 20)
 #: The email itself, shown in the page's iframes: no script, no form, nothing fetched but
@@ -25,7 +23,6 @@ EMAIL_HEADERS = {
     ),
     "X-Frame-Options": "SAMEORIGIN",
 }
-_CACHE_LOCK = threading.Lock()
 
 
 def routes() -> list[Route]:
@@ -36,21 +33,12 @@ def routes() -> list[Route]:
     ]
 
 
-def _numbers(request: Request) -> plan_page.NumbersCache:
-    """The console's kept plan numbers (one cache per console application)."""
-    state = request.app.state
-    with _CACHE_LOCK:  # two first requests at once make one cache
-        cache = getattr(state, "plan_numbers", None)
-        if cache is None:
-            cache = state.plan_numbers = plan_page.NumbersCache()
-    assert isinstance(cache, plan_page.NumbersCache)  # noqa: S101 (only this module sets it)
-    return cache
-
-
 def timeline(request: Request) -> Response:
     app = engine(request)
     now = app.clock.now()
-    found = plan_page.timeline(app.db, app.content, now, _numbers(request))
+    found = plan_page.timeline(
+        app.db, app.content, now, kept(request, "plan numbers", plan_page.NumbersCache)
+    )
     return render(
         request,
         "plan.html",

@@ -9,14 +9,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from campaign.insights import today as numbers
-from campaign.interfaces.console.kit import NavItem, cached, engine, page, render
+from campaign.interfaces.console.kit import NavItem, engine, kept, page, render
 
 NAV = NavItem("Today", "/today", 10)
 #: the chart's geometry (SVG user units).
 BAR_WIDTH, GAP, CHART_HEIGHT, LEFT, BOTTOM = 16, 4, 160, 40, 24
-#: the numbers count the day's deliveries and enrollments (about a second at 1M subscribers
-#: on PostgreSQL, docs/performance.md): counted at most once a minute; health is read afresh.
-REFRESH_SECONDS = 60
 
 
 def routes() -> list[Route]:
@@ -26,12 +23,14 @@ def routes() -> list[Route]:
 def today(request: Request) -> Response:
     app = engine(request)
     app.reload_plan_if_changed()  # as a pass would: a refused edit shows here at once
-    plan = app.plan
-    day, _ = cached(
-        request, "today", REFRESH_SECONDS, lambda: numbers.today(app.db, plan, app.clock.now())
-    )
+    now = app.clock.now()
+    # The numbers count the day's deliveries and enrollments (about a second at 1M subscribers
+    # on PostgreSQL, docs/performance.md §13): counted in the background at most once a
+    # minute, the page never waiting for more than the first count's patience. Health, the
+    # passes and a refused plan edit are read at every request.
+    day, counted_at = kept(request, "today", numbers.TodayNumbers).numbers(app.db, app.plan, now)
     health = app.health()
-    top = max(day.busiest_hour, 1)
+    top = max(day.busiest_hour, 1) if day else 1
     bars = [
         {
             "x": LEFT + i * (BAR_WIDTH + GAP),
@@ -41,19 +40,21 @@ def today(request: Request) -> Response:
             "label": hour.start.strftime("%H"),
             "when": hour.start.strftime("%Y-%m-%d %H:00"),
         }
-        for i, hour in enumerate(day.hours)
+        for i, hour in enumerate(day.hours if day else [])
     ]
     return render(
         request,
         "today.html",
         title="Today",
         day=day,
+        age=int((now - counted_at).total_seconds()) if counted_at else None,
+        schedulers=numbers.schedulers(app.db, now),
         health=health,
         plan_edit_refused=app.plan_edit_refused,
         bars=bars,
         top=top,
         chart={
-            "width": LEFT + len(bars) * (BAR_WIDTH + GAP) + 10,
+            "width": LEFT + 48 * (BAR_WIDTH + GAP) + 10,
             "height": CHART_HEIGHT + BOTTOM + 10,
             "base": CHART_HEIGHT + 10,
             "now_x": LEFT + 24 * (BAR_WIDTH + GAP) - GAP / 2,
