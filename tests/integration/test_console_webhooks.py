@@ -103,6 +103,9 @@ def test_an_endpoint_is_added_with_its_secret_shown_once_and_a_bad_url_named(
     )
     assert forged.status_code == 403
     assert len(app.webhooks.endpoints()) == 1
+    app.webhooks.disable(added.id)  # as `campaign webhooks disable` does: audited too
+    assert ("command line", "webhook.disable") in _audit(app)
+    assert "command line" in client.get("/console/audit").text
 
 
 def test_attempts_to_a_receiver_that_fails_then_succeeds_are_shown(
