@@ -21,6 +21,7 @@ from campaign.clock import Clock
 from campaign.delivery.webhook_http import Answer, Poster, post
 from campaign.domain import webhooks as spec
 from campaign.errors import BadInput, DatabaseError
+from campaign.people.operators import COMMAND_LINE, audited
 from campaign.storage.db import Database
 from campaign.storage.store import webhooks as outbox
 
@@ -218,43 +219,60 @@ class WebhookEndpoints:
         self.db = db
         self.clock = clock
 
-    def add(self, url: str, events: list[str] | None = None) -> NewEndpoint:
-        """Add an endpoint (https, or http to loopback) taking `events` (None: every type)."""
+    def add(
+        self, url: str, events: list[str] | None = None, *, actor: str = COMMAND_LINE
+    ) -> NewEndpoint:
+        """Add an endpoint (https, or http to loopback) taking `events` (None: every type);
+        audited as `actor`'s change."""
         checked = spec.check_url(url)
         stored = spec.check_events(events)
         secret = spec.new_secret()
-        with self.db.transaction() as session:
+        names = spec.event_names(stored)
+        detail = f"{checked} ({', '.join(names)})"
+        with audited(self.db, actor, "webhook.add", detail, self.clock.now()) as session:
             endpoint_id = outbox.add_endpoint(session, checked, secret, stored, self.clock.now())
-        return NewEndpoint(endpoint_id, checked, spec.event_names(stored), secret)
+        return NewEndpoint(endpoint_id, checked, names, secret)
 
     def endpoints(self) -> list[outbox.EndpointRow]:
         """Every endpoint, with its messages pending, delivered and failed (never its secret)."""
         with self.db.read() as session:
             return outbox.endpoints(session)
 
-    def disable(self, endpoint_id: int, reason: str = "disabled by an operator") -> None:
+    def disable(
+        self,
+        endpoint_id: int,
+        reason: str = "disabled by an operator",
+        *,
+        actor: str = COMMAND_LINE,
+    ) -> None:
         """Send it nothing more; its events are kept, and sent once it is enabled again."""
-        with self.db.transaction() as session:
+        detail = f"endpoint {endpoint_id}: {reason}"
+        with audited(self.db, actor, "webhook.disable", detail, self.clock.now()) as session:
             if not outbox.set_endpoint_enabled(session, endpoint_id, False, reason):
                 raise UnknownEndpoint(endpoint_id)
 
-    def enable(self, endpoint_id: int) -> None:
-        with self.db.transaction() as session:
+    def enable(self, endpoint_id: int, *, actor: str = COMMAND_LINE) -> None:
+        detail = f"endpoint {endpoint_id}"
+        with audited(self.db, actor, "webhook.enable", detail, self.clock.now()) as session:
             if not outbox.set_endpoint_enabled(session, endpoint_id, True, None):
                 raise UnknownEndpoint(endpoint_id)
 
-    def remove(self, endpoint_id: int) -> None:
+    def remove(self, endpoint_id: int, *, actor: str = COMMAND_LINE) -> None:
         """Delete the endpoint and everything waiting for it."""
-        with self.db.transaction() as session:
+        detail = f"endpoint {endpoint_id}"
+        with audited(self.db, actor, "webhook.remove", detail, self.clock.now()) as session:
             if not outbox.remove_endpoint(session, endpoint_id):
                 raise UnknownEndpoint(endpoint_id)
 
-    def retry_failed(self, endpoint_id: int) -> int:
+    def retry_failed(self, endpoint_id: int, *, actor: str = COMMAND_LINE) -> int:
         """Put the endpoint's given-up messages back on a fresh schedule; how many."""
-        with self.db.transaction() as session:
+        now = self.clock.now()
+        with audited(
+            self.db, actor, "webhook.retry_failed", f"endpoint {endpoint_id}", now
+        ) as session:
             if not outbox.endpoint_exists(session, endpoint_id):
                 raise UnknownEndpoint(endpoint_id)
-            return outbox.requeue_failed(session, endpoint_id, self.clock.now())
+            return outbox.requeue_failed(session, endpoint_id, now)
 
     def attempts(self, endpoint_id: int, limit: int = 50) -> list[outbox.AttemptRow]:
         """The endpoint's latest attempts, newest first."""

@@ -1,6 +1,7 @@
 """An operator in Chromium on the console's Subscribers, Plan and Import pages: search, a
 subscriber's page, unsubscribe, forget with its confirmation, the plan and a step's previews,
-and an import checked row by row before it is committed.
+an import checked row by row before it is committed, and a webhook endpoint added (its secret
+shown once) whose attempts to a real receiver show.
 
 With CONSOLE_SCREENSHOTS=docs/console the walk saves each page's screenshot there (the
 README's pictures); otherwise into the test's temporary folder."""
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from tests.conftest import EngineFactory
 from tests.helpers import tick
 from tests.smtp_server import SMTPServer, free_port
 from tests.tools import CHROMIUM, CHROMIUM_ARGS, require
+from tests.webhook_receiver import Receiver
 
 OPERATOR, PASSWORD = "op@example.org", "correct horse battery staple"
 # The walk is about the pages; the use cases under them run on both databases elsewhere.
@@ -184,4 +187,40 @@ def test_an_import_is_checked_row_by_row_then_committed(
     assert [row.email for row in directory.search(console.app.db, "erik").rows] == [
         "erik@example.org"
     ]
+    page.close()
+
+
+def test_a_webhook_endpoint_is_added_and_its_attempts_show(
+    console: Console, browser: Browser, tmp_path: Path
+) -> None:
+    """Add an endpoint with the form (the secret shown once); a receiver that fails once then
+    takes the event: the list counts it delivered, the endpoint's page shows both attempts."""
+    port = free_port()
+    page = _sign_in(console, browser, "/webhooks")
+    page.get_by_label("URL").fill(f"http://127.0.0.1:{port}/hooks")
+    page.get_by_role("button", name="Add endpoint").click()
+    secret = page.locator("#secret").inner_text()
+    assert secret.startswith("whsec_")
+    receiver = Receiver(port, secret, tmp_path / "received.jsonl").start("500,200")
+    try:
+        app = console.app
+        crm = app.webhooks.add(
+            "https://crm.example.org/hooks/campaign", ["subscriber.unsubscribed"]
+        )
+        app.webhooks.disable(crm.id, "CRM migration until Friday")
+        app.unsubscribe("carla@example.net", now=NOW)
+        app.webhook_deliverer.deliver_due(NOW)
+        app.webhook_deliverer.deliver_due(NOW + timedelta(minutes=1))
+    finally:
+        receiver.stop()
+    page.goto(console.url + "/webhooks")
+    assert secret not in page.content()
+    assert "CRM migration until Friday" in page.inner_text("table")
+    console.shoot(page, "webhooks")
+    page.get_by_role("link", name=f"http://127.0.0.1:{port}/hooks").click()
+    page.get_by_role("heading", name="Recent attempts").wait_for()
+    assert "HTTP 500 Internal Server Error" in page.inner_text("table.deliveries")
+    console.shoot(page, "webhook-endpoint")
+    page.get_by_role("button", name="Disable").click()
+    assert "Endpoint disabled" in page.get_by_role("status").inner_text()
     page.close()
