@@ -85,6 +85,31 @@ class Composer:
         token = tokens.sign(self._secret, tokens.CONFIRM_SIGNUP, confirmation_id, now)
         return f"{self.public_base_url}/confirm/{token}"
 
+    def compose_confirmation(
+        self,
+        recipient: Recipient,
+        confirmation_id: int,
+        *,
+        message_id: str,
+        now: datetime,
+        subject_prefix: str = "",
+    ) -> Composed:
+        """The double opt-in email of one queued confirmation: the plan's `confirmation:` step
+        with its `confirm_url`; RenderError if the plan has none. The sender, `preview
+        --confirmation`, `send-test --confirmation` and the studio all build it here."""
+        step = self.plan.confirmation
+        if step is None:
+            raise RenderError("confirmation", "the plan has no `confirmation:` email")
+        return self.compose(
+            step,
+            recipient,
+            message_id=message_id,
+            now=now,
+            subject_prefix=subject_prefix,
+            extra={"confirm_url": self.confirm_url(confirmation_id, now)},
+            confirmation=True,
+        )
+
     def render(
         self,
         step: Step,
@@ -107,6 +132,23 @@ class Composer:
             subscriber_context(recipient.email, recipient.first_name),
             unsubscribe_url=unsubscribe,
             **(extra or {}),
+        )
+
+    def template_context(
+        self, step: Step, recipient: Recipient, now: datetime, *, confirmation_id: int | None = None
+    ) -> dict[str, Any]:
+        """Every name the templates of `step` see when this composer renders it for `recipient`
+        (the confirmation email's with `confirmation_id`): what `campaign plan vars` lists."""
+        extra = (
+            {}
+            if confirmation_id is None
+            else {"confirm_url": self.confirm_url(confirmation_id, now)}
+        )
+        return self.renderer.body_context(
+            step,
+            subscriber_context(recipient.email, recipient.first_name),
+            unsubscribe_url=self.unsubscribe_url(recipient.subscriber_id, now),
+            **extra,
         )
 
     def compose(

@@ -21,6 +21,7 @@ from campaign.content.step_render import (
     describe,
     template_context,
 )
+from campaign.content.template_lint import expander, template_findings
 from campaign.domain.plan import CONFIRMATION_INDEX, Plan, Step
 from campaign.errors import PlanProblem, RenderError
 
@@ -68,6 +69,16 @@ class Renderer:
         """The names a template may use."""
         return template_context(self.plan, self.shared, step, subscriber, extra)
 
+    def body_context(
+        self, step: Step, subscriber: Mapping[str, str], **extra: Any
+    ) -> dict[str, Any]:
+        """Every name the step's body templates see: `context` with the rendered subject and
+        preheader added, as the full render path builds it."""
+        full = self._full.get(step.key)
+        if full is None:
+            raise _not_compiled(step)
+        return full.headers(self.context(step, subscriber, **extra))[2]
+
     def render(self, step: Step, context: Mapping[str, Any]) -> RenderedEmail:
         """Subject, preheader, inlined HTML and plain text of one step for any context, in full."""
         full = self._full.get(step.key)
@@ -85,6 +96,7 @@ class Renderer:
     def check(self, samples: list[dict[str, Any]]) -> list[PlanProblem]:
         """Render every step for each sample context; every problem located by file:line."""
         problems = list(self.problems)
+        seen: set[tuple[str, int, str]] = set()
         for step in self._all_steps():
             full = self._full.get(step.key)
             if full is None:
@@ -99,6 +111,8 @@ class Renderer:
                 if header is not None:
                     problems.append(header)
                     break
+                if sample is samples[0]:
+                    problems += self._lint(step, full.headers(context)[2], seen)
                 try:
                     full.render_context(context)
                 except RenderError as exc:
@@ -107,6 +121,21 @@ class Renderer:
                     problems.append(self.plan.problem(f"{step.field_path}.template", message))
                     break
         return problems
+
+    def _lint(
+        self, step: Step, context: Mapping[str, Any], seen: set[tuple[str, int, str]]
+    ) -> list[PlanProblem]:
+        """Unknown blocks, empty templates and relative links, each file:line reported once."""
+        found = []
+        expand = expander(self._files, context)
+        for finding in template_findings(self._files, step.template, self.templates_dir, expand):
+            if finding not in seen:
+                seen.add(finding)
+                where, line, message = finding
+                found.append(
+                    self.plan.problem(f"{step.field_path}.template", f"{where}:{line}: {message}")
+                )
+        return found
 
 
 def _not_compiled(step: Step) -> RenderError:

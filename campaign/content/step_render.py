@@ -63,7 +63,7 @@ def template_context(
         **shared,
         "subscriber": dict(subscriber),
         "step": {"key": step.key, "day": step.day},
-        "plan": {"id": plan.id, "name": plan.name, "total_days": plan.last_day},
+        "plan": {"id": plan.id, "name": plan.name, "total_days": plan.length},
         "day": step.day,
         "ebook": {"title": plan.ebook.title} if plan.ebook else None,
         "attached": step.attaches_ebook and plan.ebook is not None,

@@ -115,13 +115,8 @@ class SignupMail:
                     # No first name: it is unconfirmed text that anyone may have typed in.
                     recipient = Recipient(claim.subscriber_id, claim.email, "")
                     try:
-                        composed = composer.compose(
-                            step,
-                            recipient,
-                            message_id=composer.new_message_id(),
-                            now=now,
-                            extra={"confirm_url": composer.confirm_url(claim.id, now)},
-                            confirmation=True,
+                        composed = composer.compose_confirmation(
+                            recipient, claim.id, message_id=composer.new_message_id(), now=now
                         )
                         connection.send(composed.envelope, composed.data)
                     except (PermanentFailure, UnsendableAddress) as exc:

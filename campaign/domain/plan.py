@@ -62,6 +62,7 @@ class PlanSpec(_Strict):
     name: Text
     sender_name: Text | None = None
     send_time: Annotated[str, StringConstraints(pattern=SEND_TIME.pattern)]
+    length_days: int | None = Field(default=None, ge=0, le=3650)
     ebook: EbookSpec | None = None
     confirmation: ConfirmationSpec | None = None
     catch_up: Literal["shift"] | SkipAfterSpec = "shift"
@@ -116,6 +117,9 @@ class Plan:
     #: catch_up: {skip_after: H}: a daily step more than this late is skipped, not sent.
     #: None is the default `shift`: late steps go at the next pass and the rest move later.
     skip_after: timedelta | None = None
+    #: `length_days:` as declared: no step may come later. None: the plan is as long as its
+    #: last step's day (see `length`).
+    length_days: int | None = None
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
     #: the folders files named by the plan must resolve into: its own, TEMPLATES_DIR, ASSETS_DIR.
     content_roots: tuple[Path, ...] = field(default=(), compare=False, repr=False)
@@ -141,6 +145,11 @@ class Plan:
     @property
     def last_day(self) -> int:
         return self.steps[-1].day
+
+    @property
+    def length(self) -> int:
+        """The plan's length in days: `length_days` if declared, else the last step's day."""
+        return self.last_day if self.length_days is None else self.length_days
 
 
 def load_plan(
@@ -187,6 +196,7 @@ def load_plan(
             if spec.confirmation
             else None
         ),
+        length_days=spec.length_days,
         lines=lines,
         content_roots=content_roots(
             path.parent, templates_dir, assets_dir or path.parent.parent / "assets"
@@ -350,6 +360,14 @@ def _consistency_problems(plan: Plan, templates_dir: Path) -> list[PlanProblem]:
                 plan.problem(
                     f"{where}.day",
                     f"day {step.day} comes after day {previous_day}: keep steps in order",
+                )
+            )
+        if plan.length_days is not None and step.day > plan.length_days:
+            problems.append(
+                plan.problem(
+                    f"{where}.day",
+                    f"day {step.day} is beyond the plan's length (length_days: "
+                    f"{plan.length_days}): raise length_days or move the step",
                 )
             )
         seen_days.setdefault(step.day, step.index)

@@ -20,12 +20,14 @@ from starlette.routing import Route
 from campaign.clock import FixedClock
 from campaign.content.compose import Composed, Recipient
 from campaign.content.plan_check import check_plan
-from campaign.domain.plan import Step
+from campaign.domain.plan import CONFIRMATION_INDEX, Step
 from campaign.engine import App, Engine
 from campaign.errors import CampaignError, PlanError
 from campaign.settings import Settings
 
 SAMPLE = Recipient(0, "ann@example.com", "Ann")
+#: the studio's address for the double opt-in email: /step/confirmation (its Step key).
+CONFIRMATION_KEY = "confirmation"
 
 _STYLE = """
   body { font: 16px/1.5 Arial, sans-serif; color: #1f2933; margin: 0; background: #f3f5f7; }
@@ -78,9 +80,23 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
         return Engine.from_settings(settings, clock=FixedClock(now()))
 
     def compose(app: App, step: Step) -> Composed:
+        if step.index == CONFIRMATION_INDEX:
+            # as the sender builds it: no first name (it is unconfirmed input), a sample link.
+            return app.composer.compose_confirmation(
+                Recipient(0, SAMPLE.email, ""),
+                0,
+                message_id="<preview@example.com>",
+                now=app.clock.now(),
+            )
         return app.composer.compose(
             step, SAMPLE, message_id="<preview@example.com>", now=app.clock.now()
         )
+
+    def find(app: App, key: str) -> Step | None:
+        """A step by key or day; `confirmation` is the double opt-in email."""
+        if key == CONFIRMATION_KEY:
+            return app.plan.confirmation
+        return app.plan.step(key)
 
     async def fresh(render: Callable[[App], Response]) -> Response:
         """A page rendered from the plan as it is on disk now; its problems if it is broken."""
@@ -99,11 +115,12 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
 
     def timeline_page(app: App) -> Response:
         items = []
-        for step in app.plan.steps:
+        first = [app.plan.confirmation] if app.plan.confirmation else []
+        for step in [*first, *app.plan.steps]:
             rendered = compose(app, step).rendered
             when = "at signup" if step.day == 0 else f"{app.plan.send_time:%H:%M} local"
             items.append(
-                f'<li><a href="/step/{step.key}"><span class="day">Day {step.day}</span>'
+                f'<li><a href="/step/{step.key}"><span class="day">{_day(step)}</span>'
                 f'<span class="when">{when}</span><span><span class="subject">'
                 f'{html.escape(rendered.subject)}</span><span class="pre">'
                 f"{html.escape(rendered.preheader)}</span></span></a></li>"
@@ -111,7 +128,7 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
         return _page(f"Preview: {app.plan.name}", f'<ol class="timeline">{"".join(items)}</ol>')
 
     def step_page(app: App, key: str) -> Response:
-        step = app.plan.step(key)
+        step = find(app, key)
         if step is None:
             return PlainTextResponse("no such step", 404)
         composed = compose(app, step)
@@ -119,7 +136,7 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
         source = f"/step/{step.key}/email.html"
         body = (
             f'<p><a href="/">&larr; the month</a></p>'
-            f"<h2>Day {step.day}: {html.escape(composed.rendered.subject)}</h2>"
+            f"<h2>{_day(step)}: {html.escape(composed.rendered.subject)}</h2>"
             f'<div class="frames">'
             f'<figure><figcaption>Phone, 375 px</figcaption><iframe title="Phone view" '
             f'width="375" src="{source}"></iframe></figure>'
@@ -131,7 +148,7 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
         return _page(f"Preview: {step.key}", body)
 
     def email_page(app: App, key: str) -> Response:
-        step = app.plan.step(key)
+        step = find(app, key)
         if step is None:
             return PlainTextResponse("no such step", 404)
         return HTMLResponse(compose(app, step).rendered.html)
@@ -168,6 +185,11 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
             Route("/events", events),
         ]
     )
+
+
+def _day(step: Step) -> str:
+    """How the studio names when a step goes: `Day 3`, or `Confirmation` (double opt-in)."""
+    return "Confirmation" if step.index == CONFIRMATION_INDEX else f"Day {step.day}"
 
 
 def serve_studio(settings: Settings, port: int, now: Callable[[], datetime]) -> None:

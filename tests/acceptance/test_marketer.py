@@ -97,7 +97,7 @@ def test_the_preview_studio_shows_the_month_and_a_clicked_step(
 ) -> None:
     """The timeline lists every step; clicking day 3 shows its subject, phone and desktop views."""
     page = _open(browser, studio)
-    assert page.locator("ol.timeline li").count() == 31
+    assert page.locator("ol.timeline li").count() == 32  # the confirmation email, then 31 steps
     page.locator("a[href='/step/day03']").click()
     page.get_by_role("heading", name="Day 3: When a rounded back becomes the new normal").wait_for()
     assert page.locator("iframe[title='Phone view']").get_attribute("width") == "375"

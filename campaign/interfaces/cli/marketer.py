@@ -8,6 +8,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -94,6 +95,9 @@ def plan_diff_command(old: Path, new: Path) -> None:
 @click.argument("step", required=False)
 @click.option("--serve", is_flag=True, help="Open the preview studio: the whole month, live.")
 @click.option(
+    "--confirmation", is_flag=True, help="The double opt-in email (the plan's `confirmation:`)."
+)
+@click.option(
     "--port", type=click.IntRange(1, 65535), default=8001, help="Port for --serve (default 8001)."
 )
 @click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="html")
@@ -106,6 +110,7 @@ def plan_diff_command(old: Path, new: Path) -> None:
 def preview(
     step: str | None,
     serve: bool,
+    confirmation: bool,
     port: int,
     fmt: str,
     out_file: Path | None,
@@ -114,6 +119,8 @@ def preview(
     now: datetime | None,
 ) -> None:
     """Render STEP (a key or a day number) for a sample subscriber, without sending.
+
+    With --confirmation, render the double opt-in email instead, with a sample confirm link.
 
     With --serve, open the preview studio instead: every step of the month with its day,
     send time, subject and preheader; a click shows it as a phone and a desktop would, with
@@ -132,16 +139,24 @@ def preview(
         out.print(f"preview studio: http://127.0.0.1:{port}/  (Ctrl-C to stop)")
         serve_studio(settings, port, clock.now)
         return
-    if not step:
-        raise BadInput("give a STEP (a key or a day number), or --serve")
+    if bool(step) == confirmation:
+        raise BadInput(
+            "give a STEP (a key or a day number) or --confirmation (not both), or --serve"
+        )
     app = make_app(now, migrated=False)
-    chosen = _step(app, step)
-    composed = app.composer.compose(
-        chosen,
-        Recipient(0, email, name),
-        message_id=app.composer.new_message_id(),
-        now=app.clock.now(),
-    )
+    if confirmation:
+        recipient = Recipient(0, email, "")  # as sent: no first name (it is unconfirmed input)
+        _require_confirmation(app)
+        composed = app.composer.compose_confirmation(
+            recipient, 0, message_id=app.composer.new_message_id(), now=app.clock.now()
+        )
+    else:
+        composed = app.composer.compose(
+            _step(app, step or ""),
+            Recipient(0, email, name),
+            message_id=app.composer.new_message_id(),
+            now=app.clock.now(),
+        )
     content: bytes = {
         "html": composed.rendered.html.encode(),
         "text": composed.rendered.text.encode(),
@@ -154,21 +169,42 @@ def preview(
         sys.stdout.buffer.write(content)
 
 
+def _require_confirmation(app: Any) -> None:
+    if app.plan.confirmation is None:
+        raise BadInput(f"{app.plan.source} has no `confirmation:` email to show")
+
+
 @main.command("send-test")
 @click.argument("step", required=False)
 @click.option("--all", "send_all", is_flag=True, help="Send every step of the plan, in order.")
+@click.option(
+    "--confirmation", is_flag=True, help="Send the double opt-in email (its link is a sample)."
+)
 @click.option("--to", "to", type=TEXT, required=True, help="Where to send the test email(s).")
 @click.option("--name", type=TEXT, default="Ann", help="First name to render with.")
-def send_test(step: str | None, send_all: bool, to: str, name: str) -> None:
-    """Send STEP (or --all steps) to one inbox for review; nothing is recorded."""
+def send_test(step: str | None, send_all: bool, confirmation: bool, to: str, name: str) -> None:
+    """Send STEP, --all steps or --confirmation to one inbox for review; nothing is recorded."""
     from campaign.content.compose import Recipient
     from campaign.people import person_fields
 
-    if bool(step) == send_all:
-        raise BadInput("give a STEP or --all (not both)")
+    if [bool(step), send_all, confirmation].count(True) != 1:
+        raise BadInput("give one of STEP, --all or --confirmation")
     app = make_app(migrated=False)
-    steps = list(app.plan.steps) if send_all else [_step(app, step or "")]
     address = person_fields.normalise_address(to)
+    if confirmation:
+        _require_confirmation(app)
+        with app.transport.open() as connection:
+            composed = app.composer.compose_confirmation(
+                Recipient(0, address, ""),  # as sent: no first name (it is unconfirmed input)
+                0,
+                message_id=app.composer.new_message_id(),
+                now=app.clock.now(),
+                subject_prefix="[TEST confirmation] ",
+            )
+            connection.send(composed.envelope, composed.data)
+        out.print(f"sent confirmation to {address} via {app.transport.description}")
+        return
+    steps = list(app.plan.steps) if send_all else [_step(app, step or "")]
     with app.transport.open() as connection:
         for chosen in steps:
             composed = app.composer.compose(
@@ -265,3 +301,69 @@ def plan_rename(old: str, new: str) -> None:
     click.echo(f"moved {moved} enrollment(s) from plan {old!r} to {new!r}")  # no Rich markup
     if app.plan.id != new:
         click.echo(f"note: the plan file's id is {app.plan.id!r}, not {new!r}", err=True)
+
+
+@plan.command("new")
+@click.argument("name")
+@click.option(
+    "--plans-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where NAME.yaml goes (default: the folder of PLAN_PATH, or CAMPAIGN_HOME/plans).",
+)
+@click.option(
+    "--templates-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where NAME/ templates go (default: TEMPLATES_DIR, or CAMPAIGN_HOME/templates/emails).",
+)
+def plan_new(name: str, plans_dir: Path | None, templates_dir: Path | None) -> None:
+    """Scaffold plan NAME: NAME.yaml with three steps and a confirmation, and its templates.
+
+    Refuses to overwrite a file (exit 2, naming it). Check it with `campaign plan check`.
+    """
+    from campaign.content.scaffold import check_name, scaffold
+    from campaign.settings import PACKAGED_DEFAULTS
+
+    check_name(name)
+    settings = load_settings()
+    home = Path(settings.campaign_home or ".").expanduser()
+    packaged = [(PACKAGED_DEFAULTS / part).resolve() for part in ("plans", "templates")]
+
+    def own(configured: Path, fallback: Path) -> Path:
+        # Never write into the packaged defaults: a fresh home gets its own folders instead.
+        inside = any(configured.resolve().is_relative_to(folder) for folder in packaged)
+        return home / fallback if inside else configured
+
+    plans = plans_dir or own(Path(settings.plan_path).parent, Path("plans"))
+    templates = templates_dir or own(Path(settings.templates_dir), Path("templates/emails"))
+    made = scaffold(
+        name, plans, templates, PACKAGED_DEFAULTS / "templates" / "emails" / "base.html"
+    )
+    click.echo(f"wrote {made.plan}")
+    for path in made.templates:
+        click.echo(f"wrote {path}")
+    note = "" if templates_dir is None else f"TEMPLATES_DIR={templates} "
+    click.echo(f"next: {note}campaign plan check {made.plan}")
+
+
+@plan.command("vars")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: name, example, where.")
+@NOW
+def plan_vars(as_json: bool, now: datetime | None) -> None:
+    """Every variable a template may use, with an example value for a sample subscriber.
+
+    Read off the context the composer builds, so the list is the one templates really see.
+    """
+    from campaign.content.variables import template_variables
+
+    app = make_app(now, migrated=False)
+    found = template_variables(app.composer, app.clock.now())
+    if as_json:
+        click.echo(json.dumps([v.as_json() for v in found], indent=2, default=str))
+        return
+    width = max(len(v.name) for v in found) + 6
+    for variable in found:
+        shown = f"{{{{ {variable.name} }}}}"
+        note = "" if variable.where == "every email" else f"  ({variable.where})"
+        click.echo(f"{shown:<{width}}  {variable.example!r}{note}")

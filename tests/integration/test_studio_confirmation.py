@@ -1,0 +1,49 @@
+"""The preview studio shows the double opt-in email beside the month, through its HTTP app."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from campaign.clock import FixedClock
+from campaign.interfaces.studio import create_studio
+from campaign.settings import Settings
+from tests.tools import ROOT
+
+
+def test_the_studio_lists_and_shows_the_confirmation_email(tmp_path: Path) -> None:
+    """The timeline starts with the confirmation email; its page shows the subject, the HTML
+    with its confirm link, and the headers the sender would send."""
+    settings = Settings.from_env(
+        {
+            "PLAN_PATH": str(ROOT / "plans" / "thirty_day.yaml"),
+            "TEMPLATES_DIR": str(ROOT / "templates" / "emails"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.db'}",
+            "PUBLIC_BASE_URL": "https://news.example.org",
+        }
+    )
+    clock = FixedClock(datetime(2026, 12, 1, 7, tzinfo=UTC))
+    studio = create_studio(settings, clock.now)
+
+    async def visit() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=studio)
+        async with httpx.AsyncClient(transport=transport, base_url="http://studio") as client:
+            return (
+                await client.get("/"),
+                await client.get("/step/confirmation"),
+                await client.get("/step/confirmation/email.html"),
+            )
+
+    timeline, page, email = asyncio.run(visit())
+    assert timeline.status_code == 200
+    first = timeline.text.index('href="/step/confirmation"')
+    assert first < timeline.text.index('href="/step/welcome"')
+    assert "Please confirm your email to get your free ebook" in timeline.text
+    assert page.status_code == 200
+    assert "<h2>Confirmation: Please confirm your email to get your free ebook</h2>" in page.text
+    assert "X-Campaign-Step: thirty-day-self-healing/confirmation" in page.text
+    assert 'href="https://news.example.org/confirm/' in email.text
+    assert "Hi there," in email.text  # as sent: no first name before confirmation
