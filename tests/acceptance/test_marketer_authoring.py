@@ -68,6 +68,11 @@ def test_plan_new_scaffolds_a_plan_that_passes_check_and_previews(tmp_path: Path
     assert confirm.returncode == 0, confirm.stderr
     assert "<https://news.example.org/confirm/" in confirm.stdout
 
+    listed = run_campaign(with_plan, home, "plan", "vars")
+    assert listed.returncode == 0, listed.stderr
+    assert "{{ subscriber.first_name }}" in listed.stdout
+    assert "'knee'" in listed.stdout  # plan.id's example, from this plan
+
     again = run_campaign(env, home, "plan", "new", "knee")
     assert again.returncode == 2
     assert f"{plan} already exists" in again.stderr

@@ -343,8 +343,13 @@ def plan_new(name: str, plans_dir: Path | None, templates_dir: Path | None) -> N
     click.echo(f"wrote {made.plan}")
     for path in made.templates:
         click.echo(f"wrote {path}")
-    note = "" if templates_dir is None else f"TEMPLATES_DIR={templates} "
+    note = (
+        ""
+        if templates.resolve() == Path(settings.templates_dir).resolve()
+        else (f"TEMPLATES_DIR={templates} ")
+    )
     click.echo(f"next: {note}campaign plan check {made.plan}")
+    click.echo(f"to run it: PLAN_PATH={made.plan} {note}(in .env or the environment)")
 
 
 @plan.command("vars")
