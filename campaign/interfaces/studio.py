@@ -26,8 +26,8 @@ from campaign.errors import CampaignError, PlanError
 from campaign.settings import Settings
 
 SAMPLE = Recipient(0, "ann@example.com", "Ann")
-#: the studio's address for the double opt-in email: /step/confirmation (its Step key).
-CONFIRMATION_KEY = "confirmation"
+#: where the double opt-in email is shown: apart from /step/KEY, which any step key may take.
+CONFIRMATION_PATH = "/confirmation"
 
 _STYLE = """
   body { font: 16px/1.5 Arial, sans-serif; color: #1f2933; margin: 0; background: #f3f5f7; }
@@ -92,11 +92,9 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
             step, SAMPLE, message_id="<preview@example.com>", now=app.clock.now()
         )
 
-    def find(app: App, key: str) -> Step | None:
-        """A step by key or day; `confirmation` is the double opt-in email."""
-        if key == CONFIRMATION_KEY:
-            return app.plan.confirmation
-        return app.plan.step(key)
+    def find(app: App, key: str | None) -> Step | None:
+        """A step by key or day; None: the double opt-in email."""
+        return app.plan.confirmation if key is None else app.plan.step(key)
 
     async def fresh(render: Callable[[App], Response]) -> Response:
         """A page rendered from the plan as it is on disk now; its problems if it is broken."""
@@ -120,20 +118,20 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
             rendered = compose(app, step).rendered
             when = "at signup" if step.day == 0 else f"{app.plan.send_time:%H:%M} local"
             items.append(
-                f'<li><a href="/step/{step.key}"><span class="day">{_day(step)}</span>'
+                f'<li><a href="{_path(step)}"><span class="day">{_day(step)}</span>'
                 f'<span class="when">{when}</span><span><span class="subject">'
                 f'{html.escape(rendered.subject)}</span><span class="pre">'
                 f"{html.escape(rendered.preheader)}</span></span></a></li>"
             )
         return _page(f"Preview: {app.plan.name}", f'<ol class="timeline">{"".join(items)}</ol>')
 
-    def step_page(app: App, key: str) -> Response:
+    def step_page(app: App, key: str | None) -> Response:
         step = find(app, key)
         if step is None:
             return PlainTextResponse("no such step", 404)
         composed = compose(app, step)
         headers = composed.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-        source = f"/step/{step.key}/email.html"
+        source = f"{_path(step)}/email.html"
         body = (
             f'<p><a href="/">&larr; the month</a></p>'
             f"<h2>{_day(step)}: {html.escape(composed.rendered.subject)}</h2>"
@@ -147,7 +145,7 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
         )
         return _page(f"Preview: {step.key}", body)
 
-    def email_page(app: App, key: str) -> Response:
+    def email_page(app: App, key: str | None) -> Response:
         step = find(app, key)
         if step is None:
             return PlainTextResponse("no such step", 404)
@@ -161,6 +159,12 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
 
     async def step_email(request: Request) -> Response:
         return await fresh(lambda app: email_page(app, request.path_params["key"]))
+
+    async def confirmation_detail(request: Request) -> Response:
+        return await fresh(lambda app: step_page(app, None))
+
+    async def confirmation_email(request: Request) -> Response:
+        return await fresh(lambda app: email_page(app, None))
 
     async def events(request: Request) -> Response:
         from watchfiles import awatch
@@ -182,9 +186,15 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
             Route("/", timeline),
             Route("/step/{key}", step_detail),
             Route("/step/{key}/email.html", step_email),
+            Route(CONFIRMATION_PATH, confirmation_detail),
+            Route(f"{CONFIRMATION_PATH}/email.html", confirmation_email),
             Route("/events", events),
         ]
     )
+
+
+def _path(step: Step) -> str:
+    return CONFIRMATION_PATH if step.index == CONFIRMATION_INDEX else f"/step/{step.key}"
 
 
 def _day(step: Step) -> str:

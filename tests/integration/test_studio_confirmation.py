@@ -33,13 +33,13 @@ def test_the_studio_lists_and_shows_the_confirmation_email(tmp_path: Path) -> No
         async with httpx.AsyncClient(transport=transport, base_url="http://studio") as client:
             return (
                 await client.get("/"),
-                await client.get("/step/confirmation"),
-                await client.get("/step/confirmation/email.html"),
+                await client.get("/confirmation"),
+                await client.get("/confirmation/email.html"),
             )
 
     timeline, page, email = asyncio.run(visit())
     assert timeline.status_code == 200
-    first = timeline.text.index('href="/step/confirmation"')
+    first = timeline.text.index('href="/confirmation"')
     assert first < timeline.text.index('href="/step/welcome"')
     assert "Please confirm your email to get your free ebook" in timeline.text
     assert page.status_code == 200
