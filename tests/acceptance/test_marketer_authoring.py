@@ -58,6 +58,11 @@ def test_plan_new_scaffolds_a_plan_that_passes_check_and_previews(tmp_path: Path
     checked = run_campaign(env, home, "plan", "check", str(plan))
     assert checked.returncode == 0, checked.stderr
     assert "3 steps, days 0-2" in checked.stdout
+    # The home's new templates folder now stands for the packaged one: the shipped plan, still
+    # the one PLAN_PATH names, keeps every template it needs.
+    shipped_plan = run_campaign(env, home, "plan", "check")
+    assert shipped_plan.returncode == 0, shipped_plan.stdout + shipped_plan.stderr
+    assert "ok: 31 steps" in shipped_plan.stdout
 
     with_plan = {**env, "PLAN_PATH": str(plan)}
     day1 = run_campaign(with_plan, home, "preview", "day01", "--format", "text", "--now", NOW)

@@ -5,6 +5,7 @@ Each command imports what it uses: `campaign --help` loads none of it (see cli.c
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -337,9 +338,20 @@ def plan_new(name: str, plans_dir: Path | None, templates_dir: Path | None) -> N
 
     plans = plans_dir or own(Path(settings.plan_path).parent, Path("plans"))
     templates = templates_dir or own(Path(settings.templates_dir), Path("templates/emails"))
-    made = scaffold(
-        name, plans, templates, PACKAGED_DEFAULTS / "templates" / "emails" / "base.html"
-    )
+    packaged_emails = PACKAGED_DEFAULTS / "templates" / "emails"
+    if (
+        templates_dir is None
+        and not templates.exists()
+        and templates != Path(settings.templates_dir)
+    ):
+        # Once CAMPAIGN_HOME/templates/emails exists, an unset TEMPLATES_DIR resolves to it
+        # instead of the packaged templates: seed it with them, or the shipped plan would lose
+        # its templates (and the service its start) the moment a marketer scaffolds a plan.
+        shutil.copytree(packaged_emails, templates)
+        click.echo(
+            f"copied the packaged templates to {templates} (TEMPLATES_DIR resolves there now)"
+        )
+    made = scaffold(name, plans, templates, packaged_emails / "base.html")
     click.echo(f"wrote {made.plan}")
     for path in made.templates:
         click.echo(f"wrote {path}")
