@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -33,7 +32,7 @@ from campaign.interfaces.api.schemas import (
     SubscriberOut,
 )
 from campaign.interfaces.web.rate_limit import RateLimiter
-from campaign.interfaces.web.request_input import clean_header, read_body
+from campaign.interfaces.web.request_input import clean_header, read_body, strict_json
 from campaign.people import api_keys, subscriptions
 from campaign.people.api_keys import ApiKey
 from campaign.people.signups import SignupOutcome
@@ -246,9 +245,7 @@ async def _json_body(request: Request) -> Any:
         raise BadRequest("send the body as application/json", status=415)
     body = await read_body(request, MAX_BODY_BYTES)
     try:
-        data = json.loads(
-            body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
-        )
+        data = strict_json(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BadRequest("the body is not UTF-8") from exc
     except RecursionError as exc:
@@ -258,19 +255,6 @@ async def _json_body(request: Request) -> Any:
     if not isinstance(data, dict):
         raise FieldProblem([("body", "must be a JSON object")])
     return data
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in fields:
-            raise ValueError(f"the field {name[:40]!r} is given twice")
-        fields[name] = value
-    return fields
-
-
-def _no_constant(constant: str) -> None:
-    raise ValueError(f"{constant} is not a number JSON allows")
 
 
 def _no_query(request: Request, allowed: tuple[str, ...] = ()) -> None:

@@ -89,14 +89,17 @@ def _form_fields(text: str) -> dict[str, str]:
     return fields
 
 
+def strict_json(text: str) -> Any:
+    """`json.loads` that refuses what a hostile body uses: a key given twice, NaN/Infinity and
+    numbers too large for a float (ValueError); deep nesting still raises RecursionError."""
+    return json.loads(
+        text, object_pairs_hook=_no_duplicates, parse_constant=_refuse, parse_float=_finite
+    )
+
+
 def _json_fields(text: str) -> dict[str, str]:
     try:
-        data = json.loads(
-            text or "{}",
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_refuse,
-            parse_float=_finite,
-        )
+        data = strict_json(text or "{}")
     except RecursionError as exc:  # a body of [[[[...: json recurses once per level
         raise BadRequest("the JSON is nested too deeply") from exc
     except ValueError as exc:  # invalid JSON, a number of over 4,300 digits, duplicates
