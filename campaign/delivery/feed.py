@@ -42,7 +42,9 @@ class DueClaims:
 
         An enrollment's `next_due_at` was computed for the step that was next when it was
         written; after a plan edit removed or moved that step, the step now next may be due
-        later. Such a claim goes back with its own time: sending it now would be early.
+        later. Such a claim goes back with its own time: sending it now would be early. So
+        does a step found outside its send window (late after downtime, or a retry), with
+        its next window's opening: released, never recorded as a delivery's outcome.
         """
         while True:
             with self.db.transaction() as session:
@@ -60,10 +62,11 @@ class DueClaims:
                 )
             # After the claim's commit, not in it: SQLite's one writer (a signup, another
             # sender process) waits for that transaction, so it holds no per-claim work.
+            # Outside its send window a due step waits too: for the subscriber's next window.
             early = [
-                replace(claim, due_at=due)
+                replace(claim, due_at=until)
                 for claim in claims
-                if (due := timing.step_due(self.plan, claim)) is not None and due > self.now
+                if (until := timing.held_until(self.plan, claim, self.now)) is not None
             ]
             if not early:
                 return claims

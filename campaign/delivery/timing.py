@@ -1,6 +1,7 @@
 """A pass's timing, pure: when a claimed step and the one after it are due under the current
-plan, whether a step is too late to send (catch-up), and when a retry may go. Each takes the
-instant it is about (`now`, `sent_at`) as a value; nothing here reads a clock."""
+plan, whether a claimed step must wait (early, or outside its send window), whether it is too
+late to send (catch-up), and when a retry may go. Each takes the instant it is about (`now`,
+`sent_at`) as a value; nothing here reads a clock."""
 
 from __future__ import annotations
 
@@ -36,15 +37,39 @@ def next_due(plan: Plan, claim: Claim, sent_at: datetime | None) -> datetime | N
 
 
 def too_late(plan: Plan, claim: Claim, now: datetime) -> bool:
-    """Under `catch_up: {skip_after: H}`, a daily step H hours past its time is not sent.
+    """Under `catch_up: {skip_after: H}`, a daily step that cannot go out within H hours of
+    its planned time (waiting for its send window counts) is not sent.
 
     The welcome email (day 0) always goes: it carries what the signup promised.
     """
     step = plan.step_by_key(claim.step_key)
     if step is None or plan.skip_after is None or step.day == 0:
         return False
-    nominal = schedule.nominal_due(plan, step, claim.started_at, zone_or_utc(claim.timezone))
-    return now - nominal > plan.skip_after
+    tz = zone_or_utc(claim.timezone)
+    planned = schedule.planned_due(plan, step, claim.started_at, tz)
+    goes_at = schedule.window_opening(plan, step, now, tz) or now
+    return goes_at - planned > plan.skip_after
+
+
+def held_until(plan: Plan, claim: Claim, now: datetime) -> datetime | None:
+    """When a claimed step may go if not at `now` (None: it may go now, or the pass settles
+    it otherwise: a step gone from the plan, one too late under skip_after).
+
+    Early under the current plan: its own due time. Due but outside its send window (a late
+    step, a retry): the next window's opening. The welcome and its retries go at once.
+    """
+    step = plan.step_by_key(claim.step_key)
+    due = step_due(plan, claim)
+    if step is None or due is None:
+        return None
+    if due > now:
+        return due
+    if step.day == 0 and claim.last_sent_at is None:
+        return None
+    opening = schedule.window_opening(plan, step, now, zone_or_utc(claim.timezone))
+    if opening is None or too_late(plan, claim, now):
+        return None
+    return opening
 
 
 def retry_at(now: datetime, attempts: int, base_seconds: int, jitter: float) -> datetime:

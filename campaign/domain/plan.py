@@ -20,11 +20,16 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from campaign.domain.confine import content_roots, escape_reason
 from campaign.domain.plan_source import check_yaml_bounds, read_plan_text
+from campaign.domain.weekdays import EVERY_DAY, WeekdayName, days_from_names
 from campaign.errors import PlanError, PlanProblem
 
 Key = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=998)]
 SEND_TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+SendTime = Annotated[str, StringConstraints(pattern=SEND_TIME.pattern)]
+SendDays = Annotated[list[WeekdayName], Field(min_length=1)]
+#: how long after its send time a late step may still go out, unless the plan says.
+DEFAULT_SEND_WINDOW = timedelta(hours=12)
 
 
 class _Strict(BaseModel):
@@ -40,6 +45,8 @@ class StepSpec(_Strict):
     template: Text
     attach: bool = False
     attachments: list[Text] = Field(default_factory=list)
+    send_time: SendTime | None = None
+    send_days: SendDays | None = None
 
 
 class SkipAfterSpec(_Strict):
@@ -61,7 +68,9 @@ class PlanSpec(_Strict):
     id: Key
     name: Text
     sender_name: Text | None = None
-    send_time: Annotated[str, StringConstraints(pattern=SEND_TIME.pattern)]
+    send_time: SendTime
+    send_days: SendDays | None = None
+    send_window_hours: int = Field(default=12, ge=1, le=24)
     length_days: int | None = Field(default=None, ge=0, le=3650)
     ebook: EbookSpec | None = None
     confirmation: ConfirmationSpec | None = None
@@ -82,6 +91,10 @@ class Step:
     attachments: tuple[Path, ...] = ()
     #: the ebook is among `attachments` because the step said `attach: true`.
     attaches_ebook: bool = False
+    #: this step's own send time and weekdays (0 = Monday); None: the plan's (see
+    #: `Plan.send_time_of`, `Plan.send_days_of`).
+    send_time: time | None = None
+    send_days: frozenset[int] | None = None
 
     @property
     def field_path(self) -> str:
@@ -117,6 +130,11 @@ class Plan:
     #: catch_up: {skip_after: H}: a daily step more than this late is skipped, not sent.
     #: None is the default `shift`: late steps go at the next pass and the rest move later.
     skip_after: timedelta | None = None
+    #: the weekdays (0 = Monday) daily steps go out on, unless a step names its own.
+    send_days: frozenset[int] = EVERY_DAY
+    #: a late step goes out only from its send time to this much later (and before that
+    #: local day ends) on one of its sending days; otherwise it waits for the next such window.
+    send_window: timedelta = DEFAULT_SEND_WINDOW
     #: `length_days:` as declared: no step may come later. None: the plan is as long as its
     #: last step's day (see `length`).
     length_days: int | None = None
@@ -137,6 +155,14 @@ class Plan:
 
     def step_by_key(self, key: str) -> Step | None:
         return next((step for step in self.steps if step.key == key), None)
+
+    def send_time_of(self, step: Step) -> time:
+        """The local time `step` goes out: its own `send_time`, else the plan's."""
+        return self.send_time if step.send_time is None else step.send_time
+
+    def send_days_of(self, step: Step) -> frozenset[int]:
+        """The weekdays `step` may go out on: its own `send_days`, else the plan's."""
+        return self.send_days if step.send_days is None else step.send_days
 
     def problem(self, field_path: str, message: str) -> PlanProblem:
         """A problem located at a field of this plan's file."""
@@ -170,12 +196,17 @@ def load_plan(
     except ValidationError as exc:
         problems = [_schema_problem(path, lines, error) for error in exc.errors()]
         raise PlanError(problems) from exc
+    repeated = _repeated_weekdays(spec, path, lines)
+    if repeated:
+        raise PlanError(repeated)
     ebook = Ebook(spec.ebook.title, _beside(path, spec.ebook.file)) if spec.ebook else None
     plan = Plan(
         id=spec.id,
         name=spec.name,
         sender_name=spec.sender_name,
         send_time=_parse_send_time(spec.send_time),
+        send_days=EVERY_DAY if spec.send_days is None else days_from_names(spec.send_days),
+        send_window=timedelta(hours=spec.send_window_hours),
         steps=tuple(_step(i, s, ebook, path) for i, s in enumerate(spec.steps)),
         source=path,
         ebook=ebook,
@@ -226,7 +257,23 @@ def _step(index: int, spec: StepSpec, ebook: Ebook | None, plan_path: Path) -> S
         spec.template,
         attachments,
         spec.attach,
+        None if spec.send_time is None else _parse_send_time(spec.send_time),
+        None if spec.send_days is None else days_from_names(spec.send_days),
     )
+
+
+def _repeated_weekdays(spec: PlanSpec, path: Path, lines: Mapping[str, int]) -> list[PlanProblem]:
+    """A weekday named twice in a send_days list: a typo for another day, most likely."""
+    lists = [("send_days", spec.send_days)]
+    lists += [(f"steps[{i}].send_days", step.send_days) for i, step in enumerate(spec.steps)]
+    problems = []
+    for where, names in lists:
+        for i, name in enumerate(names or ()):
+            if name in (names or ())[:i]:
+                field_path = f"{where}[{i}]"
+                message = f"{name!r} is listed twice"
+                problems.append(PlanProblem(str(path), lines.get(field_path), field_path, message))
+    return problems
 
 
 def _parse_yaml(text: str, path: Path) -> Any:
@@ -321,9 +368,20 @@ def _schema_problem(path: Path, lines: Mapping[str, int], error: Mapping[str, An
         message = 'must be a local time such as "07:00"'
     elif error["type"] == "string_pattern_mismatch":
         message = "must be lowercase letters, digits, - or _ (a stable identifier)"
+    elif "send_days" in loc and error["type"] in _SEND_DAYS:
+        message = _SEND_DAYS[error["type"]]
+        if error["type"] == "literal_error":  # names the bad value itself
+            return PlanProblem(str(path), line, field_path, message.format(error["input"]))
     if error["type"] not in ("missing", "extra_forbidden"):
         message += f" (got {error['input']!r})"
     return PlanProblem(str(path), line, field_path, message)
+
+
+_SEND_DAYS = {
+    "literal_error": "{!r} is not a weekday (mon..sun)",
+    "too_short": "must name at least one weekday, e.g. [mon, tue, wed, thu, fri]",
+    "list_type": "must be a list of weekdays, e.g. [mon, tue, wed, thu, fri]",
+}
 
 
 def _parse_send_time(text: str) -> time:

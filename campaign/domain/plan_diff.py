@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from campaign.domain.plan import Plan, Step
+from campaign.domain.weekdays import describe
 
 #: `reaches_from_day` of a change that touches every active subscriber, whatever their day.
 EVERYONE = 1 << 30
@@ -37,6 +39,12 @@ def diff_plans(old: Plan, new: Plan) -> list[Change]:
         changes.append(
             Change("plan", "send_time", f"{old.send_time:%H:%M} -> {new.send_time:%H:%M}", 0)
         )
+    if old.send_days != new.send_days:
+        detail = f"{describe(old.send_days)} -> {describe(new.send_days)}"
+        changes.append(Change("plan", "send_days", detail, 0))
+    if old.send_window != new.send_window:
+        detail = f"{_hours(old.send_window)} -> {_hours(new.send_window)}"
+        changes.append(Change("plan", "send_window_hours", detail, 0))
     if old.skip_after != new.skip_after:
         changes.append(Change("plan", "catch_up", f"{_catch_up(old)} -> {_catch_up(new)}", 0))
     before = {step.key: step for step in old.steps}
@@ -84,8 +92,20 @@ def _catch_up(plan: Plan) -> str:
     return "shift" if plan.skip_after is None else f"skip_after {plan.skip_after}"
 
 
+def _hours(window: timedelta) -> str:
+    return f"{window // timedelta(hours=1)}"
+
+
 def _changed_fields(old: Step, new: Step) -> list[str]:
-    names = ("subject", "preheader", "template", "attachments", "attaches_ebook")
+    names = (
+        "subject",
+        "preheader",
+        "template",
+        "attachments",
+        "attaches_ebook",
+        "send_time",
+        "send_days",
+    )
     return [name for name in names if getattr(old, name) != getattr(new, name)]
 
 

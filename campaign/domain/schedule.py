@@ -1,8 +1,9 @@
 """Timing maths, pure: when each step of a plan is due for a subscriber, DST-correct.
 
-Day N is due at the plan's send time on the Nth local calendar day after enrolment; day 0 is due
-at enrolment. At most one daily email per local day: a late step pushes the next ones later
-instead of letting them burst.
+Day N is due at its send time on the Nth local calendar day after enrolment, or on the next of
+its sending days; day 0 is due at enrolment. At most one daily email per local day: a late or
+moved step pushes the next ones later instead of letting them burst. A late step goes out only
+within a send window (`window_opening`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from campaign.domain.plan import Plan, Step
+from campaign.domain.weekdays import EVERY_DAY
 
 DEFAULT_TIMEZONE = "UTC"
+MIDNIGHT = time(0, 0)
 
 
 def zone(name: str) -> ZoneInfo:
@@ -40,21 +43,40 @@ def local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
 
 
 def nominal_due(plan: Plan, step: Step, started_at: datetime, tz: ZoneInfo) -> datetime:
-    """When `step` is due if nothing ran late: enrolment for day 0, else send time on day N."""
+    """When `step` is due by its day alone: enrolment for day 0, else the step's send time on
+    the Nth local day after enrolment, whatever weekday that is (see `due_at`)."""
     if step.day == 0:
         return started_at
-    return local_instant(local_date(started_at, tz) + timedelta(days=step.day), plan.send_time, tz)
+    day = local_date(started_at, tz) + timedelta(days=step.day)
+    return local_instant(day, plan.send_time_of(step), tz)
+
+
+def sending_day(plan: Plan, step: Step, day: date) -> date:
+    """The first local date on or after `day` that is one of `step`'s sending days."""
+    days = plan.send_days_of(step)
+    for offset in range(7):
+        if (day + timedelta(days=offset)).weekday() in days:
+            return day + timedelta(days=offset)
+    raise ValueError(f"step {step.key!r} has no sending day")  # the schema refuses that
 
 
 def due_at(
     plan: Plan, step: Step, started_at: datetime, tz: ZoneInfo, last_sent_at: datetime | None
 ) -> datetime:
-    """When `step` is due, never on the same local day as the previous email."""
-    due = nominal_due(plan, step, started_at, tz)
-    if last_sent_at is None:
-        return due
-    earliest = local_instant(local_date(last_sent_at, tz) + timedelta(days=1), plan.send_time, tz)
-    return max(due, earliest)
+    """When `step` is due: at its send time on the first of its sending days that is no
+    earlier than its own day (enrolment + N) and later than the previous email's local day.
+
+    So a step falling on a non-sending day moves to the next sending day, and the steps after
+    it move along, one email per local day, order kept. The welcome (day 0, nothing sent
+    yet) is due at enrolment, whatever the day: it carries what the signup promised.
+    """
+    if step.day == 0 and last_sent_at is None:
+        return started_at
+    day = local_date(started_at, tz) + timedelta(days=step.day)
+    if last_sent_at is not None:
+        day = max(day, local_date(last_sent_at, tz) + timedelta(days=1))
+    due = local_instant(sending_day(plan, step, day), plan.send_time_of(step), tz)
+    return max(due, started_at)
 
 
 def retry_delay(attempts: int, base_seconds: int, jitter: float) -> timedelta:
@@ -75,3 +97,37 @@ def timeline(
         last_sent = due_at(plan, step, started_at, tz, last_sent)
         entries.append((step, last_sent))
     return entries
+
+
+def planned_due(plan: Plan, step: Step, started_at: datetime, tz: ZoneInfo) -> datetime:
+    """When `step` is due if every step before it went out on time (its `timeline` entry):
+    the instant lateness is measured from."""
+    if all(plan.send_days_of(s) == EVERY_DAY for s in plan.steps):
+        # Steps are on distinct increasing days: none is pushed by the one before it.
+        return nominal_due(plan, step, started_at, tz)
+    for planned, at in timeline(plan, started_at, tz, step.day):
+        if planned.key == step.key:
+            return at
+    return nominal_due(plan, step, started_at, tz)  # not one of the plan's steps
+
+
+def window_opening(plan: Plan, step: Step, now: datetime, tz: ZoneInfo) -> datetime | None:
+    """None when `now` is inside one of `step`'s send windows, else when the next one opens.
+
+    A window runs from the step's send time for the plan's `send_window` on each of the
+    step's sending days, and ends with that local day at the latest: a late step waits for
+    the subscriber's next window rather than reaching them in the middle of the night.
+    """
+    days, at = plan.send_days_of(step), plan.send_time_of(step)
+    today = local_date(now, tz)
+    for offset in range(8):  # a sending day comes within a week
+        day = today + timedelta(days=offset)
+        if day.weekday() not in days:
+            continue
+        opens = local_instant(day, at, tz)
+        if now < opens:
+            return opens
+        closes = min(opens + plan.send_window, local_instant(day + timedelta(days=1), MIDNIGHT, tz))
+        if now < closes:
+            return None
+    raise ValueError(f"step {step.key!r} has no sending day")  # the schema refuses that

@@ -280,7 +280,8 @@ def _walk_with_outage(
 def test_after_downtime_the_month_shifts_later_one_email_a_day(
     engine: EngineFactory, smtp_server: SMTPServer
 ) -> None:
-    """With `catch_up: shift` (the default) a 3-day outage loses nothing and never bursts."""
+    """With `catch_up: shift` (the default) a 3-day outage loses nothing and never bursts; the
+    late step waits for the morning's send window instead of going out at midnight."""
     app, clock = engine(START)
     subscriptions.subscribe(
         app.db, app.plan, email="ann@example.org", first_name=None, timezone="UTC", now=START
@@ -290,7 +291,8 @@ def test_after_downtime_the_month_shifts_later_one_email_a_day(
     assert [_step(m) for m in mails] == STEP_ORDER
     days = [_sent_at(m).date() for m in mails]
     assert len(set(days)) == len(days)  # never two on one local day
-    assert _sent_at(mails[4]) == START + timedelta(days=7)  # day 4 at the first pass after
+    # The outage ends at 00:00: day 4 waits for that day's window, at 07:00.
+    assert _sent_at(mails[4]) == START + timedelta(days=7, hours=7)
     assert _sent_at(mails[5]) == START + timedelta(days=8, hours=7)
 
 
