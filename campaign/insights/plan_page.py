@@ -6,17 +6,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from campaign.content.compose import Composed, Recipient
 from campaign.content.snapshot import Content
 from campaign.domain.plan import Step
 from campaign.errors import RenderError, UnknownStep
-from campaign.insights import reports
+from campaign.insights import reports, simulation
 from campaign.insights.kept import PATIENCE, TTL, Kept
 from campaign.storage.db import Database
 
-#: The sample subscriber of every preview (the studio's).
+#: The sample subscriber of every preview (the studio's), and the zone of its sample dates.
 SAMPLE = Recipient(0, "ann@example.com", "Ann")
+UTC_ZONE = ZoneInfo("UTC")
 #: Per-step numbers are counted over the whole delivery log: at a million subscribers that
 #: takes longer than a page may, so a count this recent is shown again (with its age).
 NUMBERS_TTL = TTL
@@ -32,6 +34,11 @@ class TimelineStep:
     preheader: str
     #: None while the first count runs.
     numbers: reports.StepStats | None
+    #: `at signup`, or the step's local send time and days, e.g. `07:00 local, Mon-Fri`.
+    when: str = ""
+    #: when it goes for someone signing up now (UTC), e.g. `Mon 7 Dec 07:00 (moved from Sat
+    #: 5 Dec)` for a step that send_days moved.
+    example: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class Timeline:
     has_confirmation: bool
     #: when the numbers were counted (up to NUMBERS_TTL old; None: being counted).
     counted_at: datetime | None
+    #: the plan's send days and window, in a sentence.
+    sending_rule: str = ""
 
 
 class NumbersCache(Kept[reports.Stats]):
@@ -70,13 +79,26 @@ def timeline(db: Database, content: Content, now: datetime, cache: NumbersCache)
     numbers, counted_at = cache.stats(db, content, now)
     by_key = {row["key"]: row for row in numbers["steps"]} if numbers else {}
     steps = []
+    sample_dates = {item.step.key: item for item in simulation.dates(plan, now, UTC_ZONE)}
     for step in plan.steps:
         try:
             rendered = composer.render(step, SAMPLE, now)
             subject, preheader = rendered.subject, rendered.preheader
         except RenderError as exc:  # shown on its step: the other steps still preview
             subject, preheader = "(does not render)", exc.message
-        steps.append(TimelineStep(step.key, step.day, subject, preheader, by_key.get(step.key)))
+        dated = sample_dates[step.key]
+        steps.append(
+            TimelineStep(
+                step.key,
+                step.day,
+                subject,
+                preheader,
+                by_key.get(step.key),
+                simulation.when_local(plan, step),
+                f"{simulation.short_date(dated.local.date())} {dated.local:%H:%M}"
+                + simulation.moved_note(dated),
+            )
+        )
     return Timeline(
         plan.id,
         plan.name,
@@ -84,6 +106,7 @@ def timeline(db: Database, content: Content, now: datetime, cache: NumbersCache)
         steps,
         plan.confirmation is not None,
         counted_at,
+        simulation.sending_rule(plan),
     )
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from campaign.content.compose import Composer, Recipient
 from campaign.domain import schedule
+from campaign.domain.plan import Plan, Step
+from campaign.domain.weekdays import EVERY_DAY, describe
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,30 @@ class Delivery:
     local: datetime
     subject: str
     preheader: str
+    #: the local date the step's day falls on when send_days moved it later (None: not moved).
+    moved_from: date | None = None
+
+
+@dataclass(frozen=True)
+class Dated:
+    """When one step goes for a given signup, if every pass runs on time."""
+
+    step: Step
+    at: datetime
+    local: datetime
+    #: the local date the step's own day falls on, when send_days moved it later.
+    moved_from: date | None
+
+
+def dates(plan: Plan, start: datetime, tz: ZoneInfo, days: int | None = None) -> list[Dated]:
+    """Each step's send instant for a signup at `start` in `tz`, marked when moved."""
+    enrolled_on = schedule.local_date(start, tz)
+    out: list[Dated] = []
+    for step, at in schedule.timeline(plan, start, tz, days):
+        local = at.astimezone(tz)
+        own_day = enrolled_on + timedelta(days=step.day)
+        out.append(Dated(step, at, local, own_day if local.date() != own_day else None))
+    return out
 
 
 def simulate(
@@ -27,18 +54,68 @@ def simulate(
     days: int | None = None,
     first_name: str = "Ann",
 ) -> list[Delivery]:
-    """Each step's send instant (UTC and local) and rendered subject, DST included."""
+    """Each step's send instant (UTC and local) and rendered subject, DST and send days
+    included: a step that send_days moved off its own day says from which date."""
     tz = schedule.zone(timezone)
     sample = Recipient(0, "ann@example.com", first_name)
     out: list[Delivery] = []
-    for step, at in schedule.timeline(composer.plan, start, tz, days):
-        rendered = composer.render(step, sample, at)
+    for item in dates(composer.plan, start, tz, days):
+        step = item.step
+        rendered = composer.render(step, sample, item.at)
         out.append(
             Delivery(
-                step.day, step.key, at, at.astimezone(tz), rendered.subject, rendered.preheader
+                step.day,
+                step.key,
+                item.at,
+                item.local,
+                rendered.subject,
+                rendered.preheader,
+                item.moved_from,
             )
         )
     return out
+
+
+def sending_rule(plan: Plan) -> str:
+    """The plan's send days and window in one sentence, each step with its own named."""
+    rule = (
+        f"Daily emails go {describe(plan.send_days)} at {plan.send_time:%H:%M} local time; "
+        f"one found late waits for the next {_window(plan.send_time, plan.send_window)} window "
+        "on a sending day (the welcome goes at once)."
+    )
+    own = [
+        f"{step.key}: {describe(plan.send_days_of(step))} at {plan.send_time_of(step):%H:%M}"
+        for step in plan.steps
+        if step.send_time is not None or step.send_days is not None
+    ]
+    return rule + (f" Steps with their own: {'; '.join(own)}." if own else "")
+
+
+def when_local(plan: Plan, step: Step) -> str:
+    """When a step goes in each subscriber's zone: `at signup`, `07:00 local, Mon-Fri`."""
+    if step.day == 0:
+        return "at signup"
+    days = plan.send_days_of(step)
+    on_days = "" if days == EVERY_DAY else f", {describe(days)}"
+    return f"{plan.send_time_of(step):%H:%M} local{on_days}"
+
+
+def _window(start: time, length: timedelta) -> str:
+    end = datetime.combine(date.min, start) + length
+    closes = "24:00" if end.date() > date.min else f"{end:%H:%M}"
+    return f"{start:%H:%M}-{closes}"
+
+
+def moved_note(item: Delivery | Dated) -> str:
+    """` (moved from Sat 5 Dec)` for a step send_days moved; empty otherwise."""
+    if item.moved_from is None:
+        return ""
+    return f" (moved from {short_date(item.moved_from)})"
+
+
+def short_date(day: date) -> str:
+    """`Sat 5 Dec`: a date with its weekday, as a calendar shows it."""
+    return f"{day:%a} {day.day} {day:%b}"
 
 
 def _ics_text(value: str) -> str:
@@ -64,7 +141,7 @@ def to_ics(plan_id: str, deliveries: list[Delivery]) -> str:
             f"DTSTART:{item.at.strftime('%Y%m%dT%H%M%SZ')}",
             "DURATION:PT15M",
             f"SUMMARY:{_ics_text(f'Day {item.day}: {item.subject}')}",
-            f"DESCRIPTION:{_ics_text(item.preheader)}",
+            f"DESCRIPTION:{_ics_text(item.preheader + moved_note(item))}",
             "END:VEVENT",
         ]
     lines.append("END:VCALENDAR")

@@ -10,6 +10,7 @@ import html
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -23,9 +24,11 @@ from campaign.content.plan_check import check_plan
 from campaign.domain.plan import CONFIRMATION_INDEX, Step
 from campaign.engine import App, Engine
 from campaign.errors import CampaignError, PlanError
+from campaign.insights import simulation
 from campaign.settings import Settings
 
 SAMPLE = Recipient(0, "ann@example.com", "Ann")
+UTC = ZoneInfo("UTC")
 #: where the double opt-in email is shown: apart from /step/KEY, which any step key may take.
 CONFIRMATION_PATH = "/confirmation"
 
@@ -36,10 +39,11 @@ _STYLE = """
   main { padding: 1rem 1.5rem; }
   ol.timeline { list-style: none; padding: 0; margin: 0; }
   ol.timeline li { background: #fff; margin: 0 0 .5rem; border-radius: 6px; }
-  ol.timeline a { display: grid; grid-template-columns: 4.5rem 8rem 1fr; gap: .75rem;
+  ol.timeline a { display: grid; grid-template-columns: 4.5rem 12rem 1fr; gap: .75rem;
                   padding: .6rem .9rem; color: inherit; text-decoration: none; }
   ol.timeline a:hover, ol.timeline a:focus { background: #e4f1ef; }
   .day { font-weight: bold; color: #0f5257; } .when { color: #4a5560; }
+  .example { display: block; font-size: .9rem; } .rule { color: #4a5560; }
   .subject { font-weight: bold; display: block; } .pre { color: #4a5560; display: block; }
   .problems { background: #fff4f4; border-left: 6px solid #a4161a; padding: 1rem; }
   .problems pre { white-space: pre-wrap; font-size: .95rem; }
@@ -113,17 +117,29 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
 
     def timeline_page(app: App) -> Response:
         items = []
-        first = [app.plan.confirmation] if app.plan.confirmation else []
-        for step in [*first, *app.plan.steps]:
+        plan = app.plan
+        first = [plan.confirmation] if plan.confirmation else []
+        # For a signup now, in UTC: the dates send_days give, each moved step marked.
+        dated = {item.step.key: item for item in simulation.dates(plan, app.clock.now(), UTC)}
+        for step in [*first, *plan.steps]:
             rendered = compose(app, step).rendered
-            when = "at signup" if step.day == 0 else f"{app.plan.send_time:%H:%M} local"
+            when = html.escape(simulation.when_local(plan, step))
+            if step.index != CONFIRMATION_INDEX and step.day != 0:
+                item = dated[step.key]
+                example = f"{simulation.short_date(item.local.date())}{simulation.moved_note(item)}"
+                when += f'<span class="example">{html.escape(example)}</span>'
             items.append(
                 f'<li><a href="{_path(step)}"><span class="day">{_day(step)}</span>'
                 f'<span class="when">{when}</span><span><span class="subject">'
                 f'{html.escape(rendered.subject)}</span><span class="pre">'
                 f"{html.escape(rendered.preheader)}</span></span></a></li>"
             )
-        return _page(f"Preview: {app.plan.name}", f'<ol class="timeline">{"".join(items)}</ol>')
+        rule = html.escape(simulation.sending_rule(plan))
+        return _page(
+            f"Preview: {plan.name}",
+            f'<p class="rule">{rule} Dates are for someone signing up now, in UTC.</p>'
+            f'<ol class="timeline">{"".join(items)}</ol>',
+        )
 
     def step_page(app: App, key: str | None) -> Response:
         step = find(app, key)

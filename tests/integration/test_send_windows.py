@@ -4,18 +4,23 @@ window instead of going at night, and both hold across a clock change."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 from sqlalchemy import select
 
 from campaign.engine import App, make_service
+from campaign.insights import plan_page, simulation
+from campaign.interfaces.studio import create_studio
 from campaign.people import subscriptions
+from campaign.settings import Settings
 from campaign.storage.models import Delivery, Enrollment
-from tests.conftest import EngineFactory
+from tests.conftest import ROOT, EngineFactory
 from tests.helpers import hours, tick
 from tests.smtp_server import Received, SMTPServer
 
@@ -187,3 +192,71 @@ def test_an_edit_that_adds_send_days_moves_the_next_step_off_the_weekend(
         ("Mon 07", "day02"),
         ("Tue 07", "day03"),
     ]
+
+
+def test_simulate_agrees_instant_by_instant_with_real_passes(
+    engine: EngineFactory, smtp_server: SMTPServer, plan_file: Path
+) -> None:
+    """For a weekday plan over a weekend and New York's spring change, each instant simulate
+    gives is when a real pass sends that step: nothing a minute before, that step at it."""
+    friday = datetime(2026, 3, 6, 17, 0, tzinfo=UTC)
+    app, clock = engine(friday, PLAN_PATH=str(_with_plan_keys(plan_file, WEEKDAYS)))
+    planned = simulation.simulate(app.composer, start=friday, timezone="America/New_York", days=8)
+    assert [(f"{d.local:%a %d %H:%M}", d.moved_from) for d in planned][:4] == [
+        ("Fri 06 12:00", None),
+        ("Mon 09 07:00", date(2026, 3, 7)),
+        ("Tue 10 07:00", date(2026, 3, 8)),
+        ("Wed 11 07:00", date(2026, 3, 9)),
+    ]
+    _subscribe(app, "ann@example.org", "America/New_York", friday)
+
+    for item in planned:
+        assert tick(app, clock, item.at - timedelta(minutes=1)).sent == 0, item
+        assert tick(app, clock, item.at).sent == 1, item
+
+    mails = smtp_server.to("ann@example.org")
+    assert [(_step(m), _local(m, NEW_YORK)) for m in mails] == [(d.key, d.local) for d in planned]
+
+
+def test_the_studio_and_the_plan_page_show_weekdays_and_moved_steps(
+    engine: EngineFactory, plan_file: Path
+) -> None:
+    """The studio's month and the console's plan page give each step's time and days, a date
+    with its weekday for a signup now, the moved ones marked, and the sending rule."""
+    text = plan_file.read_text().replace(
+        "  - key: day03\n", '  - key: day03\n    send_time: "18:30"\n', 1
+    )
+    plan_file.write_text(text)
+    friday = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    app, _ = engine(friday, PLAN_PATH=str(_with_plan_keys(plan_file, WEEKDAYS)))
+    settings = Settings.from_env(
+        {
+            "PLAN_PATH": str(plan_file),
+            "TEMPLATES_DIR": str(ROOT / "templates" / "emails"),
+            "DATABASE_URL": app.settings.database_url,
+            "PUBLIC_BASE_URL": "https://news.example.org",
+        }
+    )
+
+    async def visit() -> httpx.Response:
+        studio = create_studio(settings, lambda: friday)
+        transport = httpx.ASGITransport(app=studio)
+        async with httpx.AsyncClient(transport=transport, base_url="http://studio") as client:
+            return await client.get("/")
+
+    page = asyncio.run(visit()).text
+    assert "Daily emails go Mon-Fri at 07:00 local time" in page
+    assert "07:00-19:00 window" in page
+    assert "Steps with their own: day03: Mon-Fri at 18:30." in page
+    assert "07:00 local, Mon-Fri" in page
+    assert "Mon 7 Dec (moved from Sat 5 Dec)" in page
+    assert "18:30 local, Mon-Fri" in page
+    timeline = plan_page.timeline(app.db, app.content, friday, plan_page.NumbersCache(wait=True))
+    day01, day03 = timeline.steps[1], timeline.steps[3]
+    assert (day01.when, day01.example) == (
+        "07:00 local, Mon-Fri",
+        "Mon 7 Dec 07:00 (moved from Sat 5 Dec)",
+    )
+    assert day03.example == "Wed 9 Dec 18:30 (moved from Mon 7 Dec)"
+    assert timeline.steps[0].when == "at signup"
+    assert timeline.sending_rule.startswith("Daily emails go Mon-Fri at 07:00 local time")

@@ -249,6 +249,7 @@ def simulate(start: datetime | None, timezone: str, days: int | None, name: str,
                 "local": d.local.isoformat(),
                 "subject": d.subject,
                 "preheader": d.preheader,
+                "moved_from": d.moved_from.isoformat() if d.moved_from else None,
             }
             for d in deliveries
         ]
@@ -261,11 +262,12 @@ def simulate(start: datetime | None, timezone: str, days: int | None, name: str,
             table.add_row(
                 str(d.day),
                 d.key,
-                f"{d.local:%a %Y-%m-%d %H:%M %Z}",
+                f"{d.local:%a %Y-%m-%d %H:%M %Z}{simulation.moved_note(d)}",
                 f"{d.at:%Y-%m-%d %H:%M}",
                 d.subject,
             )
         out.print(table)
+        out.print(simulation.sending_rule(app.plan))
 
 
 @main.command()
