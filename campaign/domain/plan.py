@@ -368,6 +368,8 @@ def _schema_problem(path: Path, lines: Mapping[str, int], error: Mapping[str, An
         message = 'must be a local time such as "07:00"'
     elif error["type"] == "string_pattern_mismatch":
         message = "must be lowercase letters, digits, - or _ (a stable identifier)"
+    elif loc[-1:] == ("send_window_hours",) and error["type"].endswith("_equal"):
+        message = "must be from 1 to 24 hours"
     elif "send_days" in loc and error["type"] in _SEND_DAYS:
         message = _SEND_DAYS[error["type"]]
         if error["type"] == "literal_error":  # names the bad value itself

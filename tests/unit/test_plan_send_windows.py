@@ -167,8 +167,8 @@ def test_a_step_send_time_must_be_a_local_time(tmp_path: Path, templates: Path) 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("0", "Input should be greater than or equal to 1 (got 0)"),
-        ("25", "Input should be less than or equal to 24 (got 25)"),
+        ("0", "must be from 1 to 24 hours (got 0)"),
+        ("25", "must be from 1 to 24 hours (got 25)"),
         ('"12"', "must be a whole number (got '12')"),
     ],
 )
