@@ -128,7 +128,8 @@ class Plan:
     #: the double opt-in email, sent before the plan starts (not one of `steps`).
     confirmation: Step | None = None
     #: catch_up: {skip_after: H}: a daily step more than this late is skipped, not sent.
-    #: None is the default `shift`: late steps go at the next pass and the rest move later.
+    #: None is the default `shift`: late steps go at the next pass within their send window
+    #: and the rest move later.
     skip_after: timedelta | None = None
     #: the weekdays (0 = Monday) daily steps go out on, unless a step names its own.
     send_days: frozenset[int] = EVERY_DAY

@@ -72,13 +72,14 @@ def test_plan_check_accepts_send_days_and_simulate_marks_the_moved_steps(
     """A weekday plan checks clean; simulate's JSON gives each moved step its own date, and
     its table the weekday and a `moved from` note."""
     path, _ = _plan(tmp_path, WEEKDAYS + "send_window_hours: 10\n")
-    environ = {**env, "PLAN_PATH": str(path)}
+    environ = {**env, "PLAN_PATH": str(path), "COLUMNS": "250"}
     checked = run_campaign(environ, tmp_path, "plan", "check")
     assert checked.returncode == 0, checked.stderr
+    assert "sent at 07:00 local time, Mon-Fri" in checked.stdout
 
     args = ["simulate", "--start", "2026-12-04T17:00:00Z", "--timezone", "America/New_York"]
     done = run_campaign(environ, tmp_path, *args, "--days", "3", "--format", "json")
-    table = run_campaign({**environ, "COLUMNS": "200"}, tmp_path, *args, "--days", "3")
+    table = run_campaign(environ, tmp_path, *args, "--days", "3")
 
     assert done.returncode == 0, done.stderr
     rows = [(r["step"], r["local"], r["moved_from"]) for r in json.loads(done.stdout)]

@@ -42,9 +42,12 @@ def plan_check(path: Path | None) -> None:
         if path is None or path.resolve() == Path(settings.plan_path).resolve():
             raise PlanError([problem])
         click.echo(f"warning: {problem}", err=True)  # another file: perhaps a future plan
+    from campaign.domain.weekdays import EVERY_DAY, describe
+
+    days = "" if checked.send_days == EVERY_DAY else f", {describe(checked.send_days)}"
     out.print(
         f"{checked.source}: ok: {len(checked.steps)} steps, days {checked.steps[0].day}"
-        f"-{checked.last_day}, sent at {checked.send_time:%H:%M} local time"
+        f"-{checked.last_day}, sent at {checked.send_time:%H:%M} local time{days}"
     )
 
 
