@@ -34,7 +34,9 @@ from sqlalchemy import inspect, select
 
 from campaign.clock import FixedClock
 from campaign.delivery.scheduler import Service
+from campaign.domain.schedule import local_instant
 from campaign.domain.transport import Connection, Envelope, Transport
+from campaign.domain.weekdays import EVERY_DAY, days_from_names
 from campaign.engine import App, make_service
 from campaign.people import subscriptions
 from campaign.settings import Settings
@@ -53,6 +55,10 @@ ZONES = (
     "America/St_Johns",
 )
 SEND_TIME = time(7, 0)
+#: the plan's send_days: every day (the key left out), weekdays, weekends, three days a week.
+SEND_DAYS = (None, "[mon, tue, wed, thu, fri]", "[sat, sun]", "[mon, wed, fri]")
+#: how long after SEND_TIME a daily step may go out (the default send_window_hours).
+SEND_WINDOW = timedelta(hours=12)
 MAX_READERS = 4
 #: the test's plan: the shipped one up to this day.
 PLAN_DAYS = 7
@@ -398,6 +404,8 @@ class History(RuleBasedStateMachine):
         #: key -> the subject an edit gave it; key -> how many passes had run when removed.
         self.edited: dict[str, str] = {}
         self.removed: dict[str, int] = {}
+        #: the weekdays daily steps may go out on (the plan's send_days).
+        self.send_days = EVERY_DAY
         self.saves = 0
         self.mtime = 0
         self._write_plan()
@@ -683,7 +691,8 @@ class History(RuleBasedStateMachine):
     def _check_mails(self) -> None:
         """No stranger, no step outside the plan of its pass or outside what the reader may
         get, nothing after leaving, no step twice (ghosts aside), in order, one a local day,
-        never early, the edited subject."""
+        never early, daily steps only on a sending day within its window, the edited
+        subject."""
         ghosts = sum(mail.ghost for mail in self.mails)
         assert ghosts <= self.crashes * self.world.connections, (ghosts, self.crashes)
         repeats = 0
@@ -720,6 +729,13 @@ class History(RuleBasedStateMachine):
             dates = [mail.at.astimezone(zone).date() for mail in real]
             assert len(set(dates)) == len(dates), f"two emails on one local day: {real}"
             enrolled_on = reader.enrolled_at.astimezone(zone).date()
+            for mail in mails:
+                if self.key_day[mail.key] == 0:
+                    continue  # the welcome goes at once, whatever the day and hour
+                local = mail.at.astimezone(zone)
+                assert local.weekday() in self.send_days, f"{mail} on a non-sending day"
+                opens = local_instant(local.date(), SEND_TIME, zone)
+                assert opens <= mail.at < opens + SEND_WINDOW, f"{mail} outside its window"
             for mail in mails:
                 day = self.key_day[mail.key]
                 earliest = (
@@ -763,9 +779,17 @@ class History(RuleBasedStateMachine):
 
     # -- rules ------------------------------------------------------------------------------
 
-    @initialize(offset=st.integers(0, 365 * 24 * 60), zone=st.sampled_from(ZONES))
-    def first_signup(self, offset: int, zone: str) -> None:
+    @initialize(
+        offset=st.integers(0, 365 * 24 * 60),
+        zone=st.sampled_from(ZONES),
+        send_days=st.sampled_from(SEND_DAYS),
+    )
+    def first_signup(self, offset: int, zone: str, send_days: str | None) -> None:
         with self._step():
+            if send_days is not None:
+                self.head = self.head.replace("\nsteps:\n", f"\nsend_days: {send_days}\nsteps:\n")
+                self.send_days = days_from_names(send_days.strip("[]").split(", "))
+                self._reload()
             self.clock.set(START + timedelta(minutes=offset))  # any season, any hour
             self._sync_database_clock()
             self._subscribe(zone)
@@ -914,8 +938,9 @@ class History(RuleBasedStateMachine):
                 self.rival[0].close()
 
     def _drain(self) -> None:
-        """SMTP healed: passes every 12 hours until no plan is running (at most 60 days)."""
-        for _ in range(60 * 2):
+        """SMTP healed: passes every 12 hours until no plan is running (at most 120 days: a
+        plan sending three days a week takes weeks longer)."""
+        for _ in range(120 * 2):
             self._pass(timedelta(hours=12))
             running = [
                 email for email, (_, plan, _) in self._enrollments().items() if plan == "active"
