@@ -1,0 +1,177 @@
+"""Subject tests end to end, on SQLite and PostgreSQL with a real SMTP server: each enrollment
+gets the variant recorded with its delivery, a retry keeps it, and the numbers split by it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from campaign.domain.variants import choose_variant
+from campaign.insights import reports
+from campaign.people import clicks, subscriptions
+from campaign.storage.models import Delivery, Enrollment, Subscriber
+from tests.conftest import EngineFactory
+from tests.helpers import run_campaign, tick
+from tests.smtp_server import SMTPServer
+
+START = datetime(2026, 10, 20, 9, 0, tzinfo=UTC)
+OWN = "Your free ebook is here: Concepts of Self Healing"
+VARIANT = """    variants:
+      - subject: "{{ subscriber.name }}, your ebook is waiting"
+        preheader: "Open it today: the first lesson comes tomorrow."
+"""
+PEOPLE = 40
+
+
+def _test_the_welcome(plan_file: Path) -> None:
+    """Give the shipped plan's welcome step a second subject, `b`."""
+    text = plan_file.read_text(encoding="utf-8")
+    marker = "    template: welcome.html\n    attach: true\n"
+    assert marker in text
+    plan_file.write_text(text.replace(marker, marker + VARIANT, 1), encoding="utf-8")
+
+
+def _welcomes(app: object) -> dict[str, tuple[int, str | None, int]]:
+    """Per address: the welcome delivery's enrollment, recorded variant and attempts."""
+    with app.db.read() as session:  # type: ignore[attr-defined]
+        rows = session.execute(
+            select(Subscriber.email, Enrollment.id, Delivery.variant, Delivery.attempts)
+            .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+            .join(Delivery, Delivery.enrollment_id == Enrollment.id)
+            .where(Delivery.step_key == "welcome")
+        )
+        return {
+            email: (enrollment, variant, attempts) for email, enrollment, variant, attempts in rows
+        }
+
+
+def test_each_subscriber_gets_the_recorded_variant_and_a_retry_keeps_it(
+    engine: EngineFactory, smtp_server: SMTPServer, plan_file: Path
+) -> None:
+    """40 people split between the two subjects by the deterministic choice; each inbox holds
+    the subject its delivery recorded; a 451 retried later sends the same subject again."""
+    _test_the_welcome(plan_file)
+    app, clock = engine(START, PLAN_PATH=str(plan_file))
+    for n in range(PEOPLE):
+        subscriptions.subscribe(
+            app.db,
+            app.plan,
+            email=f"p{n}@example.org",
+            first_name=f"Pat{n}",
+            timezone="UTC",
+            now=START,
+        )
+    smtp_server.handler.data_replies.append("451 4.3.0 Try again later")
+    first = tick(app, clock, START)
+    assert (first.sent, first.retried) == (PEOPLE - 1, 1)
+    tick(app, clock, START + timedelta(hours=1))
+
+    recorded = _welcomes(app)
+    assert len(recorded) == PEOPLE
+    for email, (enrollment, variant, _) in recorded.items():
+        assert variant == choose_variant(enrollment, "welcome", ("a", "b")), email
+        (received,) = smtp_server.to(email)
+        name = email.split("@")[0].replace("p", "Pat")
+        wanted = OWN if variant == "a" else f"{name}, your ebook is waiting"
+        assert received.message["Subject"] == wanted, email
+    assert {variant for _, variant, _ in recorded.values()} == {"a", "b"}
+    (retried,) = [email for email, (_, _, attempts) in recorded.items() if attempts == 2]
+    assert len(smtp_server.to(retried)) == 1  # sent once, with its recorded subject (above)
+
+
+def test_stats_count_sends_clicks_and_unsubscribes_per_variant(
+    engine: EngineFactory, smtp_server: SMTPServer, plan_file: Path, env: dict[str, str]
+) -> None:
+    """`stats` shows each variant's sends as recorded, the click and the unsubscribe under
+    the variant of the email that came before them, and a verdict with the sample sizes."""
+    _test_the_welcome(plan_file)
+    app, clock = engine(START, PLAN_PATH=str(plan_file), TRACK_CLICKS="true")
+    for n in range(PEOPLE):
+        subscriptions.subscribe(
+            app.db, app.plan, email=f"p{n}@example.org", first_name=None, timezone="UTC", now=START
+        )
+    tick(app, clock, START)
+    recorded = _welcomes(app)
+    by_variant = {
+        name: sorted(e for e, (_, v, _) in recorded.items() if v == name) for name in "ab"
+    }
+    clicker, leaver = by_variant["b"][0], by_variant["a"][0]
+    with app.db.read() as session:
+        clicked_id = session.scalar(
+            select(Delivery.id)
+            .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+            .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+            .where(Subscriber.email == clicker)
+        )
+    assert clicked_id is not None
+    later = START + timedelta(hours=2)
+    secret = app.settings.secret_key.get_secret_value()
+    for url in ("https://example.org/one", "https://example.org/two"):
+        token = app.composer.click_url(clicked_id, url, later).rsplit("/", 1)[1]
+        clicks.follow(app.db, secret, token, later)
+    subscriptions.unsubscribe(app.db, email=leaver, now=later)
+
+    (test,) = reports.stats(app.db, app.plan)["subject_tests"]
+    assert (test["step"], test["day"], test["running"]) == ("welcome", 0, True)
+    rows = {v["name"]: v for v in test["variants"]}
+    assert [rows[name]["sent"] for name in "ab"] == [len(by_variant["a"]), len(by_variant["b"])]
+    assert (rows["a"]["clicked"], rows["b"]["clicked"], rows["b"]["clicks"]) == (0, 1, 2)
+    assert (rows["a"]["unsubscribes_48h"], rows["b"]["unsubscribes_48h"]) == (1, 0)
+    assert rows["a"]["subject"] == OWN
+    clicks_verdict = test["comparisons"][0]
+    assert (clicks_verdict["measure"], clicks_verdict["control"], clicks_verdict["variant"]) == (
+        "click rate",
+        "a",
+        "b",
+    )
+    assert not clicks_verdict["enough_data"]
+    share = f"{100 / len(by_variant['b']):.1f}% of {len(by_variant['b'])}"
+    assert clicks_verdict["statement"].startswith(f"b's click rate ({share}) is higher than a's")
+
+    shown = run_campaign(
+        {**env, "PLAN_PATH": str(plan_file), "TRACK_CLICKS": "true"}, plan_file.parent, "stats"
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "subject test of welcome (day 0, running)" in shown.stdout
+    assert "too few to tell yet" in " ".join(shown.stdout.split())
+    as_json = run_campaign(
+        {**env, "PLAN_PATH": str(plan_file)}, plan_file.parent, "stats", "--json"
+    )
+    assert json.loads(as_json.stdout)["subject_tests"][0]["variants"][1]["clicked"] == 1
+
+
+def test_ending_a_test_keeps_the_history_and_sends_the_kept_subject(
+    engine: EngineFactory, smtp_server: SMTPServer, plan_file: Path
+) -> None:
+    """Editing the plan down to one subject ends the test: newcomers get that subject (no
+    variant recorded), and the test's numbers stay in `stats`, marked ended."""
+    original = plan_file.read_text(encoding="utf-8")
+    _test_the_welcome(plan_file)
+    app, clock = engine(START, PLAN_PATH=str(plan_file))
+    for n in range(6):
+        subscriptions.subscribe(
+            app.db, app.plan, email=f"p{n}@example.org", first_name="Sam", timezone="UTC", now=START
+        )
+    tick(app, clock, START)
+    plan_file.write_text(original.replace(OWN, "Sam's pick: the ebook is here"), encoding="utf-8")
+    later = START + timedelta(hours=1)
+    edited, clock = engine(later, PLAN_PATH=str(plan_file))
+    subscriptions.subscribe(
+        edited.db,
+        edited.plan,
+        email="late@example.org",
+        first_name="Lee",
+        timezone="UTC",
+        now=later,
+    )
+    tick(edited, clock, later)
+
+    (received,) = smtp_server.to("late@example.org")
+    assert received.message["Subject"] == "Sam's pick: the ebook is here"
+    assert _welcomes(edited)["late@example.org"][1] is None
+    (test,) = reports.stats(edited.db, edited.plan)["subject_tests"]
+    assert test["running"] is False
+    assert sum(v["sent"] for v in test["variants"]) == 6
