@@ -52,7 +52,8 @@ def test_each_subscriber_gets_the_recorded_variant_and_a_retry_keeps_it(
     engine: EngineFactory, smtp_server: SMTPServer, plan_file: Path
 ) -> None:
     """40 people split between the two subjects by the deterministic choice; each inbox holds
-    the subject its delivery recorded; a 451 retried later sends the same subject again."""
+    the subject its delivery recorded; a 451 retried after the plan grew more variants sends
+    the subject recorded at the first try, not a new choice."""
     _test_the_welcome(plan_file)
     app, clock = engine(START, PLAN_PATH=str(plan_file))
     for n in range(PEOPLE):
@@ -64,12 +65,38 @@ def test_each_subscriber_gets_the_recorded_variant_and_a_retry_keeps_it(
             timezone="UTC",
             now=START,
         )
-    smtp_server.handler.data_replies.append("451 4.3.0 Try again later")
+    with app.db.read() as session:
+        enrollments = dict(
+            session.execute(
+                select(Subscriber.email, Enrollment.id).join(
+                    Enrollment, Enrollment.subscriber_id == Subscriber.id
+                )
+            ).all()
+        )
+    # Someone whom a new choice among five would give another subject than the first try's.
+    deferred = next(
+        email
+        for email, enrollment in sorted(enrollments.items())
+        if choose_variant(enrollment, "welcome", ("a", "b"))
+        != choose_variant(enrollment, "welcome", ("a", "b", "c", "d", "e"))
+    )
+    smtp_server.handler.rcpt_replies[deferred] = "451 4.3.0 Try again later"
     first = tick(app, clock, START)
     assert (first.sent, first.retried) == (PEOPLE - 1, 1)
-    tick(app, clock, START + timedelta(hours=1))
+    assert _welcomes(app)[deferred][1:] == (
+        choose_variant(enrollments[deferred], "welcome", ("a", "b")),
+        1,
+    )
+    del smtp_server.handler.rcpt_replies[deferred]
+    # Three more subjects: a new choice would now pick among five.
+    more = "".join(f'      - subject: "Extra subject {n}"\n' for n in range(3))
+    plan_file.write_text(plan_file.read_text().replace(VARIANT, VARIANT + more), encoding="utf-8")
+    later = START + timedelta(hours=1)
+    grown, clock = engine(later, PLAN_PATH=str(plan_file))
+    assert grown.plan.steps[0].variant_names == ("a", "b", "c", "d", "e")
+    tick(grown, clock, later)
 
-    recorded = _welcomes(app)
+    recorded = _welcomes(grown)
     assert len(recorded) == PEOPLE
     for email, (enrollment, variant, _) in recorded.items():
         assert variant == choose_variant(enrollment, "welcome", ("a", "b")), email
@@ -78,8 +105,7 @@ def test_each_subscriber_gets_the_recorded_variant_and_a_retry_keeps_it(
         wanted = OWN if variant == "a" else f"{name}, your ebook is waiting"
         assert received.message["Subject"] == wanted, email
     assert {variant for _, variant, _ in recorded.values()} == {"a", "b"}
-    (retried,) = [email for email, (_, _, attempts) in recorded.items() if attempts == 2]
-    assert len(smtp_server.to(retried)) == 1  # sent once, with its recorded subject (above)
+    assert recorded[deferred][2] == 2  # the retried one: sent on its second try, once
 
 
 def test_stats_count_sends_clicks_and_unsubscribes_per_variant(
