@@ -85,7 +85,7 @@ def _catch_up(plan: Plan) -> str:
 
 
 def _changed_fields(old: Step, new: Step) -> list[str]:
-    names = ("subject", "preheader", "template", "attachments", "attaches_ebook")
+    names = ("subject", "preheader", "template", "attachments", "attaches_ebook", "variants")
     return [name for name in names if getattr(old, name) != getattr(new, name)]
 
 

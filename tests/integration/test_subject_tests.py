@@ -4,17 +4,21 @@ gets the variant recorded with its delivery, a retry keeps it, and the numbers s
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from campaign.domain.variants import choose_variant
+from campaign.engine import App
 from campaign.insights import reports
-from campaign.people import clicks, subscriptions
+from campaign.interfaces.admin import create_admin_app
+from campaign.people import clicks, operators, subscriptions
 from campaign.storage.models import Delivery, Enrollment, Subscriber
 from tests.conftest import EngineFactory
 from tests.helpers import run_campaign, tick
+from tests.integration.test_console_pages import OPERATOR, PASSWORD, ConsoleClient, _token
 from tests.smtp_server import SMTPServer
 
 START = datetime(2026, 10, 20, 9, 0, tzinfo=UTC)
@@ -34,9 +38,9 @@ def _test_the_welcome(plan_file: Path) -> None:
     plan_file.write_text(text.replace(marker, marker + VARIANT, 1), encoding="utf-8")
 
 
-def _welcomes(app: object) -> dict[str, tuple[int, str | None, int]]:
+def _welcomes(app: App) -> dict[str, tuple[int, str | None, int]]:
     """Per address: the welcome delivery's enrollment, recorded variant and attempts."""
-    with app.db.read() as session:  # type: ignore[attr-defined]
+    with app.db.read() as session:
         rows = session.execute(
             select(Subscriber.email, Enrollment.id, Delivery.variant, Delivery.attempts)
             .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
@@ -201,3 +205,65 @@ def test_ending_a_test_keeps_the_history_and_sends_the_kept_subject(
     (test,) = reports.stats(edited.db, edited.plan)["subject_tests"]
     assert test["running"] is False
     assert sum(v["sent"] for v in test["variants"]) == 6
+
+
+def test_the_console_plan_page_shows_the_test_and_previews_each_variant(
+    engine: EngineFactory, smtp_server: SMTPServer, plan_file: Path
+) -> None:
+    """The Plan page lists the test's variants with their sends and the verdict; a variant's
+    link shows the step with that subject, in the page and in the framed email."""
+    _test_the_welcome(plan_file)
+    app, clock = engine(START, PLAN_PATH=str(plan_file))
+    for n in range(4):
+        app.subscribe(f"p{n}@example.org", name="Ann", timezone="UTC", now=START)
+    tick(app, clock, START)
+    operators.add_operator(app.db, OPERATOR, PASSWORD, START)
+    client = ConsoleClient(create_admin_app(app))
+    login = client.get("/console/login")
+    client.post(
+        "/console/login",
+        data={"email": OPERATOR, "password": PASSWORD, "csrf_token": _token(login.text)},
+    )
+
+    page = client.get("/console/plan").text
+    assert "Subject test: day 0 (welcome)" in page
+    sent = {v: n for _, v, n in _sent_by_variant(app)}
+    for name in ("a", "b"):
+        row = re.search(rf"<tr><td>{name}</td>.*?</tr>", page, re.S)
+        assert row is not None, name
+        assert re.findall(r'class="num">([\d,]+)<', row.group(0))[0] == str(sent.get(name, 0))
+    assert "too few to tell yet" in page
+    shown = client.get("/console/plan/welcome", params={"variant": "b"}).text
+    assert "Ann, your ebook is waiting" in shown
+    assert 'src="/console/plan/welcome/email.html?variant=b"' in shown
+    framed = client.get("/console/plan/welcome/email.html", params={"variant": "b"}).text
+    assert "Open it today: the first lesson comes tomorrow." in framed
+    own = client.get("/console/plan/welcome", params={"variant": "<x>"}).text
+    assert OWN in own  # an unknown variant shows the step's own subject
+
+
+def _sent_by_variant(app: App) -> list[tuple[str, str | None, int]]:
+    with app.db.read() as session:
+        rows = session.execute(
+            select(Delivery.step_key, Delivery.variant, func.count()).group_by(
+                Delivery.step_key, Delivery.variant
+            )
+        )
+        return [(key, variant, int(n)) for key, variant, n in rows]
+
+
+def test_preview_shows_a_chosen_variant_and_refuses_an_unknown_one(
+    plan_file: Path, env: dict[str, str]
+) -> None:
+    """`campaign preview welcome --variant b` renders b's subject; an unknown variant is exit 2
+    naming the step's variants."""
+    _test_the_welcome(plan_file)
+    run_env = {**env, "PLAN_PATH": str(plan_file)}
+    shown = run_campaign(
+        run_env, plan_file.parent, "preview", "welcome", "--variant", "b", "--format", "eml"
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "Subject: Ann, your ebook is waiting" in shown.stdout
+    refused = run_campaign(run_env, plan_file.parent, "preview", "welcome", "--variant", "z")
+    assert refused.returncode == 2
+    assert "step welcome has no variant 'z' (its variants: a, b)" in refused.stderr
