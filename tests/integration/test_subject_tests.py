@@ -3,20 +3,25 @@ gets the variant recorded with its delivery, a retry keeps it, and the numbers s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 from sqlalchemy import func, select
 
+from campaign.clock import FixedClock
 from campaign.domain.variants import choose_variant
 from campaign.engine import App
 from campaign.insights import reports
 from campaign.interfaces.admin import create_admin_app
-from campaign.people import clicks, operators, subscriptions
+from campaign.interfaces.studio import create_studio
+from campaign.people import clicks, directory, operators, subscriptions
+from campaign.settings import Settings
 from campaign.storage.models import Delivery, Enrollment, Subscriber
-from tests.conftest import EngineFactory
+from tests.conftest import ROOT, EngineFactory
 from tests.helpers import run_campaign, tick
 from tests.integration.test_console_pages import OPERATOR, PASSWORD, ConsoleClient, _token
 from tests.smtp_server import SMTPServer
@@ -240,6 +245,9 @@ def test_the_console_plan_page_shows_the_test_and_previews_each_variant(
     assert "Open it today: the first lesson comes tomorrow." in framed
     own = client.get("/console/plan/welcome", params={"variant": "<x>"}).text
     assert OWN in own  # an unknown variant shows the step's own subject
+    email, (_, variant, _) = next(iter(_welcomes(app).items()))
+    person = client.get(f"/console/subscribers/{directory.search(app.db, email).rows[0].id}")
+    assert f'welcome <span class="hint">(subject {variant})</span>' in person.text
 
 
 def _sent_by_variant(app: App) -> list[tuple[str, str | None, int]]:
@@ -267,3 +275,35 @@ def test_preview_shows_a_chosen_variant_and_refuses_an_unknown_one(
     refused = run_campaign(run_env, plan_file.parent, "preview", "welcome", "--variant", "z")
     assert refused.returncode == 2
     assert "step welcome has no variant 'z' (its variants: a, b)" in refused.stderr
+
+
+def test_the_studio_lists_each_variant_and_shows_it(plan_file: Path, tmp_path: Path) -> None:
+    """The studio's month shows variant b under its step, and b's page and email carry b's
+    subject and preheader."""
+    _test_the_welcome(plan_file)
+    settings = Settings.from_env(
+        {
+            "PLAN_PATH": str(plan_file),
+            "TEMPLATES_DIR": str(ROOT / "templates" / "emails"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.db'}",
+            "PUBLIC_BASE_URL": "https://news.example.org",
+        }
+    )
+    studio = create_studio(settings, FixedClock(START).now)
+
+    async def visit() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=studio)
+        async with httpx.AsyncClient(transport=transport, base_url="http://studio") as client:
+            return [
+                await client.get("/"),
+                await client.get("/step/welcome?variant=b"),
+                await client.get("/step/welcome/email.html?variant=b"),
+            ]
+
+    timeline, page, email = asyncio.run(visit())
+    listed = timeline.text.index('href="/step/welcome?variant=b"')
+    assert timeline.text.index('href="/step/welcome"') < listed < timeline.text.index("/day01")
+    assert "Ann, your ebook is waiting" in timeline.text[listed:]
+    assert "<h2>Day 0: Ann, your ebook is waiting</h2>" in page.text
+    assert 'src="/step/welcome/email.html?variant=b"' in page.text
+    assert "Open it today: the first lesson comes tomorrow." in email.text
