@@ -307,3 +307,27 @@ def test_the_studio_lists_each_variant_and_shows_it(plan_file: Path, tmp_path: P
     assert "<h2>Day 0: Ann, your ebook is waiting</h2>" in page.text
     assert 'src="/step/welcome/email.html?variant=b"' in page.text
     assert "Open it today: the first lesson comes tomorrow." in email.text
+
+
+def test_a_retry_queued_before_the_test_began_gets_a_variant_and_keeps_it(
+    engine: EngineFactory, smtp_server: SMTPServer, plan_file: Path
+) -> None:
+    """A delivery deferred under a plan with one subject, retried after `variants:` was added,
+    records its variant on that claim and arrives with that variant's subject."""
+    original = plan_file.read_text(encoding="utf-8")
+    app, clock = engine(START, PLAN_PATH=str(plan_file))
+    app.subscribe("ann@example.org", name="Ann", timezone="UTC", now=START)
+    smtp_server.handler.data_replies.append("451 4.3.0 Try again later")
+    assert tick(app, clock, START).retried == 1
+    assert _welcomes(app)["ann@example.org"][1] is None
+    _test_the_welcome(plan_file)
+    assert plan_file.read_text(encoding="utf-8") != original
+    later = START + timedelta(hours=1)
+    tested, clock = engine(later, PLAN_PATH=str(plan_file))
+    assert tick(tested, clock, later).sent == 1
+
+    enrollment, variant, attempts = _welcomes(tested)["ann@example.org"]
+    assert (variant, attempts) == (choose_variant(enrollment, "welcome", ("a", "b")), 2)
+    (received,) = smtp_server.to("ann@example.org")
+    wanted = OWN if variant == "a" else "Ann, your ebook is waiting"
+    assert received.message["Subject"] == wanted
