@@ -257,6 +257,11 @@ def load_plan(
         ),
     )
     problems = _consistency_problems(plan, templates_dir)
+    problems += [
+        plan.problem(f"steps[{i}].variant", "names the step's subject in a test: add `variants:`")
+        for i, step in enumerate(spec.steps)
+        if step.variant is not None and not step.variants
+    ]
     if problems:
         raise PlanError(problems)
     return plan

@@ -161,3 +161,11 @@ def test_an_unknown_variant_field_is_reported(tmp_path: Path, templates: Path) -
         tmp_path, templates, '    variants:\n      - subject: "Two"\n        subjcet: "x"\n'
     )
     assert problems == [(12, "steps[0].variants[0].subjcet", "unknown field (check its spelling)")]
+
+
+def test_a_variant_name_without_variants_is_reported(tmp_path: Path, templates: Path) -> None:
+    """`variant:` names the step's own subject in a test; alone it would do nothing."""
+    problems = _problems(tmp_path, templates, "    variant: short\n")
+    assert problems == [
+        (10, "steps[0].variant", "names the step's subject in a test: add `variants:`")
+    ]
