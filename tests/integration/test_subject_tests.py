@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from campaign.clock import FixedClock
 from campaign.domain.variants import choose_variant
 from campaign.engine import App
-from campaign.insights import reports
+from campaign.insights import delivery_log, reports
 from campaign.interfaces.admin import create_admin_app
 from campaign.interfaces.studio import create_studio
 from campaign.people import clicks, directory, operators, subscriptions
@@ -172,6 +172,8 @@ def test_stats_count_sends_clicks_and_unsubscribes_per_variant(
     assert shown.returncode == 0, shown.stderr
     assert "subject test of welcome (day 0, running)" in shown.stdout
     assert "too few to tell yet" in " ".join(shown.stdout.split())
+    log = [row for row in delivery_log.page(app.db, 0, 100) if row.email == clicker]
+    assert [(row.step_key, row.variant) for row in log] == [("welcome", "b")]
     as_json = run_campaign(
         {**env, "PLAN_PATH": str(plan_file)}, plan_file.parent, "stats", "--json"
     )

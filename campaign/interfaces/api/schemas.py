@@ -130,6 +130,9 @@ class DeliveryOut(BaseModel):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     sent_at: AwareDatetime | None
+    variant: str | None = Field(
+        default=None, description="The subject test's variant this email carries (a, b, ...)."
+    )
 
 
 class SubscriberOut(BaseModel):
