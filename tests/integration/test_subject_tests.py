@@ -10,11 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from campaign.clock import FixedClock
+from campaign.content.plan_check import check_plan
 from campaign.domain.variants import choose_variant
 from campaign.engine import App
+from campaign.errors import PlanError
 from campaign.insights import delivery_log, reports
 from campaign.interfaces.admin import create_admin_app
 from campaign.interfaces.studio import create_studio
@@ -333,3 +336,23 @@ def test_a_retry_queued_before_the_test_began_gets_a_variant_and_keeps_it(
     (received,) = smtp_server.to("ann@example.org")
     wanted = OWN if variant == "a" else "Ann, your ebook is waiting"
     assert received.message["Subject"] == wanted
+
+
+def test_plan_check_renders_every_variant_and_names_a_broken_ones_line(
+    plan_file: Path, env: dict[str, str]
+) -> None:
+    """A variant whose subject uses an unknown name is reported at that variant's line and
+    field, as the step's own subject would be; a good variant passes."""
+    _test_the_welcome(plan_file)
+    settings = Settings.from_env({**env, "PLAN_PATH": str(plan_file)})
+    assert check_plan(settings).steps[0].variant_names == ("a", "b")
+    broken = VARIANT.replace("subscriber.name", "subscriber.nickname")
+    text = plan_file.read_text(encoding="utf-8").replace(VARIANT, broken)
+    plan_file.write_text(text, encoding="utf-8")
+    line = text.splitlines().index(broken.splitlines()[1]) + 1
+    with pytest.raises(PlanError) as caught:
+        check_plan(settings)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{plan_file}:{line}: steps[0].variants[0].subject: 'dict object' has no attribute"
+        " 'nickname'"
+    ]
