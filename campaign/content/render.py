@@ -45,14 +45,15 @@ class Renderer:
         self._files = file_templates(self.templates_dir)
         compiler = StepCompiler(plan, self.templates_dir, self._files, string_templates())
         inliner = css_inline.CSSInliner(keep_style_tags=True)
-        self._full: dict[str, JinjaStepRenderer] = {}
-        self._renderers: dict[str, StepRenderer] = {}
+        # By step key and variant: each subject of a subject test compiled as a step of its own.
+        self._full: dict[tuple[str, str | None], JinjaStepRenderer] = {}
+        self._renderers: dict[tuple[str, str | None], StepRenderer] = {}
         for step in self._all_steps():
             compiled = compiler.compile(step)
             if compiled:
                 full = JinjaStepRenderer(compiled, plan, self.shared, inliner, self.templates_dir)
-                self._full[step.key] = full
-                self._renderers[step.key] = self._step_renderer(full)
+                self._full[_key(step)] = full
+                self._renderers[_key(step)] = self._step_renderer(full)
         self.problems: list[PlanProblem] = compiler.problems
 
     def _step_renderer(self, full: JinjaStepRenderer) -> StepRenderer:
@@ -62,8 +63,12 @@ class Renderer:
         return SkeletonStepRenderer(full, self._files)
 
     def _all_steps(self) -> list[Step]:
+        """Every step, each variant of a subject test, and the confirmation email."""
         extra = [self.plan.confirmation] if self.plan.confirmation else []
-        return [*self.plan.steps, *extra]
+        variants = [
+            step.with_variant(name) for step in self.plan.steps for name in step.variant_names
+        ]
+        return [*self.plan.steps, *variants, *extra]
 
     def context(self, step: Step, subscriber: Mapping[str, str], **extra: Any) -> dict[str, Any]:
         """The names a template may use."""
@@ -74,21 +79,21 @@ class Renderer:
     ) -> dict[str, Any]:
         """Every name the step's body templates see: `context` with the rendered subject and
         preheader added, as the full render path builds it."""
-        full = self._full.get(step.key)
+        full = self._full.get(_key(step))
         if full is None:
             raise _not_compiled(step)
         return full.headers(self.context(step, subscriber, **extra))[2]
 
     def render(self, step: Step, context: Mapping[str, Any]) -> RenderedEmail:
         """Subject, preheader, inlined HTML and plain text of one step for any context, in full."""
-        full = self._full.get(step.key)
+        full = self._full.get(_key(step))
         if full is None:
             raise _not_compiled(step)
         return full.render_context(context)
 
     def render_for(self, step: Step, subscriber: Mapping[str, str], **extra: Any) -> RenderedEmail:
         """What `render(step, context(step, subscriber, **extra))` gives, by the step's renderer."""
-        renderer = self._renderers.get(step.key)
+        renderer = self._renderers.get(_key(step))
         if renderer is None:
             raise _not_compiled(step)
         return renderer.render(subscriber, extra)
@@ -98,7 +103,7 @@ class Renderer:
         problems = list(self.problems)
         seen: set[tuple[str, int, str]] = set()
         for step in self._all_steps():
-            full = self._full.get(step.key)
+            full = self._full.get(_key(step))
             if full is None:
                 continue
             for sample in samples:
@@ -120,7 +125,9 @@ class Renderer:
                     message = describe(cause, self.templates_dir) if cause is not exc else str(exc)
                     problems.append(self.plan.problem(f"{step.field_path}.template", message))
                     break
-        return problems
+        # A step's template, rendered once per variant of its subject, fails once.
+        unique = {str(problem): problem for problem in problems}
+        return list(unique.values())
 
     def _lint(
         self, step: Step, context: Mapping[str, Any], seen: set[tuple[str, int, str]]
@@ -136,6 +143,11 @@ class Renderer:
                     self.plan.problem(f"{step.field_path}.template", f"{where}:{line}: {message}")
                 )
         return found
+
+
+def _key(step: Step) -> tuple[str, str | None]:
+    """A step's renderer: its key, and the variant whose subject it carries."""
+    return (step.key, step.variant)
 
 
 def _not_compiled(step: Step) -> RenderError:

@@ -141,7 +141,7 @@ class StepCompiler:
 
     def _compile_string(self, step: Step, name: str, source: str) -> Template | None:
         """A subject or preheader, compiled; its problems are reported at its own line."""
-        field_path = f"{step.field_path}.{name}"
+        field_path = step.header_path(name)
         try:
             tree = self.strings.parse(source)
             compiled = self.strings.from_string(source)
@@ -226,7 +226,7 @@ class JinjaStepRenderer:
                 template.render(context)
             except (TemplateError, *TEMPLATE_FAILURES, AttributeError) as exc:
                 message = getattr(exc, "message", None) or str(exc)
-                return self.plan.problem(f"{self.step.field_path}.{name}", message)
+                return self.plan.problem(self.step.header_path(name), message)
         return None
 
 

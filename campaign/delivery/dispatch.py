@@ -225,6 +225,8 @@ class Dispatcher:
         if step is None:  # the plan changed since the claim: look again next pass
             recorded.release([claim])
             return
+        # The subject the delivery recorded when it was created: a retry sends the same one.
+        step = step.with_variant(claim.variant)
         if timing.too_late(work.plan, claim, now):
             recorded.late(claim, now)
             return

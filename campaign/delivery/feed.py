@@ -37,6 +37,11 @@ class DueClaims:
     #: one subscriber's enrollment only (the welcome email sent the moment they confirm).
     only_enrollment: int | None = None
 
+    @property
+    def variants(self) -> dict[str, tuple[str, ...]]:
+        """Per step key, the subjects its test compares (steps that test none are left out)."""
+        return {step.key: step.variant_names for step in self.plan.steps if step.variants}
+
     def next_batch(self) -> list[Claim]:
         """The next batch of claims whose step is itself due at `now` (empty: none left).
 
@@ -59,6 +64,7 @@ class DueClaims:
                     new_message_id=self.new_message_id,
                     only_enrollment=self.only_enrollment,
                     lease=self.leases,
+                    variants=self.variants,
                 )
             # After the claim's commit, not in it: SQLite's one writer (a signup, another
             # sender process) waits for that transaction, so it holds no per-claim work.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,11 +30,23 @@ SendTime = Annotated[str, StringConstraints(pattern=SEND_TIME.pattern)]
 SendDays = Annotated[list[WeekdayName], Field(min_length=1)]
 #: how long after its send time a late step may still go out, unless the plan says.
 DEFAULT_SEND_WINDOW = timedelta(hours=12)
+#: A subject test compares at most this many subjects: the step's own and its `variants:`.
+MAX_VARIANTS = 5
+#: The names variants get by position when they name none: the step's own subject is `a`.
+VARIANT_NAMES = "abcdefghij"
+VariantName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,15}$")]
 
 
 class _Strict(BaseModel):
     # strict: YAML's `no`, `12:30` or `010` never silently become another type.
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class VariantSpec(_Strict):
+    name: VariantName | None = None
+    subject: Text
+    #: None: the step's own preheader.
+    preheader: str | None = None
 
 
 class StepSpec(_Strict):
@@ -47,6 +59,10 @@ class StepSpec(_Strict):
     attachments: list[Text] = Field(default_factory=list)
     send_time: SendTime | None = None
     send_days: SendDays | None = None
+    #: the name of the step's own subject in a subject test (default `a`).
+    variant: VariantName | None = None
+    #: other subjects (and preheaders) to test against the step's own.
+    variants: list[VariantSpec] = Field(default_factory=list, max_length=MAX_VARIANTS - 1)
 
 
 class SkipAfterSpec(_Strict):
@@ -79,6 +95,19 @@ class PlanSpec(_Strict):
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One subject (and preheader) of a step's subject test, by its stable name."""
+
+    name: str
+    subject: str
+    preheader: str
+    #: where it is written: `steps[1]` for the step's own, `steps[1].variants[0]` for another.
+    field_path: str
+    #: the fields it writes itself (`subject`, and `preheader` unless it takes the step's).
+    own: tuple[str, ...] = ("subject", "preheader")
+
+
+@dataclass(frozen=True)
 class Step:
     """One email of the plan: sent on local day `day` after enrolment (0 = at once)."""
 
@@ -95,11 +124,36 @@ class Step:
     #: `Plan.send_time_of`, `Plan.send_days_of`).
     send_time: time | None = None
     send_days: frozenset[int] | None = None
+    #: a subject test: the step's own subject first, then its `variants:` (empty: no test).
+    variants: tuple[Variant, ...] = ()
+    #: the variant whose subject and preheader this step carries (`with_variant`); None: the
+    #: step's own, outside any test.
+    variant: str | None = None
 
     @property
     def field_path(self) -> str:
         """Where this step stands in the plan file, e.g. `steps[3]` (or `confirmation`)."""
         return "confirmation" if self.index == CONFIRMATION_INDEX else f"steps[{self.index}]"
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variants)
+
+    def header_path(self, name: str) -> str:
+        """Where this step's `subject` or `preheader` is written: `steps[1].subject`, or for
+        a variant that writes its own, `steps[1].variants[0].subject`."""
+        chosen = next((v for v in self.variants if v.name == self.variant), None)
+        if chosen is not None and name in chosen.own:
+            return f"{chosen.field_path}.{name}"
+        return f"{self.field_path}.{name}"
+
+    def with_variant(self, name: str | None) -> Step:
+        """This step with variant `name`'s subject and preheader; the step's own subject when
+        it has no variant by that name (a test ended by editing the plan)."""
+        chosen = next((v for v in self.variants if v.name == name), None)
+        if chosen is None:
+            return self if self.variant is None else replace(self, variant=None)
+        return replace(self, subject=chosen.subject, preheader=chosen.preheader, variant=name)
 
 
 #: The double opt-in email is not a step of the plan; it uses this index.
@@ -235,6 +289,11 @@ def load_plan(
         ),
     )
     problems = _consistency_problems(plan, templates_dir)
+    problems += [
+        plan.problem(f"steps[{i}].variant", "names the step's subject in a test: add `variants:`")
+        for i, step in enumerate(spec.steps)
+        if step.variant is not None and not step.variants
+    ]
     if problems:
         raise PlanError(problems)
     return plan
@@ -260,6 +319,7 @@ def _step(index: int, spec: StepSpec, ebook: Ebook | None, plan_path: Path) -> S
         spec.attach,
         None if spec.send_time is None else _parse_send_time(spec.send_time),
         None if spec.send_days is None else days_from_names(spec.send_days),
+        _variants(index, spec),
     )
 
 
@@ -275,6 +335,26 @@ def _repeated_weekdays(spec: PlanSpec, path: Path, lines: Mapping[str, int]) -> 
                 message = f"{name!r} is listed twice"
                 problems.append(PlanProblem(str(path), lines.get(field_path), field_path, message))
     return problems
+
+
+def _variants(index: int, spec: StepSpec) -> tuple[Variant, ...]:
+    """The step's own subject (`a`, or its `variant:` name) and its `variants:` (b, c, ... by
+    position, or each one's `name:`); none when the step tests no subject."""
+    if not spec.variants:
+        return ()
+    where = f"steps[{index}]"
+    own = Variant(spec.variant or VARIANT_NAMES[0], spec.subject, spec.preheader, where)
+    others = tuple(
+        Variant(
+            variant.name or VARIANT_NAMES[i + 1],
+            variant.subject,
+            spec.preheader if variant.preheader is None else variant.preheader,
+            f"{where}.variants[{i}]",
+            ("subject",) if variant.preheader is None else ("subject", "preheader"),
+        )
+        for i, variant in enumerate(spec.variants)
+    )
+    return (own, *others)
 
 
 def _parse_yaml(text: str, path: Path) -> Any:
@@ -375,6 +455,12 @@ def _schema_problem(path: Path, lines: Mapping[str, int], error: Mapping[str, An
         message = _SEND_DAYS[error["type"]]
         if error["type"] == "literal_error":  # names the bad value itself
             return PlanProblem(str(path), line, field_path, message.format(error["input"]))
+    elif error["loc"] and error["loc"][-1] == "variants" and error["type"] == "too_long":
+        message = (
+            f"at most {MAX_VARIANTS - 1} variants besides the step's own subject"
+            f" ({MAX_VARIANTS} subjects in one test)"
+        )
+        return PlanProblem(str(path), line, field_path, message)
     if error["type"] not in ("missing", "extra_forbidden"):
         message += f" (got {error['input']!r})"
     return PlanProblem(str(path), line, field_path, message)
@@ -433,6 +519,7 @@ def _consistency_problems(plan: Plan, templates_dir: Path) -> list[PlanProblem]:
             )
         seen_days.setdefault(step.day, step.index)
         previous_day = max(previous_day, step.day)
+        problems += _variant_problems(plan, step)
         problems += _template_problems(plan, f"{where}.template", step.template, templates_dir)
         own = step.attachments  # (template checks for the confirmation email are below)
         if step.attaches_ebook:
@@ -448,6 +535,31 @@ def _consistency_problems(plan: Plan, templates_dir: Path) -> list[PlanProblem]:
         problems += _template_problems(
             plan, "confirmation.template", plan.confirmation.template, templates_dir
         )
+    return problems
+
+
+def _variant_problems(plan: Plan, step: Step) -> list[PlanProblem]:
+    """A subject test compares different subjects under different names."""
+    problems: list[PlanProblem] = []
+    names: dict[str, str] = {}
+    subjects: dict[str, str] = {}
+    for variant in step.variants:
+        if not variant.subject.strip():
+            problems.append(plan.problem(f"{variant.field_path}.subject", "is empty"))
+        if variant.name in names:
+            where = names[variant.name]
+            field_path = f"{variant.field_path}.name"
+            problems.append(plan.problem(field_path, f"{variant.name!r} is already {where}'s name"))
+        names.setdefault(variant.name, variant.field_path)
+        subject = " ".join(variant.subject.split())
+        if subject in subjects:
+            problems.append(
+                plan.problem(
+                    f"{variant.field_path}.subject",
+                    f"the same subject as {subjects[subject]}: a test compares different ones",
+                )
+            )
+        subjects.setdefault(subject, variant.field_path)
     return problems
 
 

@@ -105,6 +105,7 @@ def _changed_fields(old: Step, new: Step) -> list[str]:
         "attaches_ebook",
         "send_time",
         "send_days",
+        "variants",
     )
     return [name for name in names if getattr(old, name) != getattr(new, name)]
 

@@ -4,7 +4,7 @@ failed, skipped, clicks, unsubscribes within 48 h) and its preview, as the studi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -14,6 +14,7 @@ from campaign.domain.plan import Step
 from campaign.errors import RenderError, UnknownStep
 from campaign.insights import reports, simulation
 from campaign.insights.kept import PATIENCE, TTL, Kept
+from campaign.insights.subject_tests import SubjectTest
 from campaign.storage.db import Database
 
 #: The sample subscriber of every preview (the studio's), and the zone of its sample dates.
@@ -52,6 +53,8 @@ class Timeline:
     counted_at: datetime | None
     #: the plan's send days and window, in a sentence.
     sending_rule: str = ""
+    #: each step's subject test with its numbers (empty while the first count runs).
+    subject_tests: list[SubjectTest] = field(default_factory=list)
 
 
 class NumbersCache(Kept[reports.Stats]):
@@ -107,12 +110,14 @@ def timeline(db: Database, content: Content, now: datetime, cache: NumbersCache)
         plan.confirmation is not None,
         counted_at,
         simulation.sending_rule(plan),
+        numbers["subject_tests"] if numbers else [],
     )
 
 
-def preview(content: Content, key: str, now: datetime) -> Composed:
-    """Step `key` (or `confirmation`) composed for the sample subscriber, as the studio does;
-    UnknownStep if the plan has none by that key."""
+def preview(content: Content, key: str, now: datetime, variant: str | None = None) -> Composed:
+    """Step `key` (or `confirmation`) composed for the sample subscriber, as the studio does,
+    with the subject of its test's `variant` if it has one by that name; UnknownStep if the
+    plan has no step by that key."""
     plan, composer = content.plan, content.composer
     if key == "confirmation" and plan.confirmation is not None:
         return composer.compose(
@@ -126,4 +131,5 @@ def preview(content: Content, key: str, now: datetime) -> Composed:
     step: Step | None = plan.step_by_key(key)
     if step is None:
         raise UnknownStep(key)
+    step = step.with_variant(variant)
     return composer.compose(step, SAMPLE, message_id="<preview@example.com>", now=now)

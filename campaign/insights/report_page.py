@@ -39,6 +39,7 @@ def render_report(numbers: Stats, generated: datetime) -> str:
         plan=numbers["name"],
         subscribers=numbers["subscribers"],
         steps=steps,
+        subject_tests=numbers.get("subject_tests", []),
         bars=bars,
         width=width,
         height=height,

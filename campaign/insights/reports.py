@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from campaign.domain.plan import Plan
 from campaign.domain.statuses import DeliveryStatus, SubscriberStatus
 from campaign.errors import DatabaseRefusesWrites
+from campaign.insights.subject_tests import SubjectTest, subject_tests
 from campaign.storage import store
 from campaign.storage.db import IN_RECOVERY, READ_ONLY, READ_ONLY_FILE, Database
 
@@ -58,6 +59,8 @@ class Stats(TypedDict):
     steps: list[StepStats]
     #: commonest first
     problems: list[Problem]
+    #: per step that tests (or tested) its subject: each variant's numbers and a verdict.
+    subject_tests: list[SubjectTest]
 
 
 def stats(db: Database, plan: Plan) -> Stats:
@@ -70,6 +73,8 @@ def stats(db: Database, plan: Plan) -> Stats:
         clicks = store.clicks_by_step(session, plan.id)
         unknown = store.unknown_outcomes_by_step(session, plan.id)
         problems = store.failure_reasons(session, plan.id)
+        variants = store.counts_by_variant(session, plan.id)
+        variant_leavers = store.unsubscribes_after_variant(session, plan.id, UNSUBSCRIBE_WINDOW)
     steps: list[StepStats] = []
     for step in plan.steps:
         # pending: active enrollments that have not got past this step yet.
@@ -98,6 +103,7 @@ def stats(db: Database, plan: Plan) -> Stats:
             {"status": str(problem.status), "reason": problem.reason, "count": problem.count}
             for problem in problems
         ],
+        "subject_tests": subject_tests(plan, variants, variant_leavers),
     }
 
 

@@ -134,6 +134,14 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
                 f'{html.escape(rendered.subject)}</span><span class="pre">'
                 f"{html.escape(rendered.preheader)}</span></span></a></li>"
             )
+            for name in step.variant_names[1:]:  # the first is the step's own subject
+                other = compose(app, step.with_variant(name)).rendered
+                items.append(
+                    f'<li class="variant"><a href="{_path(step)}?variant={name}">'
+                    f'<span class="day">variant {name}</span><span class="when">{when}</span>'
+                    f'<span><span class="subject">{html.escape(other.subject)}</span>'
+                    f'<span class="pre">{html.escape(other.preheader)}</span></span></a></li>'
+                )
         rule = html.escape(simulation.sending_rule(plan))
         return _page(
             f"Preview: {plan.name}",
@@ -141,13 +149,14 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
             f'<ol class="timeline">{"".join(items)}</ol>',
         )
 
-    def step_page(app: App, key: str | None) -> Response:
+    def step_page(app: App, key: str | None, variant: str | None = None) -> Response:
         step = find(app, key)
         if step is None:
             return PlainTextResponse("no such step", 404)
+        step = step.with_variant(variant)
         composed = compose(app, step)
         headers = composed.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-        source = f"{_path(step)}/email.html"
+        source = f"{_path(step)}/email.html" + (f"?variant={step.variant}" if step.variant else "")
         body = (
             f'<p><a href="/">&larr; the month</a></p>'
             f"<h2>{_day(step)}: {html.escape(composed.rendered.subject)}</h2>"
@@ -161,20 +170,22 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
         )
         return _page(f"Preview: {step.key}", body)
 
-    def email_page(app: App, key: str | None) -> Response:
+    def email_page(app: App, key: str | None, variant: str | None = None) -> Response:
         step = find(app, key)
         if step is None:
             return PlainTextResponse("no such step", 404)
-        return HTMLResponse(compose(app, step).rendered.html)
+        return HTMLResponse(compose(app, step.with_variant(variant)).rendered.html)
 
     async def timeline(request: Request) -> Response:
         return await fresh(timeline_page)
 
     async def step_detail(request: Request) -> Response:
-        return await fresh(lambda app: step_page(app, request.path_params["key"]))
+        variant = request.query_params.get("variant")
+        return await fresh(lambda app: step_page(app, request.path_params["key"], variant))
 
     async def step_email(request: Request) -> Response:
-        return await fresh(lambda app: email_page(app, request.path_params["key"]))
+        variant = request.query_params.get("variant")
+        return await fresh(lambda app: email_page(app, request.path_params["key"], variant))
 
     async def confirmation_detail(request: Request) -> Response:
         return await fresh(lambda app: step_page(app, None))

@@ -171,6 +171,9 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: the subject test's variant this delivery carries, chosen when the row is created and
+    #: kept for its retries (None: the step tested no subject).
+    variant: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Consent(Base):

@@ -37,6 +37,7 @@ from campaign.delivery.scheduler import Service
 from campaign.domain.schedule import local_instant
 from campaign.domain.transport import Connection, Envelope, Transport
 from campaign.domain.weekdays import EVERY_DAY, days_from_names
+from campaign.domain.variants import choose_variant
 from campaign.engine import App, make_service
 from campaign.people import subscriptions
 from campaign.settings import Settings
@@ -76,6 +77,9 @@ GAPS = st.one_of(st.integers(1, 9), st.integers(10, 600), st.integers(600, 2 * 2
 )
 #: plan saves per example: each one re-checks every template (most of an example's time).
 MAX_SAVES = 2
+#: a subject test on one step: each reader's email carries the variant its delivery recorded.
+TESTED_KEY = "day02"
+VARIANT_SUBJECT = "Variant b: day02"
 CHANGES = st.tuples(
     st.sampled_from(("subject", "remove", "add")), st.integers(0, 99), st.booleans()
 )
@@ -399,6 +403,9 @@ class History(RuleBasedStateMachine):
         # The first days of the shipped plan: every rule applies alike, and a month of email
         # per reader would only make each example slower.
         self.blocks = {key: block for key, block in blocks.items() if day_of(block) <= PLAN_DAYS}
+        self.blocks[TESTED_KEY] += (
+            f"    variants:\n      - subject: {json.dumps(VARIANT_SUBJECT)}\n"
+        )
         self.template_block = self.blocks["day06"]
         self.key_day = {key: day_of(block) for key, block in self.blocks.items()}
         #: key -> the subject an edit gave it; key -> how many passes had run when removed.
@@ -548,6 +555,14 @@ class History(RuleBasedStateMachine):
             ).all()
             return [(a, b, c, d, e) for a, b, c, d, e in rows]
 
+    def _variants(self) -> dict[str, tuple[int, str | None]]:
+        """Per Message-ID: the delivery's enrollment and its recorded subject variant."""
+        with self.app.db.transaction() as session:
+            rows = session.execute(
+                select(Delivery.message_id, Delivery.enrollment_id, Delivery.variant)
+            ).all()
+            return {message_id: (enrollment, variant) for message_id, enrollment, variant in rows}
+
     def _enrollments(self) -> dict[str, tuple[str, str, int]]:
         """Per address: the subscriber's status, the enrollment's status and its last day."""
         with self.app.db.transaction() as session:
@@ -696,6 +711,7 @@ class History(RuleBasedStateMachine):
         ghosts = sum(mail.ghost for mail in self.mails)
         assert ghosts <= self.crashes * self.world.connections, (ghosts, self.crashes)
         repeats = 0
+        recorded = self._variants()
         for reader in self.readers.values():
             mails = [mail for mail in self.mails if mail.recipient == reader.email]
             for mail in mails:
@@ -703,6 +719,13 @@ class History(RuleBasedStateMachine):
                 assert mail.key in info.keys, f"{mail} was not in the plan of its pass"
                 assert mail.key in reader.allowed, f"{mail}: this reader was past its day"
                 edited = info.subjects.get(mail.key)
+                if mail.key == TESTED_KEY:
+                    # chosen once, from the enrollment and the key; kept by every retry.
+                    enrollment, variant = recorded[mail.message_id]
+                    assert variant == choose_variant(enrollment, TESTED_KEY, ("a", "b")), mail
+                    if variant == "b":
+                        assert mail.subject == VARIANT_SUBJECT, mail
+                        continue
                 if edited is not None:
                     assert mail.subject == edited, mail
                 else:

@@ -130,6 +130,9 @@ class DeliveryOut(BaseModel):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     sent_at: AwareDatetime | None
+    variant: str | None = Field(
+        default=None, description="The subject test's variant this email carries (a, b, ...)."
+    )
 
 
 class SubscriberOut(BaseModel):
@@ -175,6 +178,36 @@ class ProblemCount(BaseModel):
     count: int
 
 
+class VariantStatsOut(BaseModel):
+    name: str
+    subject: str = Field(description="As the plan writes it now; empty once the plan drops it.")
+    sent: int
+    clicked: int = Field(description="Emails sent with at least one click.")
+    clicks: int
+    click_rate: float
+    unsubscribes_48h: int
+    unsubscribe_rate: float
+
+
+class VariantComparisonOut(BaseModel):
+    measure: str = Field(description="`click rate` or `unsubscribe rate`.")
+    control: str
+    variant: str
+    z: float
+    p_value: float
+    enough_data: bool
+    significant: bool
+    statement: str
+
+
+class SubjectTestOut(BaseModel):
+    step: str
+    day: int
+    running: bool
+    variants: list[VariantStatsOut]
+    comparisons: list[VariantComparisonOut]
+
+
 class StatsOut(BaseModel):
     """What `campaign stats --json` prints."""
 
@@ -183,6 +216,7 @@ class StatsOut(BaseModel):
     subscribers: dict[str, int]
     steps: list[StepStatsOut]
     problems: list[ProblemCount]
+    subject_tests: list[SubjectTestOut]
 
 
 class FieldError(BaseModel):

@@ -110,6 +110,12 @@ def plan_diff_command(old: Path, new: Path) -> None:
 @click.option(
     "--email", type=TEXT, default="ann@example.com", help="Address of the sample subscriber."
 )
+@click.option(
+    "--variant",
+    type=TEXT,
+    default=None,
+    help="The variant of the step's subject test to show (a, b, ... or its name).",
+)
 @NOW
 def preview(
     step: str | None,
@@ -120,11 +126,13 @@ def preview(
     out_file: Path | None,
     name: str,
     email: str,
+    variant: str | None,
     now: datetime | None,
 ) -> None:
     """Render STEP (a key or a day number) for a sample subscriber, without sending.
 
     With --confirmation, render the double opt-in email instead, with a sample confirm link.
+    With --variant, render the step with that subject (and preheader) of its subject test.
 
     With --serve, open the preview studio instead: every step of the month with its day,
     send time, subject and preheader; a click shows it as a phone and a desktop would, with
@@ -155,8 +163,16 @@ def preview(
             recipient, 0, message_id=app.composer.new_message_id(), now=app.clock.now()
         )
     else:
+        chosen = _step(app, step or "")
+        if variant is not None:
+            if variant not in chosen.variant_names:
+                names = ", ".join(chosen.variant_names) or "none: it tests no subject"
+                raise BadInput(
+                    f"step {chosen.key} has no variant {variant!r} (its variants: {names})"
+                )
+            chosen = chosen.with_variant(variant)
         composed = app.composer.compose(
-            _step(app, step or ""),
+            chosen,
             Recipient(0, email, name),
             message_id=app.composer.new_message_id(),
             now=app.clock.now(),

@@ -391,11 +391,13 @@ def suppressions_clear(email: str, now: datetime | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def stats(as_json: bool) -> None:
     """Subscribers by status; per step: sent, bounced, failed, skipped, unknown outcomes,
-    unsubscribes, clicks."""
+    unsubscribes, clicks; per subject test: each variant's numbers and whether they differ
+    by more than chance."""
     from rich.markup import escape
     from rich.table import Table
 
     from campaign.insights import reports
+    from campaign.insights.significance import percent
 
     numbers = make_app().stats()
     if as_json:
@@ -421,6 +423,31 @@ def stats(as_json: bool) -> None:
     for row in numbers["steps"]:
         table.add_row(row["key"], str(row["day"]), *[str(row[c]) for c in columns])
     out.print(table)
+    for test in numbers["subject_tests"]:
+        state = "running" if test["running"] else "ended"
+        tested = Table(
+            "variant",
+            "subject",
+            "sent",
+            "clicked",
+            "click rate",
+            "unsubscribes",
+            "unsubscribe rate",
+            title=f"subject test of {test['step']} (day {test['day']}, {state})",
+        )
+        for variant in test["variants"]:
+            tested.add_row(
+                variant["name"],
+                escape(variant["subject"] or "(no longer in the plan)"),
+                f"{variant['sent']:,}",
+                f"{variant['clicked']:,}",
+                percent(variant["click_rate"]),
+                f"{variant['unsubscribes_48h']:,}",
+                percent(variant["unsubscribe_rate"]),
+            )
+        out.print(tested)
+        for comparison in test["comparisons"]:
+            out.print(escape(comparison["statement"]), highlight=False)
     for problem in numbers["problems"]:
         # The reason may quote a subscriber's address: shown as text, never as markup.
         out.print(

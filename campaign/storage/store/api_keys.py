@@ -93,6 +93,7 @@ class DeliveryRow(NamedTuple):
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
+    variant: str | None
 
 
 def deliveries_after(session: Session, after_id: int, limit: int) -> list[DeliveryRow]:
@@ -111,6 +112,7 @@ def deliveries_after(session: Session, after_id: int, limit: int) -> list[Delive
             Delivery.created_at,
             Delivery.updated_at,
             Delivery.sent_at,
+            Delivery.variant,
         )
         .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
@@ -118,4 +120,4 @@ def deliveries_after(session: Session, after_id: int, limit: int) -> list[Delive
         .order_by(Delivery.id)
         .limit(limit)
     )
-    return [DeliveryRow(*row) for row in rows]
+    return [DeliveryRow._make(row) for row in rows]

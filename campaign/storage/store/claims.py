@@ -8,7 +8,7 @@ statements are plain SQL on the fast path (campaign.storage.fast_path).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from campaign.domain.statuses import PENDING_DELIVERY, SETTLED_DELIVERY
+from campaign.domain.variants import choose_variant
 from campaign.storage.fast_path import PlainSQL, in_list, naive_utc
 from campaign.storage.models import utc_instant
 from campaign.storage.store.leases import LeaseTime
@@ -42,6 +43,8 @@ class Claim:
     owner: str = ""
     #: earlier tries whose outcome stayed unknown (no reply to the final dot).
     unknown_outcomes: int = 0
+    #: the subject test's variant recorded with the delivery (None: no test).
+    variant: str | None = None
 
 
 # The claim's statements, as plain SQL (the fast path's rule): through SQLAlchemy's expression
@@ -71,7 +74,7 @@ _COMPLETE_SQL = (
 # Two plain INs, not a row-value IN: SQLite scans the whole log for that. The extra pairs
 # they match are ignored by the caller's lookup.
 _DELIVERIES_SQL = (
-    "SELECT enrollment_id, step_key, id, status, message_id, attempts, unknown_outcomes"
+    "SELECT enrollment_id, step_key, id, status, message_id, attempts, unknown_outcomes, variant"
     " FROM deliveries WHERE enrollment_id IN {enrollments} AND step_key IN {keys}"
 )
 _MOVE_PAST_SQL = (
@@ -80,9 +83,11 @@ _MOVE_PAST_SQL = (
 )
 _INSERT_SQL = (
     "INSERT INTO deliveries (enrollment_id, step_key, status, attempts, unknown_outcomes,"
-    " message_id, created_at, updated_at)"
-    " VALUES (:enrollment, :key, 'queued', 0, 0, :message_id, :now, :now)"
+    " message_id, variant, created_at, updated_at)"
+    " VALUES (:enrollment, :key, 'queued', 0, 0, :message_id, :variant, :now, :now)"
 )
+# A delivery queued before its step tested subjects (a retry) gets its variant on its next claim.
+_SET_VARIANT_SQL = "UPDATE deliveries SET variant = :variant WHERE id = :id AND variant IS NULL"
 _REQUEUE_SQL = "UPDATE deliveries SET status = 'queued', updated_at = :now WHERE id IN {deliveries}"
 # next_due_at moves past the lease by the claimer's clock too, so that the due-query's index
 # range skips the claim; the lease itself is what decides.
@@ -120,6 +125,7 @@ def claim_due(
     new_message_id: Callable[[], str],
     only_enrollment: int | None = None,
     lease: LeaseTime | None = None,
+    variants: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Claim]:
     """Claim up to `limit` due steps for `owner`, each under a lease of `lease.seconds`.
 
@@ -129,7 +135,11 @@ def claim_due(
     UPDATE SKIP LOCKED); on SQLite the transaction already holds the single write lock.
     `lease_until` (the claimer's `now` plus the lease) becomes the claimed enrollments'
     `next_due_at`, so that they drop out of the due-query's range meanwhile.
+
+    `variants` names, per step key, the subjects its test compares: a new delivery records
+    the one `choose_variant` gives, in this transaction; a delivery keeps the one it has.
     """
+    variants = variants or {}
     lease = lease or LeaseTime((lease_until - now).total_seconds())
     sql = PlainSQL(session)
     if not sql.is_sqlite:
@@ -165,6 +175,7 @@ def claim_due(
     existing = {(d[0], d[1]): d for d in _deliveries_of(sql, wanted)} if wanted else {}
     chosen: list[dict[str, Any]] = []  # each claim's fields; a new delivery's id comes below
     fresh: list[dict[str, Any]] = []  # deliveries to insert
+    late_variants: list[dict[str, Any]] = []  # existing deliveries that get their variant now
     for row in rows:
         enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz = row
         step = upcoming[enrollment_id]
@@ -177,13 +188,24 @@ def claim_due(
             # past it; the enrollment stays due and the next claim looks further on.
             sql.run(_MOVE_PAST_SQL, {"day": day, "now": at, "enrollment": enrollment_id})
             continue
+        variant = found[7] if found is not None else None
+        if variant is None:
+            variant = choose_variant(enrollment_id, key, variants.get(key, ()))
         if found is None:
             message_id, attempts, unknown, delivery_id = new_message_id(), 0, 0, None
             fresh.append(
-                {"enrollment": enrollment_id, "key": key, "message_id": message_id, "now": at}
+                {
+                    "enrollment": enrollment_id,
+                    "key": key,
+                    "message_id": message_id,
+                    "variant": variant,
+                    "now": at,
+                }
             )
         else:
             delivery_id, message_id, attempts, unknown = found[2], found[4], found[5], found[6]
+            if found[7] is None and variant is not None:
+                late_variants.append({"id": delivery_id, "variant": variant})
         chosen.append(
             {
                 "delivery_id": delivery_id,
@@ -201,6 +223,7 @@ def claim_due(
                 "timezone": tz,
                 "owner": owner,
                 "unknown_outcomes": unknown,
+                "variant": variant,
             }
         )
     if fresh:
@@ -212,6 +235,8 @@ def claim_due(
         for fields in chosen:
             if fields["delivery_id"] is None:
                 fields["delivery_id"] = ids[(fields["enrollment_id"], fields["step_key"])]
+    if late_variants:
+        sql.run_many(_SET_VARIANT_SQL, late_variants)
     claims = [Claim(**fields) for fields in chosen]
     reused = [c.delivery_id for c in claims if (c.enrollment_id, c.step_key) in existing]
     if reused:

@@ -173,8 +173,25 @@ def latest_heartbeat(session: Session) -> LastPass | None:
 
 def unsubscribes_after_step(session: Session, plan_id: str, window: timedelta) -> dict[str, int]:
     """Per step key: unsubscribes that came within `window` after that step's email."""
+    counts: dict[str, int] = {}
+    for (step_key, _), count in unsubscribes_after_variant(session, plan_id, window).items():
+        counts[step_key] = counts.get(step_key, 0) + count
+    return counts
+
+
+def unsubscribes_after_variant(
+    session: Session, plan_id: str, window: timedelta
+) -> dict[tuple[str, str | None], int]:
+    """Per step key and subject variant (None: no test): unsubscribes that came within
+    `window` after the last email sent to that subscriber before they left."""
     rows = session.execute(
-        select(Subscriber.id, Subscriber.unsubscribed_at, Delivery.step_key, Delivery.sent_at)
+        select(
+            Subscriber.id,
+            Subscriber.unsubscribed_at,
+            Delivery.step_key,
+            Delivery.variant,
+            Delivery.sent_at,
+        )
         .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
         .join(Delivery, Delivery.enrollment_id == Enrollment.id)
         .where(
@@ -184,16 +201,16 @@ def unsubscribes_after_step(session: Session, plan_id: str, window: timedelta) -
             Delivery.sent_at <= Subscriber.unsubscribed_at,
         )
     )
-    latest: dict[int, tuple[datetime, str, datetime]] = {}
-    for subscriber_id, left_at, step_key, sent_at in rows:
+    latest: dict[int, tuple[datetime, tuple[str, str | None], datetime]] = {}
+    for subscriber_id, left_at, step_key, variant, sent_at in rows:
         if sent_at is None or left_at is None:
             continue
         if subscriber_id not in latest or sent_at > latest[subscriber_id][0]:
-            latest[subscriber_id] = (sent_at, step_key, left_at)
-    counts: dict[str, int] = {}
-    for sent_at, step_key, left_at in latest.values():
+            latest[subscriber_id] = (sent_at, (step_key, variant), left_at)
+    counts: dict[tuple[str, str | None], int] = {}
+    for sent_at, where, left_at in latest.values():
         if left_at - sent_at <= window:
-            counts[step_key] = counts.get(step_key, 0) + 1
+            counts[where] = counts.get(where, 0) + 1
     return counts
 
 
@@ -225,3 +242,49 @@ def clicks_by_step(session: Session, plan_id: str) -> dict[str, int]:
         .group_by(Delivery.step_key)
     )
     return {str(key): int(count) for key, count in rows}
+
+
+class VariantCounts(NamedTuple):
+    """One variant of a step's subject test: emails sent, and those sent with a click."""
+
+    sent: int
+    clicked: int
+    clicks: int
+
+
+def counts_by_variant(session: Session, plan_id: str) -> dict[tuple[str, str], VariantCounts]:
+    """Per step key and subject variant, of the deliveries that recorded one: how many were
+    sent, how many of those were clicked (at least once), and their clicks."""
+    sent = session.execute(
+        select(Delivery.step_key, Delivery.variant, func.count())
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(
+            Enrollment.plan_id == plan_id,
+            Delivery.variant.is_not(None),
+            Delivery.status == DeliveryStatus.SENT,
+        )
+        .group_by(Delivery.step_key, Delivery.variant)
+    )
+    clicked = session.execute(
+        select(
+            Delivery.step_key,
+            Delivery.variant,
+            func.count(func.distinct(Click.delivery_id)),
+            func.count(Click.id),
+        )
+        .join(Delivery, Delivery.id == Click.delivery_id)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(
+            Enrollment.plan_id == plan_id,
+            Delivery.variant.is_not(None),
+            Delivery.status == DeliveryStatus.SENT,
+        )
+        .group_by(Delivery.step_key, Delivery.variant)
+    )
+    counts = {(str(key), str(variant)): VariantCounts(int(n), 0, 0) for key, variant, n in sent}
+    for key, variant, deliveries, clicks in clicked:
+        found = counts.get((str(key), str(variant)), VariantCounts(0, 0, 0))
+        counts[(str(key), str(variant))] = found._replace(
+            clicked=int(deliveries), clicks=int(clicks)
+        )
+    return counts

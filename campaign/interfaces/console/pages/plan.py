@@ -51,8 +51,9 @@ def timeline(request: Request) -> Response:
 def step(request: Request) -> Response:
     app = engine(request)
     key = request.path_params["key"]
+    variant = request.query_params.get("variant")
     try:
-        composed = plan_page.preview(app.content, key, app.clock.now())
+        composed = plan_page.preview(app.content, key, app.clock.now(), variant)
     except UnknownStep as exc:
         return render(request, "refused.html", status=404, problem=exc.message)
     headers = composed.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
@@ -65,13 +66,19 @@ def step(request: Request) -> Response:
         day=found.day if found else None,
         composed=composed,
         headers=headers,
+        variant=variant if found and variant in found.variant_names else None,
     )
 
 
 def email(request: Request) -> Response:
     app = engine(request)
     try:
-        composed = plan_page.preview(app.content, request.path_params["key"], app.clock.now())
+        composed = plan_page.preview(
+            app.content,
+            request.path_params["key"],
+            app.clock.now(),
+            request.query_params.get("variant"),
+        )
     except UnknownStep as exc:
         return render(request, "refused.html", status=404, problem=exc.message)
     return HTMLResponse(composed.rendered.html, headers=EMAIL_HEADERS)
