@@ -20,6 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from campaign.domain.confine import content_roots, escape_reason
 from campaign.domain.plan_source import check_yaml_bounds, read_plan_text
+from campaign.domain.subscriber_fields import FieldDef, FieldSpec, field_defs, field_problems
 from campaign.errors import PlanError, PlanProblem
 
 Key = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -66,6 +67,7 @@ class PlanSpec(_Strict):
     ebook: EbookSpec | None = None
     confirmation: ConfirmationSpec | None = None
     catch_up: Literal["shift"] | SkipAfterSpec = "shift"
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(min_length=1)
 
 
@@ -120,6 +122,8 @@ class Plan:
     #: `length_days:` as declared: no step may come later. None: the plan is as long as its
     #: last step's day (see `length`).
     length_days: int | None = None
+    #: `fields:`: the custom subscriber fields templates see as `subscriber.fields.NAME`.
+    fields: tuple[FieldDef, ...] = ()
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
     #: the folders files named by the plan must resolve into: its own, TEMPLATES_DIR, ASSETS_DIR.
     content_roots: tuple[Path, ...] = field(default=(), compare=False, repr=False)
@@ -137,6 +141,11 @@ class Plan:
 
     def step_by_key(self, key: str) -> Step | None:
         return next((step for step in self.steps if step.key == key), None)
+
+    @property
+    def declared_fields(self) -> dict[str, FieldDef]:
+        """The custom subscriber fields by name, in the plan's order."""
+        return {field.name: field for field in self.fields}
 
     def problem(self, field_path: str, message: str) -> PlanProblem:
         """A problem located at a field of this plan's file."""
@@ -171,6 +180,7 @@ def load_plan(
         problems = [_schema_problem(path, lines, error) for error in exc.errors()]
         raise PlanError(problems) from exc
     ebook = Ebook(spec.ebook.title, _beside(path, spec.ebook.file)) if spec.ebook else None
+    bad_fields = field_problems(spec.fields)
     plan = Plan(
         id=spec.id,
         name=spec.name,
@@ -197,12 +207,14 @@ def load_plan(
             else None
         ),
         length_days=spec.length_days,
+        fields=() if bad_fields else field_defs(spec.fields),
         lines=lines,
         content_roots=content_roots(
             path.parent, templates_dir, assets_dir or path.parent.parent / "assets"
         ),
     )
-    problems = _consistency_problems(plan, templates_dir)
+    problems = [plan.problem(where, message) for where, message in bad_fields]
+    problems += _consistency_problems(plan, templates_dir)
     if problems:
         raise PlanError(problems)
     return plan
