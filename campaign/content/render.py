@@ -23,15 +23,23 @@ from campaign.content.step_render import (
 )
 from campaign.content.template_lint import expander, template_findings
 from campaign.domain.plan import CONFIRMATION_INDEX, Plan, Step
+from campaign.domain.subscriber_fields import FieldValue
 from campaign.errors import PlanProblem, RenderError
 
 GREETING_FALLBACK = "there"
 
 
-def subscriber_context(email: str, first_name: str) -> dict[str, str]:
-    """What templates see of a subscriber: plain strings, with a greeting fallback."""
+def subscriber_context(
+    email: str, first_name: str, fields: Mapping[str, FieldValue] | None = None
+) -> dict[str, Any]:
+    """What templates see of a subscriber: plain strings, with a greeting fallback, and
+    `fields` (every declared custom field, defaults filled in) when the plan declares any."""
     first = header_text(first_name, limit=100)
-    return {"email": email, "first_name": first, "name": first or GREETING_FALLBACK}
+    seen: dict[str, Any] = {"email": email, "first_name": first, "name": first or GREETING_FALLBACK}
+    if fields is not None:
+        # Only then: a value that is not text sends the email down the full render path.
+        seen["fields"] = dict(fields)
+    return seen
 
 
 class Renderer:
@@ -65,12 +73,12 @@ class Renderer:
         extra = [self.plan.confirmation] if self.plan.confirmation else []
         return [*self.plan.steps, *extra]
 
-    def context(self, step: Step, subscriber: Mapping[str, str], **extra: Any) -> dict[str, Any]:
+    def context(self, step: Step, subscriber: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         """The names a template may use."""
         return template_context(self.plan, self.shared, step, subscriber, extra)
 
     def body_context(
-        self, step: Step, subscriber: Mapping[str, str], **extra: Any
+        self, step: Step, subscriber: Mapping[str, Any], **extra: Any
     ) -> dict[str, Any]:
         """Every name the step's body templates see: `context` with the rendered subject and
         preheader added, as the full render path builds it."""
@@ -86,7 +94,7 @@ class Renderer:
             raise _not_compiled(step)
         return full.render_context(context)
 
-    def render_for(self, step: Step, subscriber: Mapping[str, str], **extra: Any) -> RenderedEmail:
+    def render_for(self, step: Step, subscriber: Mapping[str, Any], **extra: Any) -> RenderedEmail:
         """What `render(step, context(step, subscriber, **extra))` gives, by the step's renderer."""
         renderer = self._renderers.get(step.key)
         if renderer is None:

@@ -40,7 +40,7 @@ class SkeletonStepRenderer:
         # Placeholders no template can contain by chance.
         self._nonce = secrets.token_hex(6)
 
-    def render(self, subscriber: Mapping[str, str], extra: Mapping[str, Any]) -> RenderedEmail:
+    def render(self, subscriber: Mapping[str, Any], extra: Mapping[str, Any]) -> RenderedEmail:
         full, compiled = self.full, self.full.compiled
         context = full.context(subscriber, extra)
         try:

@@ -108,11 +108,12 @@ class UnknownField(BadInput):
     """A value was given for a field the plan does not declare."""
 
     def __init__(self, field: str, declared: Mapping[str, FieldDef]) -> None:
-        self.field = shown(field)
+        #: the name as given, cut short
+        self.field = field[:SHOWN]
         known = ", ".join(declared) or "none"
         #: what is wrong, in words (an API problem's detail)
         self.problem = f"is not a field the plan declares (declared: {known})"
-        super().__init__(f"unknown field {self.field}: {self.problem}")
+        super().__init__(f"unknown field {shown(field)}: {self.problem}")
 
 
 def shown(value: object) -> str:
@@ -159,15 +160,14 @@ class FieldDef:
         return raw
 
     def _number(self, raw: object) -> int:
-        if isinstance(raw, str) and _INTEGER.match(raw):
-            raw = int(raw)
-        if isinstance(raw, bool) or not isinstance(raw, int) or abs(raw) > NUMBER_LIMIT:
+        number = int(raw) if isinstance(raw, str) and _INTEGER.match(raw) else raw
+        if isinstance(number, bool) or not isinstance(number, int) or abs(number) > NUMBER_LIMIT:
             raise FieldValueError(self.name, raw, "is not a whole number")
-        if self.min is not None and raw < self.min:
+        if self.min is not None and number < self.min:
             raise FieldValueError(self.name, raw, f"is less than {self.min}")
-        if self.max is not None and raw > self.max:
+        if self.max is not None and number > self.max:
             raise FieldValueError(self.name, raw, f"is more than {self.max}")
-        return raw
+        return number
 
     def _boolean(self, raw: object) -> bool:
         if isinstance(raw, bool):
@@ -335,6 +335,8 @@ def encode(values: Mapping[str, FieldValue]) -> str:
 
 def decode(text: str | None) -> dict[str, FieldValue]:
     """The stored JSON text as values; anything else (a hand-edited row) as none."""
+    if not text or text == "{}":  # most people, on every email: no parsing
+        return {}
     try:
         data = json.loads(text or "{}")
     except ValueError:

@@ -38,6 +38,8 @@ class Claim:
     email: str
     first_name: str
     timezone: str
+    #: the subscriber's custom field values as stored (a JSON object in text).
+    fields: str = "{}"
     #: who holds the claim: only it may send the step or record anything but a 250.
     owner: str = ""
     #: earlier tries whose outcome stayed unknown (no reply to the final dot).
@@ -52,7 +54,7 @@ class Claim:
 _DUE_SQL = (
     "SELECT enrollments.id, enrollments.last_day, enrollments.next_due_at,"
     " enrollments.started_at, enrollments.last_sent_at, subscribers.id, subscribers.email,"
-    " subscribers.first_name, subscribers.timezone"
+    " subscribers.first_name, subscribers.timezone, subscribers.fields"
     " FROM enrollments JOIN subscribers ON subscribers.id = enrollments.subscriber_id"
     " WHERE enrollments.plan_id = :plan AND enrollments.status = 'active'"
     " AND enrollments.next_due_at <= :now AND subscribers.status = 'active'"
@@ -166,7 +168,7 @@ def claim_due(
     chosen: list[dict[str, Any]] = []  # each claim's fields; a new delivery's id comes below
     fresh: list[dict[str, Any]] = []  # deliveries to insert
     for row in rows:
-        enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz = row
+        enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz, custom = row
         step = upcoming[enrollment_id]
         if step is None:
             continue
@@ -199,6 +201,7 @@ def claim_due(
                 "email": email,
                 "first_name": name,
                 "timezone": tz,
+                "fields": custom,
                 "owner": owner,
                 "unknown_outcomes": unknown,
             }
