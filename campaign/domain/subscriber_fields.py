@@ -237,7 +237,9 @@ def _spec_problems(name: str, spec: FieldSpec) -> list[tuple[str, str]]:
             found.append(("choices", "an option has control characters or edge spaces"))
     if spec.min is not None and spec.max is not None and spec.min > spec.max:
         found.append(("min", f"{spec.min} is more than max ({spec.max})"))
-    if spec.default is not None and not isinstance(spec.default, str | int | bool):
+    if isinstance(spec.default, date):  # YAML reads an unquoted 2026-12-31 as a date
+        found.append(("default", f"write the date in quotes: '{spec.default.isoformat()}'"))
+    elif spec.default is not None and not isinstance(spec.default, str | int | bool):
         found.append(("default", "must be text, a whole number, true or false"))
     elif spec.default is not None and not found:
         try:

@@ -89,7 +89,7 @@ def test_declared_fields_load_with_their_defaults(tmp_path: Path, templates: Pat
         ("  hours: {type: number, min: 5, max: 1}\n", 10, "fields.hours.min", "more than max"),
         ("  video: {type: boolean, default: maybe}\n", 10, "fields.video.default", "yes or no"),
         ("  when: {type: date, default: '31/12/2026'}\n", 10, "fields.when.default", "a date"),
-        ("  when: {type: date, default: 2026-12-31}\n", 10, "fields.when", ""),
+        ("  when: {type: date, default: 2026-12-31}\n", 10, "fields.when.default", "in quotes"),
         ("  goal: {type: text, choices: [a]}\n", 10, "fields.goal.choices", "only a choice"),
         ("  goal: {type: text, default: 1.5}\n", 10, "fields.goal.default", "must be text"),
         ("  goal: {type: text, colour: red}\n", 10, "fields.goal.colour", "unknown field"),
