@@ -21,6 +21,7 @@ from campaign.content.step_render import (
     describe,
     template_context,
 )
+from campaign.content.template_flow import reads_key
 from campaign.content.template_lint import expander, template_findings
 from campaign.domain.plan import CONFIRMATION_INDEX, Plan, Step
 from campaign.domain.subscriber_fields import FieldValue
@@ -55,13 +56,28 @@ class Renderer:
         inliner = css_inline.CSSInliner(keep_style_tags=True)
         self._full: dict[str, JinjaStepRenderer] = {}
         self._renderers: dict[str, StepRenderer] = {}
+        #: steps whose templates never read `subscriber.fields`: rendered without them.
+        self._no_fields: set[str] = set()
         for step in self._all_steps():
             compiled = compiler.compile(step)
             if compiled:
                 full = JinjaStepRenderer(compiled, plan, self.shared, inliner, self.templates_dir)
                 self._full[step.key] = full
                 self._renderers[step.key] = self._step_renderer(full)
+                if plan.fields and not self._reads_fields(step, compiled.text is not None):
+                    self._no_fields.add(step.key)
         self.problems: list[PlanProblem] = compiler.problems
+
+    def gives_fields(self, step: Step) -> bool:
+        """Whether the step's emails are rendered with `subscriber.fields`: only where the
+        plan declares fields and the step's templates, subject or preheader may read them."""
+        return bool(self.plan.fields) and step.key not in self._no_fields
+
+    def _reads_fields(self, step: Step, has_text: bool) -> bool:
+        names = [step.template]
+        if has_text:
+            names.append(str(Path(step.template).with_suffix(".txt")))
+        return reads_key(self._files, names, [step.subject, step.preheader], "fields")
 
     def _step_renderer(self, full: JinjaStepRenderer) -> StepRenderer:
         """How a step renders for each email, chosen once, here: through its skeleton, which
@@ -99,6 +115,9 @@ class Renderer:
         renderer = self._renderers.get(step.key)
         if renderer is None:
             raise _not_compiled(step)
+        if step.key in self._no_fields and "fields" in subscriber:
+            # Unread, so unseen: without them every value is text and the skeleton path holds.
+            subscriber = {k: v for k, v in subscriber.items() if k != "fields"}
         return renderer.render(subscriber, extra)
 
     def check(self, samples: list[dict[str, Any]]) -> list[PlanProblem]:

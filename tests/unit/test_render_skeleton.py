@@ -204,3 +204,55 @@ def test_a_template_that_does_more_than_print_a_value_still_renders_right(
         fast = renderer.render_for(step, subscriber, **extra)
         full = renderer.render(step, renderer.context(step, subscriber, **extra))
         _assert_same(fast, full)
+
+
+FIELD_TEMPLATES = {
+    "printed": "<p>{{ subscriber.fields.area }}</p>",
+    "indexed": "<p>{{ subscriber['fields']['area'] }}</p>",
+    "whole": "<p>{{ subscriber }}</p>",
+    "aliased": "{% set s = subscriber %}<p>{{ s.fields.area }}</p>",
+    "included": '<p>{% include "uses_area.html" %}</p>',
+    "branch": "<p>{% if subscriber.fields.video %}Video{% endif %}</p>",
+    "name_only": "<p>{{ subscriber.name }} {{ subscriber['email'] }}</p>",
+    "in_subject": "<p>{{ subscriber.name }}</p>",
+}
+
+
+@pytest.fixture(scope="module")
+def fields_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
+    """A plan declaring custom fields, one step per way a template may (not) read them."""
+    folder = tmp_path_factory.mktemp("fields")
+    (folder / "uses_area.html").write_text("{{ subscriber.fields.area }}", encoding="utf-8")
+    steps = []
+    for day, (key, body) in enumerate(FIELD_TEMPLATES.items()):
+        (folder / f"{key}.html").write_text(
+            f"<html><head><title>{{{{ subject }}}}</title></head><body>{body}</body></html>",
+            encoding="utf-8",
+        )
+        subject = "{{ subscriber.fields.area }}" if key == "in_subject" else "Hi"
+        steps.append(f'  - {{key: {key}, day: {day}, subject: "{subject}", template: {key}.html}}')
+    plan = folder / "plan.yaml"
+    plan.write_text(
+        'id: f\nname: "F"\nsend_time: "07:00"\n'
+        "fields:\n  area: {type: choice, choices: [neck, knee], default: neck}\n"
+        "  video: {type: boolean}\n"
+        "steps:\n" + "\n".join(steps) + "\n",
+        encoding="utf-8",
+    )
+    return load_plan(plan, folder)
+
+
+def test_only_steps_that_may_read_custom_fields_are_given_them(fields_plan: Plan) -> None:
+    """A step that never reads `subscriber.fields` renders without them (all its values text,
+    so its skeleton holds); any other use of `subscriber` keeps them; each renders right."""
+    renderer = Renderer(fields_plan, fields_plan.source.parent, shared_context(SETTINGS, PLAN))
+    given = {step.key for step in fields_plan.steps if renderer.gives_fields(step)}
+    assert given == set(FIELD_TEMPLATES) - {"name_only"}
+    fields = {"area": "knee", "video": True}
+    for number, step in enumerate(fields_plan.steps):
+        subscriber = subscriber_context(f"r{number}@example.org", "Ann", fields)
+        fast = renderer.render_for(step, subscriber, **_extra(step, number))
+        full = renderer.render(step, renderer.context(step, subscriber, **_extra(step, number)))
+        _assert_same(fast, full)
+        if step.key in ("printed", "indexed", "included"):
+            assert "knee" in fast.html
