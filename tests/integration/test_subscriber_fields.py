@@ -18,11 +18,19 @@ from campaign.engine import App
 from campaign.errors import BadInput
 from campaign.interfaces.admin import create_admin_app
 from campaign.interfaces.web import create_app
-from campaign.people import api_keys, csv_import, import_preview, subscriptions
+from campaign.people import (
+    api_keys,
+    csv_import,
+    directory,
+    import_preview,
+    operators,
+    subscriptions,
+)
 from campaign.storage import store
 from tests.acceptance.conftest import NOW
 from tests.conftest import ROOT, EngineFactory
 from tests.helpers import tick
+from tests.integration.test_console_pages import OPERATOR, PASSWORD, ConsoleClient, _token
 from tests.smtp_server import SMTPServer
 
 FIELDS = """\
@@ -305,3 +313,28 @@ def test_export_includes_the_fields_and_forget_erases_them(app: App) -> None:
         assert store.find_subscriber(session, "ki@example.org") is None
         dump = session.connection().exec_driver_sql("SELECT fields FROM subscribers").all()
     assert all("walk the dog" not in row[0] for row in dump)
+
+
+def test_the_consoles_subscriber_page_shows_the_fields_escaped(app: App) -> None:
+    """An operator sees a person's custom fields on their page, markup shown as text."""
+    subscriptions.subscribe(
+        app.db,
+        app.plan,
+        email="lu@example.org",
+        first_name="",
+        timezone="",
+        now=NOW,
+        fields={"goal": "<script>alert(1)</script>", "desk_hours": "7"},
+    )
+    operators.add_operator(app.db, OPERATOR, PASSWORD, NOW)
+    client = ConsoleClient(create_admin_app(app))
+    login = client.get("/console/login")
+    client.post(
+        "/console/login",
+        data={"email": OPERATOR, "password": PASSWORD, "csrf_token": _token(login.text)},
+    )
+    lu = directory.search(app.db, "lu").rows[0].id
+    page = client.get(f"/console/subscribers/{lu}")
+    assert page.status_code == 200
+    assert "<dt>desk_hours</dt><dd>7</dd>" in page.text
+    assert "<dt>goal</dt><dd>&lt;script&gt;alert(1)&lt;/script&gt;</dd>" in page.text
