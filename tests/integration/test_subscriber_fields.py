@@ -217,6 +217,10 @@ def test_a_bad_value_on_the_form_is_refused_beside_its_field_escaped(
     as_json = _post(web, "/subscribe", json={"email": "dee@example.org", "desk_hours": value})
     assert as_json.status_code == 422
     assert as_json.json()["field"] == "desk_hours"
+    nested = _post(web, "/subscribe", json={"email": "dee@example.org", "goal": {"a": ["b"]}})
+    assert nested.status_code == 400
+    huge = _post(web, "/subscribe", data={"email": "dee@example.org", "goal": "x" * 20_000})
+    assert huge.status_code == 413
     with app.db.read() as session:
         assert store.find_subscriber(session, "dee@example.org") is None
 
