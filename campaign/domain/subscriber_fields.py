@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -289,7 +289,7 @@ def field_defs(specs: Mapping[str, FieldSpec]) -> tuple[FieldDef, ...]:
     for name, spec in specs.items():
         plain = _unchecked(name, spec)
         default = plain.default if spec.default is None else plain.parse(spec.default)
-        defs.append(FieldDef(**{**plain.__dict__, "default": default}))
+        defs.append(replace(plain, default=default))
     return tuple(defs)
 
 

@@ -38,12 +38,12 @@ class Claim:
     email: str
     first_name: str
     timezone: str
-    #: the subscriber's custom field values as stored (a JSON object in text).
-    fields: str = "{}"
     #: who holds the claim: only it may send the step or record anything but a 250.
     owner: str = ""
     #: earlier tries whose outcome stayed unknown (no reply to the final dot).
     unknown_outcomes: int = 0
+    #: the subscriber's custom field values as stored (a JSON object in text).
+    fields: str = "{}"
 
 
 # The claim's statements, as plain SQL (the fast path's rule): through SQLAlchemy's expression
