@@ -217,6 +217,11 @@ def test_a_bad_value_on_the_form_is_refused_beside_its_field_escaped(
     as_json = _post(web, "/subscribe", json={"email": "dee@example.org", "desk_hours": value})
     assert as_json.status_code == 422
     assert as_json.json()["field"] == "desk_hours"
+    hidden = _post(web, "/subscribe", data={"email": "dee@example.org", "goal": "<i>" * 30})
+    assert hidden.status_code == 422  # a field the page does not ask: said under the address
+    assert 'id="email-error"' in hidden.text
+    assert "&#39;goal&#39;" in hidden.text
+    assert "<i>" not in hidden.text
     nested = _post(web, "/subscribe", json={"email": "dee@example.org", "goal": {"a": ["b"]}})
     assert nested.status_code == 400
     huge = _post(web, "/subscribe", data={"email": "dee@example.org", "goal": "x" * 20_000})

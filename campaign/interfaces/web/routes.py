@@ -137,13 +137,15 @@ class PublicEndpoints:
         if wants_json:
             return JSONResponse(answer, 422)
         asked = questions(self.app.plan)
+        # Said under the field's own input; under the address for one the page does not ask.
+        field = answer.get("field", "")
         return self.pages.render(
             "subscribe.html",
             422,
             email=fields.get("email", ""),
             first_name=fields.get("first_name", ""),
             error=answer["error"],
-            error_field=answer.get("field", "") if answer.get("field") != "email" else "",
+            error_field=field if field in {q["name"] for q in asked} else "",
             source=fields.get("source", ""),
             questions=asked,
             answers={q["name"]: fields[q["name"]] for q in asked if q["name"] in fields},
