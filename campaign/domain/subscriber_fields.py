@@ -293,6 +293,25 @@ def field_defs(specs: Mapping[str, FieldSpec]) -> tuple[FieldDef, ...]:
     return tuple(defs)
 
 
+def field_conflicts(
+    first: Mapping[str, FieldDef], second: Mapping[str, FieldDef]
+) -> list[tuple[str, str]]:
+    """Fields two plans both declare but differently, as (name, what differs): a person's
+    values are shared by every plan, so a name must mean the same everywhere. The label and
+    `ask` may differ (each plan's box asks its own way)."""
+    found = []
+    for name in first.keys() & second.keys():
+        a, b = first[name], second[name]
+        differs = [
+            key
+            for key in ("kind", "choices", "max_length", "min", "max", "default")
+            if getattr(a, key) != getattr(b, key)
+        ]
+        if differs:
+            found.append((name, ", ".join(differs)))
+    return sorted(found)
+
+
 def parse_values(
     declared: Mapping[str, FieldDef], given: Mapping[str, object], *, unknown: str = "reject"
 ) -> dict[str, FieldValue]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from campaign.domain import subscriber_fields as sf
 from campaign.domain.plan import load_plan
@@ -35,6 +37,20 @@ GOOD = """\
   goal: {type: text, max_length: 80}
   surgery_date: {type: date}
 """
+
+
+#: The declarations above, built without a plan file (for property tests).
+DECLARED = sf.field_defs(
+    {
+        "pain_area": sf.FieldSpec(
+            type="choice", choices=["upper-back", "neck", "low-back", "knee"], default="upper-back"
+        ),
+        "desk_hours": sf.FieldSpec(type="number", default=0, min=0, max=24),
+        "wants_video": sf.FieldSpec(type="boolean", default=False),
+        "goal": sf.FieldSpec(type="text", max_length=80),
+        "surgery_date": sf.FieldSpec(type="date"),
+    }
+)
 
 
 @pytest.fixture
@@ -224,3 +240,50 @@ def test_stored_values_round_trip_and_are_capped() -> None:
         sf.encode({f"f{i}": "x" * 500 for i in range(200)})
     assert sf.decode("not json") == {}
     assert sf.decode("[1, 2]") == {}
+
+
+def test_two_plans_declaring_a_field_differently_are_told_apart(
+    tmp_path: Path, templates: Path
+) -> None:
+    """A field means the same in every plan: a different type, bound or default is a
+    conflict; a different label or `ask` is not."""
+    declared = _declared(tmp_path, templates)
+    other = dict(declared)
+    other["desk_hours"] = sf.FieldDef("desk_hours", sf.FieldKind.NUMBER, 0, "Desk?", max=12, min=0)
+    other["wants_video"] = sf.FieldDef("wants_video", sf.FieldKind.TEXT, "", "Video")
+    other["pain_area"] = sf.replace(declared["pain_area"], label="Where?", ask=False)
+    assert sf.field_conflicts(declared, other) == [
+        ("desk_hours", "max"),
+        ("wants_video", "kind, default"),
+    ]
+    assert sf.field_conflicts(declared, declared) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.one_of(
+        st.text(),
+        st.integers(),
+        st.booleans(),
+        st.none(),
+        st.floats(allow_nan=True),
+        st.lists(st.text(), max_size=3),
+        st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    ),
+    name=st.sampled_from(["pain_area", "desk_hours", "wants_video", "goal", "surgery_date"]),
+)
+def test_any_value_is_parsed_or_refused_in_words(raw: object, name: str) -> None:
+    """Whatever a hostile client sends, the answer is a value of the field's type or a
+    FieldValueError naming the field; never another exception."""
+    declared = {field.name: field for field in DECLARED}
+    refused: sf.FieldValueError | None = None
+    parsed: dict[str, sf.FieldValue] = {}
+    try:
+        parsed = sf.parse_values(declared, {name: raw})
+    except sf.FieldValueError as exc:
+        refused = exc
+    if refused is not None:
+        assert refused.field == name
+        assert len(refused.message) < 300
+    assert set(parsed) <= {name}
+    assert all(isinstance(value, str | int | bool) for value in parsed.values())
