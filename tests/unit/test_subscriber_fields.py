@@ -3,6 +3,7 @@ parsed against them (a bad value names the field and the value)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -251,7 +252,7 @@ def test_two_plans_declaring_a_field_differently_are_told_apart(
     other = dict(declared)
     other["desk_hours"] = sf.FieldDef("desk_hours", sf.FieldKind.NUMBER, 0, "Desk?", max=12, min=0)
     other["wants_video"] = sf.FieldDef("wants_video", sf.FieldKind.TEXT, "", "Video")
-    other["pain_area"] = sf.replace(declared["pain_area"], label="Where?", ask=False)
+    other["pain_area"] = replace(declared["pain_area"], label="Where?", ask=False)
     assert sf.field_conflicts(declared, other) == [
         ("desk_hours", "max"),
         ("wants_video", "kind, default"),
