@@ -172,7 +172,8 @@ def update_fields(
     checked_fields(declared, dict.fromkeys(cleared), unknown="reject")  # names only
     with db.transaction() as session:
         known = find(session, email)
-        values = {k: v for k, v in decode(known.fields).items() if k not in cleared}
+        stored = decode(store.subscriber_fields_for_update(session, known.id))
+        values = {k: v for k, v in stored.items() if k not in cleared}
         values.update(changed)
         store.set_subscriber_fields(session, known.id, encode(values), now)
         if actor is not None:

@@ -106,6 +106,17 @@ def add_subscriber(
     return subscriber.id
 
 
+def subscriber_fields_for_update(session: Session, subscriber_id: int) -> str:
+    """The subscriber's custom field values (JSON text), the row locked until the transaction
+    ends (PostgreSQL; SQLite has one writer): two updates at once never lose one's values."""
+    return (
+        session.scalar(
+            select(Subscriber.fields).where(Subscriber.id == subscriber_id).with_for_update()
+        )
+        or "{}"
+    )
+
+
 def set_subscriber_fields(session: Session, subscriber_id: int, fields: str, now: datetime) -> None:
     """Replace the subscriber's custom field values (a JSON object in text)."""
     session.execute(
