@@ -61,7 +61,7 @@ def main() -> None:
         def one(key: str, n: int, *, full: bool = False) -> float:
             step = plan.step_by_key(key)
             assert step is not None
-            fields = {"pain_area": AREAS[n % 4], "desk_hours": n % 25}
+            fields: dict[str, str | int | bool] = {"pain_area": AREAS[n % 4], "desk_hours": n % 25}
             subscriber = subscriber_context(f"r{n}@example.org", f"Reader{n}", fields)
             extra = {"unsubscribe_url": f"https://news.example.org/unsubscribe/t{n}"}
             started = time.thread_time()
