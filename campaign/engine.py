@@ -132,11 +132,13 @@ class Engine:
         timezone: str | None = None,
         resubscribe: bool = False,
         now: datetime | None = None,
+        fields: Mapping[str, object] | None = None,
     ) -> SubscribeResult:
         """Add an active subscriber and enrol them: the welcome is due on the next pass.
 
         Someone known is left as they are, unless `resubscribe` (they asked to come back). A
-        bad address or time zone, or a suppressed address, raises a CampaignError.
+        bad address or time zone, or a suppressed address, raises a CampaignError; so does a
+        custom field (`fields`) the plan does not declare, or a value that does not fit it.
         """
         return subscriptions.subscribe(
             self.db,
@@ -147,6 +149,7 @@ class Engine:
             now=now or self.clock.now(),
             source="api",
             resubscribe=resubscribe,
+            fields=fields,
         )
 
     def unsubscribe(self, email: str, *, now: datetime | None = None) -> bool:

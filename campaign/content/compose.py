@@ -6,7 +6,7 @@ import mimetypes
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.headerregistry import Address
 from html import unescape
@@ -21,6 +21,7 @@ from campaign.domain import tokens
 from campaign.domain.addresses import ascii_domain, wire_address
 from campaign.domain.confine import escape_reason
 from campaign.domain.plan import Plan, Step
+from campaign.domain.subscriber_fields import FieldValue, with_defaults
 from campaign.domain.transport import Envelope
 from campaign.domain.verp import CONFIRMATION, DELIVERY, ReturnPaths
 from campaign.errors import RenderError
@@ -35,6 +36,8 @@ class Recipient:
     subscriber_id: int
     email: str
     first_name: str
+    #: custom field values as stored (none: every field's default).
+    fields: Mapping[str, FieldValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,16 @@ class Composer:
     ) -> RenderedEmail:
         return self.renderer.render_for(
             step,
-            subscriber_context(recipient.email, recipient.first_name),
+            self.subscriber_context(recipient),
             unsubscribe_url=unsubscribe,
             **(extra or {}),
         )
+
+    def subscriber_context(self, recipient: Recipient) -> dict[str, Any]:
+        """What templates see as `subscriber`: with `fields` when the plan declares any."""
+        declared = self.plan.declared_fields
+        fields = with_defaults(declared, recipient.fields) if declared else None
+        return subscriber_context(recipient.email, recipient.first_name, fields)
 
     def template_context(
         self, step: Step, recipient: Recipient, now: datetime, *, confirmation_id: int | None = None
@@ -146,7 +155,7 @@ class Composer:
         )
         return self.renderer.body_context(
             step,
-            subscriber_context(recipient.email, recipient.first_name),
+            self.subscriber_context(recipient),
             unsubscribe_url=self.unsubscribe_url(recipient.subscriber_id, now),
             **extra,
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 from campaign.content.render import Renderer, subscriber_context
 from campaign.domain.plan import Plan, load_plan
+from campaign.domain.subscriber_fields import with_defaults
 from campaign.errors import PlanError, PlanProblem
 from campaign.settings import Settings
 
@@ -34,9 +35,11 @@ def check_plan(settings: Settings, plan_path: Path | None = None) -> Plan:
     """Load the plan and render every step for sample subscribers; PlanError lists every problem."""
     plan = load_plan(plan_path or settings.plan_path, settings.templates_dir, settings.assets_dir)
     renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
+    # Custom fields as someone who gave none sees them: each field's default.
+    fields = with_defaults(plan.declared_fields, {}) if plan.fields else None
     samples = [
         {
-            "subscriber": subscriber_context("ann@example.com", name),
+            "subscriber": subscriber_context("ann@example.com", name, fields),
             "extra": {"unsubscribe_url": f"{settings.public_base_url}/unsubscribe/sample"},
         }
         for name in ("Ann", "")

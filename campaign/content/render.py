@@ -21,17 +21,26 @@ from campaign.content.step_render import (
     describe,
     template_context,
 )
+from campaign.content.template_flow import reads_key
 from campaign.content.template_lint import expander, template_findings
 from campaign.domain.plan import CONFIRMATION_INDEX, Plan, Step
+from campaign.domain.subscriber_fields import FieldValue
 from campaign.errors import PlanProblem, RenderError
 
 GREETING_FALLBACK = "there"
 
 
-def subscriber_context(email: str, first_name: str) -> dict[str, str]:
-    """What templates see of a subscriber: plain strings, with a greeting fallback."""
+def subscriber_context(
+    email: str, first_name: str, fields: Mapping[str, FieldValue] | None = None
+) -> dict[str, Any]:
+    """What templates see of a subscriber: plain strings, with a greeting fallback, and
+    `fields` (every declared custom field, defaults filled in) when the plan declares any."""
     first = header_text(first_name, limit=100)
-    return {"email": email, "first_name": first, "name": first or GREETING_FALLBACK}
+    seen: dict[str, Any] = {"email": email, "first_name": first, "name": first or GREETING_FALLBACK}
+    if fields is not None:
+        # Only then: a value that is not text sends the email down the full render path.
+        seen["fields"] = dict(fields)
+    return seen
 
 
 class Renderer:
@@ -48,13 +57,29 @@ class Renderer:
         # By step key and variant: each subject of a subject test compiled as a step of its own.
         self._full: dict[tuple[str, str | None], JinjaStepRenderer] = {}
         self._renderers: dict[tuple[str, str | None], StepRenderer] = {}
+        #: steps (and variants) whose templates never read `subscriber.fields`: rendered
+        #: without them.
+        self._no_fields: set[tuple[str, str | None]] = set()
         for step in self._all_steps():
             compiled = compiler.compile(step)
             if compiled:
                 full = JinjaStepRenderer(compiled, plan, self.shared, inliner, self.templates_dir)
                 self._full[_key(step)] = full
                 self._renderers[_key(step)] = self._step_renderer(full)
+                if plan.fields and not self._reads_fields(step, compiled.text is not None):
+                    self._no_fields.add(_key(step))
         self.problems: list[PlanProblem] = compiler.problems
+
+    def gives_fields(self, step: Step) -> bool:
+        """Whether the step's emails are rendered with `subscriber.fields`: only where the
+        plan declares fields and the step's templates, subject or preheader may read them."""
+        return bool(self.plan.fields) and _key(step) not in self._no_fields
+
+    def _reads_fields(self, step: Step, has_text: bool) -> bool:
+        names = [step.template]
+        if has_text:
+            names.append(str(Path(step.template).with_suffix(".txt")))
+        return reads_key(self._files, names, [step.subject, step.preheader], "fields")
 
     def _step_renderer(self, full: JinjaStepRenderer) -> StepRenderer:
         """How a step renders for each email, chosen once, here: through its skeleton, which
@@ -70,12 +95,12 @@ class Renderer:
         ]
         return [*self.plan.steps, *variants, *extra]
 
-    def context(self, step: Step, subscriber: Mapping[str, str], **extra: Any) -> dict[str, Any]:
+    def context(self, step: Step, subscriber: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         """The names a template may use."""
         return template_context(self.plan, self.shared, step, subscriber, extra)
 
     def body_context(
-        self, step: Step, subscriber: Mapping[str, str], **extra: Any
+        self, step: Step, subscriber: Mapping[str, Any], **extra: Any
     ) -> dict[str, Any]:
         """Every name the step's body templates see: `context` with the rendered subject and
         preheader added, as the full render path builds it."""
@@ -91,11 +116,14 @@ class Renderer:
             raise _not_compiled(step)
         return full.render_context(context)
 
-    def render_for(self, step: Step, subscriber: Mapping[str, str], **extra: Any) -> RenderedEmail:
+    def render_for(self, step: Step, subscriber: Mapping[str, Any], **extra: Any) -> RenderedEmail:
         """What `render(step, context(step, subscriber, **extra))` gives, by the step's renderer."""
         renderer = self._renderers.get(_key(step))
         if renderer is None:
             raise _not_compiled(step)
+        if _key(step) in self._no_fields and "fields" in subscriber:
+            # Unread, so unseen: without them every value is text and the skeleton path holds.
+            subscriber = {k: v for k, v in subscriber.items() if k != "fields"}
         return renderer.render(subscriber, extra)
 
     def check(self, samples: list[dict[str, Any]]) -> list[PlanProblem]:

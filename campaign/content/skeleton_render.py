@@ -24,6 +24,21 @@ log = logging.getLogger("campaign.render")
 
 #: The names a kind of email gives: the subscriber's keys and the extra names, in order.
 _Shape = tuple[tuple[str, ...], tuple[str, ...]]
+#: How a custom field (`subscriber.fields.NAME`) is named among the subscriber's values.
+_FIELD = "fields."
+
+
+def _flattened(subscriber: Mapping[str, Any]) -> dict[str, Any]:
+    """The subscriber's values with custom fields as `fields.NAME` values of their own, a
+    number or yes/no as Jinja prints it: a template that does more with one than print it is
+    compared with a real render for each email (it is never proven to only print them)."""
+    fields = subscriber.get("fields")
+    if not isinstance(fields, Mapping):
+        return dict(subscriber)
+    flat = {key: value for key, value in subscriber.items() if key != "fields"}
+    for name, value in fields.items():
+        flat[_FIELD + name] = str(value) if isinstance(value, int) else value
+    return flat
 
 
 class SkeletonStepRenderer:
@@ -40,13 +55,14 @@ class SkeletonStepRenderer:
         # Placeholders no template can contain by chance.
         self._nonce = secrets.token_hex(6)
 
-    def render(self, subscriber: Mapping[str, str], extra: Mapping[str, Any]) -> RenderedEmail:
+    def render(self, subscriber: Mapping[str, Any], extra: Mapping[str, Any]) -> RenderedEmail:
         full, compiled = self.full, self.full.compiled
         context = full.context(subscriber, extra)
         try:
             subject, preheader, names = full.headers(context)
-            values = [*subscriber.values(), subject, preheader, *extra.values()]
-            shape = (tuple(subscriber), tuple(extra))
+            flat = _flattened(subscriber)
+            values = [*flat.values(), subject, preheader, *extra.values()]
+            shape = (tuple(flat), tuple(extra))
             rendered: list[str] = []  # the template's output for this email, once rendered
 
             def raw_html() -> str:
@@ -148,7 +164,13 @@ class SkeletonStepRenderer:
 
     def _placeholder_render(self, names: list[Any], values: list[str]) -> str:
         named = dict(zip(names, values, strict=True))
-        subscriber = {name[1]: value for name, value in named.items() if isinstance(name, tuple)}
+        flat = {name[1]: value for name, value in named.items() if isinstance(name, tuple)}
+        subscriber: dict[str, Any] = {}
+        for key, value in flat.items():
+            if key.startswith(_FIELD):
+                subscriber.setdefault("fields", {})[key.removeprefix(_FIELD)] = value
+            else:
+                subscriber[key] = value
         extra = {
             name: value
             for name, value in named.items()

@@ -46,7 +46,7 @@ class StepRenderer(Protocol):
     """Renders one step for one subscriber: what the full Jinja path gives for the template
     context of `subscriber` and `extra`, however it gets there."""
 
-    def render(self, subscriber: Mapping[str, str], extra: Mapping[str, Any]) -> RenderedEmail:
+    def render(self, subscriber: Mapping[str, Any], extra: Mapping[str, Any]) -> RenderedEmail:
         """Subject, preheader, inlined HTML and plain text; RenderError if a template fails."""
         ...
 
@@ -55,7 +55,7 @@ def template_context(
     plan: Plan,
     shared: Mapping[str, Any],
     step: Step,
-    subscriber: Mapping[str, str],
+    subscriber: Mapping[str, Any],
     extra: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The names a template may use."""
@@ -183,10 +183,10 @@ class JinjaStepRenderer:
         self.inliner = inliner
         self.templates_dir = templates_dir
 
-    def context(self, subscriber: Mapping[str, str], extra: Mapping[str, Any]) -> dict[str, Any]:
+    def context(self, subscriber: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
         return template_context(self.plan, self.shared, self.step, subscriber, extra)
 
-    def render(self, subscriber: Mapping[str, str], extra: Mapping[str, Any]) -> RenderedEmail:
+    def render(self, subscriber: Mapping[str, Any], extra: Mapping[str, Any]) -> RenderedEmail:
         return self.render_context(self.context(subscriber, extra))
 
     def render_context(self, context: Mapping[str, Any]) -> RenderedEmail:

@@ -112,3 +112,33 @@ def _mapping_key(node: nodes.Node, mapping: str, keys: set[str]) -> str | None:
     if not isinstance(key, str) or key not in keys or hasattr(dict, key):
         return None
     return key
+
+
+def reads_key(
+    environment: Environment, templates: Collection[str], sources: Collection[str], key: str
+) -> bool:
+    """Whether `templates` (and every template they reach) or the template `sources` (a
+    subject, a preheader) may read `subscriber.<key>`: False only where every use of
+    `subscriber` is proven to read another key. A step that never reads custom fields is
+    given none, so its emails keep the skeleton path (its values are all text)."""
+    try:
+        trees = [environment.parse(source) for source in sources]
+        for name in templates:
+            for loaded in template_graph(environment, name):
+                if loaded.refers_at_render_time:
+                    return True
+                trees.append(loaded.tree)
+    except TemplateError:
+        return True  # the full path reports it
+    return any(_reads(tree, None, key) for tree in trees)
+
+
+def _reads(node: nodes.Node, parent: nodes.Node | None, key: str) -> bool:
+    if isinstance(node, nodes.Name) and node.name == "subscriber":
+        if isinstance(parent, nodes.Getattr) and parent.node is node:
+            return parent.attr == key
+        if isinstance(parent, nodes.Getitem) and parent.node is node:
+            arg = parent.arg
+            return not (isinstance(arg, nodes.Const) and arg.value != key)
+        return True  # the whole mapping used: it could reach any key
+    return any(_reads(child, node, key) for child in node.iter_child_nodes())

@@ -29,6 +29,7 @@ from campaign.delivery.outcomes import Outcomes
 from campaign.delivery.pacing import SendBudget, StopWaiting, buckets_for
 from campaign.delivery.passes import PassResult, SendPolicy, is_throttle
 from campaign.domain.plan import Plan
+from campaign.domain.subscriber_fields import decode as stored_fields
 from campaign.domain.transport import Connection, Transport
 from campaign.errors import (
     DatabaseError,
@@ -230,7 +231,9 @@ class Dispatcher:
         if timing.too_late(work.plan, claim, now):
             recorded.late(claim, now)
             return
-        recipient = Recipient(claim.subscriber_id, claim.email, claim.first_name)
+        recipient = Recipient(
+            claim.subscriber_id, claim.email, claim.first_name, stored_fields(claim.fields)
+        )
         try:
             composed = work.composer.compose(
                 step,

@@ -24,6 +24,7 @@ from campaign.content.compose import Recipient
 from campaign.content.snapshot import Content
 from campaign.domain.addresses import email_hash
 from campaign.domain.statuses import PENDING_DELIVERY, DeliveryStatus, SubscriberStatus
+from campaign.domain.subscriber_fields import decode as stored_fields
 from campaign.domain.transport import Transport
 from campaign.errors import (
     BadInput,
@@ -94,7 +95,7 @@ def resend_welcome(
         except ROW_REFUSED as exc:
             raise BadInput(f"{known.email}: another resend of the welcome is under way") from exc
     # The row is committed: from here on, at most one send, and the outcome is recorded.
-    recipient = Recipient(known.id, known.email, known.first_name)
+    recipient = Recipient(known.id, known.email, known.first_name, stored_fields(known.fields))
     status, error = DeliveryStatus.SENT, None
     try:
         composed = composer.compose(

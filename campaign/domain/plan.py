@@ -20,6 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from campaign.domain.confine import content_roots, escape_reason
 from campaign.domain.plan_source import check_yaml_bounds, read_plan_text
+from campaign.domain.subscriber_fields import FieldDef, FieldSpec, field_defs, field_problems
 from campaign.domain.weekdays import EVERY_DAY, WeekdayName, days_from_names
 from campaign.errors import PlanError, PlanProblem
 
@@ -91,6 +92,7 @@ class PlanSpec(_Strict):
     ebook: EbookSpec | None = None
     confirmation: ConfirmationSpec | None = None
     catch_up: Literal["shift"] | SkipAfterSpec = "shift"
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(min_length=1)
 
 
@@ -193,6 +195,8 @@ class Plan:
     #: `length_days:` as declared: no step may come later. None: the plan is as long as its
     #: last step's day (see `length`).
     length_days: int | None = None
+    #: `fields:`: the custom subscriber fields templates see as `subscriber.fields.NAME`.
+    fields: tuple[FieldDef, ...] = ()
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
     #: the folders files named by the plan must resolve into: its own, TEMPLATES_DIR, ASSETS_DIR.
     content_roots: tuple[Path, ...] = field(default=(), compare=False, repr=False)
@@ -218,6 +222,11 @@ class Plan:
     def send_days_of(self, step: Step) -> frozenset[int]:
         """The weekdays `step` may go out on: its own `send_days`, else the plan's."""
         return self.send_days if step.send_days is None else step.send_days
+
+    @property
+    def declared_fields(self) -> dict[str, FieldDef]:
+        """The custom subscriber fields by name, in the plan's order."""
+        return {field.name: field for field in self.fields}
 
     def problem(self, field_path: str, message: str) -> PlanProblem:
         """A problem located at a field of this plan's file."""
@@ -255,6 +264,7 @@ def load_plan(
     if repeated:
         raise PlanError(repeated)
     ebook = Ebook(spec.ebook.title, _beside(path, spec.ebook.file)) if spec.ebook else None
+    bad_fields = field_problems(spec.fields)
     plan = Plan(
         id=spec.id,
         name=spec.name,
@@ -283,12 +293,14 @@ def load_plan(
             else None
         ),
         length_days=spec.length_days,
+        fields=() if bad_fields else field_defs(spec.fields),
         lines=lines,
         content_roots=content_roots(
             path.parent, templates_dir, assets_dir or path.parent.parent / "assets"
         ),
     )
-    problems = _consistency_problems(plan, templates_dir)
+    problems = [plan.problem(where, message) for where, message in bad_fields]
+    problems += _consistency_problems(plan, templates_dir)
     problems += [
         plan.problem(f"steps[{i}].variant", "names the step's subject in a test: add `variants:`")
         for i, step in enumerate(spec.steps)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -41,12 +41,17 @@ class CsvFile:
     lines: int
     #: what the reader noticed and the person should know (a delimiter, unknown columns)
     notes: list[str] = field(default_factory=list)
+    #: the header's names as written
+    header: list[str] = field(default_factory=list)
 
 
-def open_csv(path: Path, encoding: str | None = None) -> CsvFile:
+def open_csv(
+    path: Path, encoding: str | None = None, custom_fields: Collection[str] = ()
+) -> CsvFile:
     """Check `path` before anything is imported: BadInput (nothing imported) if its text does
     not decode or its header has no email column. UTF-8 (with or without BOM) and UTF-16 with a
-    BOM (Excel's "Unicode text") are recognised; anything else needs an explicit `encoding`."""
+    BOM (Excel's "Unicode text") are recognised; anything else needs an explicit `encoding`.
+    Columns named after `custom_fields` (the plan's `fields:`) are read too."""
     if encoding is not None:
         try:
             codecs.lookup(encoding)
@@ -61,18 +66,28 @@ def open_csv(path: Path, encoding: str | None = None) -> CsvFile:
     if len(header) > MAX_LINE_CHARS:
         raise BadInput(f"{path}:1: the header line is longer than {MAX_LINE_CHARS} characters")
     delimiter, names = _header(path, header)
-    columns = [_column(name) for name in names]
+    source = CsvFile(path, chosen, delimiter, [], lines, header=names)
+    return with_custom_fields(source, custom_fields)
+
+
+def with_custom_fields(source: CsvFile, custom_fields: Collection[str]) -> CsvFile:
+    """`source` with its header read again, columns named after `custom_fields` now known
+    (`campaign import` checks the file before it loads the plan that declares them)."""
+    path, names, known = source.path, source.header, (*COLUMNS, *custom_fields)
+    columns = [_column(name, custom_fields) for name in names]
     notes = []
-    if delimiter != ",":
-        notes.append(f"{path}: columns are separated by {_NAMES[delimiter]}; reading them so")
+    if source.delimiter != ",":
+        notes.append(
+            f"{path}: columns are separated by {_NAMES[source.delimiter]}; reading them so"
+        )
     unknown = [name.strip() for name, column in zip(names, columns, strict=True) if not column]
     if any(unknown):
         listed = ", ".join(repr(name) for name in unknown if name)
-        notes.append(f"{path}:1: ignored column(s) {listed} (known: {', '.join(COLUMNS)})")
-    for column in COLUMNS:
+        notes.append(f"{path}:1: ignored column(s) {listed} (known: {', '.join(known)})")
+    for column in known:
         if columns.count(column) > 1:
             raise BadInput(f"{path}:1: two columns are named {column!r}")
-    return CsvFile(path, chosen, delimiter, columns, lines, notes)
+    return replace(source, columns=columns, notes=notes)
 
 
 def rows(source: CsvFile) -> Iterator[tuple[int, dict[str, str] | BadInput]]:
@@ -176,7 +191,7 @@ def _header(path: Path, line: str) -> tuple[str, list[str]]:
     raise BadInput(f"{path}:1: the header must name an 'email' column (found {shown})")
 
 
-def _column(name: str) -> str | None:
+def _column(name: str, custom_fields: Collection[str] = ()) -> str | None:
     key = name.strip().strip("\ufeff").strip().lower().replace(" ", "_").replace("-", "_")
     key = ALIASES.get(key, key)
-    return key if key in COLUMNS else None
+    return key if key in COLUMNS or key in custom_fields else None

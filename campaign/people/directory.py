@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from campaign.domain.addresses import email_hash
 from campaign.domain.statuses import SuppressionReason
+from campaign.domain.subscriber_fields import decode
 from campaign.errors import BadInput, UnknownSubscriber
 from campaign.people import operators, subscriptions
 from campaign.people.operators import COMMAND_LINE
@@ -97,8 +98,10 @@ def person(db: Database, subscriber_id: int) -> Person:
             raise UnknownSubscriber(f"#{subscriber_id}")
         reason = store.suppression_reason(session, email_hash(found.subscriber["email"]))
     deliveries = [{**row, "resend": row["step_key"].startswith("+")} for row in found.deliveries]
+    # Custom fields are kept as JSON text; shown as the values they are.
+    subscriber = {**found.subscriber, "fields": decode(found.subscriber.get("fields"))}
     return Person(
-        found.subscriber,
+        subscriber,
         str(reason) if reason else None,
         found.consents,
         found.enrollments,

@@ -10,10 +10,16 @@ from pathlib import Path
 
 from campaign.domain.addresses import email_hash
 from campaign.domain.plan import Plan
+from campaign.domain.subscriber_fields import FieldDef
 from campaign.errors import BadInput, Suppressed
 from campaign.people import csv_import, operators, subscriptions
 from campaign.people.operators import COMMAND_LINE
-from campaign.people.person_fields import checked_timezone, first_name_of, normalise_address
+from campaign.people.person_fields import (
+    checked_fields,
+    checked_timezone,
+    first_name_of,
+    normalise_address,
+)
 from campaign.storage import store
 from campaign.storage.db import Database
 
@@ -52,9 +58,12 @@ class ImportPreview:
 
 
 def preview_rows(
-    db: Database, rows: Iterable[tuple[int, Mapping[str, str | None] | BadInput]]
+    db: Database,
+    rows: Iterable[tuple[int, Mapping[str, str | None] | BadInput]],
+    declared: Mapping[str, FieldDef] | None = None,
 ) -> ImportPreview:
-    """What `import_rows` would do with each row, judged by the same rules, storing nothing."""
+    """What `import_rows` would do with each row, judged by the same rules (custom field
+    values against `declared`, the plan's), storing nothing."""
     preview = ImportPreview()
     seen: set[str] = set()
     chunk: list[RowVerdict] = []
@@ -93,6 +102,7 @@ def preview_rows(
             email = normalise_address(values.get("email") or "")
             name = first_name_of(values.get("first_name"))
             zone = checked_timezone(values.get("timezone"))
+            checked_fields(declared or {}, values, unknown="ignore")
         except BadInput as exc:
             raw = (values.get("email") or "")[:320]
             note(RowVerdict(line, raw, "", "", REFUSED, exc.message))
@@ -118,7 +128,7 @@ def commit_import(
 ) -> subscriptions.ImportReport:
     """Import the CSV at `path` as `campaign import` does (in chunks, each its own transaction),
     then write the audit entry: who imported how many from which file."""
-    source = csv_import.open_csv(path)
+    source = csv_import.open_csv(path, custom_fields=plan.declared_fields)
     report = subscriptions.import_rows(db, plan, csv_import.rows(source), now=now, source="import")
     detail = (
         f"{path.name}: {report.added} added, {report.already_known} already known, "

@@ -1,13 +1,15 @@
 """A person's fields as stored, checked where a visitor or an operator types them: the address
-in its normal form (and how to look one up), the first name, the time zone."""
+in its normal form (and how to look one up), the first name, the time zone, custom fields."""
 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 
 from email_validator import EmailNotValidError, validate_email
 
 from campaign.domain import schedule
+from campaign.domain.subscriber_fields import FieldDef, FieldValue, parse_values
 from campaign.errors import BadInput, InvalidAddress
 
 
@@ -72,3 +74,11 @@ def first_name_of(name: str | None) -> str:
         # Lone surrogates (undecodable bytes) can be stored nowhere.
         raise BadInput("first name contains control characters or undecodable bytes")
     return cleaned
+
+
+def checked_fields(
+    declared: Mapping[str, FieldDef], given: Mapping[str, object] | None, *, unknown: str
+) -> dict[str, FieldValue]:
+    """Custom field values as stored, parsed against the plan's declarations: FieldValueError
+    for a bad value, UnknownField for an undeclared name (or left out: `unknown="ignore"`)."""
+    return parse_values(declared, given or {}, unknown=unknown)

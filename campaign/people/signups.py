@@ -5,6 +5,7 @@ system collected (`subscribe_with_consent`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from campaign.domain import tokens
 from campaign.domain.addresses import email_hash
 from campaign.domain.statuses import STOPPED, ConsentKind, SubscriberStatus, SuppressionReason
+from campaign.domain.subscriber_fields import FieldValue, encode
 from campaign.domain.transport import Transport
 from campaign.errors import BadInput, InvalidToken, Suppressed
 from campaign.people import subscriptions
@@ -75,12 +77,16 @@ class Signups:
         visitor: Visitor,
         now: datetime,
         actor: str | None = None,
+        fields: Mapping[str, FieldValue] | None = None,
     ) -> SignupResult:
         """Record a signup. Raise InvalidAddress for a bad address; otherwise the caller shows the
         same answer whatever happened, so nobody can learn who is subscribed. With an `actor`
-        (an API key), the audit log notes the signup in the same transaction."""
+        (an API key), the audit log notes the signup in the same transaction. `fields` (custom
+        field values, checked by the caller against the plan) are stored for someone new only,
+        as the first name is: a signup never changes a known person."""
         address = normalise_address(email)
         name = first_name_of(first_name)
+        custom = encode(fields or {})
         try:
             zone = checked_timezone(timezone)
         except BadInput:
@@ -101,6 +107,7 @@ class Signups:
                     status=status if self.double_opt_in else SubscriberStatus.ACTIVE,
                     source=visitor.source_page[:200] or "web",
                     now=now,
+                    fields=custom,
                 )
             else:
                 subscriber_id, status = known.id, known.status
@@ -130,6 +137,7 @@ class Signups:
         source: str,
         now: datetime,
         actor: str | None = None,
+        fields: Mapping[str, FieldValue] | None = None,
     ) -> SignupResult:
         """A signup whose consent another system collected and states (when, from which IP, on
         which page): recorded as the person's own, and treated as a confirmed signup. Someone
@@ -137,12 +145,13 @@ class Signups:
         now); someone active stays as they are. A bounced or complained address is left alone
         (IGNORED; Suppressed for one not stored): only an operator clears it.
 
-        BadInput for a bad address, first name or time zone. With an `actor` (an API key), the
-        audit log notes the signup in the same transaction.
+        BadInput for a bad address, first name or time zone. `fields` as for `signup`. With an
+        `actor` (an API key), the audit log notes the signup in the same transaction.
         """
         address = normalise_address(email)
         name = first_name_of(first_name)
         zone = checked_timezone(timezone)
+        custom = encode(fields or {})
         with self.db.transaction() as session:
             known = store.find_subscriber(session, address)
             reason = store.suppression_reason(session, email_hash(address))
@@ -159,6 +168,7 @@ class Signups:
                     status=SubscriberStatus.PENDING,
                     source=source[:200],
                     now=now,
+                    fields=custom,
                 )
                 status = SubscriberStatus.PENDING
             else:

@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session
 from campaign.domain.addresses import email_hash
 from campaign.domain.plan import Plan
 from campaign.domain.statuses import ConsentKind, SubscriberStatus, SuppressionReason
+from campaign.domain.subscriber_fields import FieldValue, decode, encode
 from campaign.errors import BadInput, Suppressed, UnknownSubscriber
 from campaign.people.person_fields import (
+    checked_fields,
     checked_timezone,
     first_name_of,
     lookup_form,
@@ -84,7 +86,14 @@ def leave(session: Session, known: store.SubscriberRecord, now: datetime) -> boo
 
 
 def _add_active(
-    session: Session, plan: Plan, email: str, name: str, zone: str, source: str, now: datetime
+    session: Session,
+    plan: Plan,
+    email: str,
+    name: str,
+    zone: str,
+    source: str,
+    now: datetime,
+    fields: str = "{}",
 ) -> None:
     subscriber_id = store.add_subscriber(
         session,
@@ -94,6 +103,7 @@ def _add_active(
         status=SubscriberStatus.ACTIVE,
         source=source,
         now=now,
+        fields=fields,
     )
     store.enrol(session, subscriber_id, plan.id, now)
 
@@ -109,16 +119,20 @@ def subscribe(
     now: datetime,
     source: str = "cli",
     resubscribe: bool = False,
+    fields: Mapping[str, object] | None = None,
 ) -> SubscribeResult:
     """Add an active subscriber and enrol them: the welcome email is due at once.
 
     Someone already known is left as they are: no second enrolment, no restarted plan. With
     `resubscribe` (the person asked again), someone who unsubscribed becomes active and starts
     the plan afresh from the welcome, in a new enrollment; a suppressed address never does.
+    `fields` are custom field values, checked against the plan's `fields:` (an undeclared
+    one is refused); they are stored for someone new.
     """
     address = normalise_address(email)
     name = first_name_of(first_name)
     zone = checked_timezone(timezone)
+    custom = encode(checked_fields(plan.declared_fields, fields, unknown="reject"))
     with db.transaction() as session:
         known = store.find_subscriber(session, address)
         suppressed = store.is_suppressed(session, email_hash(address))
@@ -135,8 +149,37 @@ def subscribe(
             return SubscribeResult(known.email, created=False, status=known.status)
         if suppressed:
             raise Suppressed(address)
-        _add_active(session, plan, address, name, zone, source, now)
+        _add_active(session, plan, address, name, zone, source, now, custom)
     return SubscribeResult(address, created=True, status=SubscriberStatus.ACTIVE)
+
+
+def update_fields(
+    db: Database,
+    plan: Plan,
+    *,
+    email: str,
+    fields: Mapping[str, object],
+    now: datetime,
+    actor: str | None = None,
+) -> dict[str, FieldValue]:
+    """Set some of a person's custom field values (a None clears one back to its default),
+    checked against the plan's `fields:`; the values now stored. With an `actor` (an API key),
+    the audit log names the subscriber's id and the fields changed, never their values."""
+    cleared = [name for name, value in fields.items() if value is None]
+    given = {name: value for name, value in fields.items() if value is not None}
+    declared = plan.declared_fields
+    changed = checked_fields(declared, given, unknown="reject")
+    checked_fields(declared, dict.fromkeys(cleared), unknown="reject")  # names only
+    with db.transaction() as session:
+        known = find(session, email)
+        stored = decode(store.subscriber_fields_for_update(session, known.id))
+        values = {k: v for k, v in stored.items() if k not in cleared}
+        values.update(changed)
+        store.set_subscriber_fields(session, known.id, encode(values), now)
+        if actor is not None:
+            names = ", ".join(sorted(fields)) or "none"
+            store.record_audit(session, actor, "subscriber.fields", f"#{known.id} ({names})", now)
+    return values
 
 
 def clear_suppression(db: Database, *, email: str, now: datetime, actor: str | None = None) -> bool:
@@ -188,8 +231,8 @@ def forget_person(db: Database, email: str, now: datetime, actor: str | None = N
         store.delete_subscriber(session, known.id)
 
 
-#: One stored row as JSON values: instants as ISO 8601 text.
-JSONRow = dict[str, str | int | float | None]
+#: One stored row as JSON values: instants as ISO 8601 text, custom fields as an object.
+JSONRow = dict[str, str | int | float | dict[str, FieldValue] | None]
 
 
 class PersonExport(TypedDict):
@@ -206,8 +249,11 @@ def export_person(db: Database, email: str) -> PersonExport:
     """Everything stored about `email`, as JSON-ready values."""
     with db.read() as session:
         rows = store.everything_about(session, find(session, email).id)
+    subscriber = _json_row(rows["subscriber"])
+    # Kept as JSON text; exported as the object it is.
+    subscriber["fields"] = decode(rows["subscriber"].get("fields"))
     return {
-        "subscriber": _json_row(rows["subscriber"]),
+        "subscriber": subscriber,
         "consents": [_json_row(row) for row in rows["consents"]],
         "confirmations": [_json_row(row) for row in rows["confirmations"]],
         "enrollments": [_json_row(row) for row in rows["enrollments"]],
@@ -244,25 +290,27 @@ def import_rows(
 ) -> ImportReport:
     """Add and enrol each valid row (line number, columns); bad rows (or a row given as the
     BadInput that reading it raised) are reported and skipped, and never cost their neighbours.
+    Columns named after the plan's custom fields fill them (a bad value is a bad row).
 
     Idempotent: an address already stored, or repeated in the file, is added once.
     """
     report = ImportReport()
     seen: set[str] = set()
-    chunk: list[tuple[int, str, str, str]] = []
+    chunk: list[tuple[int, str, str, str, str]] = []
+    declared = plan.declared_fields
 
-    def store_rows(batch: list[tuple[int, str, str, str]]) -> ImportReport:
+    def store_rows(batch: list[tuple[int, str, str, str, str]]) -> ImportReport:
         done = ImportReport()  # counted apart: a rolled-back batch counts nothing
         with db.transaction() as session:
-            known = store.existing_emails(session, (email for _, email, _, _ in batch))
-            for line, email, name, zone in batch:
+            known = store.existing_emails(session, (row[1] for row in batch))
+            for line, email, name, zone, custom in batch:
                 if email.lower() in known:
                     done.already_known += 1
                     continue
                 if store.is_suppressed(session, email_hash(email)):
                     done.problems.append(RowProblem(line, Suppressed(email).message))
                     continue
-                _add_active(session, plan, email, name, zone, source, now)
+                _add_active(session, plan, email, name, zone, source, now, custom)
                 done.added += 1
         return done
 
@@ -295,6 +343,7 @@ def import_rows(
             email = normalise_address(row.get("email") or "")
             name = first_name_of(row.get("first_name"))
             zone = checked_timezone(row.get("timezone"))
+            custom = encode(checked_fields(declared, row, unknown="ignore"))
         except BadInput as exc:
             report.problems.append(RowProblem(line, exc.message))
         else:
@@ -302,7 +351,7 @@ def import_rows(
                 report.already_known += 1
             else:
                 seen.add(email.lower())
-                chunk.append((line, email, name, zone))
+                chunk.append((line, email, name, zone, custom))
                 if len(chunk) >= IMPORT_CHUNK:
                     flush()
         on_row()

@@ -106,6 +106,8 @@ class Subscriber(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: custom fields (the plan's `fields:`) as a JSON object in text: alike on both databases.
+    fields: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
 
 
 class Enrollment(Base):

@@ -36,8 +36,8 @@ from campaign.clock import FixedClock
 from campaign.delivery.scheduler import Service
 from campaign.domain.schedule import local_instant
 from campaign.domain.transport import Connection, Envelope, Transport
-from campaign.domain.weekdays import EVERY_DAY, days_from_names
 from campaign.domain.variants import choose_variant
+from campaign.domain.weekdays import EVERY_DAY, days_from_names
 from campaign.engine import App, make_service
 from campaign.people import subscriptions
 from campaign.settings import Settings

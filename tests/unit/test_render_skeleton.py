@@ -204,3 +204,80 @@ def test_a_template_that_does_more_than_print_a_value_still_renders_right(
         fast = renderer.render_for(step, subscriber, **extra)
         full = renderer.render(step, renderer.context(step, subscriber, **extra))
         _assert_same(fast, full)
+
+
+FIELD_TEMPLATES = {
+    "printed": "<p>{{ subscriber.fields.area }}</p>",
+    "indexed": "<p>{{ subscriber['fields']['area'] }}</p>",
+    "whole": "<p>{{ subscriber }}</p>",
+    "aliased": "{% set s = subscriber %}<p>{{ s.fields.area }}</p>",
+    "included": '<p>{% include "uses_area.html" %}</p>',
+    "branch": "<p>{% if subscriber.fields.video %}Video{% endif %}</p>",
+    "number": "<p>{{ subscriber.fields.hours }} {{ subscriber.fields.hours + 1 }}</p>",
+    "name_only": "<p>{{ subscriber.name }} {{ subscriber['email'] }}</p>",
+    "in_subject": "<p>{{ subscriber.name }}</p>",
+}
+
+
+@pytest.fixture(scope="module")
+def fields_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
+    """A plan declaring custom fields, one step per way a template may (not) read them."""
+    folder = tmp_path_factory.mktemp("fields")
+    (folder / "uses_area.html").write_text("{{ subscriber.fields.area }}", encoding="utf-8")
+    steps = []
+    for day, (key, body) in enumerate(FIELD_TEMPLATES.items()):
+        (folder / f"{key}.html").write_text(
+            f"<html><head><title>{{{{ subject }}}}</title></head><body>{body}</body></html>",
+            encoding="utf-8",
+        )
+        subject = "{{ subscriber.fields.area }}" if key == "in_subject" else "Hi"
+        steps.append(f'  - {{key: {key}, day: {day}, subject: "{subject}", template: {key}.html}}')
+    plan = folder / "plan.yaml"
+    plan.write_text(
+        'id: f\nname: "F"\nsend_time: "07:00"\n'
+        "fields:\n  area: {type: choice, choices: [neck, knee], default: neck}\n"
+        "  video: {type: boolean}\n  hours: {type: number}\n"
+        "steps:\n" + "\n".join(steps) + "\n",
+        encoding="utf-8",
+    )
+    return load_plan(plan, folder)
+
+
+@pytest.fixture(scope="module")
+def fields_renderer(fields_plan: Plan) -> Renderer:
+    return Renderer(fields_plan, fields_plan.source.parent, shared_context(SETTINGS, PLAN))
+
+
+def test_only_steps_that_may_read_custom_fields_are_given_them(fields_plan: Plan) -> None:
+    """A step that never reads `subscriber.fields` renders without them (all its values text,
+    so its skeleton holds); any other use of `subscriber` keeps them; each renders right."""
+    renderer = Renderer(fields_plan, fields_plan.source.parent, shared_context(SETTINGS, PLAN))
+    given = {step.key for step in fields_plan.steps if renderer.gives_fields(step)}
+    assert given == set(FIELD_TEMPLATES) - {"name_only"}
+    for area, video in [("knee", True), ("neck", False)] + [(odd, True) for odd in ODD_NAMES]:
+        fields = {"area": area, "video": video, "hours": 8}
+        for number, step in enumerate(fields_plan.steps):
+            subscriber = subscriber_context(f"r{number}@example.org", "Ann", fields)
+            extra = _extra(step, number)
+            fast = renderer.render_for(step, subscriber, **extra)
+            full = renderer.render(step, renderer.context(step, subscriber, **extra))
+            _assert_same(fast, full)
+            if step.key in ("printed", "indexed", "included") and area == "knee":
+                assert "knee" in fast.html
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(area=st.text(max_size=40), hours=st.integers(-(10**9), 10**9), video=st.booleans())
+def test_any_custom_field_values_render_the_same_through_the_skeleton(
+    fields_renderer: Renderer, area: str, hours: int, video: bool
+) -> None:
+    """For any text, number and yes/no, every step of the fields plan equals the full render
+    (one renderer for all: skeletons built once, reused for every email, as in a pass)."""
+    renderer, fields_plan = fields_renderer, fields_renderer.plan
+    subscriber = subscriber_context(
+        "r@example.org", "Ann", {"area": area, "video": video, "hours": hours}
+    )
+    for number, step in enumerate(fields_plan.steps):
+        extra = _extra(step, number)
+        fast = renderer.render_for(step, subscriber, **extra)
+        _assert_same(fast, renderer.render(step, renderer.context(step, subscriber, **extra)))

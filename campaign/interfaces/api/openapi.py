@@ -107,6 +107,18 @@ def _document() -> dict[str, Any]:
                     "A subscriber: status, consents, enrollments, deliveries",
                     {"200": subscriber, "404": not_found},
                 ),
+                "patch": _operation(
+                    "updateSubscriber",
+                    "Set or clear (null) a subscriber's custom fields (the plan's `fields:`)",
+                    {
+                        "200": subscriber,
+                        "400": _problem("The body is not UTF-8 JSON."),
+                        "404": not_found,
+                        "413": _problem("The body is over 16 KiB."),
+                        "415": _problem("The body is not application/json."),
+                    },
+                    requestBody={"required": True, "content": _json("SubscriberUpdate")},
+                ),
                 "delete": _operation(
                     "forgetSubscriber",
                     "Forget a subscriber (as `campaign forget`): erased, suppressed by hash",

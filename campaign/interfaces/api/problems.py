@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from campaign.domain.subscriber_fields import FieldValueError, UnknownField
 from campaign.errors import (
     BadInput,
     BadRequest,
@@ -107,6 +108,10 @@ def from_error(request: Request, exc: Exception) -> Response:
         return problem(409, "suppressed", exc.message)
     if isinstance(exc, InvalidAddress):
         return problem(422, "validation", exc.message, errors=[("email", exc.problem)])
+    if isinstance(exc, FieldValueError | UnknownField):
+        return problem(
+            422, "validation", exc.message, errors=[(f"fields.{exc.field}", exc.problem)]
+        )
     if isinstance(exc, BadRequest):
         kinds = {413: "too-large", 408: "too-slow", 415: "unsupported-media-type"}
         return problem(exc.status, kinds.get(exc.status, "bad-request"), exc.message)

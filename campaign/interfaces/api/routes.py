@@ -1,7 +1,7 @@
-"""The JSON API's endpoints under /api/v1: subscribers (create, get, unsubscribe, forget), the
-delivery log by cursor, and stats. Each checks the bearer key and its rate, parses its input,
-calls a use case and answers JSON; every error becomes a problem (campaign.interfaces.api.
-problems)."""
+"""The JSON API's endpoints under /api/v1: subscribers (create, get, update, unsubscribe,
+forget), the delivery log by cursor, and stats. Each checks the bearer key and its rate, parses
+its input, calls a use case and answers JSON; every error becomes a problem
+(campaign.interfaces.api.problems)."""
 
 from __future__ import annotations
 
@@ -30,11 +30,13 @@ from campaign.interfaces.api.schemas import (
     StatsOut,
     SubscriberCreate,
     SubscriberOut,
+    SubscriberUpdate,
 )
 from campaign.interfaces.web.rate_limit import RateLimiter
 from campaign.interfaces.web.request_input import clean_header, read_body, strict_json
 from campaign.people import api_keys, subscriptions
 from campaign.people.api_keys import ApiKey
+from campaign.people.person_fields import checked_fields
 from campaign.people.signups import SignupOutcome
 from campaign.people.subscriptions import Visitor
 
@@ -63,6 +65,7 @@ class ApiEndpoints:
         return [
             Route("/v1/subscribers", guarded(self.create_subscriber), methods=["POST"]),
             Route("/v1/subscribers/{email}", guarded(self.get_subscriber), methods=["GET"]),
+            Route("/v1/subscribers/{email}", guarded(self.update_subscriber), methods=["PATCH"]),
             Route(
                 "/v1/subscribers/{email}/unsubscribe",
                 guarded(self.unsubscribe),
@@ -117,6 +120,8 @@ class ApiEndpoints:
         app = self.app
         now = app.clock.now()
         source = f"api:{key.name}"
+        # Checked before anything is stored: an undeclared name or a bad value is a 422.
+        custom = checked_fields(app.plan.declared_fields, wanted.fields, unknown="reject")
         if wanted.consent is None:
             visitor = Visitor(
                 ip=request.client.host if request.client else "",
@@ -131,6 +136,7 @@ class ApiEndpoints:
                     visitor=visitor,
                     now=now,
                     actor=actor(key),
+                    fields=custom,
                 )
             )
             if result.confirmation_id is not None or result.enrollment_id is not None:
@@ -153,6 +159,7 @@ class ApiEndpoints:
                     source=source,
                     now=now,
                     actor=actor(key),
+                    fields=custom,
                 )
             )
             if result.outcome == SignupOutcome.ENROLLED and result.enrollment_id is not None:
@@ -187,6 +194,28 @@ class ApiEndpoints:
     async def get_subscriber(self, request: Request, key: ApiKey) -> Response:
         _no_query(request)
         return JSONResponse(await self._subscriber(request.path_params["email"]))
+
+    async def update_subscriber(self, request: Request, key: ApiKey) -> Response:
+        _no_query(request)
+        data = await _json_body(request)
+        try:
+            wanted = SubscriberUpdate.model_validate(data)
+        except ValidationError as exc:
+            raise FieldProblem(problems.validation_errors(exc)) from exc
+        email = request.path_params["email"]
+        app = self.app
+        await run_in_threadpool(
+            lambda: subscriptions.update_fields(
+                app.db,
+                app.plan,
+                email=email,
+                fields=wanted.fields or {},
+                now=app.clock.now(),
+                actor=actor(key),
+            )
+        )
+        log.info("api key %s: updated a subscriber's fields", key.name)
+        return JSONResponse(await self._subscriber(email))
 
     async def unsubscribe(self, request: Request, key: ApiKey) -> Response:
         _no_query(request)

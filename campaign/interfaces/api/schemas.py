@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 
+from campaign.domain.subscriber_fields import MAX_FIELDS
 from campaign.errors import BadInput
 from campaign.people.person_fields import checked_timezone, normalise_address
 
@@ -67,6 +68,39 @@ class StatedConsent(_Strict):
             raise ValueError("is not an IPv4 or IPv6 address") from None
 
 
+def _flat_values(values: dict[str, Any] | None) -> dict[str, Any] | None:
+    for name, value in (values or {}).items():
+        if len(name) > 40:
+            raise ValueError("a field name is at most 40 characters")
+        if value is not None and not isinstance(value, str | int | bool):
+            raise ValueError(
+                f"the value of {name!r} must be text, a whole number, true, false or null"
+            )
+        if isinstance(value, str):
+            try:
+                _one_line(value)
+            except ValueError as exc:
+                raise ValueError(f"the value of {name!r} {exc}") from None
+    return values
+
+
+#: Custom field values by name (the plan's `fields:`): each checked against its declaration.
+CustomFields = Annotated[
+    dict[str, Any] | None,
+    Field(
+        max_length=MAX_FIELDS,
+        description="Custom fields the plan declares (`fields:`), by name: text, a whole "
+        "number, true or false as the field's type asks; null clears a value (update). A name "
+        "the plan does not declare, or a value that does not fit, is refused (422) naming "
+        "`fields.NAME`.",
+        json_schema_extra={
+            "additionalProperties": {"type": ["string", "integer", "boolean", "null"]}
+        },
+    ),
+    AfterValidator(_flat_values),
+]
+
+
 class SubscriberCreate(_Strict):
     """A new subscriber: by double opt-in (no `consent`), or subscribed at once with the
     consent the caller collected."""
@@ -81,6 +115,7 @@ class SubscriberCreate(_Strict):
         description="Omit for double opt-in (a confirmation email is sent); give it to "
         "subscribe at once (the welcome email is sent).",
     )
+    fields: CustomFields = None
 
     @field_validator("email")
     @classmethod
@@ -99,6 +134,12 @@ class SubscriberCreate(_Strict):
             return checked_timezone(value)
         except BadInput as exc:
             raise ValueError(exc.message) from None
+
+
+class SubscriberUpdate(_Strict):
+    """Changes to a subscriber: custom field values (the others are left as they are)."""
+
+    fields: CustomFields = None
 
 
 class ConsentOut(BaseModel):
@@ -145,6 +186,11 @@ class SubscriberOut(BaseModel):
     updated_at: AwareDatetime
     confirmed_at: AwareDatetime | None
     unsubscribed_at: AwareDatetime | None
+    fields: dict[str, str | int | bool] = Field(
+        default_factory=dict,
+        description="Custom field values as stored (a field not given is absent: emails "
+        "show its default).",
+    )
     consents: list[ConsentOut]
     enrollments: list[EnrollmentOut]
     deliveries: list[DeliveryOut]
@@ -240,6 +286,7 @@ class ProblemOut(BaseModel):
 COMPONENTS: tuple[type[BaseModel], ...] = (
     StatedConsent,
     SubscriberCreate,
+    SubscriberUpdate,
     SubscriberOut,
     DeliveryPage,
     StatsOut,

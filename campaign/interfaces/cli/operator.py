@@ -59,13 +59,32 @@ def db_backup(path: Path) -> None:
     is_flag=True,
     help="Someone who unsubscribed asked again: start the plan afresh from the welcome.",
 )
+@click.option(
+    "--field",
+    "fields",
+    type=TEXT,
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A custom field the plan declares (`fields:`), e.g. --field pain_area=neck; repeatable.",
+)
 @NOW
 def subscribe(
-    email: str, name: str | None, timezone: str | None, resubscribe: bool, now: datetime | None
+    email: str,
+    name: str | None,
+    timezone: str | None,
+    resubscribe: bool,
+    fields: tuple[str, ...],
+    now: datetime | None,
 ) -> None:
     """Add an active subscriber and enrol them; the welcome email is due at once."""
     from campaign.people import subscriptions
 
+    given: dict[str, object] = {}
+    for pair in fields:
+        field_name, equals, value = pair.partition("=")
+        if not equals or not field_name.strip():
+            raise click.BadParameter(f"{pair!r}: write NAME=VALUE", param_hint="--field")
+        given[field_name.strip()] = value
     app = make_app(now)
     result = subscriptions.subscribe(
         app.db,
@@ -75,6 +94,7 @@ def subscribe(
         timezone=timezone,
         now=app.clock.now(),
         resubscribe=resubscribe,
+        fields=given,
     )
     if result.created:
         out.print(f"subscribed {result.email}: the welcome email goes out on the next pass")
@@ -112,8 +132,8 @@ def unsubscribe(email: str, now: datetime | None) -> None:
 )
 @NOW
 def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
-    """Add subscribers from a CSV with columns email,first_name,timezone (header names in any
-    case; separated by commas, tabs or semicolons)."""
+    """Add subscribers from a CSV with columns email,first_name,timezone and the plan's custom
+    fields (header names in any case; separated by commas, tabs or semicolons)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -126,6 +146,7 @@ def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
 
     source = csv_import.open_csv(file, encoding)  # before anything is imported
     app = make_app(now)
+    source = csv_import.with_custom_fields(source, app.plan.declared_fields)
     for note in source.notes:
         click.echo(note, err=True)
     total = max(source.lines - 1, 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,12 +21,15 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from campaign.domain.confine import confined
+from campaign.domain.plan import Plan
+from campaign.domain.subscriber_fields import FieldKind, FieldValueError
 from campaign.engine import App
 from campaign.errors import BadInput, InvalidAddress
 from campaign.interfaces.web.pages import SECURITY_HEADERS, Pages
 from campaign.interfaces.web.rate_limit import RateLimiter
 from campaign.interfaces.web.request_input import body_kind, clean_header, parse_fields, read_body
 from campaign.people import clicks
+from campaign.people.person_fields import checked_fields
 from campaign.people.subscriptions import Visitor
 
 log = logging.getLogger("campaign.web")
@@ -67,6 +71,7 @@ class PublicEndpoints:
             first_name="",
             error="",
             source=request.headers.get("referer", ""),
+            questions=questions(self.app.plan),
         )
 
     async def subscribe(self, request: Request) -> Response:
@@ -94,6 +99,8 @@ class PublicEndpoints:
             return self._signed_up(wants_json)
         started = time.perf_counter()
         try:
+            # Inputs named after the plan's custom fields fill them; any other is ignored.
+            custom = checked_fields(app.plan.declared_fields, fields, unknown="ignore")
             result = await run_in_threadpool(
                 lambda: app.signups.signup(
                     email=fields.get("email", ""),
@@ -101,6 +108,7 @@ class PublicEndpoints:
                     timezone=fields.get("timezone"),
                     visitor=_visitor(request, fields.get("source", "")),
                     now=app.clock.now(),
+                    fields=custom,
                 )
             )
         except BadInput as exc:  # said on the form, with what was typed kept
@@ -122,17 +130,25 @@ class PublicEndpoints:
                 "error": f"Please enter a valid email address: {exc.problem}",
                 "field": "email",
             }
+        elif isinstance(exc, FieldValueError):
+            answer = {"error": exc.message, "field": exc.field}
         else:  # a first name too long, ...
             answer = {"error": exc.message}
         if wants_json:
             return JSONResponse(answer, 422)
+        asked = questions(self.app.plan)
+        # Said under the field's own input; under the address for one the page does not ask.
+        field = answer.get("field", "")
         return self.pages.render(
             "subscribe.html",
             422,
             email=fields.get("email", ""),
             first_name=fields.get("first_name", ""),
             error=answer["error"],
+            error_field=field if field in {q["name"] for q in asked} else "",
             source=fields.get("source", ""),
+            questions=asked,
+            answers={q["name"]: fields[q["name"]] for q in asked if q["name"] in fields},
         )
 
     def _signed_up(self, wants_json: bool) -> Response:
@@ -218,6 +234,37 @@ class PublicEndpoints:
         # driver errors, the mail server) is for operators, on ADMIN_LISTEN.
         health = await run_in_threadpool(self.app.health)
         return JSONResponse(health.public(), health.http_status)
+
+
+def questions(plan: Plan) -> list[dict[str, Any]]:
+    """The plan's custom fields marked `ask: true`, as the signup page shows them: each an
+    input named as the field (a choice or yes/no as a list, a number with its bounds)."""
+    shown = []
+    for field in plan.fields:
+        if not field.ask:
+            continue
+        options: list[tuple[str, str]] = []
+        default = str(field.default)
+        if field.kind == FieldKind.CHOICE:
+            options = [(choice, choice) for choice in field.choices]
+        elif field.kind == FieldKind.BOOLEAN:
+            options = [("yes", "Yes"), ("no", "No")]
+            default = "yes" if field.default else "no"
+        inputs = {FieldKind.NUMBER: "number", FieldKind.DATE: "date"}
+        shown.append(
+            {
+                "name": field.name,
+                "label": field.label,
+                "kind": str(field.kind),
+                "input": inputs.get(field.kind, "text"),
+                "options": options,
+                "default": default,
+                "min": field.min,
+                "max": field.max,
+                "max_length": field.max_length if field.kind == FieldKind.TEXT else None,
+            }
+        )
+    return shown
 
 
 def _visitor(request: Request, source: str = "") -> Visitor:

@@ -45,6 +45,8 @@ class Claim:
     unknown_outcomes: int = 0
     #: the subject test's variant recorded with the delivery (None: no test).
     variant: str | None = None
+    #: the subscriber's custom field values as stored (a JSON object in text).
+    fields: str = "{}"
 
 
 # The claim's statements, as plain SQL (the fast path's rule): through SQLAlchemy's expression
@@ -55,7 +57,7 @@ class Claim:
 _DUE_SQL = (
     "SELECT enrollments.id, enrollments.last_day, enrollments.next_due_at,"
     " enrollments.started_at, enrollments.last_sent_at, subscribers.id, subscribers.email,"
-    " subscribers.first_name, subscribers.timezone"
+    " subscribers.first_name, subscribers.timezone, subscribers.fields"
     " FROM enrollments JOIN subscribers ON subscribers.id = enrollments.subscriber_id"
     " WHERE enrollments.plan_id = :plan AND enrollments.status = 'active'"
     " AND enrollments.next_due_at <= :now AND subscribers.status = 'active'"
@@ -177,7 +179,7 @@ def claim_due(
     fresh: list[dict[str, Any]] = []  # deliveries to insert
     late_variants: list[dict[str, Any]] = []  # existing deliveries that get their variant now
     for row in rows:
-        enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz = row
+        enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz, custom = row
         step = upcoming[enrollment_id]
         if step is None:
             continue
@@ -221,6 +223,7 @@ def claim_due(
                 "email": email,
                 "first_name": name,
                 "timezone": tz,
+                "fields": custom,
                 "owner": owner,
                 "unknown_outcomes": unknown,
                 "variant": variant,

@@ -49,11 +49,13 @@ class SubscriberRecord:
     first_name: str
     timezone: str
     status: SubscriberStatus
+    #: custom field values as stored: a JSON object in text.
+    fields: str = "{}"
 
 
 def _record(row: Subscriber) -> SubscriberRecord:
     status = SubscriberStatus(row.status)
-    return SubscriberRecord(row.id, row.email, row.first_name, row.timezone, status)
+    return SubscriberRecord(row.id, row.email, row.first_name, row.timezone, status, row.fields)
 
 
 def find_subscriber(session: Session, email: str) -> SubscriberRecord | None:
@@ -86,6 +88,7 @@ def add_subscriber(
     status: SubscriberStatus,
     source: str,
     now: datetime,
+    fields: str = "{}",
 ) -> int:
     subscriber = Subscriber(
         email=email,
@@ -93,6 +96,7 @@ def add_subscriber(
         timezone=timezone,
         status=status,
         source=source,
+        fields=fields,
         created_at=now,
         updated_at=now,
         confirmed_at=now if status == SubscriberStatus.ACTIVE else None,
@@ -100,6 +104,26 @@ def add_subscriber(
     session.add(subscriber)
     session.flush()
     return subscriber.id
+
+
+def subscriber_fields_for_update(session: Session, subscriber_id: int) -> str:
+    """The subscriber's custom field values (JSON text), the row locked until the transaction
+    ends (PostgreSQL; SQLite has one writer): two updates at once never lose one's values."""
+    return (
+        session.scalar(
+            select(Subscriber.fields).where(Subscriber.id == subscriber_id).with_for_update()
+        )
+        or "{}"
+    )
+
+
+def set_subscriber_fields(session: Session, subscriber_id: int, fields: str, now: datetime) -> None:
+    """Replace the subscriber's custom field values (a JSON object in text)."""
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id)
+        .values(fields=fields, updated_at=now)
+    )
 
 
 def set_subscriber_status(

@@ -79,13 +79,14 @@ def preview(request: Request) -> Response:
     with path.open("xb") as handle:  # created new, readable by this user only
         path.chmod(0o600)
         handle.write(data)
+    declared = engine(request).plan.declared_fields
     try:
-        source = csv_import.open_csv(path)
+        source = csv_import.open_csv(path, custom_fields=declared)
     except BadInput as exc:
         path.unlink(missing_ok=True)
         problem = exc.message.replace(str(path), "the file")
         return render(request, "import.html", title="Import", status=400, problem=problem)
-    found = import_preview.preview_rows(engine(request).db, csv_import.rows(source))
+    found = import_preview.preview_rows(engine(request).db, csv_import.rows(source), declared)
     notes = [note.replace(str(path), "the file") for note in source.notes]
     return render(
         request,
