@@ -21,5 +21,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("subscribers") as batch:
-        batch.drop_column("fields")
+    # In place (ALTER TABLE ... DROP COLUMN, SQLite 3.35+): a batch rebuild drops and recreates
+    # the table, and with foreign keys on, ON DELETE CASCADE would empty the tables under it.
+    op.drop_column("subscribers", "fields")
