@@ -29,15 +29,6 @@ steps:
 """
 
 
-@pytest.fixture
-def templates(tmp_path: Path) -> Path:
-    """A templates folder holding only `a.html`."""
-    folder = tmp_path / "templates"
-    folder.mkdir()
-    (folder / "a.html").write_text("<p>Hello</p>", encoding="utf-8")
-    return folder
-
-
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "plan.yaml"
     path.write_text(text, encoding="utf-8")

@@ -39,14 +39,6 @@ steps:
 """
 
 
-@pytest.fixture
-def templates(tmp_path: Path) -> Path:
-    folder = tmp_path / "templates"
-    folder.mkdir()
-    (folder / "a.html").write_text("<p>Hello</p>", encoding="utf-8")
-    return folder
-
-
 def _replace_line(number: int, new: str, text: str = VALID) -> str:
     lines = text.splitlines()
     lines[number - 1] = new

@@ -23,14 +23,6 @@ steps:
 """
 
 
-@pytest.fixture
-def templates(tmp_path: Path) -> Path:
-    folder = tmp_path / "templates"
-    folder.mkdir()
-    (folder / "a.html").write_text("<p>Hello</p>", encoding="utf-8")
-    return folder
-
-
 def _load(tmp_path: Path, templates: Path, variants: str) -> Plan:
     path = tmp_path / "plan.yaml"
     path.write_text(HEAD + variants, encoding="utf-8")

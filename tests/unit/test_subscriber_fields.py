@@ -54,14 +54,6 @@ DECLARED = sf.field_defs(
 )
 
 
-@pytest.fixture
-def templates(tmp_path: Path) -> Path:
-    folder = tmp_path / "templates"
-    folder.mkdir()
-    (folder / "a.html").write_text("<p>Hello</p>", encoding="utf-8")
-    return folder
-
-
 def _problems(tmp_path: Path, templates: Path, fields: str) -> list[PlanProblem]:
     path = tmp_path / "plan.yaml"
     path.write_text(HEAD + fields, encoding="utf-8")
