@@ -18,9 +18,10 @@ from pathlib import Path
 from campaign.clock import Clock, FixedClock, SystemClock
 from campaign.content.compose import Composer
 from campaign.content.dkim import signer_from_settings
+from campaign.content.plan_check import check_catalog
 from campaign.content.plan_check import check_plan as check_plan
 from campaign.content.plan_check import shared_context as shared_context
-from campaign.content.snapshot import Content, content_for, plan_fingerprint
+from campaign.content.snapshot import Content, Contents, contents_for, plan_fingerprint
 
 # Re-exported (`x as x`): it builds content now, and its callers know it from here.
 from campaign.content.snapshot import return_paths as return_paths
@@ -34,9 +35,10 @@ from campaign.delivery.senders import PassRunner, SenderPool, connection_shares
 from campaign.delivery.signup_mail import SignupMail
 from campaign.delivery.smtp import SMTPTransport
 from campaign.delivery.webhooks import WebhookDeliverer, WebhookEndpoints
-from campaign.domain.plan import Plan, load_plan
+from campaign.domain.plan import Plan
+from campaign.domain.plan_catalog import PlanCatalog, load_catalog
 from campaign.domain.transport import Transport
-from campaign.errors import DatabaseError, PlanError
+from campaign.errors import ConfigError, DatabaseError, PlanError, UnknownPlan
 from campaign.insights import reports
 from campaign.insights.metrics import Metrics
 from campaign.logs import configure_logging
@@ -53,10 +55,10 @@ log = logging.getLogger("campaign.bootstrap")
 
 @dataclass
 class _Running:
-    """What changes while an engine runs: its content, swapped whole in one assignment, and
-    this process's status for /healthz."""
+    """What changes while an engine runs: its plans' content, swapped whole in one
+    assignment, and this process's status for /healthz."""
 
-    content: Content
+    contents: Contents
     fingerprint: tuple[tuple[str, int], ...] = ()
     #: why this process's scheduler paused sending (None: it sends, or none runs here); for
     #: /healthz, since a database that refuses writes takes no heartbeat saying so.
@@ -105,19 +107,40 @@ class Engine:
         )
 
     @property
+    def contents(self) -> Contents:
+        """Every running plan and its composer now, by plan id: read it once."""
+        return self._running.contents
+
+    @property
+    def catalog(self) -> PlanCatalog:
+        """Every running plan by id, and the default one."""
+        return self._running.contents.catalog
+
+    @property
     def content(self) -> Content:
-        """The plan and its composer now: read it once and use that value throughout."""
-        return self._running.content
+        """The default plan and its composer now: read it once and use that value throughout."""
+        return self._running.contents.default
 
     @property
     def plan(self) -> Plan:
-        """The running plan; for the plan and its composer together, read `content` once."""
-        return self._running.content.plan
+        """The default plan; for the plan and its composer together, read `content` once."""
+        return self._running.contents.default.plan
 
     @property
     def composer(self) -> Composer:
-        """The running plan's composer (see `plan`)."""
-        return self._running.content.composer
+        """The default plan's composer (see `plan`)."""
+        return self._running.contents.default.composer
+
+    def plan_named(self, plan_id: str | None) -> Plan:
+        """The running plan a signup names (None or blank: the default plan); UnknownPlan
+        (bad input) for an id no running plan has."""
+        contents = self._running.contents
+        if plan_id is None or not plan_id.strip():
+            return contents.default.plan
+        plan = contents.plan(plan_id.strip())
+        if plan is None:
+            raise UnknownPlan(plan_id, list(contents.by_id))
+        return plan
 
     @property
     def webhooks(self) -> WebhookEndpoints:
@@ -133,16 +156,19 @@ class Engine:
         resubscribe: bool = False,
         now: datetime | None = None,
         fields: Mapping[str, object] | None = None,
+        plan: str | None = None,
     ) -> SubscribeResult:
-        """Add an active subscriber and enrol them: the welcome is due on the next pass.
+        """Add an active subscriber and enrol them in `plan` (an id; None: the default plan):
+        the welcome is due on the next pass.
 
-        Someone known is left as they are, unless `resubscribe` (they asked to come back). A
-        bad address or time zone, or a suppressed address, raises a CampaignError; so does a
-        custom field (`fields`) the plan does not declare, or a value that does not fit it.
+        Someone known is left as they are, unless `resubscribe` (they asked to come back), or
+        they are active and not yet in `plan` (they join it). A bad address, time zone or
+        plan id, or a suppressed address, raises a CampaignError; so does a custom field
+        (`fields`) that plan does not declare, or a value that does not fit it.
         """
         return subscriptions.subscribe(
             self.db,
-            self.plan,
+            self.plan_named(plan),
             email=email,
             first_name=name,
             timezone=timezone,
@@ -179,9 +205,10 @@ class Engine:
         with self.sending(), make_service(self) as service:
             return service.run_once(now)
 
-    def stats(self) -> reports.Stats:
-        """Subscribers by status and, per step, what was sent: `campaign stats --json`."""
-        return reports.stats(self.db, self.plan)
+    def stats(self, plan: str | None = None) -> reports.Stats:
+        """Subscribers by status and, per step of `plan` (an id; None: the default plan),
+        what was sent: `campaign stats --json [--plan ID]`."""
+        return reports.stats(self.db, self.plan_named(plan))
 
     def health(self) -> reports.Health:
         """This deployment's health as this process sees it (its scheduler, if one runs here)."""
@@ -214,28 +241,53 @@ class Engine:
         if current == running.fingerprint:
             return False
         running.fingerprint = current
-        old = running.content.plan
+        old = running.contents.catalog
         try:
-            plan = check_plan(self.settings)
+            catalog = check_catalog(self.settings)
         except PlanError as exc:
             for problem in exc.problems:
                 log.error("plan edit refused, still sending the last good plan: %s", problem)
             more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
             self._refuse_plan_edit(f"{exc.problems[0]}{more}")
             return False
-        if plan.id != old.id:
-            log.error("plan edit refused: the plan id changed (%s -> %s)", old.id, plan.id)
+        except ConfigError as exc:  # DEFAULT_PLAN no longer names a plan of the folder
+            log.error("plan edit refused, still sending the last good plans: %s", exc.message)
+            self._refuse_plan_edit(exc.message)
+            return False
+        gone = [plan_id for plan_id in old.plans if plan_id not in catalog.plans]
+        # The default plan's id must stay; another plan may go once nobody runs it.
+        gone = [
+            plan_id
+            for plan_id in gone
+            if plan_id == old.default_id or self._has_active_enrollments(plan_id)
+        ]
+        if gone:
+            plan = catalog.default if len(catalog) == 1 else None
+            before = old.plans[gone[0]]
+            renamed = plan.id if plan is not None else "NEW_ID"
+            log.error("plan edit refused: plan id %s is gone", gone[0])
             self._refuse_plan_edit(
-                f"{plan.source}: the plan id changed from {old.id!r} to {plan.id!r}: put "
-                f"it back, or stop the service and run `campaign plan rename {old.id} "
-                f"{plan.id}`"
+                f"{(plan or before).source}: the plan id {gone[0]!r} is gone"
+                + (f" (the plan id changed from {gone[0]!r} to {plan.id!r})" if plan else "")
+                + f": put it back, or stop the service and run `campaign plan rename "
+                f"{gone[0]} {renamed}`"
             )
             return False
         self._refuse_plan_edit(None)
-        # One assignment: a pass or request reading `content` gets the old pair or the new.
-        running.content = content_for(self.settings, plan, running.content.composer.dkim)
-        log.info("plan reloaded: %s, %d steps", plan.source, len(plan.steps))
+        # One assignment: a pass or request reading `contents` gets the old plans or the new.
+        running.contents = contents_for(
+            self.settings, catalog, running.contents.default.composer.dkim
+        )
+        for plan in catalog:
+            log.info("plan reloaded: %s, %d steps", plan.source, len(plan.steps))
         return True
+
+    def _has_active_enrollments(self, plan_id: str) -> bool:
+        """Whether someone runs `plan_id` (True when the database cannot say: keep it)."""
+        try:
+            return plan_id in plan_identity.orphans(self.db, self.plan)
+        except Exception:  # any driver error: refuse the edit rather than orphan anyone
+            return True
 
     def _refuse_plan_edit(self, reason: str | None) -> None:
         self._running.plan_edit_refused = reason
@@ -303,7 +355,7 @@ App = Engine
 def require_plan_identity(app: App) -> None:
     """Refuse to send (exit 2, saying how to fix it) while active enrollments run under a
     plan id the plan file does not have: they would silently get nothing more."""
-    plan_identity.require_plan_identity(app.db, app.plan)
+    plan_identity.require_plan_identity(app.db, app.catalog)
 
 
 def make_service(app: App) -> Service:
@@ -403,10 +455,20 @@ def build(
     command line included); tests that walk simulated time pass a `lease_clock` too.
     """
     clock = clock or SystemClock()
-    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir, settings.assets_dir)
-    content = content_for(settings, plan, signer_from_settings(settings))
-    for problem in content.renderer.problems:
-        log.error("plan problem (steps affected are retried until fixed): %s", problem)
+    catalog = load_catalog(
+        plan_path or settings.plan_path,
+        settings.templates_dir,
+        settings.assets_dir,
+        # A single plan file named by a test or a tool is its own default.
+        None if plan_path is not None and Path(plan_path).is_file() else settings.default_plan,
+    )
+    for warning in catalog.warnings:
+        log.warning("plan warning: %s: its graduates complete there", warning)
+    contents = contents_for(settings, catalog, signer_from_settings(settings))
+    plan = catalog.default
+    for content in contents:
+        for problem in content.renderer.problems:
+            log.error("plan problem (steps affected are retried until fixed): %s", problem)
     transport = transport or make_transport(settings)
     db = Database(settings.database_url)
     policy = SendPolicy(
@@ -420,11 +482,12 @@ def build(
         connections=connection_shares(settings.smtp_connections, settings.sender_processes)[0],
         soft_bounce_limit=settings.soft_bounce_limit,
         unknown_outcome_retries=settings.unknown_outcome_retries,
+        max_per_day=settings.max_per_day,
     )
-    running = _Running(content, plan_fingerprint(settings))
+    running = _Running(contents, plan_fingerprint(settings))
     dispatcher = Dispatcher(
         db,
-        lambda: running.content,
+        lambda: running.contents,
         transport,
         clock,
         owner_id(),
@@ -440,6 +503,7 @@ def build(
         confirm_token_days=settings.confirm_token_days,
     )
     if settings.double_opt_in and plan.confirmation is None:
+        # Every signup's confirmation email is the default plan's, whichever plan it names.
         raise PlanError(
             [plan.problem("confirmation", "DOUBLE_OPT_IN is on but the plan has no confirmation:")]
         )

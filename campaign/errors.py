@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 
@@ -139,6 +140,15 @@ class UnknownSubscriber(BadInput):
     def __init__(self, address: str) -> None:
         self.address = address
         super().__init__(f"no subscriber with address {address!r}")
+
+
+class UnknownPlan(BadInput):
+    """No running plan has that id."""
+
+    def __init__(self, plan_id: str, known: Collection[str] = ()) -> None:
+        self.plan_id = plan_id[:64]
+        listed = f" (plans: {', '.join(sorted(known))})" if known else ""
+        super().__init__(f"no plan has id {self.plan_id!r}{listed}")
 
 
 class UnknownStep(BadInput):

@@ -73,7 +73,12 @@ class Settings(BaseModel):
     bounce_domain: str | None = None
     public_base_url: str = "http://localhost:8000"
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    #: a plan file, or a folder whose `*.yaml` files are each a plan.
     plan_path: Path = Path("plans/thirty_day.yaml")
+    #: the id of the plan a signup joins when it names none (needed for a folder of plans).
+    default_plan: str | None = None
+    #: lesson emails (every step but a plan's day 0) one person gets per local day, all plans.
+    max_per_day: int = Field(default=1, ge=1, le=24)
     templates_dir: Path = Path("templates/emails")
     #: the third folder a plan's files (ebook, attachments) may come from, besides its own
     #: and templates_dir; None: the `assets` folder beside the plan's folder.

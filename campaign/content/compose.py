@@ -62,8 +62,12 @@ class Composer:
         return_paths: ReturnPaths | None = None,
         dkim: DkimSigner | None = None,
         feedback_id_sender: str | None = None,
+        plan_unsubscribe: bool = False,
     ) -> None:
         self.plan = plan
+        #: several plans run: the footer's link leaves this plan (the page offers everything);
+        #: the one-click header always leaves everything.
+        self.plan_unsubscribe = plan_unsubscribe
         self.renderer = renderer
         self.sender = sender
         self.public_base_url = public_base_url.rstrip("/")
@@ -80,7 +84,16 @@ class Composer:
         return f"<{secrets.token_hex(16)}@{self.sender.domain}>"
 
     def unsubscribe_url(self, subscriber_id: int, now: datetime) -> str:
+        """The link that stops all email (the one-click List-Unsubscribe header's)."""
         token = tokens.sign(self._secret, "unsubscribe", subscriber_id, now)
+        return f"{self.public_base_url}/unsubscribe/{token}"
+
+    def footer_unsubscribe_url(self, subscriber_id: int, now: datetime) -> str:
+        """The footer's link (`unsubscribe_url` in templates): with several plans it names
+        this plan, and its page leaves this plan or, on request, everything."""
+        if not self.plan_unsubscribe:
+            return self.unsubscribe_url(subscriber_id, now)
+        token = tokens.sign(self._secret, "unsubscribe", subscriber_id, now, self.plan.id)
         return f"{self.public_base_url}/unsubscribe/{token}"
 
     def confirm_url(self, confirmation_id: int, now: datetime) -> str:
@@ -120,7 +133,7 @@ class Composer:
         now: datetime,
         extra: Mapping[str, Any] | None = None,
     ) -> RenderedEmail:
-        unsubscribe = self.unsubscribe_url(recipient.subscriber_id, now)
+        unsubscribe = self.footer_unsubscribe_url(recipient.subscriber_id, now)
         return self._render(step, recipient, unsubscribe, extra)
 
     def _render(
@@ -156,7 +169,7 @@ class Composer:
         return self.renderer.body_context(
             step,
             self.subscriber_context(recipient),
-            unsubscribe_url=self.unsubscribe_url(recipient.subscriber_id, now),
+            unsubscribe_url=self.footer_unsubscribe_url(recipient.subscriber_id, now),
             **extra,
         )
 
@@ -178,7 +191,7 @@ class Composer:
         With click tracking on and a `delivery_id`, links become signed `/c/` redirects. A
         delivery or a `confirmation` is sent from a VERP return path naming it (`envelope_sender`).
         """
-        unsubscribe = self.unsubscribe_url(recipient.subscriber_id, now)
+        unsubscribe = self.footer_unsubscribe_url(recipient.subscriber_id, now)
         rendered = self._render(step, recipient, unsubscribe, extra)
         if self.track_clicks and delivery_id is not None:
             rendered = self._tracked(rendered, delivery_id, now, keep=unsubscribe)
@@ -192,7 +205,7 @@ class Composer:
             date=now,
             extra_headers={
                 # RFC 8058 one-click unsubscribe: mailbox providers show an Unsubscribe button.
-                "List-Unsubscribe": f"<{unsubscribe}>",
+                "List-Unsubscribe": f"<{self.unsubscribe_url(recipient.subscriber_id, now)}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 "List-Id": self.list_id,
                 **self._feedback_id(step, confirmation),

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from campaign.content.render import Renderer, subscriber_context
-from campaign.domain.plan import Plan, load_plan
+from campaign.domain.plan import Plan
+from campaign.domain.plan_catalog import PlanCatalog, load_catalog
 from campaign.domain.subscriber_fields import with_defaults
 from campaign.errors import PlanError, PlanProblem
 from campaign.settings import Settings
@@ -32,8 +33,29 @@ def ebook_path(public_base_url: str, plan: Plan) -> str:
 
 
 def check_plan(settings: Settings, plan_path: Path | None = None) -> Plan:
-    """Load the plan and render every step for sample subscribers; PlanError lists every problem."""
-    plan = load_plan(plan_path or settings.plan_path, settings.templates_dir, settings.assets_dir)
+    """The default plan of `check_catalog` (the one plan, for a plan file)."""
+    return check_catalog(settings, plan_path).default
+
+
+def check_catalog(settings: Settings, plan_path: Path | None = None) -> PlanCatalog:
+    """Load every plan and render every step for sample subscribers; PlanError lists every
+    problem of every plan. A `plan_path` named on the command line needs no DEFAULT_PLAN."""
+    catalog = load_catalog(
+        plan_path or settings.plan_path,
+        settings.templates_dir,
+        settings.assets_dir,
+        settings.default_plan,
+        require_default=plan_path is None,
+    )
+    problems: list[PlanProblem] = []
+    for plan in catalog:
+        problems += _render_problems(settings, plan)
+    if problems:
+        raise PlanError(problems)
+    return catalog
+
+
+def _render_problems(settings: Settings, plan: Plan) -> list[PlanProblem]:
     renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
     # Custom fields as someone who gave none sees them: each field's default.
     fields = with_defaults(plan.declared_fields, {}) if plan.fields else None
@@ -44,7 +66,4 @@ def check_plan(settings: Settings, plan_path: Path | None = None) -> Plan:
         }
         for name in ("Ann", "")
     ]
-    problems: list[PlanProblem] = renderer.check(samples)
-    if problems:
-        raise PlanError(problems)
-    return plan
+    return renderer.check(samples)

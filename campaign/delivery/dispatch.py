@@ -20,15 +20,14 @@ from datetime import datetime
 from functools import partial
 
 from campaign.clock import Clock, SystemClock
-from campaign.content.compose import Composer, Recipient
-from campaign.content.snapshot import Content
+from campaign.content.compose import Recipient
+from campaign.content.snapshot import Contents
 from campaign.delivery import outcomes, timing
 from campaign.delivery.backoff import RelayBackoff
 from campaign.delivery.feed import DueClaims, Feed, LeaseKeeper
 from campaign.delivery.outcomes import Outcomes
 from campaign.delivery.pacing import SendBudget, StopWaiting, buckets_for
 from campaign.delivery.passes import PassResult, SendPolicy, is_throttle
-from campaign.domain.plan import Plan
 from campaign.domain.subscriber_fields import decode as stored_fields
 from campaign.domain.transport import Connection, Transport
 from campaign.errors import (
@@ -50,7 +49,8 @@ log = logging.getLogger("campaign.dispatch")
 
 @dataclass
 class Dispatcher:
-    """Sends one plan's due steps. Built once by the engine; `run_pass` is called per tick.
+    """Sends the running plans' due steps. Built once by the engine; `run_pass` is called per
+    tick. Each claim is rendered and timed by its own enrollment's plan (`claim.plan_id`).
 
     A pass is composed of the claims feed (`feed`), the recorded outcomes (`outcomes`), the
     relay's back-off (`backoff`) and pure timing (`timing`); this class runs the SMTP
@@ -58,9 +58,9 @@ class Dispatcher:
     """
 
     db: Database
-    #: the plan and its composer as they are now (the engine's current content): read once
-    #: per pass, which uses that one value throughout, whatever a reload swaps in meanwhile.
-    content: Callable[[], Content]
+    #: the plans and their composers as they are now (the engine's current contents): read
+    #: once per pass, which uses that one value throughout, whatever a reload swaps in.
+    contents: Callable[[], Contents]
     transport: Transport
     clock: Clock
     owner: str
@@ -105,25 +105,27 @@ class Dispatcher:
         if refusal is not None:
             result.error = refusal
             return result
-        # One plan, composer and transport for the whole pass, even if they are swapped
-        # meanwhile; the claims of this pass are this token's, not an earlier pass's.
-        content = self.content()
-        plan, composer, transport = content.plan, content.composer, self.transport
+        # One set of plans, composers and transport for the whole pass, even if they are
+        # swapped meanwhile; the claims of this pass are this token's, not an earlier pass's.
+        contents = self.contents()
+        transport = self.transport
+        composer = contents.default.composer
         token = f"{self.owner}/{next(self._passes)}"
         # The welcome email of one subscriber needs one connection, not a pool.
         workers = 1 if only_enrollment is not None else self.policy.connections
         claims = DueClaims(
             self.db,
-            plan,
+            contents.catalog,
             now,
             token,
             self.leases,
             partial(self._claim_limit, workers),
             composer.new_message_id,
             only_enrollment,
+            self.policy.max_per_day,
         )
         feed = Feed(claims.next_batch, stop)
-        work = _Pass(now, plan, composer, transport, feed)
+        work = _Pass(now, contents, transport, feed)
         results = [PassResult() for _ in range(workers)]
         renew_every = min(self.policy.lease_seconds / 3, 30.0)
         try:
@@ -177,7 +179,14 @@ class Dispatcher:
         with ExitStack() as stack:
             recorder = stack.enter_context(store.DeliveryRecorder(self.db))
             recorded = Outcomes(
-                self.db, recorder, work.plan, self.policy, self.leases, feed, result, self._real
+                self.db,
+                recorder,
+                work.contents.catalog,
+                self.policy,
+                self.leases,
+                feed,
+                result,
+                self._real,
             )
             # The SMTP connection: closed and replaced after an unexpected error mid-message.
             session = stack.enter_context(ExitStack())
@@ -222,20 +231,21 @@ class Dispatcher:
     ) -> None:
         """Build `claim`'s message, prove the claim, send it, and record what came of it."""
         now = work.now
-        step = work.plan.step_by_key(claim.step_key)
-        if step is None:  # the plan changed since the claim: look again next pass
+        content = work.contents.of(claim.plan_id)
+        step = None if content is None else content.plan.step_by_key(claim.step_key)
+        if content is None or step is None:  # the plan changed since the claim: look again
             recorded.release([claim])
             return
         # The subject the delivery recorded when it was created: a retry sends the same one.
         step = step.with_variant(claim.variant)
-        if timing.too_late(work.plan, claim, now):
+        if timing.too_late(content.plan, claim, now):
             recorded.late(claim, now)
             return
         recipient = Recipient(
             claim.subscriber_id, claim.email, claim.first_name, stored_fields(claim.fields)
         )
         try:
-            composed = work.composer.compose(
+            composed = content.composer.compose(
                 step,
                 recipient,
                 message_id=claim.message_id,
@@ -314,8 +324,7 @@ class _Pass:
     """What one pass works with, read once at its start."""
 
     now: datetime
-    plan: Plan
-    composer: Composer
+    contents: Contents
     transport: Transport
     feed: Feed
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from campaign.clock import Clock
 from campaign.delivery import timing
-from campaign.domain.plan import Plan
+from campaign.domain.plan_catalog import PlanCatalog
 from campaign.errors import DatabaseError
 from campaign.storage import store
 from campaign.storage.db import Database
@@ -24,10 +24,11 @@ log = logging.getLogger("campaign.dispatch")
 
 @dataclass(frozen=True)
 class DueClaims:
-    """Claims, for one pass's `owner`, batches of the steps due at `now` under `plan`."""
+    """Claims, for one pass's `owner`, batches of the steps due at `now` under the running
+    plans (each enrollment's own plan)."""
 
     db: Database
-    plan: Plan
+    plans: PlanCatalog
     now: datetime
     owner: str
     leases: LeaseTime
@@ -36,11 +37,33 @@ class DueClaims:
     new_message_id: Callable[[], str]
     #: one subscriber's enrollment only (the welcome email sent the moment they confirm).
     only_enrollment: int | None = None
+    #: lesson emails per person per local day across plans (applies when several plans run).
+    max_per_day: int = 1
+
+    def daily_cap(self) -> store.DailyCap | None:
+        """The cap across plans; None unless plans run side by side (one plan's schedule, or
+        a `then:` chain's plans one after the other, keep one a day by themselves)."""
+        if not self.plans.side_by_side:
+            return None
+        return store.DailyCap(
+            self.max_per_day,
+            frozenset((p.id, s.key) for p in self.plans for s in p.steps if s.day == 0),
+            {p.id: p.send_time for p in self.plans},
+            {
+                (p.id, s.key): (p.send_days_of(s), p.send_time_of(s))
+                for p in self.plans
+                for s in p.steps
+            },
+        )
 
     @property
-    def variants(self) -> dict[str, tuple[str, ...]]:
-        """Per step key, the subjects its test compares (steps that test none are left out)."""
-        return {step.key: step.variant_names for step in self.plan.steps if step.variants}
+    def variants(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """Per plan id and step key, the subjects its test compares (steps that test none are
+        left out)."""
+        return {
+            plan.id: {step.key: step.variant_names for step in plan.steps if step.variants}
+            for plan in self.plans
+        }
 
     def next_batch(self) -> list[Claim]:
         """The next batch of claims whose step is itself due at `now` (empty: none left).
@@ -55,8 +78,10 @@ class DueClaims:
             with self.db.transaction() as session:
                 claims = store.claim_due(
                     session,
-                    plan_id=self.plan.id,
-                    steps=[(step.key, step.day) for step in self.plan.steps],
+                    plans={
+                        plan.id: [(step.key, step.day) for step in plan.steps]
+                        for plan in self.plans
+                    },
                     now=self.now,
                     owner=self.owner,
                     lease_until=self.now + timedelta(seconds=self.leases.seconds),
@@ -65,6 +90,7 @@ class DueClaims:
                     only_enrollment=self.only_enrollment,
                     lease=self.leases,
                     variants=self.variants,
+                    cap=self.daily_cap(),
                 )
             # After the claim's commit, not in it: SQLite's one writer (a signup, another
             # sender process) waits for that transaction, so it holds no per-claim work.
@@ -72,7 +98,8 @@ class DueClaims:
             early = [
                 replace(claim, due_at=until)
                 for claim in claims
-                if (until := timing.held_until(self.plan, claim, self.now)) is not None
+                if (until := timing.held_until(self.plans.plans[claim.plan_id], claim, self.now))
+                is not None
             ]
             if not early:
                 return claims

@@ -15,10 +15,12 @@ from sqlalchemy.orm import Session
 
 from campaign.clock import Clock
 from campaign.delivery import timing
+from campaign.delivery.chaining import chain_for
 from campaign.delivery.feed import Feed
 from campaign.delivery.passes import PassResult, SendPolicy
 from campaign.domain.addresses import email_hash
 from campaign.domain.plan import Plan
+from campaign.domain.plan_catalog import PlanCatalog
 from campaign.domain.statuses import SubscriberStatus
 from campaign.errors import DatabaseError, PermanentFailure
 from campaign.storage import store
@@ -76,7 +78,7 @@ class Outcomes:
         self,
         db: Database,
         recorder: DeliveryRecorder,
-        plan: Plan,
+        plans: PlanCatalog,
         policy: SendPolicy,
         leases: LeaseTime,
         feed: Feed,
@@ -85,7 +87,7 @@ class Outcomes:
     ) -> None:
         self._db = db
         self._recorder = recorder
-        self._plan = plan
+        self._plans = plans
         self._policy = policy
         self._leases = leases
         self._feed = feed
@@ -97,8 +99,9 @@ class Outcomes:
         """The server accepted `claim`'s message (250) at `sent_at`."""
         if self._unrecorded is not None:  # would widen the crash window the README promises
             raise RuntimeError("a second unrecorded message on one connection")
-        next_due = timing.next_due(self._plan, claim, sent_at)
-        self._unrecorded = Accepted(claim, sent_at, next_due)
+        next_due = timing.next_due(self._plan(claim), claim, sent_at)
+        chain = chain_for(self._plans, claim, sent_at) if next_due is None else None
+        self._unrecorded = Accepted(claim, sent_at, next_due, chain)
         self._result.sent += 1
 
     def cleared_to_send(self, claim: Claim, now: datetime) -> bool:
@@ -136,7 +139,7 @@ class Outcomes:
     def _after_sent(self, accepted: Accepted, recorded: bool | None) -> None:
         self._feed.finish(accepted.claim)
         claim = accepted.claim
-        if recorded and claim.step_key == self._plan.steps[0].key:
+        if recorded and claim.step_key == self._plan(claim).steps[0].key:
             # The enrollment starts at confirmation (or at signup without double opt-in).
             latency = (accepted.sent_at - claim.started_at).total_seconds()
             self._result.welcome_seconds.append(max(latency, 0.0))
@@ -151,10 +154,16 @@ class Outcomes:
 
     def late(self, claim: Claim, now: datetime) -> None:
         """Skip a step too late to be worth sending (catch_up: skip_after) and move on."""
-        reason = f"more than {self._plan.skip_after} late (catch_up)"
-        next_due = timing.next_due(self._plan, claim, None)
+        plan = self._plan(claim)
+        reason = f"more than {plan.skip_after} late (catch_up)"
+        next_due = timing.next_due(plan, claim, None)
         late = partial(
-            store.record_late_skip, claim=claim, now=now, reason=reason, next_due_at=next_due
+            store.record_late_skip,
+            claim=claim,
+            now=now,
+            reason=reason,
+            next_due_at=next_due,
+            chain=chain_for(self._plans, claim, now),
         )
         if self._settle(claim, late):
             self._result.skipped += 1
@@ -177,8 +186,9 @@ class Outcomes:
         limit = self._policy.soft_bounce_limit
 
         def give_up(session: Session) -> bool:
-            next_due = timing.next_due(self._plan, claim, None)
-            if not store.record_failed(session, claim, now, error, next_due):
+            next_due = timing.next_due(self._plan(claim), claim, None)
+            chain = chain_for(self._plans, claim, now)
+            if not store.record_failed(session, claim, now, error, next_due, chain):
                 return False
             failures[0] = store.consecutive_failures(session, claim.subscriber_id)
             if failures[0] >= limit:
@@ -211,7 +221,8 @@ class Outcomes:
             claim=claim,
             now=now,
             error=error,
-            next_due_at=timing.next_due(self._plan, claim, None),
+            next_due_at=timing.next_due(self._plan(claim), claim, None),
+            chain=chain_for(self._plans, claim, now),
         )
         if self._settle(claim, failed):
             self._result.failed += 1
@@ -225,8 +236,9 @@ class Outcomes:
                 return store.record_bounce(
                     session, claim, now, failure.message, email_hash(claim.email)
                 )
-            next_due = timing.next_due(self._plan, claim, None)
-            return store.record_failed(session, claim, now, failure.message, next_due)
+            next_due = timing.next_due(self._plan(claim), claim, None)
+            chain = chain_for(self._plans, claim, now)
+            return store.record_failed(session, claim, now, failure.message, next_due, chain)
 
         if not self._settle(claim, write):
             return
@@ -255,7 +267,8 @@ class Outcomes:
             now=now,
             error=error,
             retry_at=retry_at,
-            next_due_at=timing.next_due(self._plan, claim, now),
+            next_due_at=timing.next_due(self._plan(claim), claim, now),
+            chain=chain_for(self._plans, claim, now),
         )
         if not self._settle(claim, unknown):
             return
@@ -273,6 +286,10 @@ class Outcomes:
         release(self._db, given_back, self._result, self._real)
         for claim in given_back:
             self._feed.finish(claim)
+
+    def _plan(self, claim: Claim) -> Plan:
+        """The claim's own plan (the pass claimed only enrollments of running plans)."""
+        return self._plans.plans[claim.plan_id]
 
     def _settle(self, claim: Claim, write: Callable[[Session], bool]) -> bool:
         """Record a claim's outcome, if the claim is still this pass's: False when it is not

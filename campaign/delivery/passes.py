@@ -24,6 +24,8 @@ class SendPolicy:
     connections: int = 1
     #: how often a message whose outcome stayed unknown (no final reply) is tried again: 0 or 1.
     unknown_outcome_retries: int = 1
+    #: lesson emails per person per local day across plans (MAX_PER_DAY).
+    max_per_day: int = 1
 
 
 @dataclass

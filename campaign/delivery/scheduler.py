@@ -172,8 +172,8 @@ class Service:
             next_run_time=self.clock.now(),
         )
         log.info(
-            "scheduler started: plan=%s tick=%ss sending via %s in %d process(es)",
-            self.dispatcher.content().plan.id,
+            "scheduler started: plans=%s tick=%ss sending via %s in %d process(es)",
+            ",".join(content.plan.id for content in self.dispatcher.contents()),
             self.tick_seconds,
             self.dispatcher.transport.description,
             self.senders.processes if self.senders else 1,

@@ -102,7 +102,8 @@ class SignupMail:
                 return sent
 
     def _send(self, claims: list[store.ConfirmationClaim], now: datetime) -> int:
-        content = self.dispatcher.content()  # one plan and its composer for the batch
+        # The default plan's confirmation email and composer, one for the batch.
+        content = self.dispatcher.contents().default
         step, composer = content.plan.confirmation, content.composer
         sent = 0
         try:

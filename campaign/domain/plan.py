@@ -93,6 +93,7 @@ class PlanSpec(_Strict):
     confirmation: ConfirmationSpec | None = None
     catch_up: Literal["shift"] | SkipAfterSpec = "shift"
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    then: Key | None = None
     steps: list[StepSpec] = Field(min_length=1)
 
 
@@ -197,6 +198,8 @@ class Plan:
     length_days: int | None = None
     #: `fields:`: the custom subscriber fields templates see as `subscriber.fields.NAME`.
     fields: tuple[FieldDef, ...] = ()
+    #: `then:` the id of the plan graduates are enrolled into when this one ends (None: none).
+    then: str | None = None
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
     #: the folders files named by the plan must resolve into: its own, TEMPLATES_DIR, ASSETS_DIR.
     content_roots: tuple[Path, ...] = field(default=(), compare=False, repr=False)
@@ -294,6 +297,7 @@ def load_plan(
         ),
         length_days=spec.length_days,
         fields=() if bad_fields else field_defs(spec.fields),
+        then=spec.then,
         lines=lines,
         content_roots=content_roots(
             path.parent, templates_dir, assets_dir or path.parent.parent / "assets"
@@ -492,6 +496,8 @@ def _parse_send_time(text: str) -> time:
 
 def _consistency_problems(plan: Plan, templates_dir: Path) -> list[PlanProblem]:
     problems: list[PlanProblem] = []
+    if plan.then == plan.id:
+        problems.append(plan.problem("then", f"{plan.id!r} is this plan itself (a loop)"))
     if plan.ebook is not None:
         problems += _content_file_problems(plan, "ebook.file", plan.ebook.file)
     seen_keys: dict[str, int] = {}

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from campaign.errors import BadInput
 
-COLUMNS = ("email", "first_name", "timezone")
+COLUMNS = ("email", "first_name", "timezone", "plan")
 #: Header spellings people use for our columns, after lowercasing and `_` for spaces.
 ALIASES = {
     "e_mail": "email",

@@ -3,7 +3,7 @@ page shows it before the operator commits (then `subscriptions.import_rows` stor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -124,12 +124,21 @@ def preview_rows(
 
 
 def commit_import(
-    db: Database, plan: Plan, path: Path, *, now: datetime, actor: str = COMMAND_LINE
+    db: Database,
+    plan: Plan,
+    path: Path,
+    *,
+    now: datetime,
+    actor: str = COMMAND_LINE,
+    plan_ids: Collection[str] = (),
 ) -> subscriptions.ImportReport:
-    """Import the CSV at `path` as `campaign import` does (in chunks, each its own transaction),
-    then write the audit entry: who imported how many from which file."""
+    """Import the CSV at `path` as `campaign import` does (in chunks, each its own transaction;
+    a `plan` column names one of `plan_ids`), then write the audit entry: who imported how
+    many from which file."""
     source = csv_import.open_csv(path, custom_fields=plan.declared_fields)
-    report = subscriptions.import_rows(db, plan, csv_import.rows(source), now=now, source="import")
+    report = subscriptions.import_rows(
+        db, plan, csv_import.rows(source), now=now, source="import", plan_ids=plan_ids
+    )
     detail = (
         f"{path.name}: {report.added} added, {report.already_known} already known, "
         f"{len(report.problems)} refused"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from campaign.domain.plan import Key, Plan
+from campaign.domain.plan_catalog import PlanCatalog
 from campaign.errors import OrphanedEnrollments, RenameRefused
 
 if TYPE_CHECKING:
@@ -17,8 +18,18 @@ if TYPE_CHECKING:
 # `campaign plan check` uses this module without a database and must start at once.
 
 
-def orphaned_message(plan: Plan, orphans: dict[str, int]) -> str:
+def orphaned_message(plans: Plan | PlanCatalog, orphans: dict[str, int]) -> str:
     """What is wrong and how to fix it, naming each old id and its count."""
+    if isinstance(plans, PlanCatalog) and len(plans) > 1:
+        counts = ", ".join(f"{count} under {old!r}" for old, count in sorted(orphans.items()))
+        known = ", ".join(sorted(plans.plans))
+        return (
+            f"{sum(orphans.values())} active enrollment(s) run under a plan id that no plan "
+            f"has (plans: {known}) ({counts}): sending now would leave them with no further "
+            "email. If a plan was renamed, run `campaign plan rename OLD NEW`; otherwise put "
+            "the old `id:` back in its plan file"
+        )
+    plan = plans.default if isinstance(plans, PlanCatalog) else plans
     counts = ", ".join(f"{count} under {old!r}" for old, count in sorted(orphans.items()))
     fixes = " or ".join(f"`campaign plan rename {old} {plan.id}`" for old in sorted(orphans))
     total = sum(orphans.values())
@@ -29,20 +40,21 @@ def orphaned_message(plan: Plan, orphans: dict[str, int]) -> str:
     )
 
 
-def orphans(db: Database, plan: Plan) -> dict[str, int]:
-    """Active enrollments under plan ids other than `plan.id`, by id."""
+def orphans(db: Database, plans: Plan | PlanCatalog) -> dict[str, int]:
+    """Active enrollments under plan ids that no plan has, by id."""
     from campaign.storage import store
 
+    known = set(plans.plans) if isinstance(plans, PlanCatalog) else {plans.id}
     with db.read() as session:
         by_plan = store.active_enrollments_by_plan(session)
-    return {plan_id: count for plan_id, count in by_plan.items() if plan_id != plan.id}
+    return {plan_id: count for plan_id, count in by_plan.items() if plan_id not in known}
 
 
-def require_plan_identity(db: Database, plan: Plan) -> None:
-    """Raise OrphanedEnrollments while active enrollments point at another plan id."""
-    found = orphans(db, plan)
+def require_plan_identity(db: Database, plans: Plan | PlanCatalog) -> None:
+    """Raise OrphanedEnrollments while active enrollments point at a plan id no plan has."""
+    found = orphans(db, plans)
     if found:
-        raise OrphanedEnrollments(orphaned_message(plan, found), found)
+        raise OrphanedEnrollments(orphaned_message(plans, found), found)
 
 
 def rename_plan(db: Database, old: str, new: str) -> int:
@@ -92,7 +104,7 @@ def _no_sqlite_file(database_url: str) -> bool:
     return not (path and Path(path).exists())
 
 
-def orphans_in(database_url: str, plan: Plan) -> dict[str, int] | None:
+def orphans_in(database_url: str, plan: Plan | PlanCatalog) -> dict[str, int] | None:
     """`orphans` in the database at `database_url`; None when there is no migrated database
     to ask (plan check and diff work without one)."""
     if _no_sqlite_file(database_url):

@@ -78,12 +78,19 @@ class Signups:
         now: datetime,
         actor: str | None = None,
         fields: Mapping[str, FieldValue] | None = None,
+        plan_id: str | None = None,
     ) -> SignupResult:
-        """Record a signup. Raise InvalidAddress for a bad address; otherwise the caller shows the
+        """Record a signup for `plan_id` (None: the default plan; the caller checked it is a
+        running plan). Raise InvalidAddress for a bad address; otherwise the caller shows the
         same answer whatever happened, so nobody can learn who is subscribed. With an `actor`
         (an API key), the audit log notes the signup in the same transaction. `fields` (custom
         field values, checked by the caller against the plan) are stored for someone new only,
-        as the first name is: a signup never changes a known person."""
+        as the first name is: a signup never changes a known person.
+
+        Someone active (they confirmed once) who names a plan they are not in joins it at
+        once, with no new confirmation: their welcome of that plan is due now.
+        """
+        plan = plan_id or self.plan_id
         address = normalise_address(email)
         name = first_name_of(first_name)
         custom = encode(fields or {})
@@ -113,14 +120,14 @@ class Signups:
                 subscriber_id, status = known.id, known.status
             subscriptions.record_consent(session, subscriber_id, ConsentKind.SIGNUP, visitor, now)
             if status == SubscriberStatus.ACTIVE:
-                result = SignupResult(SignupOutcome.ALREADY_ACTIVE)
+                result = _join_another(session, subscriber_id, plan, now)
             elif status in STOPPED:
                 result = SignupResult(SignupOutcome.IGNORED)
             elif not self.double_opt_in:
-                enrollment = self._activate(session, subscriber_id, address, now)
+                enrollment = self._activate(session, subscriber_id, address, now, plan)
                 result = SignupResult(SignupOutcome.ENROLLED, enrollment, created=created)
             else:
-                queued = self._queue_confirmation(session, subscriber_id, now)
+                queued = self._queue_confirmation(session, subscriber_id, now, plan)
                 result = replace(queued, created=created)
             _audit(session, actor, subscriber_id, result, now)
             return result
@@ -138,6 +145,7 @@ class Signups:
         now: datetime,
         actor: str | None = None,
         fields: Mapping[str, FieldValue] | None = None,
+        plan_id: str | None = None,
     ) -> SignupResult:
         """A signup whose consent another system collected and states (when, from which IP, on
         which page): recorded as the person's own, and treated as a confirmed signup. Someone
@@ -145,9 +153,11 @@ class Signups:
         now); someone active stays as they are. A bounced or complained address is left alone
         (IGNORED; Suppressed for one not stored): only an operator clears it.
 
-        BadInput for a bad address, first name or time zone. `fields` as for `signup`. With an
-        `actor` (an API key), the audit log notes the signup in the same transaction.
+        BadInput for a bad address, first name or time zone. `fields` as for `signup`; `plan_id`
+        as for `signup`. With an `actor` (an API key), the audit log notes the signup in the
+        same transaction.
         """
+        plan = plan_id or self.plan_id
         address = normalise_address(email)
         name = first_name_of(first_name)
         zone = checked_timezone(timezone)
@@ -177,17 +187,17 @@ class Signups:
                 session, subscriber_id, ConsentKind.SIGNUP, consent, consented_at
             )
             if status == SubscriberStatus.ACTIVE:
-                result = SignupResult(SignupOutcome.ALREADY_ACTIVE)
+                result = _join_another(session, subscriber_id, plan, now)
             elif status in STOPPED:
                 result = SignupResult(SignupOutcome.IGNORED)
             else:
-                enrollment = self._activate(session, subscriber_id, address, now)
+                enrollment = self._activate(session, subscriber_id, address, now, plan)
                 result = SignupResult(SignupOutcome.ENROLLED, enrollment, created=known is None)
             _audit(session, actor, subscriber_id, result, now)
             return result
 
     def _queue_confirmation(
-        self, session: Session, subscriber_id: int, now: datetime
+        self, session: Session, subscriber_id: int, now: datetime, plan_id: str
     ) -> SignupResult:
         """Queue the confirmation email for the engine to send, unless this address had one
         lately: a signup never waits for the mail server, and nobody can bomb an inbox."""
@@ -196,11 +206,17 @@ class Signups:
         today = store.confirmations_since(session, subscriber_id, now - timedelta(days=1))
         if lately or today >= CONFIRMATIONS_PER_DAY:
             return SignupResult(SignupOutcome.CONFIRMATION_LIMITED)
-        confirmation = store.queue_confirmation(session, subscriber_id, now)
+        named = None if plan_id == self.plan_id else plan_id
+        confirmation = store.queue_confirmation(session, subscriber_id, now, named)
         return SignupResult(SignupOutcome.CONFIRMATION_QUEUED, confirmation_id=confirmation)
 
     def _activate(
-        self, session: Session, subscriber_id: int, address: str, now: datetime
+        self,
+        session: Session,
+        subscriber_id: int,
+        address: str,
+        now: datetime,
+        plan_id: str | None = None,
     ) -> int | None:
         """The person's own signup (confirmed, or without double opt-in) makes them active
         and lifts their own erasure's suppression; never a bounce's or a complaint's. The
@@ -208,7 +224,7 @@ class Signups:
         if store.suppression_reason(session, email_hash(address)) in LASTING:
             return None
         store.unsuppress(session, email_hash(address))
-        return subscriptions.activate(session, subscriber_id, self.plan_id, now)
+        return subscriptions.activate(session, subscriber_id, plan_id or self.plan_id, now)
 
     def check_confirmation(self, token: str, now: datetime) -> int:
         """The confirmation a link names; InvalidToken if forged or expired."""
@@ -247,15 +263,25 @@ class Signups:
             if known.status in STOPPED:
                 return None
             store.use_confirmation(session, confirmation_id, now)
-            return self._activate(session, known.id, known.email, now)
+            return self._activate(session, known.id, known.email, now, link.plan_id)
 
     def check_unsubscribe(self, token: str, now: datetime) -> int:
         """The subscriber an unsubscribe link names; InvalidToken if forged."""
-        return tokens.verify(self.secret_key, token, "unsubscribe", now).subject_id
+        return self.unsubscribe_link(token, now)[0]
 
-    def unsubscribe(self, token: str, now: datetime) -> bool:
-        """Unsubscribe the token's subscriber at once; False if they had already left."""
-        subscriber_id = self.check_unsubscribe(token, now)
+    def unsubscribe_link(self, token: str, now: datetime) -> tuple[int, str | None]:
+        """The subscriber an unsubscribe link names, and the plan it leaves (None: the link
+        leaves everything); InvalidToken if forged."""
+        claims = tokens.verify(self.secret_key, token, "unsubscribe", now)
+        return claims.subject_id, claims.data or None
+
+    def unsubscribe(self, token: str, now: datetime, *, everything: bool = False) -> bool:
+        """Leave what the token names at once: its plan (a footer link of one of several
+        plans), or with `everything` (or a link naming no plan) all email. False if nothing
+        changed (they had left already)."""
+        subscriber_id, plan_id = self.unsubscribe_link(token, now)
+        if plan_id is not None and not everything:
+            return subscriptions.leave_plan(self.db, subscriber_id, plan_id, now)
         return subscriptions.unsubscribe_subscriber(self.db, subscriber_id, now)
 
     def purge_pending(self, now: datetime, days: int) -> int:
@@ -265,6 +291,19 @@ class Signups:
             expired = now - timedelta(days=self.confirm_token_days + 1)
             store.purge_confirmations(session, expired)
             return store.purge_pending(session, now - timedelta(days=days))
+
+
+def _join_another(
+    session: Session, subscriber_id: int, plan_id: str, now: datetime
+) -> SignupResult:
+    """An active subscriber (confirmed once already) signing up for a plan: enrolled in it
+    now, no second confirmation; ALREADY_ACTIVE when that plan runs for them, or ran to its
+    end (a graduate signing up again gets no second welcome)."""
+    if not subscriptions.join_plan(session, subscriber_id, plan_id, now):
+        return SignupResult(SignupOutcome.ALREADY_ACTIVE)
+    return SignupResult(
+        SignupOutcome.ENROLLED, store.active_enrollment_id(session, subscriber_id, plan_id)
+    )
 
 
 def _audit(

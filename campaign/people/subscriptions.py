@@ -3,7 +3,7 @@ suppression, look up, and add many from CSV rows. The signup flow (`signups`) bu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, TypedDict
@@ -14,7 +14,7 @@ from campaign.domain.addresses import email_hash
 from campaign.domain.plan import Plan
 from campaign.domain.statuses import ConsentKind, SubscriberStatus, SuppressionReason
 from campaign.domain.subscriber_fields import FieldValue, decode, encode
-from campaign.errors import BadInput, Suppressed, UnknownSubscriber
+from campaign.errors import BadInput, Suppressed, UnknownPlan, UnknownSubscriber
 from campaign.people.person_fields import (
     checked_fields,
     checked_timezone,
@@ -44,6 +44,8 @@ class SubscribeResult:
     status: SubscriberStatus
     #: someone who had unsubscribed came back (`resubscribe`): the plan starts again.
     restarted: bool = False
+    #: someone active joined this plan beside the ones they are in: its welcome is due now.
+    joined: bool = False
 
 
 def find(session: Session, email: str) -> store.SubscriberRecord:
@@ -87,7 +89,7 @@ def leave(session: Session, known: store.SubscriberRecord, now: datetime) -> boo
 
 def _add_active(
     session: Session,
-    plan: Plan,
+    plan: Plan | str,
     email: str,
     name: str,
     zone: str,
@@ -105,7 +107,7 @@ def _add_active(
         now=now,
         fields=fields,
     )
-    store.enrol(session, subscriber_id, plan.id, now)
+    store.enrol(session, subscriber_id, plan if isinstance(plan, str) else plan.id, now)
 
 
 @retry_once_on_conflict
@@ -123,7 +125,8 @@ def subscribe(
 ) -> SubscribeResult:
     """Add an active subscriber and enrol them: the welcome email is due at once.
 
-    Someone already known is left as they are: no second enrolment, no restarted plan. With
+    Someone already known is left as they are: no second enrolment, no restarted plan (an
+    active subscriber not yet in `plan` joins it, as a second enrollment). With
     `resubscribe` (the person asked again), someone who unsubscribed becomes active and starts
     the plan afresh from the welcome, in a new enrollment; a suppressed address never does.
     `fields` are custom field values, checked against the plan's `fields:` (an undeclared
@@ -146,7 +149,10 @@ def subscribe(
                 known.email, created=False, status=SubscriberStatus.ACTIVE, restarted=True
             )
         if known is not None:
-            return SubscribeResult(known.email, created=False, status=known.status)
+            joined = known.status == SubscriberStatus.ACTIVE and join_plan(
+                session, known.id, plan.id, now
+            )
+            return SubscribeResult(known.email, created=False, status=known.status, joined=joined)
         if suppressed:
             raise Suppressed(address)
         _add_active(session, plan, address, name, zone, source, now, custom)
@@ -180,6 +186,14 @@ def update_fields(
             names = ", ".join(sorted(fields)) or "none"
             store.record_audit(session, actor, "subscriber.fields", f"#{known.id} ({names})", now)
     return values
+
+
+def join_plan(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> bool:
+    """Enrol an active subscriber in another plan (its welcome due now); False when they run
+    it already or finished it (the welcome goes once)."""
+    if store.in_or_through_plan(session, subscriber_id, plan_id):
+        return False
+    return store.enrol(session, subscriber_id, plan_id, now) is not None
 
 
 def clear_suppression(db: Database, *, email: str, now: datetime, actor: str | None = None) -> bool:
@@ -217,6 +231,20 @@ def unsubscribe_subscriber(db: Database, subscriber_id: int, now: datetime) -> b
     with db.transaction() as session:
         known = store.subscriber_by_id(session, subscriber_id)
         return known is not None and leave(session, known, now)
+
+
+def leave_plan(db: Database, subscriber_id: int, plan_id: str, now: datetime) -> bool:
+    """The subscriber leaves plan `plan_id` only (a footer link naming it): that enrollment
+    is cancelled and nothing more of it is sent. Someone left with no other plan running has
+    left the list: unsubscribed, as by the one-click link. False if nothing changed."""
+    with db.transaction() as session:
+        known = store.subscriber_by_id(session, subscriber_id)
+        if known is None or known.status != SubscriberStatus.ACTIVE:
+            return False
+        left = store.leave_plan(session, subscriber_id, plan_id, now)
+        if not store.active_plan_ids(session, subscriber_id):
+            return leave(session, known, now) or left
+        return left
 
 
 def forget_person(db: Database, email: str, now: datetime, actor: str | None = None) -> None:
@@ -261,6 +289,24 @@ def export_person(db: Database, email: str) -> PersonExport:
     }
 
 
+def named_plan(value: str | None, plan_ids: Collection[str]) -> str | None:
+    """The plan id a signup names (None: none named, the default plan's); UnknownPlan for an
+    id no running plan has (hostile input: shown cut short, as a repr)."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value not in plan_ids:
+        raise UnknownPlan(value, plan_ids)
+    return value
+
+
+def _join_named(session: Session, email: str, plan_id: str, now: datetime) -> int:
+    known = store.find_subscriber(session, email)
+    if known is None or known.status != SubscriberStatus.ACTIVE:
+        return 0
+    return int(join_plan(session, known.id, plan_id, now))
+
+
 def _json_row(row: store.RowValues) -> JSONRow:
     return {key: v.isoformat() if isinstance(v, datetime) else v for key, v in row.items()}
 
@@ -276,6 +322,8 @@ class RowProblem(NamedTuple):
 class ImportReport:
     added: int = 0
     already_known: int = 0
+    #: people already active who joined the plan their row named.
+    joined: int = 0
     problems: list[RowProblem] = field(default_factory=list)
 
 
@@ -287,30 +335,35 @@ def import_rows(
     now: datetime,
     source: str = "import",
     on_row: Callable[[], None] = lambda: None,
+    plan_ids: Collection[str] = (),
 ) -> ImportReport:
     """Add and enrol each valid row (line number, columns); bad rows (or a row given as the
     BadInput that reading it raised) are reported and skipped, and never cost their neighbours.
     Columns named after the plan's custom fields fill them (a bad value is a bad row).
 
+    A row's `plan` column names its plan, one of `plan_ids` (empty: `plan`, the default); an
+    active person already stored joins the plan their row names, if not in it yet.
     Idempotent: an address already stored, or repeated in the file, is added once.
     """
     report = ImportReport()
     seen: set[str] = set()
-    chunk: list[tuple[int, str, str, str, str]] = []
+    chunk: list[tuple[int, str, str, str, str, str | None]] = []
     declared = plan.declared_fields
 
-    def store_rows(batch: list[tuple[int, str, str, str, str]]) -> ImportReport:
+    def store_rows(batch: list[tuple[int, str, str, str, str, str | None]]) -> ImportReport:
         done = ImportReport()  # counted apart: a rolled-back batch counts nothing
         with db.transaction() as session:
             known = store.existing_emails(session, (row[1] for row in batch))
-            for line, email, name, zone, custom in batch:
+            for line, email, name, zone, custom, named in batch:
                 if email.lower() in known:
                     done.already_known += 1
+                    if named is not None:
+                        done.joined += _join_named(session, email, named, now)
                     continue
                 if store.is_suppressed(session, email_hash(email)):
                     done.problems.append(RowProblem(line, Suppressed(email).message))
                     continue
-                _add_active(session, plan, email, name, zone, source, now, custom)
+                _add_active(session, named or plan, email, name, zone, source, now, custom)
                 done.added += 1
         return done
 
@@ -331,6 +384,7 @@ def import_rows(
         for part in parts:
             report.added += part.added
             report.already_known += part.already_known
+            report.joined += part.joined
             report.problems += part.problems
         chunk.clear()
 
@@ -344,6 +398,7 @@ def import_rows(
             name = first_name_of(row.get("first_name"))
             zone = checked_timezone(row.get("timezone"))
             custom = encode(checked_fields(declared, row, unknown="ignore"))
+            named = named_plan(row.get("plan"), plan_ids or (plan.id,))
         except BadInput as exc:
             report.problems.append(RowProblem(line, exc.message))
         else:
@@ -351,7 +406,7 @@ def import_rows(
                 report.already_known += 1
             else:
                 seen.add(email.lower())
-                chunk.append((line, email, name, zone, custom))
+                chunk.append((line, email, name, zone, custom, named))
                 if len(chunk) >= IMPORT_CHUNK:
                     flush()
         on_row()

@@ -284,6 +284,8 @@ class Confirmation(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: the link stopped working: the person unsubscribed, confirmed by another link, or left.
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: the plan the signup named (None: the default plan).
+    plan_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ProviderEventRecord(Base):

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from campaign.engine import App
-from campaign.errors import BadRequest, Suppressed, UnknownSubscriber
+from campaign.errors import BadRequest, Suppressed, UnknownPlan, UnknownSubscriber
 from campaign.insights import delivery_log
 from campaign.interfaces.api import problems
 from campaign.interfaces.api.problems import FieldProblem
@@ -120,8 +120,13 @@ class ApiEndpoints:
         app = self.app
         now = app.clock.now()
         source = f"api:{key.name}"
+        try:
+            plan = app.plan_named(wanted.plan)
+        except UnknownPlan as exc:
+            raise FieldProblem([("plan", exc.message)]) from None
+        plan_id = plan.id
         # Checked before anything is stored: an undeclared name or a bad value is a 422.
-        custom = checked_fields(app.plan.declared_fields, wanted.fields, unknown="reject")
+        custom = checked_fields(plan.declared_fields, wanted.fields, unknown="reject")
         if wanted.consent is None:
             visitor = Visitor(
                 ip=request.client.host if request.client else "",
@@ -137,6 +142,7 @@ class ApiEndpoints:
                     now=now,
                     actor=actor(key),
                     fields=custom,
+                    plan_id=plan_id,
                 )
             )
             if result.confirmation_id is not None or result.enrollment_id is not None:
@@ -160,6 +166,7 @@ class ApiEndpoints:
                     now=now,
                     actor=actor(key),
                     fields=custom,
+                    plan_id=plan_id,
                 )
             )
             if result.outcome == SignupOutcome.ENROLLED and result.enrollment_id is not None:

@@ -116,6 +116,12 @@ class SubscriberCreate(_Strict):
         "subscribe at once (the welcome email is sent).",
     )
     fields: CustomFields = None
+    plan: Line | None = Field(
+        default=None,
+        max_length=64,
+        description="The id of the plan to join; omitted: the default plan. Someone already "
+        "active joins it at once, with no new confirmation.",
+    )
 
     @field_validator("email")
     @classmethod

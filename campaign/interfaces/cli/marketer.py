@@ -30,25 +30,31 @@ from campaign.interfaces.cli.common import (
 @plan.command("check")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 def plan_check(path: Path | None) -> None:
-    """Validate the plan and render every step for sample subscribers."""
-    from campaign.content.plan_check import check_plan
+    """Validate the plan (every plan of a folder) and render every step for sample
+    subscribers."""
+    from campaign.content.plan_check import check_catalog
     from campaign.people import plan_identity
 
     settings = load_settings()
-    checked = check_plan(settings, path)
-    orphans = plan_identity.orphans_in(settings.database_url, checked)
+    catalog = check_catalog(settings, path)
+    orphans = plan_identity.orphans_in(settings.database_url, catalog)
     if orphans:
-        problem = checked.problem("id", plan_identity.orphaned_message(checked, orphans))
+        checked = catalog.default
+        problem = checked.problem("id", plan_identity.orphaned_message(catalog, orphans))
         if path is None or path.resolve() == Path(settings.plan_path).resolve():
             raise PlanError([problem])
         click.echo(f"warning: {problem}", err=True)  # another file: perhaps a future plan
     from campaign.domain.weekdays import EVERY_DAY, describe
 
-    days = "" if checked.send_days == EVERY_DAY else f", {describe(checked.send_days)}"
-    out.print(
-        f"{checked.source}: ok: {len(checked.steps)} steps, days {checked.steps[0].day}"
-        f"-{checked.last_day}, sent at {checked.send_time:%H:%M} local time{days}"
-    )
+    for warning in catalog.warnings:
+        click.echo(f"warning: {warning}: its graduates complete there", err=True)
+    for checked in catalog:
+        days = "" if checked.send_days == EVERY_DAY else f", {describe(checked.send_days)}"
+        then = f", then {checked.then}" if checked.then in catalog.plans else ""
+        out.print(
+            f"{checked.source}: ok: {len(checked.steps)} steps, days {checked.steps[0].day}"
+            f"-{checked.last_day}, sent at {checked.send_time:%H:%M} local time{days}{then}"
+        )
 
 
 @plan.command("diff")

@@ -67,6 +67,13 @@ def db_backup(path: Path) -> None:
     metavar="NAME=VALUE",
     help="A custom field the plan declares (`fields:`), e.g. --field pain_area=neck; repeatable.",
 )
+@click.option(
+    "--plan",
+    "plan_id",
+    type=TEXT,
+    default=None,
+    help="The id of the plan to join (default: DEFAULT_PLAN, or the only plan).",
+)
 @NOW
 def subscribe(
     email: str,
@@ -74,9 +81,11 @@ def subscribe(
     timezone: str | None,
     resubscribe: bool,
     fields: tuple[str, ...],
+    plan_id: str | None,
     now: datetime | None,
 ) -> None:
-    """Add an active subscriber and enrol them; the welcome email is due at once."""
+    """Add an active subscriber and enrol them; the welcome email is due at once. Someone
+    active already joins --plan beside their other plans."""
     from campaign.people import subscriptions
 
     given: dict[str, object] = {}
@@ -88,7 +97,7 @@ def subscribe(
     app = make_app(now)
     result = subscriptions.subscribe(
         app.db,
-        app.plan,
+        app.plan_named(plan_id),
         email=email,
         first_name=name,
         timezone=timezone,
@@ -100,6 +109,11 @@ def subscribe(
         out.print(f"subscribed {result.email}: the welcome email goes out on the next pass")
     elif result.restarted:
         out.print(f"resubscribed {result.email}: the plan starts again from the welcome email")
+    elif result.joined:
+        out.print(
+            f"{result.email} joined plan {app.plan_named(plan_id).id}: its welcome email goes "
+            "out on the next pass"
+        )
     else:
         hint = (
             " (if they asked to come back, add --resubscribe)"
@@ -132,8 +146,9 @@ def unsubscribe(email: str, now: datetime | None) -> None:
 )
 @NOW
 def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
-    """Add subscribers from a CSV with columns email,first_name,timezone and the plan's custom
-    fields (header names in any case; separated by commas, tabs or semicolons)."""
+    """Add subscribers from a CSV with columns email,first_name,timezone, optionally plan (a
+    plan id; empty: the default plan) and the plan's custom fields (header names in any case;
+    separated by commas, tabs or semicolons)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -165,12 +180,14 @@ def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
             csv_import.rows(source),
             now=app.clock.now(),
             on_row=lambda: progress.advance(task),
+            plan_ids=list(app.catalog.plans),
         )
     for line, problem in report.problems:
         click.echo(f"{file}:{line}: skipped: {problem}", err=True)
     out.print(
         f"added {report.added}, already known {report.already_known}, "
-        f"skipped {len(report.problems)} bad row(s)"
+        + (f"joined a plan {report.joined}, " if report.joined else "")
+        + f"skipped {len(report.problems)} bad row(s)"
     )
 
 
@@ -410,7 +427,10 @@ def suppressions_clear(email: str, now: datetime | None) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def stats(as_json: bool) -> None:
+@click.option(
+    "--plan", "plan_id", type=TEXT, default=None, help="The plan's steps (default: DEFAULT_PLAN)."
+)
+def stats(as_json: bool, plan_id: str | None) -> None:
     """Subscribers by status; per step: sent, bounced, failed, skipped, unknown outcomes,
     unsubscribes, clicks; per subject test: each variant's numbers and whether they differ
     by more than chance."""
@@ -420,7 +440,7 @@ def stats(as_json: bool) -> None:
     from campaign.insights import reports
     from campaign.insights.significance import percent
 
-    numbers = make_app().stats()
+    numbers = make_app().stats(plan_id)
     if as_json:
         click.echo(json.dumps(numbers, indent=2))
         return

@@ -9,6 +9,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
+from campaign.domain.plan import Plan
 from campaign.engine import App
 
 SECURITY_HEADERS = {
@@ -31,10 +32,13 @@ class Pages:
         )
         self._app = app
 
-    def _common(self) -> dict[str, Any]:
-        """The names every page shows, from the plan as it is now (a reload may rename it)."""
-        plan, settings = self._app.plan, self._app.settings  # the plan read once per page
+    def _common(self, plan: Plan | None = None) -> dict[str, Any]:
+        """The names every page shows, from the plan (the default one unless the page is
+        about another) as it is now (a reload may rename it)."""
+        plan = plan or self._app.plan  # the plan read once per page
+        settings = self._app.settings
         return {
+            "plan_id": plan.id,
             "plan_name": plan.name,
             "sender_name": plan.sender_name or settings.sender_name,
             "sender_address": settings.sender_address,
@@ -43,10 +47,17 @@ class Pages:
         }
 
     def render(
-        self, name: str, status: int = 200, headers: dict[str, str] | None = None, **values: Any
+        self,
+        name: str,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        *,
+        for_plan: Plan | None = None,
+        **values: Any,
     ) -> HTMLResponse:
-        """The page `name` with `values`, answered with `status` and the security headers."""
-        html = self._templates.get_template(name).render(**self._common(), **values)
+        """The page `name` with `values` (about `for_plan`, by default the default plan),
+        answered with `status` and the security headers."""
+        html = self._templates.get_template(name).render(**self._common(for_plan), **values)
         return HTMLResponse(
             html, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})}
         )

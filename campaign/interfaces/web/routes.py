@@ -24,7 +24,7 @@ from campaign.domain.confine import confined
 from campaign.domain.plan import Plan
 from campaign.domain.subscriber_fields import FieldKind, FieldValueError
 from campaign.engine import App
-from campaign.errors import BadInput, InvalidAddress
+from campaign.errors import BadInput, InvalidAddress, UnknownPlan
 from campaign.interfaces.web.pages import SECURITY_HEADERS, Pages
 from campaign.interfaces.web.rate_limit import RateLimiter
 from campaign.interfaces.web.request_input import body_kind, clean_header, parse_fields, read_body
@@ -65,13 +65,17 @@ class PublicEndpoints:
         return RedirectResponse("/subscribe", 303)
 
     async def subscribe_form(self, request: Request) -> Response:
+        # /subscribe?plan=ID: the box of a page offering another plan (an unknown id: the
+        # default plan's form; the POST refuses an id no plan has).
+        named = self.app.contents.plan(request.query_params.get("plan", ""))
         return self.pages.render(
             "subscribe.html",
+            for_plan=named,
             email="",
             first_name="",
             error="",
             source=request.headers.get("referer", ""),
-            questions=questions(self.app.plan),
+            questions=questions(named or self.app.plan),  # the fields its plan asks
         )
 
     async def subscribe(self, request: Request) -> Response:
@@ -99,8 +103,9 @@ class PublicEndpoints:
             return self._signed_up(wants_json)
         started = time.perf_counter()
         try:
+            plan = app.plan_named(fields.get("plan"))
             # Inputs named after the plan's custom fields fill them; any other is ignored.
-            custom = checked_fields(app.plan.declared_fields, fields, unknown="ignore")
+            custom = checked_fields(plan.declared_fields, fields, unknown="ignore")
             result = await run_in_threadpool(
                 lambda: app.signups.signup(
                     email=fields.get("email", ""),
@@ -109,6 +114,7 @@ class PublicEndpoints:
                     visitor=_visitor(request, fields.get("source", "")),
                     now=app.clock.now(),
                     fields=custom,
+                    plan_id=plan.id,
                 )
             )
         except BadInput as exc:  # said on the form, with what was typed kept
@@ -132,16 +138,23 @@ class PublicEndpoints:
             }
         elif isinstance(exc, FieldValueError):
             answer = {"error": exc.message, "field": exc.field}
+        elif isinstance(exc, UnknownPlan):
+            answer = {
+                "error": "This signup form names a plan that does not exist.",
+                "field": "plan",
+            }
         else:  # a first name too long, ...
             answer = {"error": exc.message}
         if wants_json:
             return JSONResponse(answer, 422)
-        asked = questions(self.app.plan)
+        named = self.app.contents.plan(fields.get("plan", ""))
+        asked = questions(named or self.app.plan)
         # Said under the field's own input; under the address for one the page does not ask.
         field = answer.get("field", "")
         return self.pages.render(
             "subscribe.html",
             422,
+            for_plan=named,
             email=fields.get("email", ""),
             first_name=fields.get("first_name", ""),
             error=answer["error"],
@@ -190,21 +203,32 @@ class PublicEndpoints:
 
     async def unsubscribe_page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        self.app.signups.check_unsubscribe(token, self.app.clock.now())
+        _, plan_id = self.app.signups.unsubscribe_link(token, self.app.clock.now())
+        # A footer link of one of several plans: the page offers to leave that plan, or all.
+        plan = None if plan_id is None else self.app.contents.plan(plan_id)
         # A GET never unsubscribes: link scanners and previews fetch every link.
-        return self.pages.render("unsubscribe.html", token=token)
+        return self.pages.render(
+            "unsubscribe.html", for_plan=plan, token=token, leaves_plan=plan is not None
+        )
 
     async def unsubscribe(self, request: Request) -> Response:
         app = self.app
         body = await read_body(request)
-        await run_in_threadpool(
-            app.signups.unsubscribe, request.path_params["token"], app.clock.now()
-        )
         one_click = b"List-Unsubscribe=One-Click" in body
+        # RFC 8058's POST (a mail client's "unsubscribe" button) always leaves everything:
+        # the person asked this sender to stop. The page's second button does too. Read
+        # leniently: any body a client posts here still unsubscribes.
+        everything = one_click or b"scope=all" in body
+        token = request.path_params["token"]
+        _, plan_id = app.signups.unsubscribe_link(token, app.clock.now())
+        await run_in_threadpool(
+            lambda: app.signups.unsubscribe(token, app.clock.now(), everything=everything)
+        )
         app.metrics.unsubscribes.labels(method="one-click" if one_click else "page").inc()
         if one_click:
             return PlainTextResponse("unsubscribed\n", headers=SECURITY_HEADERS)
-        return self.pages.render("unsubscribed.html")
+        plan = None if everything or plan_id is None else app.contents.plan(plan_id)
+        return self.pages.render("unsubscribed.html", for_plan=plan, left_plan=plan is not None)
 
     async def click(self, request: Request) -> Response:
         target = await run_in_threadpool(
@@ -217,11 +241,14 @@ class PublicEndpoints:
         return RedirectResponse(target, 302, headers={"Referrer-Policy": "no-referrer"})
 
     async def ebook(self, request: Request) -> Response:
-        plan = (
-            self.app.plan
-        )  # once: a reload meanwhile must not pair one plan's book with another's
-        book = plan.ebook
-        if book is None or request.path_params["name"] != book.file.name:
+        # The plans read once: a reload meanwhile must not pair one plan's book with another's.
+        name = request.path_params["name"]
+        plan = next(
+            (p for p in self.app.catalog if p.ebook is not None and p.ebook.file.name == name),
+            None,
+        )
+        book = None if plan is None else plan.ebook
+        if plan is None or book is None:
             return PlainTextResponse("not found", 404)
         # Checked again here: a symlink changed since the plan loaded must not publish a file.
         real = confined(book.file, plan.content_roots)

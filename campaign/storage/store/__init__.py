@@ -45,6 +45,7 @@ from campaign.storage.store.console import (
     suppressed_among,
     welcome_state,
 )
+from campaign.storage.store.daily_cap import DailyCap
 from campaign.storage.store.deliveries import (
     Accepted,
     DeliveryRecorder,
@@ -60,6 +61,12 @@ from campaign.storage.store.deliveries import (
     release,
 )
 from campaign.storage.store.leases import LeaseTime
+from campaign.storage.store.memberships import (
+    Chain,
+    active_plan_ids,
+    in_or_through_plan,
+    leave_plan,
+)
 from campaign.storage.store.numbers import (
     FailureReason,
     LastPass,
@@ -164,9 +171,11 @@ __all__ = [
     "ApiKeyRecord",
     "AuditRow",
     "Bucket",
+    "Chain",
     "Claim",
     "ConfirmationClaim",
     "ConfirmationLink",
+    "DailyCap",
     "DeliveryRecorder",
     "DeliveryRow",
     "FailureReason",
@@ -191,6 +200,7 @@ __all__ = [
     "WelcomeState",
     "active_enrollment_id",
     "active_enrollments_by_plan",
+    "active_plan_ids",
     "add_api_key",
     "add_operator",
     "add_resend",
@@ -239,9 +249,11 @@ __all__ = [
     "find_subscriber",
     "find_suppression",
     "forget_login_failures",
+    "in_or_through_plan",
     "is_suppressed",
     "latest_heartbeat",
     "leave",
+    "leave_plan",
     "list_operators",
     "list_suppressions",
     "lock_subscriber",

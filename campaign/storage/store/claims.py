@@ -19,6 +19,7 @@ from campaign.domain.statuses import PENDING_DELIVERY, SETTLED_DELIVERY
 from campaign.domain.variants import choose_variant
 from campaign.storage.fast_path import PlainSQL, in_list, naive_utc
 from campaign.storage.models import utc_instant
+from campaign.storage.store.daily_cap import Candidate, DailyCap, held_back
 from campaign.storage.store.leases import LeaseTime
 
 
@@ -47,6 +48,8 @@ class Claim:
     variant: str | None = None
     #: the subscriber's custom field values as stored (a JSON object in text).
     fields: str = "{}"
+    #: the plan of the claim's enrollment: its step is rendered and timed by that plan.
+    plan_id: str = ""
 
 
 # The claim's statements, as plain SQL (the fast path's rule): through SQLAlchemy's expression
@@ -57,9 +60,10 @@ class Claim:
 _DUE_SQL = (
     "SELECT enrollments.id, enrollments.last_day, enrollments.next_due_at,"
     " enrollments.started_at, enrollments.last_sent_at, subscribers.id, subscribers.email,"
-    " subscribers.first_name, subscribers.timezone, subscribers.fields"
+    " subscribers.first_name, subscribers.timezone, enrollments.plan_id,"
+    " subscribers.fields"
     " FROM enrollments JOIN subscribers ON subscribers.id = enrollments.subscriber_id"
-    " WHERE enrollments.plan_id = :plan AND enrollments.status = 'active'"
+    " WHERE enrollments.plan_id IN {plans} AND enrollments.status = 'active'"
     " AND enrollments.next_due_at <= :now AND subscribers.status = 'active'"
     " AND (enrollments.lease_expires_at IS NULL OR enrollments.lease_expires_at <= {lease_now})"
     "{only} ORDER BY enrollments.next_due_at LIMIT :limit{lock}"
@@ -118,8 +122,9 @@ def _deliveries_of(sql: PlainSQL, pairs: list[tuple[int, str]]) -> list[tuple[An
 def claim_due(
     session: Session,
     *,
-    plan_id: str,
-    steps: Sequence[tuple[str, int]],
+    plan_id: str = "",
+    steps: Sequence[tuple[str, int]] = (),
+    plans: Mapping[str, Sequence[tuple[str, int]]] | None = None,
     now: datetime,
     owner: str,
     lease_until: datetime,
@@ -127,59 +132,88 @@ def claim_due(
     new_message_id: Callable[[], str],
     only_enrollment: int | None = None,
     lease: LeaseTime | None = None,
-    variants: Mapping[str, Sequence[str]] | None = None,
+    variants: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    cap: DailyCap | None = None,
 ) -> list[Claim]:
     """Claim up to `limit` due steps for `owner`, each under a lease of `lease.seconds`.
 
-    `steps` are the plan's (key, day) pairs in order; an enrollment's next step is the first
-    one after the day it has reached. An enrollment whose lease runs (by the database's
+    `plans` maps each running plan's id to its (key, day) pairs in order (or one plan: its
+    `plan_id` and `steps`); an enrollment's next step is the first one of its own plan after
+    the day it has reached. An enrollment whose lease runs (by the database's
     clock) is someone else's. On PostgreSQL rows locked by another claimer are skipped (FOR
     UPDATE SKIP LOCKED); on SQLite the transaction already holds the single write lock.
     `lease_until` (the claimer's `now` plus the lease) becomes the claimed enrollments'
     `next_due_at`, so that they drop out of the due-query's range meanwhile.
 
-    `variants` names, per step key, the subjects its test compares: a new delivery records
-    the one `choose_variant` gives, in this transaction; a delivery keeps the one it has.
+    `variants` names, per plan id and step key, the subjects its test compares: a new delivery
+    records the one `choose_variant` gives, in this transaction; a delivery keeps the one it has.
+
+    With a `cap` (several plans run), a lesson that would pass a person's daily cap is not
+    claimed but moved to their next local day (store.daily_cap); the subscribers' rows are
+    locked too, so that two claimers of one person's plans count one after the other.
     """
     variants = variants or {}
     lease = lease or LeaseTime((lease_until - now).total_seconds())
+    if plans is None:
+        plans = {plan_id: steps}
     sql = PlainSQL(session)
     if not sql.is_sqlite:
         # Every look-up here goes by an index. Planned while the delivery log looked empty
         # (a fresh list, just analysed), PostgreSQL reads it whole, batch after batch.
         sql.run("SET LOCAL enable_seqscan TO off", {})
     at = naive_utc(now)
-    params: dict[str, Any] = {"plan": plan_id, "now": at, "limit": limit, **lease.params()}
+    params: dict[str, Any] = {"now": at, "limit": limit, **lease.params()}
     only = ""
     if only_enrollment is not None:
         only, params["only"] = " AND enrollments.id = :only", only_enrollment
-    lock = "" if sql.is_sqlite else " FOR UPDATE OF enrollments SKIP LOCKED"
-    due = _DUE_SQL.format(lease_now=lease.now_sql(sql.is_sqlite), only=only, lock=lock)
+    locked = "enrollments, subscribers" if cap is not None else "enrollments"
+    lock = "" if sql.is_sqlite else f" FOR UPDATE OF {locked} SKIP LOCKED"
+    due = _DUE_SQL.format(
+        plans=in_list("plan", plans, params),
+        lease_now=lease.now_sql(sql.is_sqlite),
+        only=only,
+        lock=lock,
+    )
     rows = sql.rows(due, params)
     if not rows:
         return []
     # A step removed from the plan while queued or awaiting a retry is settled, never sent.
-    params = {"now": at}
-    sql.run(
-        _SETTLE_REMOVED_SQL.format(
-            enrollments=in_list("e", [r[0] for r in rows], params),
-            pending=in_list("p", PENDING_DELIVERY, params),
-            keys=in_list("k", [key for key, _ in steps], params),
-        ),
-        params,
-    )
-    upcoming = {r[0]: next(((k, d) for k, d in steps if d > r[1]), None) for r in rows}
+    for each_plan, plan_steps in plans.items():
+        ours = [r[0] for r in rows if r[9] == each_plan]
+        if not ours:
+            continue
+        params = {"now": at}
+        sql.run(
+            _SETTLE_REMOVED_SQL.format(
+                enrollments=in_list("e", ours, params),
+                pending=in_list("p", PENDING_DELIVERY, params),
+                keys=in_list("k", [key for key, _ in plan_steps] or [""], params),
+            ),
+            params,
+        )
+    upcoming = {r[0]: next(((k, d) for k, d in plans[r[9]] if d > r[1]), None) for r in rows}
     finished = [enrollment for enrollment, step in upcoming.items() if step is None]
     if finished:
         params = {"now": at}
         sql.run(_COMPLETE_SQL.format(enrollments=in_list("e", finished, params)), params)
+    held: set[int] = set()
+    if cap is not None:
+        lessons = [
+            Candidate(r[0], r[5], r[9], r[8], utc_instant(r[3]) or now, step[0])
+            for r in rows
+            if (step := upcoming[r[0]]) is not None and (r[9], step[0]) not in cap.free_steps
+        ]
+        held = held_back(sql, cap, lessons, now, lease)
+        for enrollment in held:
+            upcoming[enrollment] = None
     wanted = [(enrollment, step[0]) for enrollment, step in upcoming.items() if step]
     existing = {(d[0], d[1]): d for d in _deliveries_of(sql, wanted)} if wanted else {}
     chosen: list[dict[str, Any]] = []  # each claim's fields; a new delivery's id comes below
     fresh: list[dict[str, Any]] = []  # deliveries to insert
     late_variants: list[dict[str, Any]] = []  # existing deliveries that get their variant now
     for row in rows:
-        enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz, custom = row
+        enrollment_id, _, due_at, started_at, last_sent_at, sub_id, email, name, tz = row[:9]
+        plan, custom = row[9], row[10]
         step = upcoming[enrollment_id]
         if step is None:
             continue
@@ -192,7 +226,7 @@ def claim_due(
             continue
         variant = found[7] if found is not None else None
         if variant is None:
-            variant = choose_variant(enrollment_id, key, variants.get(key, ()))
+            variant = choose_variant(enrollment_id, key, variants.get(plan, {}).get(key, ()))
         if found is None:
             message_id, attempts, unknown, delivery_id = new_message_id(), 0, 0, None
             fresh.append(
@@ -227,6 +261,7 @@ def claim_due(
                 "owner": owner,
                 "unknown_outcomes": unknown,
                 "variant": variant,
+                "plan_id": plan,
             }
         )
     if fresh:

@@ -30,6 +30,8 @@ class ConfirmationLink:
     id: int
     subscriber_id: int
     inert: bool  # the person unsubscribed, confirmed by another link, or left since
+    #: the plan the signup named (None: the default plan).
+    plan_id: str | None = None
 
 
 def lock_subscriber(session: Session, subscriber_id: int) -> None:
@@ -51,8 +53,12 @@ def confirmations_since(session: Session, subscriber_id: int, since: datetime) -
     )
 
 
-def queue_confirmation(session: Session, subscriber_id: int, now: datetime) -> int:
-    row = Confirmation(subscriber_id=subscriber_id, created_at=now, next_try_at=now, attempts=0)
+def queue_confirmation(
+    session: Session, subscriber_id: int, now: datetime, plan_id: str | None = None
+) -> int:
+    row = Confirmation(
+        subscriber_id=subscriber_id, created_at=now, next_try_at=now, attempts=0, plan_id=plan_id
+    )
     session.add(row)
     session.flush()
     return row.id
@@ -148,7 +154,7 @@ def confirmation_link(session: Session, confirmation_id: int) -> ConfirmationLin
     row = session.get(Confirmation, confirmation_id)
     if row is None:
         return None
-    return ConfirmationLink(row.id, row.subscriber_id, row.voided_at is not None)
+    return ConfirmationLink(row.id, row.subscriber_id, row.voided_at is not None, row.plan_id)
 
 
 def use_confirmation(session: Session, confirmation_id: int, now: datetime) -> None:

@@ -27,6 +27,7 @@ from campaign.storage.models import Delivery, Enrollment
 from campaign.storage.store import webhooks
 from campaign.storage.store.claims import Claim
 from campaign.storage.store.leases import LeaseTime
+from campaign.storage.store.memberships import CHAIN_SQL, Chain
 from campaign.storage.store.people import stop_mailing
 
 # The per-email statements, on the fast path (campaign.storage.fast_path): the same text runs
@@ -134,8 +135,13 @@ def _advance(
     next_due_at: datetime | None,
     *,
     sent: bool,
+    chain: Chain | None = None,
 ) -> None:
-    PlainSQL(session).run(_ADVANCE_SQL, _advance_params(claim, now, next_due_at, sent=sent))
+    params = _advance_params(claim, now, next_due_at, sent=sent)
+    sql = PlainSQL(session)
+    if chain is not None and next_due_at is None:
+        sql.run(CHAIN_SQL, params | chain.params())  # before the advance, as in record_and_prove
+    sql.run(_ADVANCE_SQL, params)
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,8 @@ class Accepted:
     claim: Claim
     sent_at: datetime
     next_due_at: datetime | None
+    #: the plan the enrollment's `then:` names, if this was its last step.
+    chain: Chain | None = None
 
 
 @dataclass(frozen=True)
@@ -209,7 +217,13 @@ class DeliveryRecorder:
             claim, sent_at = accepted.claim, accepted.sent_at
             params = _settle_params(claim, "sent", sent_at, None)
             params |= _advance_params(claim, sent_at, accepted.next_due_at, sent=True)
-            parts += [("settle", _SENT_SQL, params), ("advance", _ADVANCE_SQL, params)]
+            parts.append(("settle", _SENT_SQL, params))
+            if accepted.chain is not None and accepted.next_due_at is None:
+                # Before the advance: both read the enrollment as it was (as the CTEs of
+                # PostgreSQL's one statement do), so the graduate is chained exactly once.
+                params |= accepted.chain.params()
+                parts.append(("chain", CHAIN_SQL, params))
+            parts.append(("advance", _ADVANCE_SQL, params))
             if self._wants_sent_events():
                 parts += self._sent_event_parts(accepted, params)
         if proof is not None:
@@ -320,6 +334,7 @@ def record_unknown(
     *,
     retry_at: datetime | None,
     next_due_at: datetime | None,
+    chain: Chain | None = None,
 ) -> bool:
     """No final reply: the server may have the message. Try again once at `retry_at`; with
     no `retry_at` settle it as `unknown` and go on with the plan, as after a send."""
@@ -329,7 +344,7 @@ def record_unknown(
     if retry_at is not None:
         _retry_later(session, claim, retry_at)
     else:
-        _advance(session, claim, now, next_due_at, sent=True)
+        _advance(session, claim, now, next_due_at, sent=True, chain=chain)
     return True
 
 
@@ -343,12 +358,17 @@ def _retry_later(session: Session, claim: Claim, retry_at: datetime) -> None:
 
 
 def record_failed(
-    session: Session, claim: Claim, now: datetime, error: str, next_due_at: datetime | None
+    session: Session,
+    claim: Claim,
+    now: datetime,
+    error: str,
+    next_due_at: datetime | None,
+    chain: Chain | None = None,
 ) -> bool:
     """The step failed for good; the subscriber's plan goes on with the next step."""
     if not _settle_delivery(session, claim, "failed", now, error):
         return False
-    _advance(session, claim, now, next_due_at, sent=False)
+    _advance(session, claim, now, next_due_at, sent=False, chain=chain)
     _failed_event(session, claim, now, error)
     return True
 
@@ -391,12 +411,17 @@ def consecutive_failures(session: Session, subscriber_id: int) -> int:
 
 
 def record_late_skip(
-    session: Session, claim: Claim, now: datetime, reason: str, next_due_at: datetime | None
+    session: Session,
+    claim: Claim,
+    now: datetime,
+    reason: str,
+    next_due_at: datetime | None,
+    chain: Chain | None = None,
 ) -> bool:
     """The step is too late to be worth sending (catch_up: skip_after): skip it, move on."""
     if not _settle_delivery(session, claim, "skipped", now, reason):
         return False
-    _advance(session, claim, now, next_due_at, sent=False)
+    _advance(session, claim, now, next_due_at, sent=False, chain=chain)
     return True
 
 

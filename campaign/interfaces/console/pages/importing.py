@@ -104,7 +104,12 @@ def commit(request: Request) -> Response:
     path = _upload(form(request).get("token", ""))
     try:
         report = import_preview.commit_import(
-            app.db, app.plan, path, now=app.clock.now(), actor=actor(request)
+            app.db,
+            app.plan,
+            path,
+            now=app.clock.now(),
+            actor=actor(request),
+            plan_ids=list(app.catalog.plans),
         )
     finally:
         path.unlink(missing_ok=True)

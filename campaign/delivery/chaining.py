@@ -1,0 +1,34 @@
+"""`then:`, pure: where a graduate of a plan goes next, and when that plan's first step after
+day 0 is due for them (the chained plan's day 0 is skipped: the welcome goes once)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from campaign.delivery.timing import zone_or_utc
+from campaign.domain import schedule
+from campaign.domain.plan_catalog import PlanCatalog
+
+if TYPE_CHECKING:  # plain values; their module brings the database along
+    from campaign.storage.store import Chain, Claim
+
+
+def chain_for(plans: PlanCatalog, claim: Claim, at: datetime) -> Chain | None:
+    """The chain for `claim`'s enrollment if its plan says `then:` (None: it does not, or the
+    next plan has no step after day 0), its last step settled at `at`."""
+    from campaign.storage.store import Chain
+
+    plan = plans.get(claim.plan_id)
+    following = None if plan is None or plan.then is None else plans.get(plan.then)
+    if following is None:
+        return None
+    first = next((step for step in following.steps if step.day > 0), None)
+    if first is None:
+        return None
+    tz = zone_or_utc(claim.timezone)
+    # On one of that step's sending days (send_days), at its own send time.
+    day = schedule.sending_day(
+        following, first, schedule.local_date(at, tz) + timedelta(days=first.day)
+    )
+    return Chain(following.id, schedule.local_instant(day, following.send_time_of(first), tz))

@@ -1,0 +1,320 @@
+"""Several plans in one folder, on SQLite and PostgreSQL, sending to a real SMTP server: each
+enrollment gets its own plan's steps, a signup names its plan, and the daily cap across plans
+keeps a person in two plans at one lesson a local day."""
+
+from __future__ import annotations
+
+import quopri
+import re
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from campaign.domain.plan_catalog import load_catalog
+from campaign.errors import ConfigError, PlanError, UnknownPlan
+from campaign.people import plan_identity, subscriptions
+from campaign.people.subscriptions import Visitor
+from campaign.storage import store
+from tests.conftest import ROOT, EngineFactory
+from tests.helpers import hours, tick
+from tests.plans_folder import KNEE, THIRTY, plans_folder
+from tests.smtp_server import Received, SMTPServer
+
+START = datetime(2026, 10, 20, 0, 0, tzinfo=UTC)
+
+
+def _steps(mails: list[Received]) -> list[str]:
+    return [str(m.message["X-Campaign-Step"]) for m in mails]
+
+
+def _sent_at(received: Received) -> datetime:
+    return parsedate_to_datetime(str(received.message["Date"]))
+
+
+def test_each_enrollment_gets_its_own_plans_steps(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """Someone in the knee plan only gets knee emails, someone in the default plan only its."""
+    folder = plans_folder(tmp_path)
+    app, clock = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN=THIRTY)
+    app.subscribe("knees@example.org", timezone="UTC", plan="knee", now=START)
+    app.subscribe("backs@example.org", timezone="UTC", now=START)
+    for instant in hours(START, 4 * 24):
+        tick(app, clock, instant)
+    assert _steps(smtp_server.to("knees@example.org")) == [
+        "knee/welcome",
+        "knee/day01",
+        "knee/day02",
+    ]
+    backs = _steps(smtp_server.to("backs@example.org"))
+    assert backs[:2] == [f"{THIRTY}/welcome", f"{THIRTY}/day01"]
+    assert all(step.startswith(f"{THIRTY}/") for step in backs)
+    knee = app.stats("knee")
+    assert (knee["plan"], [s["sent"] for s in knee["steps"]]) == ("knee", [1, 1, 1])
+    assert app.stats()["steps"][0]["sent"] == 1  # the default plan's welcome: one person
+
+
+def test_an_unknown_plan_id_is_refused_naming_it(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """A signup naming a plan no file has is bad input that names the id; nobody is stored."""
+    app, _ = engine(START, PLAN_PATH=str(plans_folder(tmp_path)), DEFAULT_PLAN=THIRTY)
+    with pytest.raises(UnknownPlan, match="'ankle'"):
+        app.subscribe("who@example.org", plan="ankle", now=START)
+    with pytest.raises(UnknownPlan):
+        app.subscribe("who@example.org", plan="x" * 5000, now=START)
+    assert sum(app.stats()["subscribers"].values()) == 0
+
+
+def test_an_active_subscriber_joins_a_second_plan_and_gets_its_welcome_at_once(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """Confirmed in plan A, a signup for plan B starts B at once (no second confirmation);
+    signing up for B again starts nothing."""
+    app, clock = engine(START, PLAN_PATH=str(plans_folder(tmp_path)), DEFAULT_PLAN=THIRTY)
+    app.signups.signup(
+        email="ann@example.org", first_name="Ann", timezone="UTC", visitor=Visitor(), now=START
+    )
+    app.signup_mail.drain(START)
+    [confirmation] = smtp_server.to("ann@example.org")
+    text = quopri.decodestring(confirmation.data).decode()
+    token = re.search(r"/confirm/([A-Za-z0-9_.=-]+)", text).group(1)  # type: ignore[union-attr]
+    app.signups.confirm(token, Visitor(), START)
+    tick(app, clock, START + timedelta(minutes=1))
+
+    later = START + timedelta(minutes=5)
+    joined = app.signups.signup(
+        email="ann@example.org",
+        first_name="Ann",
+        timezone="UTC",
+        visitor=Visitor(),
+        now=later,
+        plan_id="knee",
+    )
+    again = app.signups.signup(
+        email="ann@example.org",
+        first_name="Ann",
+        timezone="UTC",
+        visitor=Visitor(),
+        now=later,
+        plan_id="knee",
+    )
+    tick(app, clock, later + timedelta(minutes=1))
+    assert (joined.outcome, again.outcome) == ("enrolled", "already-active")
+    assert str(smtp_server.to("ann@example.org")[0].message["Subject"]).startswith("Please confirm")
+    assert _steps(smtp_server.to("ann@example.org"))[1:] == [
+        f"{THIRTY}/welcome",
+        "knee/welcome",
+    ]
+
+
+def test_a_confirmation_link_starts_the_plan_its_signup_named(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """Double opt-in for the knee plan: the click starts the knee plan, not the default."""
+    app, clock = engine(START, PLAN_PATH=str(plans_folder(tmp_path)), DEFAULT_PLAN=THIRTY)
+    app.signups.signup(
+        email="bo@example.org",
+        first_name="Bo",
+        timezone="UTC",
+        visitor=Visitor(),
+        now=START,
+        plan_id="knee",
+    )
+    app.signup_mail.drain(START)
+    [confirmation] = smtp_server.to("bo@example.org")
+    text = quopri.decodestring(confirmation.data).decode()
+    token = re.search(r"/confirm/([A-Za-z0-9_.=-]+)", text).group(1)  # type: ignore[union-attr]
+    app.signups.confirm(token, Visitor(), START)
+    tick(app, clock, START + timedelta(minutes=1))
+    assert _steps(smtp_server.to("bo@example.org"))[1:] == ["knee/welcome"]
+
+
+def test_the_daily_cap_holds_the_later_enrollment_to_the_next_local_day(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """In two daily plans at once, a person gets one lesson a local day: the plan they joined
+    first goes on, the other waits its turn; both welcomes went at once."""
+    app, clock = engine(START, PLAN_PATH=str(plans_folder(tmp_path)), DEFAULT_PLAN=THIRTY)
+    zone = ZoneInfo("Europe/Berlin")
+    app.subscribe("two@example.org", timezone="Europe/Berlin", now=START)
+    app.subscribe("two@example.org", timezone="Europe/Berlin", plan="knee", now=START)
+    for instant in hours(START, 6 * 24):
+        tick(app, clock, instant)
+    mails = smtp_server.to("two@example.org")
+    lessons = [m for m in mails if not str(m.message["X-Campaign-Step"]).endswith("/welcome")]
+    days = [_sent_at(m).astimezone(zone).date() for m in lessons]
+    assert len(days) == len(set(days)), _steps(lessons)  # never two lessons on one local day
+    assert _steps(mails)[:2] == [f"{THIRTY}/welcome", "knee/welcome"]
+    # the thirty-day plan started first: its lessons go daily; the knee lessons wait.
+    assert _steps(lessons)[:5] == [f"{THIRTY}/day{n:02d}" for n in range(1, 6)]
+
+
+def test_max_per_day_two_lets_both_plans_send_on_one_day(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """MAX_PER_DAY=2: the two plans' first lessons both go on local day one."""
+    folder = plans_folder(tmp_path)
+    app, clock = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN=THIRTY, MAX_PER_DAY="2")
+    app.subscribe("two@example.org", timezone="UTC", now=START)
+    app.subscribe("two@example.org", timezone="UTC", plan="knee", now=START)
+    for instant in hours(START, 2 * 24):
+        tick(app, clock, instant)
+    assert sorted(_steps(smtp_server.to("two@example.org"))) == sorted(
+        [f"{THIRTY}/welcome", "knee/welcome", f"{THIRTY}/day01", "knee/day01"]
+    )
+
+
+def test_two_engines_claiming_at_once_keep_the_cap(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """Two schedulers on one database pass at the same instants, at once, over people in two
+    plans: still one lesson a local day each (the database, not luck, decides)."""
+    folder = plans_folder(tmp_path)
+    first, clock = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN=THIRTY)
+    second, other_clock = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN=THIRTY)
+    people = [f"p{n}@example.org" for n in range(20)]
+    for email in people:
+        first.subscribe(email, timezone="UTC", now=START)
+        first.subscribe(email, timezone="UTC", plan="knee", now=START)
+    with ThreadPoolExecutor(2) as pool:
+        for instant in hours(START, 3 * 24):
+            clock.set(instant)
+            other_clock.set(instant)
+            passes = [pool.submit(app.dispatcher.run_pass, instant) for app in (first, second)]
+            for done in passes:
+                done.result()
+    for email in people:
+        lessons = [
+            m
+            for m in smtp_server.to(email)
+            if not str(m.message["X-Campaign-Step"]).endswith("/welcome")
+        ]
+        days = [_sent_at(m).date() for m in lessons]
+        assert len(days) == len(set(days)) == 2, (email, _steps(lessons))
+
+
+def test_duplicate_plan_ids_name_both_files(tmp_path: Path) -> None:
+    """Two files with one id: a plan error at the second file's id line naming the first."""
+    folder = plans_folder(tmp_path, zz_again=KNEE)
+    with pytest.raises(PlanError) as caught:
+        load_catalog(folder, ROOT / "templates" / "emails", default_plan=THIRTY)
+    [problem] = caught.value.problems
+    assert f"{folder / 'knee.yaml'}" in str(problem)
+    assert str(problem).startswith(f"{folder / 'zz_again.yaml'}:1: id:")
+
+
+def test_a_folder_of_several_plans_needs_default_plan(tmp_path: Path) -> None:
+    """Several plans and no DEFAULT_PLAN: a config error naming the variable and the ids."""
+    folder = plans_folder(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_catalog(folder, ROOT / "templates" / "emails")
+    assert caught.value.variable == "DEFAULT_PLAN"
+    assert "knee" in caught.value.message
+    assert caught.value.exit_code == 2
+    with pytest.raises(ConfigError, match="'nope'"):
+        load_catalog(folder, ROOT / "templates" / "emails", default_plan="nope")
+
+
+def test_orphans_are_enrollments_no_plan_of_the_folder_has(
+    engine: EngineFactory, tmp_path: Path
+) -> None:
+    """Enrollments in the knee plan are no orphans when the folder has it; they are when not."""
+    app, _ = engine(START, PLAN_PATH=str(plans_folder(tmp_path)), DEFAULT_PLAN=THIRTY)
+    app.subscribe("k@example.org", plan="knee", now=START)
+    assert plan_identity.orphans(app.db, app.catalog) == {}
+    assert plan_identity.orphans(app.db, app.plan) == {"knee": 1}
+
+
+def test_an_import_row_names_its_plan_and_a_bad_one_is_refused(
+    engine: EngineFactory, tmp_path: Path
+) -> None:
+    """The CSV `plan` column enrols each row in its plan; an unknown id skips only its row."""
+    app, _ = engine(START, PLAN_PATH=str(plans_folder(tmp_path)), DEFAULT_PLAN=THIRTY)
+    rows = [
+        (2, {"email": "a@example.org", "plan": "knee"}),
+        (3, {"email": "b@example.org", "plan": ""}),
+        (4, {"email": "c@example.org", "plan": "<script>ankle"}),
+    ]
+    report = subscriptions.import_rows(
+        app.db, app.plan, rows, now=START, plan_ids=list(app.catalog.plans)
+    )
+    assert (report.added, [p.line for p in report.problems]) == (2, [4])
+    assert "no plan has id '<script>ankle'" in report.problems[0].problem
+    with app.db.read() as session:
+        assert store.active_enrollments_by_plan(session) == {"knee": 1, THIRTY: 1}
+
+
+SHORT = """\
+id: short
+name: "Two days"
+send_time: "07:00"
+then: knee
+ebook:
+  title: "Short"
+  file: ../assets/concepts-of-self-healing.pdf
+steps:
+  - key: welcome
+    day: 0
+    subject: "Welcome to the short plan"
+    template: welcome.html
+  - key: day01
+    day: 1
+    subject: "Short, lesson one"
+    template: day01.html
+"""
+
+
+def test_a_graduate_is_chained_into_the_next_plan_without_a_second_welcome(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """`then: knee`: after the last step the graduate gets the knee plan's lessons, never its
+    welcome, and is chained once; signing up for knee again later starts nothing."""
+    folder = plans_folder(tmp_path, short=SHORT)
+    app, clock = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN="short", DOUBLE_OPT_IN="false")
+    app.subscribe("grad@example.org", timezone="UTC", now=START)
+    for instant in hours(START, 6 * 24):
+        tick(app, clock, instant)
+    assert _steps(smtp_server.to("grad@example.org")) == [
+        "short/welcome",
+        "short/day01",
+        "knee/day01",
+        "knee/day02",
+    ]
+    days = [_sent_at(m).date() for m in smtp_server.to("grad@example.org")[1:]]
+    assert len(days) == len(set(days))
+    with app.db.read() as session:
+        assert store.count_enrollments(session, "knee") == 1
+    again = app.subscribe("grad@example.org", plan="knee", now=START + timedelta(days=6))
+    assert not again.joined
+
+
+def test_a_plan_file_chains_into_a_plan_beside_it(tmp_path: Path) -> None:
+    """PLAN_PATH naming a file whose `then:` names a plan of its folder loads that plan too;
+    the file's plan stays the default and the plans do not run side by side."""
+    folder = plans_folder(tmp_path, short=SHORT)
+    catalog = load_catalog(folder / "short.yaml", ROOT / "templates" / "emails")
+    assert (list(catalog.plans), catalog.default_id) == (["short", "knee"], "short")
+    assert not catalog.side_by_side
+
+
+def test_a_plan_removed_from_the_folder_is_refused_while_someone_runs_it(
+    engine: EngineFactory, tmp_path: Path
+) -> None:
+    """Deleting the knee plan's file while someone runs it keeps the last good plans (their
+    enrollment would be orphaned); once nobody runs it, the folder without it loads."""
+    folder = plans_folder(tmp_path)
+    app, _ = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN=THIRTY)
+    app.subscribe("k@example.org", plan="knee", now=START)
+    (folder / "knee.yaml").unlink()
+    assert not app.reload_plan_if_changed()
+    assert "'knee' is gone" in (app.plan_edit_refused or "")
+    assert "knee" in app.catalog.plans
+    app.unsubscribe("k@example.org", now=START)
+    (folder / "thirty_day.yaml").touch()  # a later save
+    assert app.reload_plan_if_changed()
+    assert "knee" not in app.catalog.plans
