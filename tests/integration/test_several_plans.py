@@ -318,3 +318,28 @@ def test_a_plan_removed_from_the_folder_is_refused_while_someone_runs_it(
     (folder / "thirty_day.yaml").touch()  # a later save
     assert app.reload_plan_if_changed()
     assert "knee" not in app.catalog.plans
+
+
+def test_a_graduate_who_left_the_next_plan_is_not_chained_back_into_it(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """Someone who joined the knee plan and left it by its footer link, while still in the
+    short plan, hears nothing more of knee when short ends with `then: knee`."""
+    folder = plans_folder(tmp_path, short=SHORT)
+    app, clock = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN="short", DOUBLE_OPT_IN="false")
+    app.subscribe("grad@example.org", timezone="UTC", now=START)
+    app.subscribe("grad@example.org", plan="knee", now=START)
+    tick(app, clock, START)  # both welcomes
+    with app.db.read() as session:
+        known = store.find_subscriber(session, "grad@example.org")
+    assert known is not None
+    assert subscriptions.leave_plan(app.db, known.id, "knee", START + timedelta(minutes=5))
+    for instant in hours(START, 6 * 24):
+        tick(app, clock, instant)
+    assert _steps(smtp_server.to("grad@example.org")) == [
+        "short/welcome",
+        "knee/welcome",
+        "short/day01",
+    ]
+    with app.db.read() as session:
+        assert store.active_enrollments_by_plan(session) == {}

@@ -29,8 +29,10 @@ class Chain:
 
 
 # Run in the transaction that records the last step, just before the enrollment is completed
-# (same guard as that advance): an active subscriber who never ran the next plan starts it,
-# past its day 0. Parameters: those of the advance (deliveries) and `Chain.params`.
+# (same guard as that advance): an active subscriber who never was in the next plan starts it,
+# past its day 0. Someone who left it (its footer link) is never put back by a graduation:
+# only a signup naming it again does that. Parameters: those of the advance (deliveries) and
+# `Chain.params`.
 CHAIN_SQL = (
     "INSERT INTO enrollments (subscriber_id, plan_id, status, started_at, last_day,"
     " next_due_at, last_sent_at, updated_at)"
@@ -43,8 +45,7 @@ CHAIN_SQL = (
     " AND subscribers.status = 'active')"
     " AND NOT EXISTS (SELECT 1 FROM enrollments AS others"
     " WHERE others.subscriber_id = enrollments.subscriber_id"
-    " AND others.plan_id = CAST(:chain_plan AS VARCHAR(64))"
-    " AND others.status IN ('active', 'completed'))"
+    " AND others.plan_id = CAST(:chain_plan AS VARCHAR(64)))"
     " ON CONFLICT DO NOTHING"
 )
 
