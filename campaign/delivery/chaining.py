@@ -3,7 +3,7 @@ day 0 is due for them (the chained plan's day 0 is skipped: the welcome goes onc
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from campaign.delivery.timing import zone_or_utc
@@ -23,12 +23,5 @@ def chain_for(plans: PlanCatalog, claim: Claim, at: datetime) -> Chain | None:
     following = None if plan is None or plan.then is None else plans.get(plan.then)
     if following is None:
         return None
-    first = next((step for step in following.steps if step.day > 0), None)
-    if first is None:
-        return None
-    tz = zone_or_utc(claim.timezone)
-    # On one of that step's sending days (send_days), at its own send time.
-    day = schedule.sending_day(
-        following, first, schedule.local_date(at, tz) + timedelta(days=first.day)
-    )
-    return Chain(following.id, schedule.local_instant(day, following.send_time_of(first), tz))
+    start = schedule.chained_start(following, at, zone_or_utc(claim.timezone))
+    return None if start is None else Chain(following.id, start[1])

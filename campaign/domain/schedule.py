@@ -79,6 +79,19 @@ def due_at(
     return max(due, started_at)
 
 
+def chained_start(
+    following: Plan, graduated_at: datetime, tz: ZoneInfo
+) -> tuple[Step, datetime] | None:
+    """A graduate chained into `following` (`then:`): its first step after day 0 (the welcome
+    goes once) and when it is due, that many days after graduation, on one of that step's
+    sending days, at its send time. None when the plan has no step after day 0."""
+    first = next((step for step in following.steps if step.day > 0), None)
+    if first is None:
+        return None
+    day = sending_day(following, first, local_date(graduated_at, tz) + timedelta(days=first.day))
+    return first, local_instant(day, following.send_time_of(first), tz)
+
+
 def retry_delay(attempts: int, base_seconds: int, jitter: float) -> timedelta:
     """Exponential backoff base * 2^(attempts-1), capped at 6 hours, times `jitter` (0.5-1.5)."""
     seconds = min(base_seconds * 2 ** max(attempts - 1, 0), 6 * 3600)

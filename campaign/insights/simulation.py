@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from campaign.content.compose import Composer, Recipient
+from campaign.content.snapshot import Contents
 from campaign.domain import schedule
 from campaign.domain.plan import Plan, Step
 from campaign.domain.weekdays import EVERY_DAY, describe
+from campaign.insights.person_plans import Join, person_timeline
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,11 @@ class Delivery:
     preheader: str
     #: the local date the step's day falls on when send_days moved it later (None: not moved).
     moved_from: date | None = None
+    #: with several plans (`simulate_person`): the step's plan, whether the daily cap held it
+    #: back, and whether the person was chained into that plan by `then:`.
+    plan_id: str = ""
+    capped: bool = False
+    chained: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,41 @@ def simulate(
     return out
 
 
+def simulate_person(
+    contents: Contents,
+    joins: Sequence[Join],
+    *,
+    timezone: str,
+    max_per_day: int | None,
+    until: datetime | None = None,
+    first_name: str = "Ann",
+) -> list[Delivery]:
+    """Every email one person gets from plans joined at the given instants, with the daily
+    cap across plans and `then:` chaining (campaign.insights.person_plans), subjects rendered
+    by each plan's own templates."""
+    plans = {content.plan.id: content.plan for content in contents}
+    composers = {content.plan.id: content.composer for content in contents}
+    sample = Recipient(0, "ann@example.com", first_name)
+    out: list[Delivery] = []
+    for email in person_timeline(plans, joins, timezone, max_per_day=max_per_day or 0, until=until):
+        rendered = composers[email.plan_id].render(email.step, sample, email.at)
+        out.append(
+            Delivery(
+                email.step.day,
+                email.step.key,
+                email.at,
+                email.local,
+                rendered.subject,
+                rendered.preheader,
+                email.moved_from,
+                email.plan_id,
+                email.capped,
+                email.chained,
+            )
+        )
+    return out
+
+
 def sending_rule(plan: Plan) -> str:
     """The plan's send days and window in one sentence, each step with its own named."""
     rule = (
@@ -107,10 +150,12 @@ def _window(start: time, length: timedelta) -> str:
 
 
 def moved_note(item: Delivery | Dated) -> str:
-    """` (moved from Sat 5 Dec)` for a step send_days moved; empty otherwise."""
+    """` (moved from Sat 5 Dec)` for a step send_days moved (`, daily cap` when the cap held
+    it back); empty otherwise."""
     if item.moved_from is None:
         return ""
-    return f" (moved from {short_date(item.moved_from)})"
+    why = ", daily cap" if isinstance(item, Delivery) and item.capped else ""
+    return f" (moved from {short_date(item.moved_from)}{why})"
 
 
 def short_date(day: date) -> str:
@@ -136,7 +181,7 @@ def to_ics(plan_id: str, deliveries: list[Delivery]) -> str:
     for item in deliveries:
         lines += [
             "BEGIN:VEVENT",
-            f"UID:{plan_id}-{item.key}-{stamp}@campaign-engine",
+            f"UID:{item.plan_id or plan_id}-{item.key}-{stamp}@campaign-engine",
             f"DTSTAMP:{stamp}",
             f"DTSTART:{item.at.strftime('%Y%m%dT%H%M%SZ')}",
             "DURATION:PT15M",

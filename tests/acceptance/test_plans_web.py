@@ -4,6 +4,7 @@ one-click header leaves everything."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
@@ -168,3 +169,48 @@ def test_the_command_line_names_a_plan_and_refuses_an_unknown_one(
     said = " ".join(check.stdout.split())  # rich wraps long lines
     assert "knee.yaml: ok: 3 steps, days 0-2" in said
     assert "weekly.yaml: ok: 4 steps, days 7-28" in said
+
+
+def test_simulate_shows_a_person_in_two_plans_with_the_cap_and_then(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`simulate --plan thirty --plan knee@LATER` lists both plans' emails in order: knee's
+    welcome at once, its lessons held by the daily cap until the thirty-day plan ends, then
+    the weekly letters `then:` chains; an unknown id or instant is exit 2 naming it."""
+    folder = plans_folder(tmp_path)
+    plans = {**env, "PLAN_PATH": str(folder), "DEFAULT_PLAN": THIRTY, "COLUMNS": "250"}
+    start = ["simulate", "--start", "2026-12-04T12:00:00Z", "--timezone", "Europe/Berlin"]
+    both = [*start, "--plan", THIRTY, "--plan", "knee@2026-12-05T10:00:00Z"]
+    done = run_campaign(plans, tmp_path, *both, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    rows = [(r["plan"], r["step"], r["local"][:16], r["capped"]) for r in json.loads(done.stdout)]
+    assert rows[:3] == [
+        (THIRTY, "welcome", "2026-12-04T13:00", False),
+        (THIRTY, "day01", "2026-12-05T07:00", False),
+        ("knee", "welcome", "2026-12-05T11:00", False),
+    ]
+    lessons = [row for row in rows if row[1] != "welcome"]
+    days = [local[:10] for _, _, local, _ in lessons]
+    assert len(days) == len(set(days)), "two lessons on one local day"
+    knee = [row for row in rows if row[0] == "knee"]
+    assert [row[1] for row in knee] == ["welcome", "day01", "day02"]
+    assert knee[1][2] > max(local for plan, _, local, _ in rows if plan == THIRTY)
+    assert knee[1][3], "knee's first lesson is marked as held by the cap"
+    assert [row[1] for row in rows if row[0] == "weekly"] == [
+        "week01",
+        "week02",
+        "week03",
+        "week04",
+    ]
+
+    table = run_campaign(plans, tmp_path, *both, "--days", "3")
+    assert table.returncode == 0, table.stderr
+    assert "At most 1 lesson(s) a local day across plans (MAX_PER_DAY)" in table.stdout
+    assert "knee: Daily emails go every day at 09:00" in table.stdout
+
+    unknown = run_campaign(plans, tmp_path, *start, "--plan", "ankle")
+    assert unknown.returncode == 2
+    assert "--plan ankle: no plan has id 'ankle'" in unknown.stderr
+    bad_instant = run_campaign(plans, tmp_path, *start, "--plan", "knee@tuesday")
+    assert bad_instant.returncode == 2
+    assert "--plan knee@tuesday" in bad_instant.stderr

@@ -7,7 +7,7 @@ from __future__ import annotations
 import quopri
 import re
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,6 +16,8 @@ import pytest
 
 from campaign.domain.plan_catalog import load_catalog
 from campaign.errors import ConfigError, PlanError, UnknownPlan
+from campaign.insights import simulation
+from campaign.insights.person_plans import Join
 from campaign.people import plan_identity, subscriptions
 from campaign.people.subscriptions import Visitor
 from campaign.storage import store
@@ -343,3 +345,55 @@ def test_a_graduate_who_left_the_next_plan_is_not_chained_back_into_it(
     ]
     with app.db.read() as session:
         assert store.active_enrollments_by_plan(session) == {}
+
+
+KNEE_WEEKDAYS = KNEE.replace(
+    'send_time: "09:00"\n', 'send_time: "09:00"\nsend_days: [mon, tue, wed, thu, fri]\n'
+)
+SHORT_THEN_WEEKLY = SHORT.replace("then: knee", "then: weekly") + (
+    '  - key: day02\n    day: 2\n    subject: "Short, lesson two"\n    template: day02.html\n'
+    '  - key: day03\n    day: 3\n    subject: "Short, lesson three"\n    template: day03.html\n'
+)
+
+
+def test_simulate_agrees_instant_by_instant_with_passes_for_a_person_in_two_plans(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """A New Yorker joins the weekday knee plan on a Friday and a daily plan (then: weekly)
+    on the Saturday before the spring change: every instant `simulate` gives is when hourly
+    passes send that email, the cap holding knee back while the daily plan runs."""
+    folder = plans_folder(tmp_path, knee=KNEE_WEEKDAYS, short=SHORT_THEN_WEEKLY)
+    friday = datetime(2026, 3, 6, 17, 0, tzinfo=UTC)  # 12:00 in New York; DST starts Sunday
+    saturday = friday + timedelta(days=1, hours=3)
+    app, clock = engine(friday, PLAN_PATH=str(folder), DEFAULT_PLAN=THIRTY, DOUBLE_OPT_IN="false")
+    joins = [Join("knee", friday), Join("short", saturday)]
+    until = friday + timedelta(days=20)
+    planned = simulation.simulate_person(
+        app.contents, joins, timezone="America/New_York", max_per_day=1, until=until
+    )
+    shown = [
+        (d.plan_id, d.key, f"{d.local:%a %d %H:%M %Z}", d.moved_from, d.capped) for d in planned
+    ]
+    assert shown == [
+        ("knee", "welcome", "Fri 06 12:00 EST", None, False),
+        ("short", "welcome", "Sat 07 15:00 EST", None, False),
+        ("short", "day01", "Sun 08 07:00 EDT", None, False),
+        ("short", "day02", "Mon 09 07:00 EDT", None, False),
+        ("short", "day03", "Tue 10 07:00 EDT", None, False),
+        ("knee", "day01", "Wed 11 09:00 EDT", date(2026, 3, 7), True),
+        ("knee", "day02", "Thu 12 09:00 EDT", date(2026, 3, 8), False),
+        ("weekly", "week01", "Tue 17 07:00 EDT", None, False),
+        ("weekly", "week02", "Tue 24 07:00 EDT", None, False),
+    ]
+    for instant in hours(friday, 20 * 24 + 1):
+        for join in joins:
+            if join.at == instant:
+                app.subscribe(
+                    "ann@example.org", timezone="America/New_York", plan=join.plan_id, now=instant
+                )
+        tick(app, clock, instant)
+
+    mails = smtp_server.to("ann@example.org")
+    assert [(str(m.message["X-Campaign-Step"]), _sent_at(m)) for m in mails] == [
+        (f"{d.plan_id}/{d.key}", d.at) for d in planned
+    ]

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +26,10 @@ from campaign.interfaces.cli.common import (
     out,
     plan,
 )
+
+if TYPE_CHECKING:  # loaded by the commands that use them
+    from campaign.domain.plan import Plan
+    from campaign.insights.person_plans import Join
 
 
 @plan.command("check")
@@ -252,17 +257,45 @@ def send_test(step: str | None, send_all: bool, confirmation: bool, to: str, nam
 )
 @click.option("--name", type=TEXT, default="Ann", help="The subscriber's first name, for subjects.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "ics"]), default="table")
-def simulate(start: datetime | None, timezone: str, days: int | None, name: str, fmt: str) -> None:
+@click.option(
+    "--plan",
+    "joins",
+    multiple=True,
+    type=TEXT,
+    metavar="ID[@INSTANT]",
+    help="A plan the person joins (at INSTANT, default --start); repeat for several plans: "
+    "the daily cap and then: apply. Default: the default plan alone.",
+)
+def simulate(
+    start: datetime | None,
+    timezone: str,
+    days: int | None,
+    name: str,
+    fmt: str,
+    joins: tuple[str, ...],
+) -> None:
     """Print, without sending, when a subscriber who signs up at --start gets each email."""
     from rich.table import Table
 
     from campaign.insights import simulation
 
     app = make_app(start, migrated=False)
+    now = app.clock.now()
     try:
-        deliveries = simulation.simulate(
-            app.composer, start=app.clock.now(), timezone=timezone, days=days, first_name=name
-        )
+        if joins:
+            catalog = app.catalog
+            deliveries = simulation.simulate_person(
+                app.contents,
+                [_join(catalog.plans, text, now) for text in joins],
+                timezone=timezone,
+                max_per_day=app.settings.max_per_day if catalog.side_by_side else None,
+                until=None if days is None else now + timedelta(days=days),
+                first_name=name,
+            )
+        else:
+            deliveries = simulation.simulate(
+                app.composer, start=now, timezone=timezone, days=days, first_name=name
+            )
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
     if fmt == "json":
@@ -276,15 +309,19 @@ def simulate(start: datetime | None, timezone: str, days: int | None, name: str,
                 "preheader": d.preheader,
                 "moved_from": d.moved_from.isoformat() if d.moved_from else None,
             }
+            | ({"plan": d.plan_id, "capped": d.capped, "chained": d.chained} if joins else {})
             for d in deliveries
         ]
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "ics":
         click.echo(simulation.to_ics(app.plan.id, deliveries), nl=False)
     else:
-        table = Table("day", "step", "local time", "UTC", "subject", title=f"signup {timezone}")
+        columns = ("plan", "day") if joins else ("day",)
+        table = Table(*columns, "step", "local time", "UTC", "subject", title=f"signup {timezone}")
         for d in deliveries:
+            plan_cell = (f"{d.plan_id} (then:)" if d.chained else d.plan_id,) if joins else ()
             table.add_row(
+                *plan_cell,
                 str(d.day),
                 d.key,
                 f"{d.local:%a %Y-%m-%d %H:%M %Z}{simulation.moved_note(d)}",
@@ -292,7 +329,30 @@ def simulate(start: datetime | None, timezone: str, days: int | None, name: str,
                 d.subject,
             )
         out.print(table)
-        out.print(simulation.sending_rule(app.plan))
+        shown = dict.fromkeys(d.plan_id for d in deliveries if d.plan_id) or [app.plan.id]
+        for plan_id in shown:
+            rule = simulation.sending_rule(app.catalog.plans[plan_id])
+            out.print(f"{plan_id}: {rule}" if joins else rule)
+        if joins and app.catalog.side_by_side:
+            out.print(
+                f"At most {app.settings.max_per_day} lesson(s) a local day across plans "
+                "(MAX_PER_DAY); welcomes go at once."
+            )
+
+
+def _join(plans: Mapping[str, Plan], text: str, start: datetime) -> Join:
+    """`ID` or `ID@INSTANT`: a plan of the running catalog, joined then (default: --start)."""
+    from campaign.clock import parse_instant
+    from campaign.insights.person_plans import Join
+
+    plan_id, at, instant = text.partition("@")
+    if plan_id not in plans:
+        known = ", ".join(plans)
+        raise BadInput(f"--plan {text}: no plan has id {plan_id!r} (plans: {known})")
+    try:
+        return Join(plan_id, parse_instant(instant) if at else start)
+    except ValueError as exc:
+        raise BadInput(f"--plan {text}: {exc}") from exc
 
 
 @main.command()
