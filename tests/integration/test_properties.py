@@ -1,7 +1,9 @@
-"""Random histories against the send guarantee: subscribes, unsubscribes, plan edits, passes at
+"""Random histories against the send guarantee: subscribes to two plans side by side (one
+may chain into the other with `then:`), leaving one plan or everything, plan edits, passes at
 random instants, crashes, SMTP faults, and a second engine (its clock off by minutes) running
 while this one is paused past its lease or slow, never send a step twice (beyond one message
-per connection in flight at a crash or a pause), out of order, after leaving, or not at all."""
+per connection in flight at a crash or a pause), out of order, early, past the daily cap
+across plans, after leaving, or not at all."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,6 +58,31 @@ ZONES = (
     "America/St_Johns",
 )
 SEND_TIME = time(7, 0)
+#: the second plan, side by side with the shipped one in the plan folder: three steps at 09:00
+#: (a lesson held back by the daily cap goes at its own plan's time on one of its days).
+SECOND = "knee"
+SECOND_TIME = time(9, 0)
+SECOND_TEXT = """\
+id: knee
+name: "Three days for your knees"
+send_time: "09:00"
+{send_days}{confirmation}steps:
+  - key: welcome
+    day: 0
+    subject: "Your knee plan starts today"
+    template: welcome.html
+  - key: day01
+    day: 1
+    subject: "Knees, lesson one"
+    template: day01.html
+  - key: day02
+    day: 2
+    subject: "Knees, lesson two"
+    template: day02.html
+"""
+SECOND_DAYS = {"welcome": 0, "day01": 1, "day02": 2}
+#: lessons (steps after a plan's day 0) one person may get per local day (MAX_PER_DAY default).
+MAX_PER_DAY = 1
 #: the plan's send_days: every day (the key left out), weekdays, weekends, three days a week.
 SEND_DAYS = (None, "[mon, tue, wed, thu, fri]", "[sat, sun]", "[mon, wed, fri]")
 #: how long after SEND_TIME a daily step may go out (the default send_window_hours).
@@ -313,9 +340,15 @@ class Reader:
 
     email: str
     zone: str
-    enrolled_at: datetime
-    #: steps they may receive: the plan at signup plus steps added while still ahead of them.
+    #: plan id -> when a signup naming it enrolled them (a plan `then:` chained them into is
+    #: not here: it starts past its day 0).
+    joined: dict[str, datetime]
+    #: steps of the first plan they may receive: the plan when they joined it plus steps
+    #: added while still ahead of them.
     allowed: set[str]
+    #: plan id -> position in the server's received list from which nothing of that plan may
+    #: reach them (they left it by its footer link, staying in another).
+    left: dict[str, int] = field(default_factory=dict)
     unsubscribed: bool = False
     #: the server refused them with 550 5.1.1 (a hard bounce).
     refused: bool = False
@@ -347,6 +380,8 @@ class Mail:
     #: which engine sent it ("main" or "rival"), and the database's clock at its 250.
     engine: str = "main"
     database_at: datetime | None = None
+    #: the plan the message belongs to (X-Campaign-Step).
+    plan: str = ""
 
 
 @dataclass
@@ -399,7 +434,16 @@ class History(RuleBasedStateMachine):
         (folder / "plans").mkdir(parents=True)
         (folder / "assets").symlink_to(ROOT / "assets")
         self.plan_path = folder / "plans" / "thirty_day.yaml"
+        self.second_path = folder / "plans" / "knee.yaml"
         self.head, blocks = split_plan((ROOT / "plans" / "thirty_day.yaml").read_text())
+        # The folder holds this plan and the knee plan; whether it says `then: knee` is drawn.
+        self.head = re.sub(r"(?m)^(# Graduates join.*\n)?then: .*\n", "", self.head)
+        found = re.search(r"(?m)^id: (\S+)$", self.head)
+        assert found, "the shipped plan has no id"
+        self.first = found.group(1)
+        #: the plan a graduate of the first one is chained into (`then:`), if any.
+        self.then: str | None = None
+        self.plan_env = {"PLAN_PATH": str(self.plan_path.parent), "DEFAULT_PLAN": self.first}
         # The first days of the shipped plan: every rule applies alike, and a month of email
         # per reader would only make each example slower.
         self.blocks = {key: block for key, block in blocks.items() if day_of(block) <= PLAN_DAYS}
@@ -411,20 +455,21 @@ class History(RuleBasedStateMachine):
         #: key -> the subject an edit gave it; key -> how many passes had run when removed.
         self.edited: dict[str, str] = {}
         self.removed: dict[str, int] = {}
-        #: the weekdays daily steps may go out on (the plan's send_days).
-        self.send_days = EVERY_DAY
+        #: plan id -> the weekdays its daily steps may go out on (its send_days).
+        self.send_days = {self.first: EVERY_DAY, SECOND: EVERY_DAY}
         self.saves = 0
         self.mtime = 0
         self._write_plan()
+        self._write_second(None)
         #: the database's clock, which leases run by: true time, whatever an engine's says.
         self.database_clock = FixedClock(START)
         #: Message-ID -> each acceptance of it by the server, as its sender saw it.
         self.sends: dict[str, list[Send]] = {}
         self.app, self.clock = world.engine(
             START,
-            PLAN_PATH=str(self.plan_path),
             SMTP_PORT=str(world.proxy.port),
             lease_clock=self.database_clock,
+            **self.plan_env,
             **world.overrides,
         )
         self._wire()
@@ -471,9 +516,9 @@ class History(RuleBasedStateMachine):
         old = self.app
         self.app, self.clock = self.world.engine(
             self.clock.now(),
-            PLAN_PATH=str(self.plan_path),
             SMTP_PORT=str(self.world.proxy.port),
             lease_clock=self.database_clock,
+            **self.plan_env,
             **self.world.overrides,
         )
         old.close()
@@ -483,9 +528,9 @@ class History(RuleBasedStateMachine):
         if self.rival is None:
             app, clock = self.world.engine(
                 self.clock.now(),
-                PLAN_PATH=str(self.plan_path),
                 SMTP_PORT=str(self.world.proxy.port),
                 lease_clock=self.database_clock,
+                **self.plan_env,
                 **self.world.overrides,
             )
             transport = ScriptedTransport(
@@ -528,10 +573,22 @@ class History(RuleBasedStateMachine):
 
     def _write_plan(self) -> None:
         text = self.head + "".join(self.blocks[key] for key in self._ordered_keys())
-        self.plan_path.write_text(text)
+        self._save(self.plan_path, text)
+
+    def _write_second(self, send_days: str | None) -> None:
+        confirmation = re.search(r"(?ms)^confirmation:\n.*?(?=^\S)", self.head)
+        assert confirmation, "the shipped plan has no confirmation email"
+        ebook = re.search(r"(?ms)^ebook:\n.*?(?=^\S)", self.head)
+        assert ebook, "the shipped plan has no ebook"
+        days = f"send_days: {send_days}\n" if send_days else ""
+        text = SECOND_TEXT.format(send_days=days, confirmation=ebook[0] + confirmation[0])
+        self._save(self.second_path, text)
+
+    def _save(self, path: Path, text: str) -> None:
+        path.write_text(text)
         # Saves within one filesystem tick keep their mtime; make every save visible.
-        self.mtime = max(self.mtime + 1_000_000_000, self.plan_path.stat().st_mtime_ns + 1)
-        os.utime(self.plan_path, ns=(self.mtime, self.mtime))
+        self.mtime = max(self.mtime + 1_000_000_000, path.stat().st_mtime_ns + 1)
+        os.utime(path, ns=(self.mtime, self.mtime))
 
     def _reload(self) -> None:
         self._write_plan()
@@ -540,7 +597,8 @@ class History(RuleBasedStateMachine):
 
     # -- the database, read-only ------------------------------------------------------------
 
-    def _deliveries(self) -> list[tuple[str, str, str, int, str]]:
+    def _deliveries(self) -> list[tuple[str, str, str, int, str, str]]:
+        """(address, step key, status, attempts, Message-ID, plan id) of every delivery."""
         with self.app.db.transaction() as session:
             rows = session.execute(
                 select(
@@ -549,11 +607,12 @@ class History(RuleBasedStateMachine):
                     Delivery.status,
                     Delivery.attempts,
                     Delivery.message_id,
+                    Enrollment.plan_id,
                 )
                 .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
                 .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
             ).all()
-            return [(a, b, c, d, e) for a, b, c, d, e in rows]
+            return [(a, b, c, d, e, f) for a, b, c, d, e, f in rows]
 
     def _variants(self) -> dict[str, tuple[int, str | None]]:
         """Per Message-ID: the delivery's enrollment and its recorded subject variant."""
@@ -563,28 +622,79 @@ class History(RuleBasedStateMachine):
             ).all()
             return {message_id: (enrollment, variant) for message_id, enrollment, variant in rows}
 
-    def _enrollments(self) -> dict[str, tuple[str, str, int]]:
-        """Per address: the subscriber's status, the enrollment's status and its last day."""
+    def _enrollments(self) -> dict[tuple[str, str], tuple[str, str, int, datetime]]:
+        """Per address and plan: the subscriber's status, the enrollment's status, its last
+        day and when it started (a person is never in one plan twice here)."""
         with self.app.db.transaction() as session:
             rows = session.execute(
                 select(
-                    Subscriber.email, Subscriber.status, Enrollment.status, Enrollment.last_day
+                    Subscriber.email,
+                    Enrollment.plan_id,
+                    Subscriber.status,
+                    Enrollment.status,
+                    Enrollment.last_day,
+                    Enrollment.started_at,
                 ).join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
             ).all()
-            return {email: (who, plan, day) for email, who, plan, day in rows}
+        found: dict[tuple[str, str], tuple[str, str, int, datetime]] = {}
+        for email, plan_id, who, status, day, started in rows:
+            assert (email, plan_id) not in found, f"{email} is in {plan_id} twice"
+            found[email, plan_id] = (who, status, day, started.replace(tzinfo=UTC))
+        return found
+
+    def _subscriber_status(self, email: str) -> str:
+        with self.app.db.transaction() as session:
+            return str(session.scalar(select(Subscriber.status).where(Subscriber.email == email)))
+
+    def _day(self, plan_id: str, key: str) -> int:
+        return self.key_day[key] if plan_id == self.first else SECOND_DAYS[key]
 
     # -- operations -------------------------------------------------------------------------
 
     def _present(self) -> list[Reader]:
         return [reader for reader in self.readers.values() if reader.present]
 
-    def _subscribe(self, zone: str) -> None:
+    def _subscribe(self, zone: str, plan_id: str) -> None:
         email = f"reader{len(self.readers)}@example.org"
         now = self.clock.now()
+        plan = self.app.plan_named(plan_id)
         subscriptions.subscribe(
-            self.app.db, self.app.plan, email=email, first_name="Sam", timezone=zone, now=now
+            self.app.db, plan, email=email, first_name="Sam", timezone=zone, now=now
         )
-        self.readers[email] = Reader(email, zone, now, set(self.blocks))
+        allowed = set(self.blocks) if plan_id == self.first else set()
+        self.readers[email] = Reader(email, zone, {plan_id: now}, allowed)
+
+    def _join(self, reader: Reader, plan_id: str) -> None:
+        """A signup naming another plan: an active reader joins it at once (its welcome due),
+        unless they run or finished it (`then:` may have chained them in already)."""
+        now = self.clock.now()
+        result = subscriptions.subscribe(
+            self.app.db,
+            self.app.plan_named(plan_id),
+            email=reader.email,
+            first_name="Sam",
+            timezone=reader.zone,
+            now=now,
+        )
+        if result.joined:
+            reader.joined[plan_id] = now
+            if plan_id == self.first:
+                reader.allowed = set(self.blocks)
+
+    def _leave_plan(self, reader: Reader, plan_id: str) -> None:
+        """The footer link of one plan: that plan stops; someone with no other plan running
+        has left the list."""
+        index = len(self.smtp.handler.received)
+        with self.app.db.transaction() as session:
+            subscriber_id = session.scalar(
+                select(Subscriber.id).where(Subscriber.email == reader.email)
+            )
+        assert subscriber_id is not None
+        subscriptions.leave_plan(self.app.db, subscriber_id, plan_id, self.clock.now())
+        reader.left.setdefault(plan_id, index)
+        if self._subscriber_status(reader.email) == "unsubscribed":
+            reader.unsubscribed = True
+            self._gone(reader, index, 0)
 
     def _gone(self, reader: Reader, index: int, slack: int) -> None:
         if reader.gone_from is None:
@@ -653,12 +763,12 @@ class History(RuleBasedStateMachine):
             self.leases[message_id] = until
 
     def _record(self, received: list[Received], first: int, info: PassInfo) -> None:
-        new: list[tuple[int, str, str, str, str]] = []
+        new: list[tuple[int, str, str, str, str, str]] = []
         for offset, item in enumerate(received):
             assert len(item.recipients) == 1, item.recipients
             message = item.message
             plan_id, _, key = str(message["X-Campaign-Step"]).partition("/")
-            assert plan_id == self.app.plan.id
+            assert plan_id in (self.first, SECOND), plan_id
             new.append(
                 (
                     first + offset,
@@ -666,9 +776,10 @@ class History(RuleBasedStateMachine):
                     key,
                     str(message["Message-ID"]),
                     str(message["Subject"]),
+                    plan_id,
                 )
             )
-        ids = [message_id for *_, message_id, _ in new]
+        ids = [message_id for _, _, _, message_id, _, _ in new]
         with self.app.db.transaction() as session:
             status = dict(
                 session.execute(
@@ -676,7 +787,7 @@ class History(RuleBasedStateMachine):
                 ).all()
             )
         ghosts = 0
-        for index, recipient, key, message_id, subject in new:
+        for index, recipient, key, message_id, subject, plan_id in new:
             ghost = status.get(message_id) != "sent"
             ghosts += ghost
             seen = self.sends.get(message_id) or [Send("main", info.at, info.at)]
@@ -693,6 +804,7 @@ class History(RuleBasedStateMachine):
                     ghost,
                     send.engine,
                     send.database_at,
+                    plan_id,
                 )
             )
         if not info.crashed:
@@ -705,66 +817,76 @@ class History(RuleBasedStateMachine):
 
     def _check_mails(self) -> None:
         """No stranger, no step outside the plan of its pass or outside what the reader may
-        get, nothing after leaving, no step twice (ghosts aside), in order, one a local day,
-        never early, daily steps only on a sending day within its window, the edited
-        subject."""
+        get, nothing after leaving (a plan, or everything), no step twice (ghosts aside), in
+        order and one a local day within each plan, at most MAX_PER_DAY lessons a local day
+        across plans, never early, daily steps only on a sending day within their plan's
+        window, the edited subject."""
         ghosts = sum(mail.ghost for mail in self.mails)
         assert ghosts <= self.crashes * self.world.connections, (ghosts, self.crashes)
-        repeats = 0
+        repeats = over_cap = 0
         recorded = self._variants()
+        starts = {key: started for key, (*_, started) in self._enrollments().items()}
         for reader in self.readers.values():
             mails = [mail for mail in self.mails if mail.recipient == reader.email]
             for mail in mails:
-                info = self.passes[mail.pass_no]
-                assert mail.key in info.keys, f"{mail} was not in the plan of its pass"
-                assert mail.key in reader.allowed, f"{mail}: this reader was past its day"
-                edited = info.subjects.get(mail.key)
-                if mail.key == TESTED_KEY:
-                    # chosen once, from the enrollment and the key; kept by every retry.
-                    enrollment, variant = recorded[mail.message_id]
-                    assert variant == choose_variant(enrollment, TESTED_KEY, ("a", "b")), mail
-                    if variant == "b":
-                        assert mail.subject == VARIANT_SUBJECT, mail
-                        continue
-                if edited is not None:
-                    assert mail.subject == edited, mail
+                if mail.plan == self.first:
+                    self._check_first_plan_mail(mail, reader, recorded)
                 else:
-                    assert not mail.subject.startswith("Edited"), mail
+                    assert mail.key in SECOND_DAYS, mail
+                    assert mail.key != "welcome" or SECOND in reader.joined, (
+                        f"{mail}: a graduate chained by then: got the next plan's welcome"
+                    )
             if reader.gone_from is not None:
                 late = [mail for mail in mails if mail.index >= reader.gone_from]
                 assert len(late) <= reader.gone_slack, f"mailed after leaving: {late}"
                 assert all(mail.pass_no == reader.gone_pass for mail in late), late
+            for plan_id, left_at in reader.left.items():
+                late = [m for m in mails if m.plan == plan_id and m.index >= left_at]
+                assert not late, f"mailed {plan_id} after leaving it: {late}"
             real: list[Mail] = []  # the first copy of each step
             for mail in mails:
                 if mail.ghost:
                     continue
-                first = next((m for m in real if m.key == mail.key), None)
+                first = next((m for m in real if (m.plan, m.key) == (mail.plan, mail.key)), None)
                 if first is None:
                     real.append(mail)
                     continue
                 # A repeat: only a message in flight when its engine was paused, the same one.
                 repeats += 1
                 assert mail.message_id == first.message_id, f"a step twice: {first}, {mail}"
-            keys = [mail.key for mail in real]
-            days = [self.key_day[key] for key in keys]
-            assert all(a < b for a, b in pairwise(days)), f"out of order: {keys}"
             zone = ZoneInfo(reader.zone)
-            dates = [mail.at.astimezone(zone).date() for mail in real]
-            assert len(set(dates)) == len(dates), f"two emails on one local day: {real}"
-            enrolled_on = reader.enrolled_at.astimezone(zone).date()
+            for plan_id in (self.first, SECOND):
+                ours = [mail for mail in real if mail.plan == plan_id]
+                days = [self._day(plan_id, mail.key) for mail in ours]
+                keys = [mail.key for mail in ours]
+                assert all(a < b for a, b in pairwise(days)), f"out of order: {plan_id} {keys}"
+                dates = [mail.at.astimezone(zone).date() for mail in ours]
+                assert len(set(dates)) == len(dates), f"two emails on one local day: {ours}"
+            # The daily cap across plans: lessons, not welcomes, by distinct message.
+            lessons: dict[date, set[str]] = {}
             for mail in mails:
-                if self.key_day[mail.key] == 0:
-                    continue  # the welcome goes at once, whatever the day and hour
-                local = mail.at.astimezone(zone)
-                assert local.weekday() in self.send_days, f"{mail} on a non-sending day"
-                opens = local_instant(local.date(), SEND_TIME, zone)
-                assert opens <= mail.at < opens + SEND_WINDOW, f"{mail} outside its window"
+                if self._day(mail.plan, mail.key):
+                    on = mail.at.astimezone(zone).date()
+                    lessons.setdefault(on, set()).add(mail.message_id)
+            over_cap += sum(max(len(ids) - MAX_PER_DAY, 0) for ids in lessons.values())
             for mail in mails:
-                day = self.key_day[mail.key]
+                day = self._day(mail.plan, mail.key)
+                started = starts[reader.email, mail.plan]
+                if mail.plan in reader.joined:
+                    assert started == reader.joined[mail.plan], (mail, started)
+                send_time = SEND_TIME if mail.plan == self.first else SECOND_TIME
+                if day:
+                    local = mail.at.astimezone(zone)
+                    assert local.weekday() in self.send_days[mail.plan], (
+                        f"{mail}: not a sending day"
+                    )
+                    opens = local_instant(local.date(), send_time, zone)
+                    assert opens <= mail.at < opens + SEND_WINDOW, f"{mail} outside its window"
+                enrolled_on = started.astimezone(zone).date()
                 earliest = (
-                    datetime.combine(enrolled_on + timedelta(days=day), SEND_TIME, tzinfo=zone)
+                    datetime.combine(enrolled_on + timedelta(days=day), send_time, tzinfo=zone)
                     if day
-                    else reader.enrolled_at
+                    else started
                 )
                 assert mail.at >= earliest, f"early: {mail} before {earliest}"
             for mail in mails:
@@ -772,33 +894,64 @@ class History(RuleBasedStateMachine):
                 sent_at = mail.database_at or mail.at
                 assert until is None or mail.ghost or sent_at >= until, f"{mail} within a lease"
             for ghost in (mail for mail in mails if mail.ghost):
-                again = [mail for mail in real if mail.key == ghost.key]
+                again = [m for m in real if (m.plan, m.key) == (ghost.plan, ghost.key)]
                 assert all(mail.index > ghost.index for mail in again), f"resent: {ghost}"
                 assert all(mail.message_id == ghost.message_id for mail in again), ghost
         assert repeats <= self.repeat_allowance, f"{repeats} steps repeated"
+        # A crash or a pause may leave a claim that no pass counts until it is resent.
+        allowance = self.crashes * self.world.connections + self.repeat_allowance
+        assert over_cap <= allowance, f"{over_cap} lessons past the daily cap"
 
-    def _reached(self, reader: Reader, failed: set[str]) -> int:
+    def _check_first_plan_mail(
+        self, mail: Mail, reader: Reader, recorded: dict[str, tuple[int, str | None]]
+    ) -> None:
+        """The edited first plan: the step was in the plan of its pass, still ahead of the
+        reader, with the subject of its pass (or its recorded subject-test variant)."""
+        info = self.passes[mail.pass_no]
+        assert mail.key in info.keys, f"{mail} was not in the plan of its pass"
+        assert mail.key in reader.allowed, f"{mail}: this reader was past its day"
+        edited = info.subjects.get(mail.key)
+        if mail.key == TESTED_KEY:
+            # chosen once, from the enrollment and the key; kept by every retry.
+            enrollment, variant = recorded[mail.message_id]
+            assert variant == choose_variant(enrollment, TESTED_KEY, ("a", "b")), mail
+            if variant == "b":
+                assert mail.subject == VARIANT_SUBJECT, mail
+                return
+        if edited is not None:
+            assert mail.subject == edited, mail
+        else:
+            assert not mail.subject.startswith("Edited"), mail
+
+    def _reached(self, reader: Reader, plan_id: str, failed: set[tuple[str, str]]) -> int:
+        """The last plan day the server saw the reader get (or fail) in `plan_id`; a plan
+        `then:` chained them into starts past its day 0."""
         real = {
-            mail.key for mail in self.mails if mail.recipient == reader.email and not mail.ghost
+            mail.key
+            for mail in self.mails
+            if mail.recipient == reader.email and mail.plan == plan_id and not mail.ghost
         }
-        return max((self.key_day[key] for key in real | failed), default=-1)
+        real |= {key for plan, key in failed if plan == plan_id}
+        default = -1 if plan_id in reader.joined else 0
+        return max((self._day(plan_id, key) for key in real), default=default)
 
-    def _failed(self) -> dict[str, set[str]]:
-        failed: dict[str, set[str]] = {}
-        for email, key, status, attempts, _ in self._deliveries():
+    def _failed(self) -> dict[str, set[tuple[str, str]]]:
+        """Per address, the (plan, step) deliveries that failed for good."""
+        failed: dict[str, set[tuple[str, str]]] = {}
+        for email, key, status, attempts, _, plan_id in self._deliveries():
             if status == "failed":
                 assert attempts == self.world.max_attempts, (email, key, attempts)
-                failed.setdefault(email, set()).add(key)
+                failed.setdefault(email, set()).add((plan_id, key))
         return failed
 
     def _check_progress(self) -> None:
-        """The database's idea of each reader's progress is what the server saw."""
+        """The database's idea of each reader's progress in each plan is what the server saw."""
         failed = self._failed()
-        for email, (who, _, last_day) in self._enrollments().items():
+        for (email, plan_id), (who, _, last_day, _) in self._enrollments().items():
             reader = self.readers[email]
             if reader.present and who == "active":
-                reached = self._reached(reader, failed.get(email, set()))
-                assert last_day == reached, f"{email}: last_day {last_day}, saw {reached}"
+                reached = self._reached(reader, plan_id, failed.get(email, set()))
+                assert last_day == reached, f"{email} {plan_id}: last_day {last_day}, saw {reached}"
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -806,22 +959,66 @@ class History(RuleBasedStateMachine):
         offset=st.integers(0, 365 * 24 * 60),
         zone=st.sampled_from(ZONES),
         send_days=st.sampled_from(SEND_DAYS),
+        second_days=st.sampled_from(SEND_DAYS),
+        then=st.booleans(),
+        second_first=st.booleans(),
     )
-    def first_signup(self, offset: int, zone: str, send_days: str | None) -> None:
+    def first_signup(
+        self,
+        offset: int,
+        zone: str,
+        send_days: str | None,
+        second_days: str | None,
+        then: bool,
+        second_first: bool,
+    ) -> None:
         with self._step():
             if send_days is not None:
                 self.head = self.head.replace("\nsteps:\n", f"\nsend_days: {send_days}\nsteps:\n")
-                self.send_days = days_from_names(send_days.strip("[]").split(", "))
+                self.send_days[self.first] = days_from_names(send_days.strip("[]").split(", "))
+            if then:
+                self.head = self.head.replace("\nsteps:\n", f"\nthen: {SECOND}\nsteps:\n")
+                self.then = SECOND
+            if second_days is not None:
+                self._write_second(second_days)
+                self.send_days[SECOND] = days_from_names(second_days.strip("[]").split(", "))
+            if send_days is not None or then or second_days is not None:
                 self._reload()
+            assert self.app.catalog.side_by_side
             self.clock.set(START + timedelta(minutes=offset))  # any season, any hour
             self._sync_database_clock()
-            self._subscribe(zone)
+            self._subscribe(zone, SECOND if second_first else self.first)
 
     @precondition(lambda self: len(self.readers) < MAX_READERS)
-    @rule(zone=st.sampled_from(ZONES))
-    def subscribe(self, zone: str) -> None:
+    @rule(zone=st.sampled_from(ZONES), second=st.booleans())
+    def subscribe(self, zone: str, second: bool) -> None:
         with self._step():
-            self._subscribe(zone)
+            self._subscribe(zone, SECOND if second else self.first)
+
+    @rule(pick=st.integers(0, 99))
+    def join_the_other_plan(self, pick: int) -> None:
+        """Someone still there signs up for the plan they never joined: a second enrollment,
+        with its welcome at once and its lessons under the daily cap."""
+        with self._step():
+            present = [r for r in self._present() if len(r.joined) == 1 and not r.left]
+            if present:
+                reader = present[pick % len(present)]
+                (mine,) = reader.joined
+                self._join(reader, SECOND if mine == self.first else self.first)
+
+    @rule(pick=st.integers(0, 99), second=st.booleans())
+    def leave_one_plan(self, pick: int, second: bool) -> None:
+        """The footer link of one plan the reader is in: that plan stops at once; with no
+        other plan running, they have left the list."""
+        with self._step():
+            present = self._present()
+            if not present:
+                return
+            reader = present[pick % len(present)]
+            theirs = sorted(plan for email, plan in self._enrollments() if email == reader.email)
+            wanted = SECOND if second else self.first
+            plan_id = wanted if wanted in theirs else theirs[0]
+            self._leave_plan(reader, plan_id)
 
     # Preconditions depend only on what the test did, never on what the engine did: on
     # parallel connections the engine's choices vary between runs of one example.
@@ -920,8 +1117,8 @@ class History(RuleBasedStateMachine):
         if pending_first:
             pending = {
                 key
-                for _, key, status, _, _ in self._deliveries()
-                if status in ("queued", "retry") and key in candidates
+                for _, key, status, _, _, plan_id in self._deliveries()
+                if status in ("queued", "retry") and key in candidates and plan_id == self.first
             }
             candidates = sorted(pending) or candidates
         key = candidates[pick % len(candidates)]
@@ -940,7 +1137,10 @@ class History(RuleBasedStateMachine):
         key = f"extra{len(self.key_day)}"
         state = self._enrollments()
         for reader in self.readers.values():
-            who, plan, last_day = state[reader.email]
+            found = state.get((reader.email, self.first))
+            if found is None:
+                continue
+            who, plan, last_day, _ = found
             if who == "active" and plan == "active" and last_day < day:
                 reader.allowed.add(key)
         block = with_field(self.template_block, "key", key)
@@ -966,7 +1166,7 @@ class History(RuleBasedStateMachine):
         for _ in range(120 * 2):
             self._pass(timedelta(hours=12))
             running = [
-                email for email, (_, plan, _) in self._enrollments().items() if plan == "active"
+                key for key, (_, plan, _, _) in self._enrollments().items() if plan == "active"
             ]
             if not running:
                 break
@@ -974,17 +1174,21 @@ class History(RuleBasedStateMachine):
 
     def _check_the_end(self) -> None:
         """Every delivery settled, recorded sent iff delivered, and every reader still there
-        got every step they were due, none lost."""
+        got every step they were due in every plan they stayed in, none lost; a graduate of a
+        plan that says `then:` is in the next plan (unless they had left it)."""
         rows = self._deliveries()
         state = self._enrollments()
         unsettled = [row for row in rows if row[2] not in FINAL]
         assert not unsettled, f"deliveries left unsettled: {unsettled}"
-        sent = sorted(message_id for *_, status, _, message_id in rows if status == "sent")
+        sent = sorted(row[4] for row in rows if row[2] == "sent")
         delivered = sorted({mail.message_id for mail in self.mails if not mail.ghost})
         assert sent == delivered, "the sent records differ from what the server received"
         failed = self._failed()
         for reader in self.readers.values():
-            who, plan, _ = state[reader.email]
+            theirs = {
+                plan: found for (email, plan), found in state.items() if email == reader.email
+            }
+            who = next(iter(theirs.values()))[0]
             if reader.unsubscribed:
                 assert who == "unsubscribed", (reader, who)
                 continue
@@ -995,10 +1199,24 @@ class History(RuleBasedStateMachine):
             if who == "bounced":  # suppressed after SOFT_BOUNCE_LIMIT failed steps in a row
                 assert len(mine) >= self.world.soft_bounce_limit, (reader, mine)
                 continue
-            assert (who, plan) == ("active", "completed"), (reader, who, plan)
-            got = {m.key for m in self.mails if m.recipient == reader.email and not m.ghost}
-            due = reader.allowed & set(self.blocks)
-            assert due <= got | mine, f"{reader.email} never got {sorted(due - got - mine)}"
+            assert who == "active", (reader, who)
+            for plan_id, (_, status, _, _) in theirs.items():
+                if plan_id in reader.left:
+                    continue
+                assert status == "completed", (reader, plan_id, status)
+                got = {
+                    m.key
+                    for m in self.mails
+                    if m.recipient == reader.email and m.plan == plan_id and not m.ghost
+                }
+                if plan_id == self.first:
+                    due = reader.allowed & set(self.blocks)
+                else:  # chained past day 0, or joined with its welcome
+                    due = {k for k in SECOND_DAYS if SECOND in reader.joined or SECOND_DAYS[k]}
+                lost = due - got - {key for plan, key in mine if plan == plan_id}
+                assert not lost, f"{reader.email} never got {plan_id} {sorted(lost)}"
+            if self.then and theirs.get(self.first, ("", ""))[1] == "completed":
+                assert self.then in theirs, f"{reader.email} graduated and was not chained"
 
 
 @pytest.mark.parametrize("connections", [1, 3])
