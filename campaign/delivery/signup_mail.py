@@ -102,13 +102,17 @@ class SignupMail:
                 return sent
 
     def _send(self, claims: list[store.ConfirmationClaim], now: datetime) -> int:
-        # The default plan's confirmation email and composer, one for the batch.
-        content = self.dispatcher.contents().default
-        step, composer = content.plan.confirmation, content.composer
+        contents = self.dispatcher.contents()  # one snapshot of the plans for the batch
         sent = 0
         try:
             with self.signups.transport.open() as connection:
                 for claim in claims:
+                    # The confirmation of the plan the signup named (its subject promises that
+                    # plan's ebook); the default plan's when it has none, or is gone.
+                    content = contents.of(claim.plan_id) if claim.plan_id else None
+                    if content is None or content.plan.confirmation is None:
+                        content = contents.default
+                    step, composer = content.plan.confirmation, content.composer
                     if claim.status not in CONFIRMABLE or step is None:
                         why = "no confirmation email in the plan" if step is None else claim.status
                         self._give_up(claim, f"not sent: {why}", now)

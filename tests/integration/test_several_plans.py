@@ -129,6 +129,8 @@ def test_a_confirmation_link_starts_the_plan_its_signup_named(
     )
     app.signup_mail.drain(START)
     [confirmation] = smtp_server.to("bo@example.org")
+    # The knee plan has no confirmation email of its own: the default plan's goes.
+    assert confirmation.message["Subject"] == app.plan.confirmation.subject  # type: ignore[union-attr]
     text = quopri.decodestring(confirmation.data).decode()
     token = re.search(r"/confirm/([A-Za-z0-9_.=-]+)", text).group(1)  # type: ignore[union-attr]
     app.signups.confirm(token, Visitor(), START)
@@ -397,3 +399,34 @@ def test_simulate_agrees_instant_by_instant_with_passes_for_a_person_in_two_plan
     assert [(str(m.message["X-Campaign-Step"]), _sent_at(m)) for m in mails] == [
         (f"{d.plan_id}/{d.key}", d.at) for d in planned
     ]
+
+
+KNEE_CONFIRMED = KNEE.replace(
+    "steps:\n",
+    'confirmation:\n  subject: "Confirm, and your knee plan starts"\n'
+    "  template: confirm.html\nsteps:\n",
+    1,
+)
+
+
+def test_a_signup_for_a_plan_with_its_own_confirmation_gets_that_one(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """The confirmation email is the one of the plan the signup named (it promises that plan),
+    while a signup naming no plan gets the default plan's."""
+    folder = plans_folder(tmp_path, knee=KNEE_CONFIRMED)
+    app, _ = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN=THIRTY)
+    for email, plan_id in (("knee@example.org", "knee"), ("back@example.org", None)):
+        app.signups.signup(
+            email=email,
+            first_name=None,
+            timezone="UTC",
+            visitor=Visitor(),
+            now=START,
+            plan_id=plan_id,
+        )
+    app.signup_mail.drain(START)
+    [knee] = smtp_server.to("knee@example.org")
+    [back] = smtp_server.to("back@example.org")
+    assert knee.message["Subject"] == "Confirm, and your knee plan starts"
+    assert back.message["Subject"] == app.plan.confirmation.subject  # type: ignore[union-attr]

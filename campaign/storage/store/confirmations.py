@@ -21,6 +21,8 @@ class ConfirmationClaim:
     email: str
     status: str
     attempts: int
+    #: the plan the signup named (None: the default plan, or a row from before several plans).
+    plan_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ def claim_confirmations(
             Subscriber.email,
             Subscriber.status,
             Confirmation.attempts,
+            Confirmation.plan_id,
         )
         .join(Subscriber, Subscriber.id == Confirmation.subscriber_id)
         .where(Confirmation.id.in_(ids))
