@@ -189,7 +189,7 @@ class Engine:
         never moves their plan (campaign.delivery.resend says what a resend is); audited."""
         when = now or self.clock.now()
         return resend.resend_welcome(
-            self.db, self.content, self.transport, subscriber_id, when, actor=actor
+            self.db, self.contents, self.transport, subscriber_id, when, actor=actor
         )
 
     def run_pass(self, now: datetime | None = None) -> PassResult:

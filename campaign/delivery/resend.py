@@ -20,8 +20,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.orm import Session
+
 from campaign.content.compose import Recipient
-from campaign.content.snapshot import Content
+from campaign.content.snapshot import Content, Contents
 from campaign.domain.addresses import email_hash
 from campaign.domain.statuses import PENDING_DELIVERY, DeliveryStatus, SubscriberStatus
 from campaign.domain.subscriber_fields import decode as stored_fields
@@ -57,20 +59,19 @@ class Resent:
 
 def resend_welcome(
     db: Database,
-    content: Content,
+    contents: Contents,
     transport: Transport,
     subscriber_id: int,
     now: datetime,
     *,
     actor: str = COMMAND_LINE,
 ) -> Resent:
-    """Send the welcome again to an active subscriber whose welcome was already settled.
+    """Send the welcome again to an active subscriber whose welcome was already settled: the
+    welcome of the plan they joined last (a plan `then:` chained them into has none).
 
     BadInput (nothing sent) when nobody has that id, they are not active or suppressed, the
     welcome has not gone yet (the next pass sends it), or MAX_RESENDS were sent already.
     """
-    plan, composer = content.plan, content.composer
-    welcome = plan.steps[0]
     detail = f"#{subscriber_id}"
     with operators.audited(db, actor, "subscriber.resend_welcome", detail, now) as session:
         known = store.subscriber_by_id(session, subscriber_id)
@@ -80,6 +81,9 @@ def resend_welcome(
             raise BadInput(f"{known.email} is {known.status}: only an active subscriber is mailed")
         if store.is_suppressed(session, email_hash(known.email)):
             raise BadInput(f"{known.email} is suppressed: it is never mailed")
+        content = _welcomed_content(session, contents, subscriber_id)
+        plan, composer = content.plan, content.composer
+        welcome = plan.steps[0]
         state = store.welcome_state(session, subscriber_id, plan.id, welcome.key)
         if state is None or state.welcome_status in (None, *PENDING_DELIVERY):
             raise BadInput(
@@ -113,3 +117,16 @@ def resend_welcome(
         store.settle_resend(session, delivery_id, status, error, now)
     log.info("welcome resent to subscriber %s: %s", subscriber_id, status)
     return Resent(delivery_id, message_id, status, error)
+
+
+def _welcomed_content(session: Session, contents: Contents, subscriber_id: int) -> Content:
+    """The running plan of the subscriber's latest enrollment that had a welcome (the default
+    plan when none had: its check then says the welcome has not gone yet)."""
+    for plan_id in store.plans_joined(session, subscriber_id):
+        content = contents.of(plan_id)
+        if content is None:
+            continue
+        state = store.welcome_state(session, subscriber_id, plan_id, content.plan.steps[0].key)
+        if state is not None and state.welcome_status is not None:
+            return content
+    return contents.default

@@ -430,3 +430,28 @@ def test_a_signup_for_a_plan_with_its_own_confirmation_gets_that_one(
     [back] = smtp_server.to("back@example.org")
     assert knee.message["Subject"] == "Confirm, and your knee plan starts"
     assert back.message["Subject"] == app.plan.confirmation.subject  # type: ignore[union-attr]
+
+
+def test_resending_the_welcome_resends_the_welcome_of_the_plan_joined_last(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """Someone who joined only the knee plan gets the knee welcome again, not the default
+    plan's; after joining the default plan too, that later welcome is the one resent."""
+    app, clock = engine(START, PLAN_PATH=str(plans_folder(tmp_path)), DEFAULT_PLAN=THIRTY)
+    app.subscribe("kim@example.org", timezone="UTC", plan="knee", now=START)
+    tick(app, clock, START)
+    with app.db.read() as session:
+        kim = store.find_subscriber(session, "kim@example.org")
+    assert kim is not None
+    resent = app.resend_welcome(kim.id, now=START + timedelta(minutes=5))
+    assert resent.status == "sent", resent.error
+    subjects = [str(m.message["Subject"]) for m in smtp_server.to("kim@example.org")]
+    assert subjects == ["Your knee plan starts today"] * 2
+
+    later = START + timedelta(hours=2)
+    app.subscribe("kim@example.org", plan=THIRTY, now=later)
+    tick(app, clock, later)
+    app.resend_welcome(kim.id, now=later + timedelta(minutes=5))
+    last_two = smtp_server.to("kim@example.org")[-2:]
+    assert last_two[0].message["Subject"] == last_two[1].message["Subject"]
+    assert str(last_two[1].message["Subject"]) != "Your knee plan starts today"

@@ -192,6 +192,16 @@ class WelcomeState:
     resends: int
 
 
+def plans_joined(session: Session, subscriber_id: int) -> list[str]:
+    """The plan ids of the subscriber's enrollments, the latest started first."""
+    rows = session.execute(
+        select(Enrollment.plan_id)
+        .where(Enrollment.subscriber_id == subscriber_id)
+        .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
+    )
+    return list(dict.fromkeys(plan_id for (plan_id,) in rows))
+
+
 def welcome_state(
     session: Session, subscriber_id: int, plan_id: str, welcome_key: str
 ) -> WelcomeState | None:
