@@ -4,11 +4,12 @@ with the default plan a signup that names none joins. Loaded whole, validated ac
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from campaign.domain.plan import Plan, load_plan
+from campaign.domain.subscriber_fields import FieldDef
 from campaign.errors import ConfigError, PlanError, PlanProblem
 
 
@@ -37,6 +38,16 @@ class PlanCatalog:
 
     def get(self, plan_id: str) -> Plan | None:
         return self.plans.get(plan_id)
+
+    @property
+    def declared_fields(self) -> dict[str, FieldDef]:
+        """Every plan's custom fields by name (a field is the person's, whatever plan they are
+        in; plans declaring one name declare it alike, see `field_conflicts`)."""
+        found: dict[str, FieldDef] = {}
+        for plan in self.plans.values():
+            for name, definition in plan.declared_fields.items():
+                found.setdefault(name, definition)
+        return found
 
     def __iter__(self) -> Iterator[Plan]:
         return iter(self.plans.values())
@@ -91,6 +102,7 @@ def load_catalog(
             )
             continue
         plans[plan.id] = plan
+    problems += field_conflicts(plans.values())
     if problems:
         raise PlanError(problems)
     warnings: list[PlanProblem] = []
@@ -106,6 +118,27 @@ def load_catalog(
     if not require_default and not default_plan:
         return PlanCatalog(plans, next(iter(plans)), folder)
     return PlanCatalog(plans, _default_id(plans, default_plan, path), folder)
+
+
+def field_conflicts(plans: Iterable[Plan]) -> list[PlanProblem]:
+    """A custom field is stored once per person, so two plans declaring one name must declare
+    it alike (type, choices, bounds, default): each other declaration is a problem at its line,
+    naming the first."""
+    first: dict[str, Plan] = {}
+    problems: list[PlanProblem] = []
+    for plan in plans:
+        for name, definition in plan.declared_fields.items():
+            other = first.setdefault(name, plan)
+            if other is not plan and other.declared_fields[name] != definition:
+                where = f"{other.source}:{other.lines.get(f'fields.{name}')}"
+                problems.append(
+                    plan.problem(
+                        f"fields.{name}",
+                        f"{name!r} is declared differently in {where}: a field is the "
+                        "person's, so every plan must declare it alike",
+                    )
+                )
+    return problems
 
 
 def _unknown(problem: PlanProblem) -> bool:

@@ -131,13 +131,21 @@ def commit_import(
     now: datetime,
     actor: str = COMMAND_LINE,
     plan_ids: Collection[str] = (),
+    declared: Mapping[str, FieldDef] | None = None,
 ) -> subscriptions.ImportReport:
     """Import the CSV at `path` as `campaign import` does (in chunks, each its own transaction;
     a `plan` column names one of `plan_ids`), then write the audit entry: who imported how
     many from which file."""
-    source = csv_import.open_csv(path, custom_fields=plan.declared_fields)
+    fields = plan.declared_fields if declared is None else declared
+    source = csv_import.open_csv(path, custom_fields=fields)
     report = subscriptions.import_rows(
-        db, plan, csv_import.rows(source), now=now, source="import", plan_ids=plan_ids
+        db,
+        plan,
+        csv_import.rows(source),
+        now=now,
+        source="import",
+        plan_ids=plan_ids,
+        declared=fields,
     )
     detail = (
         f"{path.name}: {report.added} added, {report.already_known} already known, "

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from campaign.domain.addresses import email_hash
 from campaign.domain.plan import Plan
 from campaign.domain.statuses import ConsentKind, SubscriberStatus, SuppressionReason
-from campaign.domain.subscriber_fields import FieldValue, decode, encode
+from campaign.domain.subscriber_fields import FieldDef, FieldValue, decode, encode
 from campaign.errors import BadInput, Suppressed, UnknownPlan, UnknownSubscriber
 from campaign.people.person_fields import (
     checked_fields,
@@ -167,13 +167,15 @@ def update_fields(
     fields: Mapping[str, object],
     now: datetime,
     actor: str | None = None,
+    declared: Mapping[str, FieldDef] | None = None,
 ) -> dict[str, FieldValue]:
     """Set some of a person's custom field values (a None clears one back to its default),
-    checked against the plan's `fields:`; the values now stored. With an `actor` (an API key),
+    checked against `declared` (every plan's fields; by default the plan's `fields:`); the
+    values now stored. With an `actor` (an API key),
     the audit log names the subscriber's id and the fields changed, never their values."""
     cleared = [name for name, value in fields.items() if value is None]
     given = {name: value for name, value in fields.items() if value is not None}
-    declared = plan.declared_fields
+    declared = plan.declared_fields if declared is None else declared
     changed = checked_fields(declared, given, unknown="reject")
     checked_fields(declared, dict.fromkeys(cleared), unknown="reject")  # names only
     with db.transaction() as session:
@@ -336,10 +338,12 @@ def import_rows(
     source: str = "import",
     on_row: Callable[[], None] = lambda: None,
     plan_ids: Collection[str] = (),
+    declared: Mapping[str, FieldDef] | None = None,
 ) -> ImportReport:
     """Add and enrol each valid row (line number, columns); bad rows (or a row given as the
     BadInput that reading it raised) are reported and skipped, and never cost their neighbours.
-    Columns named after the plan's custom fields fill them (a bad value is a bad row).
+    Columns named after the plan's custom fields (`declared`: every plan's, by default the
+    plan's own) fill them (a bad value is a bad row).
 
     A row's `plan` column names its plan, one of `plan_ids` (empty: `plan`, the default); an
     active person already stored joins the plan their row names, if not in it yet.
@@ -348,7 +352,7 @@ def import_rows(
     report = ImportReport()
     seen: set[str] = set()
     chunk: list[tuple[int, str, str, str, str, str | None]] = []
-    declared = plan.declared_fields
+    declared = plan.declared_fields if declared is None else declared
 
     def store_rows(batch: list[tuple[int, str, str, str, str, str | None]]) -> ImportReport:
         done = ImportReport()  # counted apart: a rolled-back batch counts nothing

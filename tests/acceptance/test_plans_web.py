@@ -214,3 +214,28 @@ def test_simulate_shows_a_person_in_two_plans_with_the_cap_and_then(
     bad_instant = run_campaign(plans, tmp_path, *start, "--plan", "knee@tuesday")
     assert bad_instant.returncode == 2
     assert "--plan knee@tuesday" in bad_instant.stderr
+
+
+def test_an_import_fills_a_field_the_rows_plan_declares(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`campaign import`: a `side` column (declared by the knee plan only) fills the field of
+    rows naming knee; a bad value is that row's problem, with its line."""
+    folder = plans_folder(tmp_path)
+    knee = folder / "knee.yaml"
+    knee.write_text(
+        knee.read_text().replace(
+            "steps:\n", "fields:\n  side: {type: choice, choices: [left, right]}\nsteps:\n", 1
+        )
+    )
+    plans = {**env, "PLAN_PATH": str(folder), "DEFAULT_PLAN": THIRTY}
+    assert run_campaign(plans, tmp_path, "db", "upgrade").returncode == 0
+    csv = tmp_path / "people.csv"
+    csv.write_text("email,plan,side\nkim@example.org,knee,left\nbad@example.org,knee,middle\n")
+    done = run_campaign(plans, tmp_path, "import", str(csv))
+    assert done.returncode == 0, done.stderr
+    assert "added 1" in done.stdout
+    assert f"{csv}:3: skipped:" in done.stderr
+    assert "middle" in done.stderr
+    shown = run_campaign(plans, tmp_path, "export", "kim@example.org")
+    assert '"side": "left"' in shown.stdout, shown.stdout + shown.stderr

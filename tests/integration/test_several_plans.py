@@ -4,6 +4,8 @@ keeps a person in two plans at one lesson a local day."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import quopri
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -12,13 +14,15 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from campaign.domain.plan_catalog import load_catalog
 from campaign.errors import ConfigError, PlanError, UnknownPlan
 from campaign.insights import simulation
 from campaign.insights.person_plans import Join
-from campaign.people import plan_identity, subscriptions
+from campaign.interfaces.admin import create_admin_app
+from campaign.people import api_keys, plan_identity, subscriptions
 from campaign.people.subscriptions import Visitor
 from campaign.storage import store
 from tests.conftest import ROOT, EngineFactory
@@ -455,3 +459,41 @@ def test_resending_the_welcome_resends_the_welcome_of_the_plan_joined_last(
     last_two = smtp_server.to("kim@example.org")[-2:]
     assert last_two[0].message["Subject"] == last_two[1].message["Subject"]
     assert str(last_two[1].message["Subject"]) != "Your knee plan starts today"
+
+
+KNEE_WITH_SIDE = KNEE.replace(
+    "steps:\n", "fields:\n  side: {type: choice, choices: [left, right, both]}\nsteps:\n", 1
+)
+
+
+def test_the_api_sets_a_field_only_another_plan_declares(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """PATCH accepts a field the knee plan declares (the default plan does not) and still
+    refuses a bad value of it and a name no plan declares, each a 422 naming fields.NAME."""
+    folder = plans_folder(tmp_path, knee=KNEE_WITH_SIDE)
+    app, _ = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN=THIRTY)
+    app.subscribe("kai@example.org", timezone="UTC", plan="knee", now=START)
+    admin = create_admin_app(app)
+    auth = {"authorization": f"Bearer {api_keys.create(app.db, 'crm', START).token}"}
+
+    def patch(fields: dict[str, object]) -> httpx.Response:
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=admin)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                return await client.patch(
+                    "/api/v1/subscribers/kai@example.org", json={"fields": fields}, headers=auth
+                )
+
+        return asyncio.run(send())
+
+    changed = patch({"side": "left"})
+    assert changed.status_code == 200, changed.text
+    with app.db.read() as session:
+        kai = store.find_subscriber(session, "kai@example.org")
+    assert kai is not None
+    assert json.loads(kai.fields) == {"side": "left"}
+    for fields, where in (({"side": "middle"}, "fields.side"), ({"shoe": 42}, "fields.shoe")):
+        refused = patch(fields)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"] == where

@@ -80,3 +80,37 @@ def test_a_plan_file_whose_then_has_no_plan_beside_it_runs_with_a_warning(
     ]
     with pytest.raises(PlanError):
         load_catalog(folder, tmp_path / "templates")
+
+
+def _with_fields(folder: Path, plan_id: str, fields: str) -> Path:
+    path = folder / f"{plan_id}.yaml"
+    path.write_text(path.read_text().replace("steps:\n", f"fields:\n{fields}steps:\n", 1))
+    return path
+
+
+def test_two_plans_declaring_one_field_differently_is_a_problem_at_the_second(
+    tmp_path: Path,
+) -> None:
+    """A field is stored once per person: `side` as a choice in one plan and text in another
+    is refused at the second declaration's line, naming the first."""
+    folder = _folder(tmp_path, a=None, b=None)
+    first = _with_fields(folder, "a", "  side: {type: choice, choices: [left, right]}\n")
+    second = _with_fields(folder, "b", "  age: {type: number}\n  side: {type: text}\n")
+    with pytest.raises(PlanError) as caught:
+        load_catalog(folder, tmp_path / "templates", default_plan="a")
+    [problem] = [str(p) for p in caught.value.problems]
+    assert problem.startswith(f"{second}:6: fields.side: 'side' is declared differently in ")
+    assert f"{first}:5" in problem
+
+
+def test_plans_declaring_one_field_alike_share_it_and_every_field_is_known(
+    tmp_path: Path,
+) -> None:
+    """The same declaration in two plans is one field; the catalog knows each plan's fields."""
+    folder = _folder(tmp_path, a=None, b=None)
+    _with_fields(folder, "a", "  side: {type: choice, choices: [left, right]}\n")
+    _with_fields(
+        folder, "b", "  side: {type: choice, choices: [left, right]}\n  age: {type: number}\n"
+    )
+    catalog = load_catalog(folder, tmp_path / "templates", default_plan="a")
+    assert list(catalog.declared_fields) == ["side", "age"]

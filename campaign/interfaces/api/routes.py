@@ -219,6 +219,7 @@ class ApiEndpoints:
                 fields=wanted.fields or {},
                 now=app.clock.now(),
                 actor=actor(key),
+                declared=app.catalog.declared_fields,
             )
         )
         log.info("api key %s: updated a subscriber's fields", key.name)

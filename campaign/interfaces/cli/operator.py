@@ -161,7 +161,7 @@ def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
 
     source = csv_import.open_csv(file, encoding)  # before anything is imported
     app = make_app(now)
-    source = csv_import.with_custom_fields(source, app.plan.declared_fields)
+    source = csv_import.with_custom_fields(source, app.catalog.declared_fields)
     for note in source.notes:
         click.echo(note, err=True)
     total = max(source.lines - 1, 0)
@@ -181,6 +181,7 @@ def import_csv(file: Path, encoding: str | None, now: datetime | None) -> None:
             now=app.clock.now(),
             on_row=lambda: progress.advance(task),
             plan_ids=list(app.catalog.plans),
+            declared=app.catalog.declared_fields,
         )
     for line, problem in report.problems:
         click.echo(f"{file}:{line}: skipped: {problem}", err=True)

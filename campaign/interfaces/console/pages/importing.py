@@ -79,7 +79,7 @@ def preview(request: Request) -> Response:
     with path.open("xb") as handle:  # created new, readable by this user only
         path.chmod(0o600)
         handle.write(data)
-    declared = engine(request).plan.declared_fields
+    declared = engine(request).catalog.declared_fields
     try:
         source = csv_import.open_csv(path, custom_fields=declared)
     except BadInput as exc:
@@ -110,6 +110,7 @@ def commit(request: Request) -> Response:
             now=app.clock.now(),
             actor=actor(request),
             plan_ids=list(app.catalog.plans),
+            declared=app.catalog.declared_fields,
         )
     finally:
         path.unlink(missing_ok=True)
