@@ -4,6 +4,7 @@ another engine dropped unsent."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import deque
@@ -12,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from campaign.clock import Clock
-from campaign.delivery import timing
+from campaign.delivery import chaining, timing
 from campaign.domain.plan_catalog import PlanCatalog
 from campaign.errors import DatabaseError
 from campaign.storage import store
@@ -91,6 +92,7 @@ class DueClaims:
                     lease=self.leases,
                     variants=self.variants,
                     cap=self.daily_cap(),
+                    chain=functools.partial(chaining.chain_after, self.plans),
                 )
             # After the claim's commit, not in it: SQLite's one writer (a signup, another
             # sender process) waits for that transaction, so it holds no per-claim work.

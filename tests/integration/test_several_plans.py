@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import quopri
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -497,3 +498,26 @@ def test_the_api_sets_a_field_only_another_plan_declares(
         refused = patch(fields)
         assert refused.status_code == 422, refused.text
         assert refused.json()["errors"][0]["field"] == where
+
+
+def test_an_edit_that_removes_the_last_steps_still_chains_the_graduates(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """Short's day 1 removed while it is the next step due: the person graduates at the next
+    pass and `then: knee` chains them, as the record of a last step would."""
+    folder = plans_folder(tmp_path, short=SHORT)
+    app, clock = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN="short", DOUBLE_OPT_IN="false")
+    app.subscribe("edit@example.org", timezone="UTC", now=START)
+    app.run_pass(START)  # the welcome
+    short = folder / "short.yaml"
+    short.write_text(SHORT.split("  - key: day01")[0])
+    stamp = short.stat().st_mtime_ns + 1_000_000_000
+    os.utime(short, ns=(stamp, stamp))
+    for instant in hours(START + timedelta(hours=1), 4 * 24):
+        clock.set(instant)
+        app.run_pass(instant)
+    assert _steps(smtp_server.to("edit@example.org")) == [
+        "short/welcome",
+        "knee/day01",
+        "knee/day02",
+    ]

@@ -21,6 +21,7 @@ from campaign.storage.fast_path import PlainSQL, in_list, naive_utc
 from campaign.storage.models import utc_instant
 from campaign.storage.store.daily_cap import Candidate, DailyCap, held_back
 from campaign.storage.store.leases import LeaseTime
+from campaign.storage.store.memberships import CHAIN_SQL, Chain
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ _SETTLE_REMOVED_SQL = (
     " updated_at = :now"
     " WHERE enrollment_id IN {enrollments} AND status IN {pending} AND step_key NOT IN {keys}"
 )
+#: an enrollment an edit completed has reached past any day (CHAIN_SQL's `last_day < :day`).
+_PAST_EVERY_DAY = 1_000_000
 _COMPLETE_SQL = (
     "UPDATE enrollments SET status = 'completed', next_due_at = NULL, lease_owner = NULL,"
     " lease_expires_at = NULL, updated_at = :now WHERE id IN {enrollments}"
@@ -134,6 +137,7 @@ def claim_due(
     lease: LeaseTime | None = None,
     variants: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     cap: DailyCap | None = None,
+    chain: Callable[[str, str, datetime], Chain | None] | None = None,
 ) -> list[Claim]:
     """Claim up to `limit` due steps for `owner`, each under a lease of `lease.seconds`.
 
@@ -194,6 +198,13 @@ def claim_due(
     upcoming = {r[0]: next(((k, d) for k, d in plans[r[9]] if d > r[1]), None) for r in rows}
     finished = [enrollment for enrollment, step in upcoming.items() if step is None]
     if finished:
+        # An edit removed every step left: they graduate, so `then:` chains them as the
+        # record of a last step would (before completing: the chain reads them active).
+        for row in rows:
+            link = None if chain is None or row[0] not in finished else chain(row[9], row[8], now)
+            if link is not None:
+                graduate = {"enrollment": row[0], "day": _PAST_EVERY_DAY, "sent_at": None}
+                sql.run(CHAIN_SQL, graduate | {"now": at} | link.params())
         params = {"now": at}
         sql.run(_COMPLETE_SQL.format(enrollments=in_list("e", finished, params)), params)
     held: set[int] = set()
