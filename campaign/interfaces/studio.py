@@ -10,6 +10,7 @@ import html
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from campaign.clock import FixedClock
 from campaign.content.compose import Composed, Recipient
 from campaign.content.plan_check import check_plan
+from campaign.content.snapshot import Content
 from campaign.domain.plan import CONFIRMATION_INDEX, Step
 from campaign.engine import App, Engine
 from campaign.errors import CampaignError, PlanError
@@ -50,6 +52,8 @@ _STYLE = """
   .frames { display: flex; gap: 1.5rem; flex-wrap: wrap; align-items: flex-start; }
   iframe { background: #fff; border: 1px solid #c4ccd4; height: 900px; }
   pre.part { background: #fff; padding: 1rem; white-space: pre-wrap; max-width: 60rem; }
+  ul.plans { list-style: none; padding: 0; display: flex; gap: 1rem; flex-wrap: wrap; }
+  ul.plans a[aria-current] { font-weight: bold; color: #1f2933; }
 """
 
 _RELOAD = """<script>
@@ -83,22 +87,26 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
         check_plan(settings)  # raises PlanError with every file:line problem
         return Engine.from_settings(settings, clock=FixedClock(now()))
 
-    def compose(app: App, step: Step) -> Composed:
+    def compose(app: App, content: Content, step: Step) -> Composed:
         if step.index == CONFIRMATION_INDEX:
             # as the sender builds it: no first name (it is unconfirmed input), a sample link.
-            return app.composer.compose_confirmation(
+            return content.composer.compose_confirmation(
                 Recipient(0, SAMPLE.email, ""),
                 0,
                 message_id="<preview@example.com>",
                 now=app.clock.now(),
             )
-        return app.composer.compose(
+        return content.composer.compose(
             step, SAMPLE, message_id="<preview@example.com>", now=app.clock.now()
         )
 
-    def find(app: App, key: str | None) -> Step | None:
+    def find(content: Content, key: str | None) -> Step | None:
         """A step by key or day; None: the double opt-in email."""
-        return app.plan.confirmation if key is None else app.plan.step(key)
+        return content.plan.confirmation if key is None else content.plan.step(key)
+
+    def chosen(app: App, plan_id: str | None) -> Content | None:
+        """The plan `?plan=ID` names (a folder of several plans), else the default plan."""
+        return app.content if not plan_id else app.contents.of(plan_id)
 
     async def fresh(render: Callable[[App], Response]) -> Response:
         """A page rendered from the plan as it is on disk now; its problems if it is broken."""
@@ -115,29 +123,32 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
         except CampaignError as exc:
             return _problems(exc)
 
-    def timeline_page(app: App) -> Response:
+    def timeline_page(app: App, plan_id: str | None) -> Response:
+        content = chosen(app, plan_id)
+        if content is None:
+            return PlainTextResponse("no such plan", 404)
         items = []
-        plan = app.plan
+        plan = content.plan
         first = [plan.confirmation] if plan.confirmation else []
         # For a signup now, in UTC: the dates send_days give, each moved step marked.
         dated = {item.step.key: item for item in simulation.dates(plan, app.clock.now(), UTC)}
         for step in [*first, *plan.steps]:
-            rendered = compose(app, step).rendered
+            rendered = compose(app, content, step).rendered
             when = html.escape(simulation.when_local(plan, step))
             if step.index != CONFIRMATION_INDEX and step.day != 0:
                 item = dated[step.key]
                 example = f"{simulation.short_date(item.local.date())}{simulation.moved_note(item)}"
                 when += f'<span class="example">{html.escape(example)}</span>'
             items.append(
-                f'<li><a href="{_path(step)}"><span class="day">{_day(step)}</span>'
+                f'<li><a href="{_link(_path(step), plan_id)}"><span class="day">{_day(step)}</span>'
                 f'<span class="when">{when}</span><span><span class="subject">'
                 f'{html.escape(rendered.subject)}</span><span class="pre">'
                 f"{html.escape(rendered.preheader)}</span></span></a></li>"
             )
             for name in step.variant_names[1:]:  # the first is the step's own subject
-                other = compose(app, step.with_variant(name)).rendered
+                other = compose(app, content, step.with_variant(name)).rendered
                 items.append(
-                    f'<li class="variant"><a href="{_path(step)}?variant={name}">'
+                    f'<li class="variant"><a href="{_link(_path(step), plan_id, name)}">'
                     f'<span class="day">variant {name}</span><span class="when">{when}</span>'
                     f'<span><span class="subject">{html.escape(other.subject)}</span>'
                     f'<span class="pre">{html.escape(other.preheader)}</span></span></a></li>'
@@ -145,20 +156,24 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
         rule = html.escape(simulation.sending_rule(plan))
         return _page(
             f"Preview: {plan.name}",
-            f'<p class="rule">{rule} Dates are for someone signing up now, in UTC.</p>'
+            _plans_nav(app, plan.id)
+            + f'<p class="rule">{rule} Dates are for someone signing up now, in UTC.</p>'
             f'<ol class="timeline">{"".join(items)}</ol>',
         )
 
-    def step_page(app: App, key: str | None, variant: str | None = None) -> Response:
-        step = find(app, key)
-        if step is None:
+    def step_page(
+        app: App, key: str | None, plan_id: str | None, variant: str | None = None
+    ) -> Response:
+        content = chosen(app, plan_id)
+        step = None if content is None else find(content, key)
+        if content is None or step is None:
             return PlainTextResponse("no such step", 404)
         step = step.with_variant(variant)
-        composed = compose(app, step)
+        composed = compose(app, content, step)
         headers = composed.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-        source = f"{_path(step)}/email.html" + (f"?variant={step.variant}" if step.variant else "")
+        source = _link(f"{_path(step)}/email.html", plan_id, step.variant)
         body = (
-            f'<p><a href="/">&larr; the month</a></p>'
+            f'<p><a href="{_link("/", plan_id)}">&larr; the month</a></p>'
             f"<h2>{_day(step)}: {html.escape(composed.rendered.subject)}</h2>"
             f'<div class="frames">'
             f'<figure><figcaption>Phone, 375 px</figcaption><iframe title="Phone view" '
@@ -170,28 +185,36 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
         )
         return _page(f"Preview: {step.key}", body)
 
-    def email_page(app: App, key: str | None, variant: str | None = None) -> Response:
-        step = find(app, key)
-        if step is None:
+    def email_page(
+        app: App, key: str | None, plan_id: str | None, variant: str | None = None
+    ) -> Response:
+        content = chosen(app, plan_id)
+        step = None if content is None else find(content, key)
+        if content is None or step is None:
             return PlainTextResponse("no such step", 404)
-        return HTMLResponse(compose(app, step.with_variant(variant)).rendered.html)
+        return HTMLResponse(compose(app, content, step.with_variant(variant)).rendered.html)
 
     async def timeline(request: Request) -> Response:
-        return await fresh(timeline_page)
+        plan_id = request.query_params.get("plan")
+        return await fresh(lambda app: timeline_page(app, plan_id))
 
     async def step_detail(request: Request) -> Response:
-        variant = request.query_params.get("variant")
-        return await fresh(lambda app: step_page(app, request.path_params["key"], variant))
+        key, query = request.path_params["key"], request.query_params
+        return await fresh(lambda app: step_page(app, key, query.get("plan"), query.get("variant")))
 
     async def step_email(request: Request) -> Response:
-        variant = request.query_params.get("variant")
-        return await fresh(lambda app: email_page(app, request.path_params["key"], variant))
+        key, query = request.path_params["key"], request.query_params
+        return await fresh(
+            lambda app: email_page(app, key, query.get("plan"), query.get("variant"))
+        )
 
     async def confirmation_detail(request: Request) -> Response:
-        return await fresh(lambda app: step_page(app, None))
+        plan_id = request.query_params.get("plan")
+        return await fresh(lambda app: step_page(app, None, plan_id))
 
     async def confirmation_email(request: Request) -> Response:
-        return await fresh(lambda app: email_page(app, None))
+        plan_id = request.query_params.get("plan")
+        return await fresh(lambda app: email_page(app, None, plan_id))
 
     async def events(request: Request) -> Response:
         from watchfiles import awatch
@@ -218,6 +241,25 @@ def create_studio(settings: Settings, now: Callable[[], datetime]) -> Starlette:
             Route("/events", events),
         ]
     )
+
+
+def _link(path: str, plan_id: str | None, variant: str | None = None) -> str:
+    """`path` with the studio's `plan` and `variant` query, escaped for an attribute."""
+    query = urlencode({k: v for k, v in (("plan", plan_id), ("variant", variant)) if v})
+    return html.escape(f"{path}?{query}" if query else path)
+
+
+def _plans_nav(app: App, current: str) -> str:
+    """With several plans (a folder), a link to each plan's month, the shown one marked."""
+    if len(app.contents) < 2:
+        return ""
+    links = "".join(
+        f'<li><a href="{_link("/", content.plan.id)}"'
+        + (' aria-current="page"' if content.plan.id == current else "")
+        + f">{html.escape(content.plan.name)} ({html.escape(content.plan.id)})</a></li>"
+        for content in app.contents
+    )
+    return f'<nav aria-label="Plans"><ul class="plans">{links}</ul></nav>'
 
 
 def _path(step: Step) -> str:
