@@ -23,11 +23,12 @@ from campaign.errors import ConfigError, PlanError, UnknownPlan
 from campaign.insights import simulation
 from campaign.insights.person_plans import Join
 from campaign.interfaces.admin import create_admin_app
-from campaign.people import api_keys, plan_identity, subscriptions
+from campaign.people import api_keys, operators, plan_identity, subscriptions
 from campaign.people.subscriptions import Visitor
 from campaign.storage import store
 from tests.conftest import ROOT, EngineFactory
 from tests.helpers import hours, tick
+from tests.integration.test_console_pages import OPERATOR, PASSWORD, ConsoleClient, _token
 from tests.plans_folder import KNEE, THIRTY, plans_folder
 from tests.smtp_server import Received, SMTPServer
 
@@ -521,3 +522,36 @@ def test_an_edit_that_removes_the_last_steps_still_chains_the_graduates(
         "knee/day01",
         "knee/day02",
     ]
+
+
+def test_the_console_plan_page_shows_each_plan_with_its_numbers(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """The Plan page links every plan of the folder; `?plan=knee` counts and previews the
+    knee plan (its links keep the plan); an unknown plan is a 404 naming it."""
+    app, clock = engine(START, PLAN_PATH=str(plans_folder(tmp_path)), DEFAULT_PLAN=THIRTY)
+    app.subscribe("kim@example.org", timezone="UTC", plan="knee", now=START)
+    tick(app, clock, START)
+    operators.add_operator(app.db, OPERATOR, PASSWORD, START)
+    client = ConsoleClient(create_admin_app(app))
+    login = client.get("/console/login")
+    client.post(
+        "/console/login",
+        data={"email": OPERATOR, "password": PASSWORD, "csrf_token": _token(login.text)},
+    )
+    default = client.get("/console/plan").text
+    assert 'href="/console/plan?plan=knee"' in default
+    assert "Knees, lesson one" not in default
+    knee = client.get("/console/plan?plan=knee")
+    assert knee.status_code == 200
+    assert 'aria-current="page">Five days for your knees (knee)' in knee.text
+    row = re.search(r'href="/console/plan/welcome\?plan=knee">.*?</tr>', knee.text, re.S)
+    assert row is not None
+    assert '<td class="num">1</td>' in row.group(0)  # kim's knee welcome
+    step = client.get("/console/plan/day01?plan=knee")
+    assert "Knees, lesson one" in step.text
+    assert 'src="/console/plan/day01/email.html?plan=knee"' in step.text
+    assert client.get("/console/plan/day01/email.html?plan=knee").status_code == 200
+    unknown = client.get("/console/plan?plan=ankle")
+    assert unknown.status_code == 404
+    assert "no plan has id" in unknown.text

@@ -4,10 +4,13 @@ confirmation email, rendered as the studio (`campaign preview`) renders them."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from campaign.content.snapshot import Content
 from campaign.errors import UnknownStep
 from campaign.insights import plan_page
 from campaign.interfaces.console.kit import HEADERS, NavItem, engine, kept, page, render
@@ -33,18 +36,40 @@ def routes() -> list[Route]:
     ]
 
 
+def _chosen(request: Request) -> Content:
+    """The plan `?plan=ID` names (a folder of several plans), else the default plan;
+    UnknownStep (a 404) for an id no running plan has."""
+    app, plan_id = engine(request), request.query_params.get("plan")
+    content = app.contents.of(plan_id) if plan_id else app.content
+    if content is None:
+        raise UnknownStep(f"no plan has id {plan_id!r}")
+    return content
+
+
+def _plan_param(request: Request, content: Content) -> str:
+    """`plan=ID` for the links of a plan other than the default one, else empty."""
+    return "" if content is engine(request).content else urlencode({"plan": content.plan.id})
+
+
 def timeline(request: Request) -> Response:
     app = engine(request)
     now = app.clock.now()
+    try:
+        content = _chosen(request)
+    except UnknownStep as exc:
+        return render(request, "refused.html", status=404, problem=exc.message)
     found = plan_page.timeline(
-        app.db, app.content, now, kept(request, "plan numbers", plan_page.NumbersCache)
+        app.db, content, now, kept(request, "plan numbers", plan_page.NumbersCache)
     )
+    plans = [(c.plan.id, c.plan.name, urlencode({"plan": c.plan.id})) for c in app.contents]
     return render(
         request,
         "plan.html",
         title="Plan",
         timeline=found,
         age=int((now - found.counted_at).total_seconds()) if found.counted_at else None,
+        plans=plans if len(plans) > 1 else [],
+        plan_param=_plan_param(request, content),
     )
 
 
@@ -53,11 +78,12 @@ def step(request: Request) -> Response:
     key = request.path_params["key"]
     variant = request.query_params.get("variant")
     try:
-        composed = plan_page.preview(app.content, key, app.clock.now(), variant)
+        content = _chosen(request)
+        composed = plan_page.preview(content, key, app.clock.now(), variant)
     except UnknownStep as exc:
         return render(request, "refused.html", status=404, problem=exc.message)
     headers = composed.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    found = app.plan.step_by_key(key)
+    found = content.plan.step_by_key(key)
     return render(
         request,
         "plan_step.html",
@@ -67,6 +93,7 @@ def step(request: Request) -> Response:
         composed=composed,
         headers=headers,
         variant=variant if found and variant in found.variant_names else None,
+        plan_param=_plan_param(request, content),
     )
 
 
@@ -74,7 +101,7 @@ def email(request: Request) -> Response:
     app = engine(request)
     try:
         composed = plan_page.preview(
-            app.content,
+            _chosen(request),
             request.path_params["key"],
             app.clock.now(),
             request.query_params.get("variant"),
