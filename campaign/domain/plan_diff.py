@@ -47,6 +47,10 @@ def diff_plans(old: Plan, new: Plan) -> list[Change]:
         changes.append(Change("plan", "send_window_hours", detail, 0))
     if old.skip_after != new.skip_after:
         changes.append(Change("plan", "catch_up", f"{_catch_up(old)} -> {_catch_up(new)}", 0))
+    if old.then != new.then:
+        detail = f"{old.then or 'none'} -> {new.then or 'none'}: for those who graduate from now on"
+        changes.append(Change("plan", "then", detail, 0))
+    changes += _field_changes(old, new)
     before = {step.key: step for step in old.steps}
     after = {step.key: step for step in new.steps}
     for key, step in after.items():
@@ -85,6 +89,33 @@ def diff_plans(old: Plan, new: Plan) -> list[Change]:
                     min(old_step.day, step.day),
                 )
             )
+    return changes
+
+
+def _field_changes(old: Plan, new: Plan) -> list[Change]:
+    """Custom fields added, removed or redeclared (values already stored are kept; one a
+    declaration no longer allows shows as the default)."""
+    before, after = old.declared_fields, new.declared_fields
+    changes = [
+        Change("plan", f"fields.{name}", "added: the form, API and imports take it", 0)
+        for name in after
+        if name not in before
+    ]
+    changes += [
+        Change("plan", f"fields.{name}", "removed: stored values stay, templates lose it", 0)
+        for name in before
+        if name not in after
+    ]
+    changes += [
+        Change(
+            "plan",
+            f"fields.{name}",
+            "changed: a stored value it no longer allows shows as the default",
+            0,
+        )
+        for name in after
+        if name in before and before[name] != after[name]
+    ]
     return changes
 
 

@@ -187,3 +187,23 @@ def test_a_changed_window_or_step_time_shows_in_the_diff(tmp_path: Path, templat
         ("plan", "send_window_hours", "10 -> 6"),
         ("changed", "day01", "send_time: applies to every email not yet sent"),
     ]
+
+
+def test_a_changed_then_or_field_shows_in_the_diff(tmp_path: Path, templates: Path) -> None:
+    """plan diff names a new `then:` and each custom field added, redeclared or removed."""
+    old_path, new_path = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    fields = "fields:\n  side: {type: text}\n  age: {type: number}\nsteps:\n"
+    old_path.write_text(VALID.replace("steps:\n", fields, 1), encoding="utf-8")
+    edited = (
+        "then: weekly\nfields:\n  side: {type: choice, choices: [l, r]}\n  goal: {type: text}\n"
+    )
+    new_path.write_text(VALID.replace("steps:\n", edited + "steps:\n", 1), encoding="utf-8")
+
+    changes = diff_plans(load_plan(old_path, templates), load_plan(new_path, templates))
+
+    assert [(c.kind, c.key, c.detail.split(":")[0]) for c in changes] == [
+        ("plan", "then", "none -> weekly"),
+        ("plan", "fields.goal", "added"),
+        ("plan", "fields.age", "removed"),
+        ("plan", "fields.side", "changed"),
+    ]
