@@ -73,11 +73,13 @@ def test_plan_check_names_an_unknown_field_and_a_bad_declaration(
     assert "welcome.html:" in checked.stderr
     assert "pain_aera" in checked.stderr
     plan = Path(content["PLAN_PATH"])
-    plan.write_text(plan.read_text().replace("default: upper-back", "default: shoulder"))
+    text = plan.read_text().replace("default: upper-back", "default: shoulder")
+    plan.write_text(text)
+    line = text.splitlines().index("    default: shoulder") + 1
     checked = run_campaign(both, tmp_path, "plan", "check")
     assert checked.returncode == 2
     assert (
-        f"{plan}:23: fields.pain_area.default: 'shoulder' is not one of upper-back, neck, "
+        f"{plan}:{line}: fields.pain_area.default: 'shoulder' is not one of upper-back, neck, "
         "low-back, knee"
     ) in checked.stderr
 

@@ -103,3 +103,20 @@ def test_a_server_outage_with_parallel_connections_gives_every_claim_back(
     up, _ = engine(START, SMTP_CONNECTIONS="3")
     assert up.dispatcher.run_pass(START + timedelta(minutes=1)).sent == 30
     assert len(smtp_server.received) == 30
+
+
+def test_the_most_connections_the_readme_allows_send_in_one_pass(
+    engine: EngineFactory, smtp_server: SMTPServer
+) -> None:
+    """SMTP_CONNECTIONS=64 (the maximum) in one process: each connection keeps a database
+    connection for its records while the next claim needs one more, and the pool holds them
+    all: every email goes once, over many sessions, with no error."""
+    app, _ = engine(START, SMTP_CONNECTIONS="64", BATCH_SIZE="8")
+    _subscribe(app, 320)
+    result = app.dispatcher.run_pass(START)
+    received = smtp_server.received
+    assert (result.error, result.sent) == (None, 320)
+    assert Counter(r.recipients[0] for r in received) == {
+        f"p{n}@example.org": 1 for n in range(320)
+    }
+    assert len({r.peer for r in received}) > 15
