@@ -47,7 +47,7 @@ from campaign.people.operators import COMMAND_LINE
 from campaign.people.signups import Signups
 from campaign.people.subscriptions import SubscribeResult
 from campaign.settings import Settings, load_environment
-from campaign.storage.db import Database, driver_problem
+from campaign.storage.db import Database, driver_problem, pool_size_for
 from campaign.storage.locks import SenderLock
 
 log = logging.getLogger("campaign.bootstrap")
@@ -470,7 +470,7 @@ def build(
         for problem in content.renderer.problems:
             log.error("plan problem (steps affected are retried until fixed): %s", problem)
     transport = transport or make_transport(settings)
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, pool_size=pool_size_for(settings.smtp_connections))
     policy = SendPolicy(
         batch_size=settings.batch_size,
         lease_seconds=settings.lease_seconds,

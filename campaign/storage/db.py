@@ -19,6 +19,7 @@ from sqlalchemy.exc import (
     IntegrityError,
     OperationalError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaign.errors import BadInput, DatabaseError, DatabaseRefusesWrites
@@ -41,6 +42,11 @@ _SQLSTATES = {"25006": READ_ONLY, "53100": DISK_FULL}
 #: SQLite primary result codes: SQLITE_BUSY (still locked after the busy timeout),
 #: SQLITE_READONLY and SQLITE_FULL.
 _SQLITE_CODES = {5: LOCKED, 8: READ_ONLY_FILE, 13: DISK_FULL}
+
+#: Pooled connections a process keeps besides one per SMTP connection (see pool_size_for),
+#: and how many more a burst may open.
+DEFAULT_POOL = 5
+POOL_OVERFLOW = 10
 
 #: The connection execution option that marks a `Database.read` transaction.
 _READ_ONLY = "campaign_read_only"
@@ -108,9 +114,11 @@ class Database:
     """An engine plus a session factory; `transaction()` is the only way to change data, and
     `read()` the way to look at it without queueing behind writers."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = DEFAULT_POOL, pool_timeout: float = 30.0
+    ) -> None:
         self.url = normalise_url(url)
-        self.engine = _make_engine(self.url)
+        self.engine = _make_engine(self.url, pool_size, pool_timeout)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         file = self.sqlite_file
         self._write_lock = WriteLock(file) if file is not None else None
@@ -196,6 +204,8 @@ class Database:
                 finally:
                     if driver is not None and not connection.invalidated:
                         driver.execute("PRAGMA query_only=OFF")  # back to the pool as it came
+        except PoolTimeout as exc:
+            raise DatabaseError(self.pool_exhausted()) from exc
         except DBAPIError as exc:
             if write_refusal(exc.orig) in (READ_ONLY, READ_ONLY_FILE):  # only a write says so
                 raise WriteInReadTransaction(f"a write in a read transaction: {exc.orig}") from exc
@@ -217,6 +227,8 @@ class Database:
         database refused to write, DatabaseError when it failed otherwise."""
         try:
             yield
+        except PoolTimeout as exc:
+            raise DatabaseError(self.pool_exhausted()) from exc
         except DBAPIError as exc:
             refusal = write_refusal(exc.orig)
             if refusal is not None:
@@ -225,6 +237,15 @@ class Database:
             if isinstance(exc, OperationalError):
                 raise DatabaseError(f"database error: {exc.orig}") from exc
             raise
+
+    def pool_exhausted(self) -> str:
+        """What to say when no pooled connection came free in time."""
+        pool: Any = self.engine.pool
+        size = getattr(pool, "size", lambda: "?")()
+        return (
+            f"no free database connection within {getattr(pool, '_timeout', '?')} s (pool of "
+            f"{size} + {POOL_OVERFLOW}, all in use): claims go back for the next pass"
+        )
 
     def discard_connections(self) -> None:
         """Open new connections from now on: each pooled one is closed at its next checkout.
@@ -307,13 +328,23 @@ def _alembic_config(connection: Any) -> Any:
     return config
 
 
-def _make_engine(url: str) -> Engine:
+def pool_size_for(smtp_connections: int) -> int:
+    """Connections one process may hold at once: one per SMTP connection (its delivery
+    records), plus the pass's claims, the lease keeper, the signup sender and web requests."""
+    return smtp_connections + DEFAULT_POOL
+
+
+def _make_engine(url: str, pool_size: int, pool_timeout: float) -> Engine:
     parsed = make_url(url)
+    # Beyond pool_size, up to POOL_OVERFLOW more for bursts (a request storm, retries); past
+    # that a caller waits pool_timeout seconds, then gets DatabaseError, never a hang.
+    pool = {"pool_size": pool_size, "max_overflow": POOL_OVERFLOW, "pool_timeout": pool_timeout}
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
+        return create_engine(url, pool_pre_ping=True, **pool)
+    in_memory = not parsed.database or parsed.database == ":memory:"
+    if parsed.database and not in_memory:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+    engine = create_engine(url, connect_args={"timeout": 30}, **({} if in_memory else pool))
 
     @event.listens_for(engine, "connect")
     def _tune(dbapi_connection: Any, _record: Any) -> None:

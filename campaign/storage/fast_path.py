@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from campaign.errors import DatabaseError, DatabaseRefusesWrites
@@ -162,6 +163,8 @@ class DriverConnection:
                 self._database.discard_connections()
                 raise DatabaseRefusesWrites(refusal, str(exc)) from exc
             raise DatabaseError(f"database error: {exc}") from exc
+        except PoolTimeout as exc:  # every pooled connection in use for pool_timeout
+            raise DatabaseError(self._database.pool_exhausted()) from exc
         except OperationalError as exc:  # from the pool: no connection to be had
             self._drop()
             refusal = write_refusal(exc.orig)

@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from sqlalchemy import text
+
 from campaign.delivery.pacing import buckets_for
 from campaign.engine import App
+from campaign.errors import DatabaseError
 from campaign.people import subscriptions
-from campaign.storage.db import Database
+from campaign.storage.db import POOL_OVERFLOW, Database
+from campaign.storage.fast_path import DriverConnection
 from campaign.storage.store import take_tokens
 from tests.conftest import EngineFactory
 from tests.smtp_server import SMTPServer, free_port
@@ -120,3 +125,30 @@ def test_the_most_connections_the_readme_allows_send_in_one_pass(
         f"p{n}@example.org": 1 for n in range(320)
     }
     assert len({r.peer for r in received}) > 15
+
+
+def test_a_pool_with_every_connection_in_use_is_a_database_error_that_says_why(
+    database_url: str,
+) -> None:
+    """When no pooled connection comes free within the pool's timeout, a transaction, a read
+    and the fast path each raise DatabaseError naming the pool (a pass halts on it and gives
+    its claims back), instead of SQLAlchemy's TimeoutError ending the pass."""
+    database = Database(database_url, pool_size=1, pool_timeout=0.2)
+    held = [database.engine.raw_connection() for _ in range(1 + POOL_OVERFLOW)]
+
+    def write() -> None:
+        with database.transaction() as session:
+            session.execute(text("SELECT 1"))
+
+    def read() -> None:
+        with database.read() as session:
+            session.execute(text("SELECT 1"))
+
+    try:
+        for attempt in (write, read, lambda: DriverConnection(database).run([("SELECT 1", {})])):
+            with pytest.raises(DatabaseError, match=r"no free database connection within 0\.2 s"):
+                attempt()
+    finally:
+        for connection in held:
+            connection.close()
+        database.dispose()
