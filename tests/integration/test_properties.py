@@ -45,6 +45,7 @@ from campaign.people import subscriptions
 from campaign.settings import Settings
 from campaign.storage.models import Base, Delivery, Enrollment, Subscriber
 from tests.conftest import ROOT, EngineFactory
+from tests.plans_folder import KNEE
 from tests.smtp_server import Received, SMTPServer
 
 START = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
@@ -58,28 +59,10 @@ ZONES = (
     "America/St_Johns",
 )
 SEND_TIME = time(7, 0)
-#: the second plan, side by side with the shipped one in the plan folder: three steps at 09:00
-#: (a lesson held back by the daily cap goes at its own plan's time on one of its days).
+#: the second plan, side by side with the shipped one in the plan folder: the knee plan's three
+#: steps at 09:00 (a lesson held back by the daily cap goes at its own plan's time and days).
 SECOND = "knee"
 SECOND_TIME = time(9, 0)
-SECOND_TEXT = """\
-id: knee
-name: "Three days for your knees"
-send_time: "09:00"
-{send_days}{confirmation}steps:
-  - key: welcome
-    day: 0
-    subject: "Your knee plan starts today"
-    template: welcome.html
-  - key: day01
-    day: 1
-    subject: "Knees, lesson one"
-    template: day01.html
-  - key: day02
-    day: 2
-    subject: "Knees, lesson two"
-    template: day02.html
-"""
 SECOND_DAYS = {"welcome": 0, "day01": 1, "day02": 2}
 #: lessons (steps after a plan's day 0) one person may get per local day (MAX_PER_DAY default).
 MAX_PER_DAY = 1
@@ -576,12 +559,11 @@ class History(RuleBasedStateMachine):
         self._save(self.plan_path, text)
 
     def _write_second(self, send_days: str | None) -> None:
+        """The knee plan of tests.plans_folder, with the shipped plan's confirmation email."""
         confirmation = re.search(r"(?ms)^confirmation:\n.*?(?=^\S)", self.head)
         assert confirmation, "the shipped plan has no confirmation email"
-        ebook = re.search(r"(?ms)^ebook:\n.*?(?=^\S)", self.head)
-        assert ebook, "the shipped plan has no ebook"
         days = f"send_days: {send_days}\n" if send_days else ""
-        text = SECOND_TEXT.format(send_days=days, confirmation=ebook[0] + confirmation[0])
+        text = KNEE.replace("steps:\n", f"{days}{confirmation[0]}steps:\n", 1)
         self._save(self.second_path, text)
 
     def _save(self, path: Path, text: str) -> None:
