@@ -37,7 +37,10 @@ REAL_SENDER = {
 }
 SINKS = ("auto", "smtp-sink", "aiosmtpd")
 _CHUNK = 20_000
-_ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo")
+#: subscribers' zones: all of them inside the default 12-hour send window at NOW (07:00 UTC is
+#: 07:00, 08:00, 12:30 and 16:00 local), so a pass at NOW sends every due lesson (a zone where
+#: it is night would hold its lessons for the morning, as the engine should).
+_ZONES = ("UTC", "Europe/Berlin", "Asia/Kolkata", "Asia/Tokyo")
 
 
 @contextmanager
