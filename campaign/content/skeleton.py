@@ -17,6 +17,8 @@ _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
 # Elements whose content is not plain text: a placeholder there is not known to be inert.
 _RAW_TEXT = {"style", "script", "xmp", "iframe", "noembed", "noframes", "noscript", "plaintext"}
 _RAW_TEXT |= {"textarea", "template"}
+#: Where a value may be a link's href: an <a>, and the VML button Outlook draws instead.
+_LINKS = {("href", "a"), ("href", "v:roundrect")}
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class _PlaceholderScan(HTMLParser):
         if self._found(_QUOTED.sub("", self.get_starttag_text() or "")) or tag == "link":
             self.inert = False  # and a stylesheet link brings CSS this scan cannot read
         for name, value in attrs:
-            if self._found(value) and name not in ("alt", "title") and (name, tag) != ("href", "a"):
+            if self._found(value) and name not in ("alt", "title") and (name, tag) not in _LINKS:
                 self.inert = False
         self.raw_text += tag in _RAW_TEXT
         self.in_style = tag == "style"
@@ -91,6 +93,14 @@ class _PlaceholderScan(HTMLParser):
             self.inert = False
 
     def handle_comment(self, data: str) -> None:
+        if data.startswith("[if mso") and data.endswith("<![endif]"):
+            # Outlook's markup (a button's VML): read as HTML under the same rules, so a
+            # value may be the href of its <v:roundrect> as of an <a>, and nothing else.
+            inner = _PlaceholderScan(self.placeholders)
+            inner.feed(data[data.index("]>") + 2 : -len("<![endif]")])
+            inner.close()
+            self.inert = self.inert and inner.inert and inner.raw_text == 0
+            return
         self.inert = self.inert and not self._found(data)
 
     def handle_decl(self, decl: str) -> None:

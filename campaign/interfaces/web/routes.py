@@ -1,6 +1,6 @@
 """The public endpoints: signup, double opt-in, one-click unsubscribe (RFC 8058), click
-redirects, the ebook and /healthz. Each parses its input, calls a use case and answers a page;
-errors are left to the table in campaign.interfaces.web.errors."""
+redirects, the ebook, each email's web version and /healthz. Each parses its input, calls a
+use case and answers a page; errors are left to the table in campaign.interfaces.web.errors."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
+    HTMLResponse,
     JSONResponse,
     PlainTextResponse,
     RedirectResponse,
@@ -20,6 +21,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from campaign.delivery.web_version import NoWebVersion, web_version
 from campaign.domain.confine import confined
 from campaign.domain.plan import Plan
 from campaign.domain.subscriber_fields import FieldKind, FieldValueError
@@ -33,6 +35,17 @@ from campaign.people.person_fields import checked_fields
 from campaign.people.subscriptions import Visitor
 
 log = logging.getLogger("campaign.web")
+
+#: An email's web version is one person's: kept out of caches and search engines, and its
+#: pages may show the images of the site (and https ones) but run no script.
+WEB_VERSION_HEADERS = {
+    "Cache-Control": "private, no-store",
+    "X-Robots-Tag": "noindex, nofollow",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https:; "
+        "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
 
 #: a valid signup is answered after at least this long, whatever the address's state.
 SIGNUP_ANSWER_FLOOR_SECONDS = 0.03
@@ -56,6 +69,7 @@ class PublicEndpoints:
             Route("/unsubscribe/{token}", self.unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", self.unsubscribe, methods=["POST"]),
             Route("/ebook/{name}", self.ebook),
+            Route("/view/{token}/{step}", self.web_version, methods=["GET"]),
             Route("/c/{token}", self.click),
             Route("/healthz", self.healthz),
             # /metrics is served on ADMIN_LISTEN only: here it answers 404 like any unknown path.
@@ -255,6 +269,30 @@ class PublicEndpoints:
         if real is None or not real.is_file():
             return PlainTextResponse("not found", 404)
         return FileResponse(real, media_type="application/pdf", filename=book.file.name)
+
+    async def web_version(self, request: Request) -> Response:
+        """An email as its subscriber got it, from the signed link in its header: private,
+        never cached or indexed, and without scripts. Any link that is not one: 404."""
+        app = self.app
+        try:
+            rendered = await run_in_threadpool(
+                web_version,
+                app.db,
+                app.contents,
+                app.settings.secret_key.get_secret_value(),
+                request.path_params["token"],
+                request.path_params["step"],
+                app.clock.now(),
+            )
+        except NoWebVersion:
+            return self.pages.render(
+                "error.html",
+                404,
+                WEB_VERSION_HEADERS,
+                heading="This page does not exist",
+                message="The link may be incomplete, or its subscription was erased.",
+            )
+        return HTMLResponse(rendered.html, headers={**SECURITY_HEADERS, **WEB_VERSION_HEADERS})
 
     async def healthz(self, request: Request) -> Response:
         # Anyone may ask: the status and a reason code only. The detail (database host,
