@@ -17,6 +17,9 @@ _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
 # Elements whose content is not plain text: a placeholder there is not known to be inert.
 _RAW_TEXT = {"style", "script", "xmp", "iframe", "noembed", "noframes", "noscript", "plaintext"}
 _RAW_TEXT |= {"textarea", "template"}
+#: An attribute selector that compares a value (`[href^="https"]`) could match a value; one
+#: that only asks for an attribute (`[data-ogsc]`, dark mode in Outlook.com) cannot.
+_VALUE_SELECTOR = re.compile(r"\[[^\]]*=")
 #: Where a value may be a link's href: an <a>, and the VML button Outlook draws instead.
 _LINKS = {("href", "a"), ("href", "v:roundrect")}
 
@@ -115,12 +118,13 @@ class _PlaceholderScan(HTMLParser):
 
 def inert(raw: str, placeholders: re.Pattern[str]) -> bool:
     """Whether a value in place of each placeholder is plain text that CSS cannot select on."""
+    # Placeholders in attribute names are refused by the scan, so `[name]` selects alike.
     scan = _PlaceholderScan(placeholders)
     scan.feed(raw)
     scan.close()
     # An attribute selector could match a value; "&" just before one could join a reference.
     reference = re.search(r"&[#0-9A-Za-z]*" + placeholders.pattern, raw)
-    return scan.inert and "[" not in "".join(scan.css) and reference is None
+    return scan.inert and not _VALUE_SELECTOR.search("".join(scan.css)) and reference is None
 
 
 def scheme(value: str) -> str:
