@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,33 @@ def test_plan_check_names_an_unknown_illustration_with_its_file_and_line(tmp_pat
         check_plan(_settings(templates))
 
     assert f"{lesson}:{line}: unknown illustration 'chin-tuk'" in str(caught.value)
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.images.append(dict(attrs))
+
+
+def test_every_lesson_image_has_alt_text_a_size_and_a_file_the_site_serves() -> None:
+    """Every <img> of every email: real alt text, width and height, and an existing file."""
+    settings = _settings(TEMPLATES)
+    plan = load_plan(PLAN_FILE, TEMPLATES)
+    renderer = Renderer(plan, TEMPLATES, shared_context(settings, plan))
+    ann = subscriber_context("a@example.org", "Ann")
+    illustrated = 0
+    for step in plan.steps:
+        parser = _Images()
+        parser.feed(renderer.render_for(step, ann, unsubscribe_url="u").html)
+        for image in parser.images:
+            src = str(image["src"])
+            assert src.startswith("https://example.org/images/"), (step.key, src)
+            assert (TEMPLATES / "images" / src.rsplit("/", 1)[1]).is_file(), src
+            assert len(str(image.get("alt") or "")) > 60, (step.key, src)
+            assert (image.get("width"), image.get("height")) == ("552", "240"), step.key
+        illustrated += bool(parser.images)
+    assert illustrated == 24
