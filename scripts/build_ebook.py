@@ -81,6 +81,7 @@ CHAPTER_PT = 19.0
 SUBHEADING_PT = 13.5
 # A chapter that would start in the last stretch of a page starts on a fresh page instead.
 MIN_SPACE_FOR_CHAPTER = 70.0
+SHORT_PARAGRAPH_LINES = 4
 #: chapters that open a page of their own however much room is left.
 OWN_PAGE = frozenset({"References"})
 
@@ -92,7 +93,7 @@ COVER_TINT = "#D6E6E7"
 ACCENT = "#C9774F"
 PLACEHOLDER_FILL = "#FFF4D6"
 PLACEHOLDER_INK = "#B7791F"
-ILLUSTRATION_WIDTH = 132.0
+ILLUSTRATION_WIDTH = 120.0
 COVER_ILLUSTRATION = "wall-angels"
 FONT = "Helvetica"
 
@@ -554,11 +555,12 @@ def draw_chapter_heading(pdf: FPDF, heading: str, is_first: bool) -> None:
     pdf.set_y(rule_y + 5)
 
 
-def draw_subheading(pdf: FPDF, text: str) -> None:
+def draw_subheading(pdf: FPDF, text: str, keep_with: float = 0.0) -> None:
+    """A subheading, kept on one page with two lines of what follows or `keep_with` mm."""
     pdf.set_font(FONT, "B", SUBHEADING_PT)
     heading_height = text_height(pdf, pdf.epw, 7, text)
-    # Keep the subheading with at least two lines of what follows it.
-    if pdf.will_page_break(2 + heading_height + 2 * body_line_height()):
+    following = max(2 * body_line_height(), keep_with)
+    if pdf.will_page_break(2 + heading_height + following):
         pdf.add_page()
     else:
         pdf.ln(2)
@@ -567,7 +569,16 @@ def draw_subheading(pdf: FPDF, text: str) -> None:
     pdf.ln(1)
 
 
+def paragraph_height(pdf: FPDF, text: str) -> float:
+    use_body_font(pdf)
+    return text_height(pdf, pdf.epw, body_line_height(), escape_for_fpdf_markdown(text))
+
+
 def draw_paragraph(pdf: FPDF, text: str) -> None:
+    height = paragraph_height(pdf, text)
+    # A short paragraph (a warning, a safety note) is not split across two pages.
+    if height <= SHORT_PARAGRAPH_LINES * body_line_height() and pdf.will_page_break(height):
+        pdf.add_page()
     use_body_font(pdf)
     pdf.multi_cell(
         0,
@@ -663,8 +674,26 @@ def draw_block(pdf: FPDF, block: Block) -> None:
 def draw_chapters(pdf: FPDF, chapters: Iterable[Chapter]) -> None:
     for index, chapter in enumerate(chapters):
         draw_chapter_heading(pdf, chapter.heading, is_first=index == 0)
-        for block in chapter.blocks:
-            draw_block(pdf, block)
+        for position, block in enumerate(chapter.blocks):
+            if isinstance(block, Subheading):
+                keep = kept_with_heading(pdf, chapter.blocks[position + 1 : position + 3])
+                draw_subheading(pdf, block.text, keep)
+            else:
+                draw_block(pdf, block)
+
+
+def kept_with_heading(pdf: FPDF, following: Sequence[Block]) -> float:
+    """Height of the intro paragraph and illustration that open a section, if it has one:
+    an exercise's heading never sits on one page and its picture on the next."""
+    height = 0.0
+    for block in following:
+        if isinstance(block, Paragraph):
+            height += paragraph_height(pdf, block.text) + PARAGRAPH_GAP
+        elif isinstance(block, Illustration):
+            return height + ILLUSTRATION_WIDTH * 240 / 552 + 4
+        else:
+            break
+    return 0.0
 
 
 def render_pdf(ebook: Ebook) -> EbookPDF:
