@@ -25,27 +25,31 @@ class Illustrations:
     """The template function `illustration(key)`, over one templates folder's manifest."""
 
     def __init__(self, templates_dir: Path, public_base_url: str) -> None:
-        self.base = f"{public_base_url.rstrip('/')}/images/"
-        self.manifest = templates_dir / MANIFEST
-        self.entries: dict[str, dict[str, Any]] = {}
-        self.problem = ""
+        # Underscored: the sandbox keeps templates out of them (the manifest's server path).
+        self._base = f"{public_base_url.rstrip('/')}/images/"
+        self._manifest = templates_dir / MANIFEST
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._problem = ""
         try:
-            data = json.loads(self.manifest.read_text(encoding="utf-8"))
+            data = json.loads(self._manifest.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            self.problem = f"there is no {self.manifest}"
+            self._problem = f"there is no {self._manifest}"
             return
         except (OSError, ValueError) as exc:
-            self.problem = f"{self.manifest} cannot be read ({exc})"
+            self._problem = f"{self._manifest} cannot be read ({exc})"
             return
         if isinstance(data, dict):
-            self.entries = {
+            self._entries = {
                 key: entry for key, entry in data.items() if _usable(entry) and isinstance(key, str)
             }
 
+    def __repr__(self) -> str:
+        return "illustration(key)"
+
     def __call__(self, key: object) -> Markup:
-        entry = self.entries.get(key) if isinstance(key, str) else None
+        entry = self._entries.get(key) if isinstance(key, str) else None
         if entry is None:
-            known = ", ".join(sorted(self.entries)) or self.problem or "none"
+            known = ", ".join(sorted(self._entries)) or self._problem or "none"
             raise TemplateRuntimeError(f"unknown illustration {key!r}; known: {known}")
         # A presentation table: Outlook honours the width there, and screen readers skip it.
         return Markup(
@@ -54,7 +58,7 @@ class Illustrations:
             '<img src="{src}" width="{width}" height="{height}" alt="{alt}" style="{style}">'
             "</td></tr></table>"
         ).format(
-            src=self.base + entry["png"],
+            src=self._base + entry["png"],
             width=entry["width"],
             height=entry["height"],
             alt=escape(entry["alt"]),
