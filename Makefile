@@ -11,7 +11,7 @@ NODE_STAMP := node_modules/.package-lock.json
 HOST = 127.0.0.1
 PORT = 8000
 
-.PHONY: install run test lint clean ebook
+.PHONY: install run test lint clean ebook illustrations
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ $(NODE_STAMP): package.json package-lock.json
 
 test: lint $(NODE_STAMP)
 	$(BIN)/pytest
+
+# Redraw the exercise illustrations (templates/emails/images/) from assets/illustrations/poses.yaml.
+illustrations: $(STAMP)
+	$(BIN)/python scripts/build_illustrations.py
 
 # Rebuild the ebook PDF from assets/ebook/concepts-of-self-healing.md.
 ebook: $(STAMP)

@@ -416,8 +416,7 @@ def _one_claim(app: App) -> tuple[list[tuple[str, Any, float]], float, int]:
         started = time.perf_counter()
         claims = store.claim_due(
             session,
-            plan_id=content.plan.id,
-            steps=[(step.key, step.day) for step in content.plan.steps],
+            plans={content.plan.id: [(step.key, step.day) for step in content.plan.steps]},
             now=NOW,
             owner="bench",
             lease_until=NOW + timedelta(seconds=app.settings.lease_seconds),

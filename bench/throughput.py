@@ -330,10 +330,13 @@ def _sample_message(url: str, day: int) -> bytes:
     return composed.data
 
 
-def _worker(name: str, params: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    """Run a worker in a fresh process (its own CPU and memory figures); its JSON result."""
+def _worker(
+    name: str, params: dict[str, Any], env: dict[str, str], script: Path | None = None
+) -> dict[str, Any]:
+    """Run a worker of `script` (this one by default) in a fresh process (its own CPU and
+    memory figures); its JSON result."""
     done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), name, json.dumps(params)],
+        [sys.executable, str(script or Path(__file__).resolve()), name, json.dumps(params)],
         env=env,
         cwd=ROOT,
         capture_output=True,

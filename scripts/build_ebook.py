@@ -20,6 +20,10 @@ subset of Markdown is understood:
 - Paragraphs, separated by a blank line.
 - ``- `` bullet lists and ``1. `` numbered lists (no nesting).
 - ``**bold**`` inside text.
+- ``![illustration](chin-tuck)`` on a line of its own: the exercise illustration of that key
+  (``templates/emails/images/illustrations.json``, drawn by ``make illustrations``).
+- ``![placeholder](text)`` on a line of its own: a dashed box marking something the site must
+  fill in before publishing (the author's name and credentials).
 
 Use plain ASCII punctuation: straight quotes (' and "), a hyphen (-) for dashes and three
 dots (...) for an ellipsis. The PDF uses the built-in Helvetica font, which cannot draw
@@ -37,6 +41,7 @@ the plan YAML and ``EBOOK_URL`` to match). Running this script again would overw
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import unicodedata
@@ -44,11 +49,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from fpdf import FPDF
 from fpdf.enums import Align, MethodReturnValue, XPos, YPos
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ILLUSTRATIONS = REPO_ROOT / "templates" / "emails" / "images"
 DEFAULT_SOURCE = REPO_ROOT / "assets" / "ebook" / "concepts-of-self-healing.md"
 DEFAULT_OUTPUT = REPO_ROOT / "assets" / "concepts-of-self-healing.pdf"
 
@@ -74,12 +81,20 @@ CHAPTER_PT = 19.0
 SUBHEADING_PT = 13.5
 # A chapter that would start in the last stretch of a page starts on a fresh page instead.
 MIN_SPACE_FOR_CHAPTER = 70.0
+SHORT_PARAGRAPH_LINES = 4
+#: chapters that open a page of their own however much room is left.
+OWN_PAGE = frozenset({"References"})
 
 TEAL = "#0F5257"
 BODY_TEXT = "#2B2B2B"
 MUTED_TEXT = "#6B6B6B"
 COVER_TEXT = "#FFFFFF"
 COVER_TINT = "#D6E6E7"
+ACCENT = "#C9774F"
+PLACEHOLDER_FILL = "#FFF4D6"
+PLACEHOLDER_INK = "#B7791F"
+ILLUSTRATION_WIDTH = 120.0
+COVER_ILLUSTRATION = "wall-angels"
 FONT = "Helvetica"
 
 # Typographic characters people paste from word processors, with the ASCII to use instead.
@@ -125,7 +140,19 @@ class ListBlock:
     items: tuple[str, ...]
 
 
-Block = Paragraph | Subheading | ListBlock
+@dataclass(frozen=True)
+class Illustration:
+    key: str
+    alt: str
+    image: Path
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    text: str
+
+
+Block = Paragraph | Subheading | ListBlock | Illustration | Placeholder
 
 
 @dataclass
@@ -151,6 +178,9 @@ NUMBERED_ITEM = re.compile(r"^(\d{1,3})\. (\S.*)$")
 THEMATIC_BREAK = re.compile(r"^([-*_])(\s*\1){2,}\s*$")
 INLINE_LINK = re.compile(r"\[[^\]]*\]\(")
 HTML_TAG = re.compile(r"<[A-Za-z/!]")
+#: the two image-like lines this renderer draws: an illustration by key, a placeholder box.
+ILLUSTRATION_LINE = re.compile(r"^!\[illustration\]\(([a-z0-9]+(?:-[a-z0-9]+)*)\)$")
+PLACEHOLDER_LINE = re.compile(r"^!\[placeholder\]\(([^()]+)\)$")
 
 # Line starts that mean something in full Markdown but that this renderer cannot draw.
 # Order matters: the first match wins, so "```" is checked before anything looser.
@@ -314,12 +344,37 @@ def unsupported_line_problem(line_text: str) -> str | None:
     return None
 
 
+def load_illustrations() -> dict[str, dict[str, str]]:
+    manifest = ILLUSTRATIONS / "illustrations.json"
+    data: dict[str, dict[str, str]] = json.loads(manifest.read_text(encoding="utf-8"))
+    return data
+
+
+def handle_picture_line(text: str, state: _ParserState, line: int) -> bool:
+    """An illustration or placeholder line, added as its block; False for any other line."""
+    if found := ILLUSTRATION_LINE.match(text):
+        entry = load_illustrations().get(found.group(1))
+        if entry is None:
+            raise state.fail(line, f"unknown illustration {found.group(1)!r}")
+        state.flush()
+        image = ILLUSTRATIONS / entry["png_2x"]
+        state.add_block(Illustration(found.group(1), entry["alt"], image), line)
+        return True
+    if found := PLACEHOLDER_LINE.match(text):
+        state.flush()
+        state.add_block(Placeholder(found.group(1)), line)
+        return True
+    return False
+
+
 def parse_line(raw: str, state: _ParserState, line: int) -> None:
     text = raw.rstrip()
     if not text:
         state.flush()
         return
     check_characters(text, state, line)
+    if handle_picture_line(text, state, line):
+        return
     stripped = text.lstrip()
     problem = unsupported_line_problem(stripped)
     if problem:
@@ -418,11 +473,19 @@ def set_metadata(pdf: FPDF, ebook: Ebook) -> None:
 
 def draw_cover(pdf: FPDF, ebook: Ebook) -> None:
     pdf.add_page()
-    band_height = pdf.h * 0.55
+    band_height = pdf.h * 0.5
     pdf.set_fill_color(TEAL)
     pdf.rect(0, 0, pdf.w, band_height, style="F")
+    # Soft circles in a lighter teal: a drawn pattern, not a picture to license.
+    with pdf.local_context(fill_opacity=0.12):
+        pdf.set_fill_color(COVER_TEXT)
+        pdf.circle(pdf.w - 38, 40, 46, style="F")
+        pdf.circle(pdf.w - 8, band_height - 20, 26, style="F")
+        pdf.circle(18, 22, 14, style="F")
+    pdf.set_fill_color(ACCENT)
+    pdf.rect(MARGIN_SIDE, band_height * 0.30, 18, 1.6, style="F")
 
-    pdf.set_y(band_height * 0.42)
+    pdf.set_y(band_height * 0.36)
     pdf.set_font(FONT, "B", 34)
     pdf.set_text_color(COVER_TEXT)
     pdf.multi_cell(0, 14, ebook.title, align=Align.L, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -430,25 +493,53 @@ def draw_cover(pdf: FPDF, ebook: Ebook) -> None:
     pdf.set_font(FONT, "", 16)
     pdf.set_text_color(COVER_TINT)
     pdf.multi_cell(0, 8, ebook.subtitle, align=Align.L, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-
-    pdf.set_y(band_height + 16)
-    pdf.set_font(FONT, "I", 14)
-    pdf.set_text_color(TEAL)
+    pdf.ln(3)
+    pdf.set_font(FONT, "I", 13)
     for line in ebook.cover_lines:
         text = escape_for_fpdf_markdown(line)
         pdf.multi_cell(0, 7, text, markdown=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        pdf.ln(2)
+
+    cover_art = ILLUSTRATIONS / load_illustrations()[COVER_ILLUSTRATION]["png_2x"]
+    width = pdf.epw
+    pdf.image(str(cover_art), x=MARGIN_SIDE, y=band_height + 14, w=width)
 
     pdf.set_y(pdf.h - MARGIN_BOTTOM - 10)
     pdf.set_font(FONT, "B", 12)
+    pdf.set_text_color(TEAL)
+    pdf.cell(pdf.epw / 2, 8, AUTHOR, align=Align.L)
+    pdf.set_font(FONT, "", 12)
     pdf.set_text_color(MUTED_TEXT)
-    pdf.cell(0, 8, AUTHOR, align=Align.L)
+    pdf.cell(pdf.epw / 2, 8, "A free guide", align=Align.R)
+
+
+def draw_contents(pdf: FPDF, outline: list[Any]) -> None:
+    """The contents page: each chapter a link to its page."""
+    pdf.set_xy(pdf.l_margin, pdf.t_margin)
+    pdf.set_font(FONT, "B", CHAPTER_PT)
+    pdf.set_text_color(TEAL)
+    pdf.cell(0, 12, "Contents", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.ln(4)
+    for section in outline:
+        link = pdf.add_link(page=section.page_number)
+        pdf.set_font(FONT, "", 12.5)
+        pdf.set_text_color(BODY_TEXT)
+        pdf.cell(pdf.epw - 14, 10, section.name, link=link, align=Align.L)
+        pdf.set_text_color(TEAL)
+        pdf.set_font(FONT, "B", 12.5)
+        pdf.cell(14, 10, str(section.page_number), link=link, align=Align.R)
+        pdf.ln(10)
+        pdf.set_draw_color(COVER_TINT)
+        pdf.set_line_width(0.2)
+        pdf.line(pdf.l_margin, pdf.get_y(), pdf.l_margin + pdf.epw, pdf.get_y())
 
 
 def draw_chapter_heading(pdf: FPDF, heading: str, is_first: bool) -> None:
-    if is_first or pdf.will_page_break(MIN_SPACE_FOR_CHAPTER):
+    # The contents placeholder leaves a fresh page: the first chapter starts there.
+    fresh_page = pdf.get_y() <= pdf.t_margin + 0.01
+    wants_page = is_first or heading in OWN_PAGE or pdf.will_page_break(MIN_SPACE_FOR_CHAPTER)
+    if wants_page and not fresh_page:
         pdf.add_page()
-    else:
+    elif not fresh_page:
         pdf.ln(8)
     pdf.start_section(heading, level=0)
     pdf.set_font(FONT, "B", CHAPTER_PT)
@@ -464,11 +555,12 @@ def draw_chapter_heading(pdf: FPDF, heading: str, is_first: bool) -> None:
     pdf.set_y(rule_y + 5)
 
 
-def draw_subheading(pdf: FPDF, text: str) -> None:
+def draw_subheading(pdf: FPDF, text: str, keep_with: float = 0.0) -> None:
+    """A subheading, kept on one page with two lines of what follows or `keep_with` mm."""
     pdf.set_font(FONT, "B", SUBHEADING_PT)
     heading_height = text_height(pdf, pdf.epw, 7, text)
-    # Keep the subheading with at least two lines of what follows it.
-    if pdf.will_page_break(2 + heading_height + 2 * body_line_height()):
+    following = max(2 * body_line_height(), keep_with)
+    if pdf.will_page_break(2 + heading_height + following):
         pdf.add_page()
     else:
         pdf.ln(2)
@@ -477,7 +569,16 @@ def draw_subheading(pdf: FPDF, text: str) -> None:
     pdf.ln(1)
 
 
+def paragraph_height(pdf: FPDF, text: str) -> float:
+    use_body_font(pdf)
+    return text_height(pdf, pdf.epw, body_line_height(), escape_for_fpdf_markdown(text))
+
+
 def draw_paragraph(pdf: FPDF, text: str) -> None:
+    height = paragraph_height(pdf, text)
+    # A short paragraph (a warning, a safety note) is not split across two pages.
+    if height <= SHORT_PARAGRAPH_LINES * body_line_height() and pdf.will_page_break(height):
+        pdf.add_page()
     use_body_font(pdf)
     pdf.multi_cell(
         0,
@@ -529,8 +630,40 @@ def draw_list(pdf: FPDF, block: ListBlock) -> None:
     pdf.ln(PARAGRAPH_GAP - LIST_ITEM_GAP)
 
 
+def draw_illustration(pdf: FPDF, block: Illustration) -> None:
+    height = ILLUSTRATION_WIDTH * 240 / 552
+    if pdf.will_page_break(height + 4):
+        pdf.add_page()
+    x = pdf.l_margin + (pdf.epw - ILLUSTRATION_WIDTH) / 2
+    pdf.image(str(block.image), x=x, y=pdf.get_y(), w=ILLUSTRATION_WIDTH, alt_text=block.alt)
+    pdf.set_y(pdf.get_y() + height + 4)
+
+
+def draw_placeholder(pdf: FPDF, block: Placeholder) -> None:
+    """A dashed amber box no one can mistake for finished text."""
+    pdf.set_font(FONT, "B", BODY_PT)
+    text = f"PLACEHOLDER - {block.text}"
+    height = text_height(pdf, pdf.epw - 12, body_line_height(), text) + 10
+    if pdf.will_page_break(height + 4):
+        pdf.add_page()
+    top = pdf.get_y()
+    pdf.set_fill_color(PLACEHOLDER_FILL)
+    pdf.set_draw_color(PLACEHOLDER_INK)
+    pdf.set_line_width(0.6)
+    with pdf.local_context(dash_pattern={"dash": 2, "gap": 1.5}):
+        pdf.rect(pdf.l_margin, top, pdf.epw, height, style="DF")
+    pdf.set_xy(pdf.l_margin + 6, top + 5)
+    pdf.set_text_color(PLACEHOLDER_INK)
+    pdf.multi_cell(pdf.epw - 12, body_line_height(), text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_y(top + height + PARAGRAPH_GAP + 2)
+
+
 def draw_block(pdf: FPDF, block: Block) -> None:
-    if isinstance(block, Subheading):
+    if isinstance(block, Illustration):
+        draw_illustration(pdf, block)
+    elif isinstance(block, Placeholder):
+        draw_placeholder(pdf, block)
+    elif isinstance(block, Subheading):
         draw_subheading(pdf, block.text)
     elif isinstance(block, Paragraph):
         draw_paragraph(pdf, block.text)
@@ -541,8 +674,26 @@ def draw_block(pdf: FPDF, block: Block) -> None:
 def draw_chapters(pdf: FPDF, chapters: Iterable[Chapter]) -> None:
     for index, chapter in enumerate(chapters):
         draw_chapter_heading(pdf, chapter.heading, is_first=index == 0)
-        for block in chapter.blocks:
-            draw_block(pdf, block)
+        for position, block in enumerate(chapter.blocks):
+            if isinstance(block, Subheading):
+                keep = kept_with_heading(pdf, chapter.blocks[position + 1 : position + 3])
+                draw_subheading(pdf, block.text, keep)
+            else:
+                draw_block(pdf, block)
+
+
+def kept_with_heading(pdf: FPDF, following: Sequence[Block]) -> float:
+    """Height of the intro paragraph and illustration that open a section, if it has one:
+    an exercise's heading never sits on one page and its picture on the next."""
+    height = 0.0
+    for block in following:
+        if isinstance(block, Paragraph):
+            height += paragraph_height(pdf, block.text) + PARAGRAPH_GAP
+        elif isinstance(block, Illustration):
+            return height + ILLUSTRATION_WIDTH * 240 / 552 + 4
+        else:
+            break
+    return 0.0
 
 
 def render_pdf(ebook: Ebook) -> EbookPDF:
@@ -551,6 +702,8 @@ def render_pdf(ebook: Ebook) -> EbookPDF:
     pdf.set_margins(MARGIN_SIDE, MARGIN_TOP, MARGIN_SIDE)
     pdf.set_auto_page_break(auto=True, margin=MARGIN_BOTTOM)
     draw_cover(pdf, ebook)
+    pdf.add_page()
+    pdf.insert_toc_placeholder(draw_contents, pages=1)
     draw_chapters(pdf, ebook.chapters)
     return pdf
 

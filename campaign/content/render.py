@@ -10,6 +10,7 @@ from typing import Any
 
 import css_inline
 
+from campaign.content.illustrations import Illustrations
 from campaign.content.mime import header_text
 from campaign.content.sandbox import file_templates, string_templates
 from campaign.content.skeleton_render import SkeletonStepRenderer
@@ -52,6 +53,9 @@ class Renderer:
         self.shared = dict(shared)
         # Marketers' input: rendered in Jinja's sandbox (campaign.content.sandbox), never trusted.
         self._files = file_templates(self.templates_dir)
+        self._files.globals["illustration"] = Illustrations(
+            self.templates_dir, str(self.shared.get("public_base_url", ""))
+        )
         compiler = StepCompiler(plan, self.templates_dir, self._files, string_templates())
         inliner = css_inline.CSSInliner(keep_style_tags=True)
         # By step key and variant: each subject of a subject test compiled as a step of its own.

@@ -25,6 +25,8 @@ _CAPTURING = (
     nodes.Import,
     nodes.FromImport,
 )
+#: Template functions whose result depends only on their constant arguments, never on an email.
+PURE_FUNCTIONS = frozenset({"illustration"})
 #: Filters whose result differs from one render to the next.
 _IMPURE_FILTERS = {"random"}
 
@@ -49,6 +51,11 @@ def only_prints(
                 return False  # a template chosen at render time
             if any(True for _ in loaded.tree.find_all(_CAPTURING)):
                 return False
+            if any(
+                name.name in PURE_FUNCTIONS and name.ctx != "load"
+                for name in loaded.tree.find_all(nodes.Name)
+            ):
+                return False  # a pure function's name reassigned: it could be anything
             if not _printed_only(loaded.tree, None, per_email, mapping, set(keys)):
                 return False
     except TemplateError:
@@ -66,6 +73,8 @@ def _printed_only(
 ) -> bool:
     if isinstance(node, nodes.Filter) and node.name in _IMPURE_FILTERS:
         return False
+    if isinstance(node, nodes.Call) and isinstance(parent, nodes.Output) and _pure_call(node):
+        return True
     if isinstance(node, nodes.Call) and not (
         isinstance(parent, nodes.Output) and _renders_a_block(node)
     ):
@@ -79,6 +88,17 @@ def _printed_only(
         return isinstance(parent, nodes.Output)
     return all(
         _printed_only(child, node, per_email, mapping, keys) for child in node.iter_child_nodes()
+    )
+
+
+def _pure_call(call: nodes.Call) -> bool:
+    """`illustration("chin-tuck")`: a pure function given only constants prints the same
+    markup for every email."""
+    return (
+        isinstance(call.node, nodes.Name)
+        and call.node.name in PURE_FUNCTIONS
+        and all(isinstance(arg, nodes.Const) for arg in call.args)
+        and not (call.kwargs or call.dyn_args or call.dyn_kwargs)
     )
 
 

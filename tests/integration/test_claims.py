@@ -40,8 +40,7 @@ def _claim(db: Database, owner: str, limit: int = 1000) -> list[Claim]:
     with db.transaction() as session:
         return store.claim_due(
             session,
-            plan_id="plan",
-            steps=STEPS,
+            plans={"plan": STEPS},
             now=NOW,
             owner=owner,
             lease_until=NOW + timedelta(minutes=5),
@@ -82,8 +81,7 @@ def _claim_at(
     with db.transaction() as session:
         return store.claim_due(
             session,
-            plan_id="plan",
-            steps=STEPS,
+            plans={"plan": STEPS},
             now=now,
             owner=owner,
             lease_until=now + timedelta(seconds=lease.seconds),

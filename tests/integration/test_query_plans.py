@@ -106,8 +106,7 @@ def _claim_statements(db: Database) -> list[tuple[str, Any]]:
         with Session(bind=connection) as session:
             claims = store.claim_due(
                 session,
-                plan_id=PLAN.id,
-                steps=[(s.key, s.day) for s in PLAN.steps],
+                plans={PLAN.id: [(s.key, s.day) for s in PLAN.steps]},
                 now=NOW,
                 owner="test",
                 lease_until=NOW + timedelta(minutes=5),

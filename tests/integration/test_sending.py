@@ -161,8 +161,7 @@ def test_a_claim_left_by_a_dead_process_is_sent_once_after_its_lease(
     with app.db.transaction() as session:
         claims = store.claim_due(
             session,
-            plan_id=app.plan.id,
-            steps=[(s.key, s.day) for s in app.plan.steps],
+            plans={app.plan.id: [(s.key, s.day) for s in app.plan.steps]},
             now=START,
             owner="dead-process",
             lease_until=START + timedelta(minutes=5),

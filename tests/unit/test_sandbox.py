@@ -183,7 +183,8 @@ def test_templates_see_exactly_the_documented_names_and_never_the_secret_key() -
         *("view_url", "lesson_base", "reply_address"),
     }
     assert SECRET not in repr(context)
-    assert set(renderer._files.globals) == {"range"}  # no lipsum, cycler, joiner, namespace
+    # no lipsum, cycler, joiner, namespace; illustration() prints a picture by its key.
+    assert set(renderer._files.globals) == {"range", "illustration"}
 
 
 @pytest.mark.parametrize("payload", HUGE)

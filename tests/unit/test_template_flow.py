@@ -116,3 +116,23 @@ def test_a_parent_template_is_read_too() -> None:
     layout = "{% if subject == 'x' %}!{% endif %}{% block content %}{% endblock %}"
     assert _proven(child, **{"base.html": "{% block content %}{% endblock %}"})
     assert not _proven(child, **{"base.html": layout})
+
+
+def test_an_illustration_of_a_constant_key_keeps_a_template_proven() -> None:
+    """`{{ illustration("chin-tuck") }}` prints the same for every email: still proven."""
+    assert _proven('<h2>Today</h2>\n{{ illustration("chin-tuck") }}<p>{{ subscriber.name }}</p>')
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{{ illustration(subscriber.name) }}",
+        '{{ illustration("a", size=subject) }}',
+        '{% set illustration = subscriber.name %}{{ illustration("a") }}',
+        '{% for illustration in [subscriber.name] %}{{ illustration("a") }}{% endfor %}',
+    ],
+    ids=["per-email key", "keyword", "reassigned", "loop variable"],
+)
+def test_an_illustration_of_a_per_email_value_or_a_reused_name_is_not_proven(body: str) -> None:
+    """A key that varies by email, or a name that no longer means the function, is not proven."""
+    assert not _proven(body)

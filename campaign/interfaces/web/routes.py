@@ -1,6 +1,7 @@
 """The public endpoints: signup, double opt-in, one-click unsubscribe (RFC 8058), click
-redirects, the ebook, each email's web version and /healthz. Each parses its input, calls a
-use case and answers a page; errors are left to the table in campaign.interfaces.web.errors."""
+redirects, the ebook, the illustrations, each email's web version and /healthz. Each parses
+its input, calls a use case and answers a page; errors are left to the table in
+campaign.interfaces.web.errors."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from campaign.content.illustrations import IMAGE_NAME
 from campaign.delivery.web_version import NoWebVersion, web_version
-from campaign.domain.confine import confined
+from campaign.domain.confine import confined, content_roots
 from campaign.domain.plan import Plan
 from campaign.domain.subscriber_fields import FieldKind, FieldValueError
 from campaign.engine import App
@@ -46,6 +48,9 @@ WEB_VERSION_HEADERS = {
         "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
     ),
 }
+#: how long mail clients and proxies may keep an illustration: a week (redrawn ones get new bytes,
+#: and FileResponse's ETag and Last-Modified let a client check cheaply after that).
+IMAGE_CACHE = "public, max-age=604800"
 
 #: a valid signup is answered after at least this long, whatever the address's state.
 SIGNUP_ANSWER_FLOOR_SECONDS = 0.03
@@ -70,6 +75,7 @@ class PublicEndpoints:
             Route("/unsubscribe/{token}", self.unsubscribe, methods=["POST"]),
             Route("/ebook/{name}", self.ebook),
             Route("/view/{token}/{step}", self.web_version, methods=["GET"]),
+            Route("/images/{name}", self.image),
             Route("/c/{token}", self.click),
             Route("/healthz", self.healthz),
             # /metrics is served on ADMIN_LISTEN only: here it answers 404 like any unknown path.
@@ -293,6 +299,24 @@ class PublicEndpoints:
                 message="The link may be incomplete, or its subscription was erased.",
             )
         return HTMLResponse(rendered.html, headers={**SECURITY_HEADERS, **WEB_VERSION_HEADERS})
+
+    async def image(self, request: Request) -> Response:
+        """An exercise illustration the emails show: a PNG or SVG of the templates folder's
+        images/, cached by readers' mail clients for a week."""
+        name = request.path_params["name"]
+        if not IMAGE_NAME.match(name):
+            return PlainTextResponse("not found", 404)
+        folder = self.app.settings.templates_dir / "images"
+        # Resolved here, per request: a symlink in the folder must not publish another file.
+        real = confined(folder / name, content_roots(folder))
+        if real is None or not real.is_file():
+            return PlainTextResponse("not found", 404)
+        headers = {"Cache-Control": IMAGE_CACHE, "X-Content-Type-Options": "nosniff"}
+        if name.endswith(".svg"):
+            # An SVG opened on its own is a document: it may not run script or load anything.
+            headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+            return FileResponse(real, media_type="image/svg+xml", headers=headers)
+        return FileResponse(real, media_type="image/png", headers=headers)
 
     async def healthz(self, request: Request) -> Response:
         # Anyone may ask: the status and a reason code only. The detail (database host,

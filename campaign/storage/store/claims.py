@@ -125,9 +125,7 @@ def _deliveries_of(sql: PlainSQL, pairs: list[tuple[int, str]]) -> list[tuple[An
 def claim_due(
     session: Session,
     *,
-    plan_id: str = "",
-    steps: Sequence[tuple[str, int]] = (),
-    plans: Mapping[str, Sequence[tuple[str, int]]] | None = None,
+    plans: Mapping[str, Sequence[tuple[str, int]]],
     now: datetime,
     owner: str,
     lease_until: datetime,
@@ -141,11 +139,11 @@ def claim_due(
 ) -> list[Claim]:
     """Claim up to `limit` due steps for `owner`, each under a lease of `lease.seconds`.
 
-    `plans` maps each running plan's id to its (key, day) pairs in order (or one plan: its
-    `plan_id` and `steps`); an enrollment's next step is the first one of its own plan after
-    the day it has reached. An enrollment whose lease runs (by the database's
-    clock) is someone else's. On PostgreSQL rows locked by another claimer are skipped (FOR
-    UPDATE SKIP LOCKED); on SQLite the transaction already holds the single write lock.
+    `plans` maps each running plan's id to its (key, day) pairs in order; an enrollment's
+    next step is the first one of its own plan after the day it has reached. An enrollment
+    whose lease runs (by the database's clock) is someone else's. On PostgreSQL rows locked
+    by another claimer are skipped (FOR UPDATE SKIP LOCKED); on SQLite the transaction
+    already holds the single write lock.
     `lease_until` (the claimer's `now` plus the lease) becomes the claimed enrollments'
     `next_due_at`, so that they drop out of the due-query's range meanwhile.
 
@@ -158,8 +156,6 @@ def claim_due(
     """
     variants = variants or {}
     lease = lease or LeaseTime((lease_until - now).total_seconds())
-    if plans is None:
-        plans = {plan_id: steps}
     sql = PlainSQL(session)
     if not sql.is_sqlite:
         # Every look-up here goes by an index. Planned while the delivery log looked empty

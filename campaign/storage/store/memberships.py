@@ -7,12 +7,40 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from campaign.domain.statuses import PENDING_DELIVERY, DeliveryStatus, EnrollmentStatus
 from campaign.storage.fast_path import naive_utc
 from campaign.storage.models import Delivery, Enrollment
+
+
+def cancel(session: Session, which: ColumnElement[bool], reason: str, now: datetime) -> None:
+    """Cancel the enrollments `which` selects, settling any step still queued or awaiting a
+    retry as skipped for `reason`.
+
+    A sender holding one of those steps re-reads the status before DATA and skips it too;
+    if the server already accepted it, recording that (sent) overwrites the skip.
+    """
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.enrollment_id.in_(select(Enrollment.id).where(which)),
+            Delivery.status.in_(PENDING_DELIVERY),
+        )
+        .values(status=DeliveryStatus.SKIPPED, last_error=reason, updated_at=now)
+    )
+    session.execute(
+        update(Enrollment)
+        .where(which)
+        .values(
+            status=EnrollmentStatus.CANCELLED,
+            next_due_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -79,22 +107,7 @@ def leave_plan(session: Session, subscriber_id: int, plan_id: str, now: datetime
     )
     if enrollment is None:
         return False
-    session.execute(
-        update(Delivery)
-        .where(Delivery.enrollment_id == enrollment, Delivery.status.in_(PENDING_DELIVERY))
-        .values(status=DeliveryStatus.SKIPPED, last_error="left the plan", updated_at=now)
-    )
-    session.execute(
-        update(Enrollment)
-        .where(Enrollment.id == enrollment)
-        .values(
-            status=EnrollmentStatus.CANCELLED,
-            next_due_at=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
-    )
+    cancel(session, Enrollment.id == enrollment, "left the plan", now)
     return True
 
 

@@ -7,17 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from campaign.domain import webhooks as spec
 from campaign.domain.statuses import (
-    PENDING_DELIVERY,
     STOPPED,
     ConsentKind,
-    DeliveryStatus,
     EnrollmentStatus,
     SubscriberStatus,
     SuppressionReason,
@@ -30,7 +28,7 @@ from campaign.storage.models import (
     Subscriber,
     Suppression,
 )
-from campaign.storage.store import webhooks
+from campaign.storage.store import memberships, webhooks
 from campaign.storage.store.confirmations import void_confirmations
 
 #: the outgoing webhook event a change of a subscriber's status to each status is.
@@ -172,33 +170,11 @@ def stop_mailing(
 
 
 def cancel_enrollments(session: Session, subscriber_id: int, now: datetime) -> None:
-    """Stop the subscriber's plans, settling any step still queued or awaiting a retry.
-
-    A sender holding one of those steps re-reads the status before DATA and skips it too;
-    if the server already accepted it, recording that (sent) overwrites the skip.
-    """
-    active = select(Enrollment.id).where(
+    """Stop the subscriber's plans, settling any step still queued or awaiting a retry."""
+    running = and_(
         Enrollment.subscriber_id == subscriber_id, Enrollment.status == EnrollmentStatus.ACTIVE
     )
-    session.execute(
-        update(Delivery)
-        .where(Delivery.enrollment_id.in_(active), Delivery.status.in_(PENDING_DELIVERY))
-        .values(status=DeliveryStatus.SKIPPED, last_error="subscriber left", updated_at=now)
-    )
-    session.execute(
-        update(Enrollment)
-        .where(
-            Enrollment.subscriber_id == subscriber_id,
-            Enrollment.status == EnrollmentStatus.ACTIVE,
-        )
-        .values(
-            status=EnrollmentStatus.CANCELLED,
-            next_due_at=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
-    )
+    memberships.cancel(session, running, "subscriber left", now)
 
 
 def enrol(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> int | None:
