@@ -69,6 +69,9 @@ class Settings(BaseModel):
     #: system's store (a private relay, a test CA). Verification stays on either way.
     smtp_ca_file: Path | None = None
     mail_from: str = SHIPPED_MAIL_FROM
+    #: where replies go (the Reply-To of every campaign email): a person who reads them.
+    #: Unset: replies go to MAIL_FROM.
+    reply_to: str | None = None
     #: the domain of the VERP return path `bounces+TOKEN@BOUNCE_DOMAIN` (default: MAIL_FROM's).
     bounce_domain: str | None = None
     public_base_url: str = "http://localhost:8000"
@@ -152,9 +155,11 @@ class Settings(BaseModel):
     bounce_mailbox_ca_file: Path | None = None
     bounce_mailbox_timeout: float = Field(default=30.0, gt=0, le=600)
 
-    @field_validator("mail_from")
+    @field_validator("mail_from", "reply_to")
     @classmethod
-    def _mail_from_is_an_address(cls, value: str) -> str:
+    def _is_an_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         name, addr = parseaddr(value)
         if "@" not in addr or any(c in value for c in "\r\n"):
             raise ValueError("must be an address such as 'Name <newsletter@example.com>'")
@@ -273,6 +278,11 @@ class Settings(BaseModel):
     def return_path_domain(self) -> str:
         """Where bounces go: `bounces+TOKEN@` this domain (BOUNCE_DOMAIN, else MAIL_FROM's)."""
         return self.bounce_domain or self.sender_address.rpartition("@")[2].lower()
+
+    @property
+    def reply_to_address(self) -> str:
+        """The bare address replies go to: REPLY_TO's, else MAIL_FROM's."""
+        return parseaddr(self.reply_to)[1] if self.reply_to else self.sender_address
 
     @property
     def sender_name(self) -> str:

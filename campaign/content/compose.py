@@ -63,6 +63,7 @@ class Composer:
         dkim: DkimSigner | None = None,
         feedback_id_sender: str | None = None,
         plan_unsubscribe: bool = False,
+        reply_to: Address | None = None,
     ) -> None:
         self.plan = plan
         #: several plans run: the footer's link leaves this plan (the page offers everything);
@@ -78,6 +79,8 @@ class Composer:
         self.dkim = dkim
         self.feedback_id_sender = feedback_id_sender
         self.list_id = list_id(plan, sender)
+        #: the Reply-To of every email (REPLY_TO): None leaves replies to From.
+        self.reply_to = reply_to
 
     def new_message_id(self) -> str:
         # 128 random bits, as a UUID4 has (122), at a quarter of the cost.
@@ -95,6 +98,21 @@ class Composer:
             return self.unsubscribe_url(subscriber_id, now)
         token = tokens.sign(self._secret, "unsubscribe", subscriber_id, now, self.plan.id)
         return f"{self.public_base_url}/unsubscribe/{token}"
+
+    def web_version_base(self, subscriber_id: int, now: datetime) -> str:
+        """`lesson_base` in templates: a step key appended gives the web version of that
+        step of this plan as this subscriber got it (`view_url` is this step's)."""
+        token = tokens.sign(self._secret, tokens.VIEW, subscriber_id, now, self.plan.id)
+        return f"{self.public_base_url}/view/{token}/"
+
+    def _link_values(self, step: Step, subscriber_id: int, now: datetime) -> dict[str, str]:
+        """The signed links every email's templates see, each made for this subscriber."""
+        base = self.web_version_base(subscriber_id, now)
+        return {
+            "unsubscribe_url": self.footer_unsubscribe_url(subscriber_id, now),
+            "view_url": base + step.key,
+            "lesson_base": base,
+        }
 
     def confirm_url(self, confirmation_id: int, now: datetime) -> str:
         """The link for one queued confirmation (one signup), not for the subscriber."""
@@ -122,7 +140,12 @@ class Composer:
             message_id=message_id,
             now=now,
             subject_prefix=subject_prefix,
-            extra={"confirm_url": self.confirm_url(confirmation_id, now)},
+            # No web version: it would show a live confirmation link to whoever holds it.
+            extra={
+                "confirm_url": self.confirm_url(confirmation_id, now),
+                "view_url": "",
+                "lesson_base": "",
+            },
             confirmation=True,
         )
 
@@ -133,21 +156,18 @@ class Composer:
         now: datetime,
         extra: Mapping[str, Any] | None = None,
     ) -> RenderedEmail:
-        unsubscribe = self.footer_unsubscribe_url(recipient.subscriber_id, now)
-        return self._render(step, recipient, unsubscribe, extra)
+        links = self._link_values(step, recipient.subscriber_id, now)
+        return self._render(step, recipient, links, extra)
 
     def _render(
         self,
         step: Step,
         recipient: Recipient,
-        unsubscribe: str,
+        links: Mapping[str, str],
         extra: Mapping[str, Any] | None,
     ) -> RenderedEmail:
         return self.renderer.render_for(
-            step,
-            self.subscriber_context(recipient),
-            unsubscribe_url=unsubscribe,
-            **(extra or {}),
+            step, self.subscriber_context(recipient), **{**links, **(extra or {})}
         )
 
     def subscriber_context(self, recipient: Recipient) -> dict[str, Any]:
@@ -161,17 +181,11 @@ class Composer:
     ) -> dict[str, Any]:
         """Every name the templates of `step` see when this composer renders it for `recipient`
         (the confirmation email's with `confirmation_id`): what `campaign plan vars` lists."""
-        extra = (
-            {}
-            if confirmation_id is None
-            else {"confirm_url": self.confirm_url(confirmation_id, now)}
-        )
-        return self.renderer.body_context(
-            step,
-            self.subscriber_context(recipient),
-            unsubscribe_url=self.footer_unsubscribe_url(recipient.subscriber_id, now),
-            **extra,
-        )
+        extra = self._link_values(step, recipient.subscriber_id, now)
+        if confirmation_id is not None:
+            extra |= {"confirm_url": self.confirm_url(confirmation_id, now)}
+            extra |= {"view_url": "", "lesson_base": ""}
+        return self.renderer.body_context(step, self.subscriber_context(recipient), **extra)
 
     def compose(
         self,
@@ -191,10 +205,10 @@ class Composer:
         With click tracking on and a `delivery_id`, links become signed `/c/` redirects. A
         delivery or a `confirmation` is sent from a VERP return path naming it (`envelope_sender`).
         """
-        unsubscribe = self.footer_unsubscribe_url(recipient.subscriber_id, now)
-        rendered = self._render(step, recipient, unsubscribe, extra)
+        links = self._link_values(step, recipient.subscriber_id, now)
+        rendered = self._render(step, recipient, links, extra)
         if self.track_clicks and delivery_id is not None:
-            rendered = self._tracked(rendered, delivery_id, now, keep=unsubscribe)
+            rendered = self._tracked(rendered, delivery_id, now, keep=links["unsubscribe_url"])
         data = build_message(
             sender=self.sender,
             recipient=address(recipient.email, recipient.first_name),
@@ -212,6 +226,7 @@ class Composer:
                 "X-Campaign-Step": f"{self.plan.id}/{step.key}",
             },
             attachments=[self._attachment(step, path) for path in step.attachments],
+            reply_to=self.reply_to,
         )
         if self.dkim is not None:
             data = self.dkim.sign(data)

@@ -111,6 +111,7 @@ def build_message(
     date: datetime,
     extra_headers: Mapping[str, str] = {},
     attachments: Sequence[Attachment] = (),
+    reply_to: Address | None = None,
 ) -> bytes:
     """A multipart/alternative message (mixed when there are attachments), as SMTP bytes.
 
@@ -123,6 +124,7 @@ def build_message(
     lines = [
         _address_header("From", sender),
         _address_header("To", recipient),
+        *([_address_header("Reply-To", reply_to)] if reply_to is not None else []),
         _text_header("Subject", header_text(subject, limit=250)),
         _verbatim_header("Date", _date(date)),
         _verbatim_header("Message-ID", message_id),

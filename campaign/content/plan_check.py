@@ -22,6 +22,8 @@ def shared_context(settings: Settings, plan: Plan) -> dict[str, Any]:
         "postal_address": settings.postal_address,
         "public_base_url": settings.public_base_url,
         "sender_address": settings.sender_address,
+        # Where "reply and tell me" buttons write to: REPLY_TO, else MAIL_FROM.
+        "reply_address": settings.reply_to_address,
         "ebook_url": settings.ebook_url or ebook_path(settings.public_base_url, plan),
     }
 
@@ -62,7 +64,11 @@ def _render_problems(settings: Settings, plan: Plan) -> list[PlanProblem]:
     samples = [
         {
             "subscriber": subscriber_context("ann@example.com", name, fields),
-            "extra": {"unsubscribe_url": f"{settings.public_base_url}/unsubscribe/sample"},
+            "extra": {
+                "unsubscribe_url": f"{settings.public_base_url}/unsubscribe/sample",
+                "view_url": f"{settings.public_base_url}/view/sample/welcome",
+                "lesson_base": f"{settings.public_base_url}/view/sample/",
+            },
         }
         for name in ("Ann", "")
     ]

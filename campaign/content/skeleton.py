@@ -17,6 +17,11 @@ _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
 # Elements whose content is not plain text: a placeholder there is not known to be inert.
 _RAW_TEXT = {"style", "script", "xmp", "iframe", "noembed", "noframes", "noscript", "plaintext"}
 _RAW_TEXT |= {"textarea", "template"}
+#: An attribute selector that compares a value (`[href^="https"]`) could match a value; one
+#: that only asks for an attribute (`[data-ogsc]`, dark mode in Outlook.com) cannot.
+_VALUE_SELECTOR = re.compile(r"\[[^\]]*=")
+#: Where a value may be a link's href: an <a>, and the VML button Outlook draws instead.
+_LINKS = {("href", "a"), ("href", "v:roundrect")}
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class _PlaceholderScan(HTMLParser):
         if self._found(_QUOTED.sub("", self.get_starttag_text() or "")) or tag == "link":
             self.inert = False  # and a stylesheet link brings CSS this scan cannot read
         for name, value in attrs:
-            if self._found(value) and name not in ("alt", "title") and (name, tag) != ("href", "a"):
+            if self._found(value) and name not in ("alt", "title") and (name, tag) not in _LINKS:
                 self.inert = False
         self.raw_text += tag in _RAW_TEXT
         self.in_style = tag == "style"
@@ -91,6 +96,14 @@ class _PlaceholderScan(HTMLParser):
             self.inert = False
 
     def handle_comment(self, data: str) -> None:
+        if data.startswith("[if mso") and data.endswith("<![endif]"):
+            # Outlook's markup (a button's VML): read as HTML under the same rules, so a
+            # value may be the href of its <v:roundrect> as of an <a>, and nothing else.
+            inner = _PlaceholderScan(self.placeholders)
+            inner.feed(data[data.index("]>") + 2 : -len("<![endif]")])
+            inner.close()
+            self.inert = self.inert and inner.inert and inner.raw_text == 0
+            return
         self.inert = self.inert and not self._found(data)
 
     def handle_decl(self, decl: str) -> None:
@@ -105,12 +118,13 @@ class _PlaceholderScan(HTMLParser):
 
 def inert(raw: str, placeholders: re.Pattern[str]) -> bool:
     """Whether a value in place of each placeholder is plain text that CSS cannot select on."""
+    # Placeholders in attribute names are refused by the scan, so `[name]` selects alike.
     scan = _PlaceholderScan(placeholders)
     scan.feed(raw)
     scan.close()
     # An attribute selector could match a value; "&" just before one could join a reference.
     reference = re.search(r"&[#0-9A-Za-z]*" + placeholders.pattern, raw)
-    return scan.inert and "[" not in "".join(scan.css) and reference is None
+    return scan.inert and not _VALUE_SELECTOR.search("".join(scan.css)) and reference is None
 
 
 def scheme(value: str) -> str:

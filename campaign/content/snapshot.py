@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from email.headerregistry import Address
+from email.utils import parseaddr
 from pathlib import Path
 
 from campaign.content.compose import Composer
@@ -93,8 +95,17 @@ def content_for(
         dkim=dkim,
         feedback_id_sender=settings.feedback_id_sender,
         plan_unsubscribe=several,
+        reply_to=_reply_to(settings),
     )
     return Content(plan, renderer, composer)
+
+
+def _reply_to(settings: Settings) -> Address | None:
+    """REPLY_TO as the header's mailbox; None when unset (replies go to From)."""
+    if not settings.reply_to:
+        return None
+    name, addr = parseaddr(settings.reply_to)
+    return address(addr, name)
 
 
 def return_paths(settings: Settings) -> ReturnPaths:

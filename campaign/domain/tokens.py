@@ -13,6 +13,9 @@ from campaign.errors import InvalidToken
 #: What a confirmation link's token is for. It names a confirmation row, never reused, not a
 #: subscriber (links before schema 0008 did, as "confirm", a purpose nothing verifies now).
 CONFIRM_SIGNUP = "confirm-signup"
+#: What a "view in browser" link's token is for: one subscriber's emails of one plan (its id
+#: the signed data); the step is named in the URL beside it.
+VIEW = "view"
 
 
 @dataclass(frozen=True)

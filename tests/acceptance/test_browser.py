@@ -61,3 +61,28 @@ def test_a_bad_address_shows_its_message_next_to_the_field(site: Site, browser: 
     assert "valid email address" in alert.inner_text()
     assert page.get_by_label("Email address").input_value() == "lena@@example.org"
     page.close()
+
+
+def test_the_signup_page_says_what_happens_and_promises_only_to_ease_pain(
+    site: Site, browser: Browser
+) -> None:
+    """The box says confirm first, then the ebook at once, and promises to ease aches, not to
+    eliminate them; the confirmation email says the same steps."""
+    page = browser.new_page()
+    page.goto(site.url + "/subscribe")
+    text = " ".join(page.locator("main").inner_text().split())
+    assert "ease aches & pain" in text
+    assert "eliminate" not in text
+    assert "instantly" not in text
+    assert "we email you a link to confirm your address" in text
+    assert "arrives at once" in text
+    page.get_by_label("Email address").fill("omar@example.org")
+    page.get_by_role("button", name="Send me the plan").click()
+    page.get_by_role("heading", name="Check your email").wait_for()
+    [confirmation] = site.mail_to("omar@example.org")
+    body = confirmation.get_body(preferencelist=("plain",))
+    assert body is not None
+    said = " ".join(body.get_content().split())
+    assert "Confirm your email address with the button below." in said
+    assert "arrives at once, in a welcome email" in said
+    page.close()

@@ -17,6 +17,8 @@ from tests.tools import ROOT
 
 TEMPLATES = ROOT / "templates" / "emails"
 PLAN_FILE = ROOT / "plans" / "thirty_day.yaml"
+#: the signed links the composer gives every email
+LINKS = {"unsubscribe_url": "u", "view_url": "v/day03", "lesson_base": "v/"}
 
 
 def _settings(templates: Path) -> Settings:
@@ -36,9 +38,7 @@ def test_a_lesson_shows_its_illustration_as_one_sized_described_image() -> None:
     renderer = Renderer(plan, TEMPLATES, shared_context(settings, plan))
     step = next(step for step in plan.steps if step.template == "day03.html")
 
-    email = renderer.render_for(
-        step, subscriber_context("a@example.org", "Ann"), unsubscribe_url="u"
-    )
+    email = renderer.render_for(step, subscriber_context("a@example.org", "Ann"), **LINKS)
 
     assert email.html.count("<img ") == 1
     assert 'src="https://example.org/images/chin-tuck.png"' in email.html
@@ -84,7 +84,7 @@ def test_every_lesson_image_has_alt_text_a_size_and_a_file_the_site_serves() -> 
     illustrated = 0
     for step in plan.steps:
         parser = _Images()
-        parser.feed(renderer.render_for(step, ann, unsubscribe_url="u").html)
+        parser.feed(renderer.render_for(step, ann, **LINKS).html)
         for image in parser.images:
             src = str(image["src"])
             assert src.startswith("https://example.org/images/"), (step.key, src)

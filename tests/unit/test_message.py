@@ -189,3 +189,22 @@ def test_an_ascii_address_is_sent_as_stored() -> None:
     wire = wire_address("Ann.Lee@Example.org")
     assert (wire.addr_spec, wire.smtputf8) == ("Ann.Lee@Example.org", False)
     assert wire_address("ü@straße.de").smtputf8
+
+
+@pytest.mark.parametrize("evil", INJECTIONS)
+def test_a_reply_to_name_never_adds_a_header(evil: str) -> None:
+    """The Reply-To header is built as an address, so no name in it can start another header."""
+    data = build_message(
+        sender=Address("Pain & Injury Doctor", "newsletter", "example.org"),
+        recipient=address("ann@example.org", "Ann"),
+        subject="Hello",
+        text="Hello",
+        html="<p>Hello</p>",
+        message_id="<1@example.org>",
+        date=datetime(2026, 12, 1, 7, tzinfo=UTC),
+        reply_to=address("care@example.org", evil),
+    )
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8")
+    assert not re.search(r"^Bcc:", head, re.MULTILINE | re.IGNORECASE)
+    parsed = message_from_bytes(data, policy=policy.default)
+    assert parsed["Reply-To"].addresses[0].addr_spec == "care@example.org"

@@ -76,9 +76,15 @@ class _Document(HTMLParser):
 
 
 def _extra(step: Step, subscriber_id: int) -> dict[str, str]:
-    extra = {"unsubscribe_url": f"{BASE_URL}/unsubscribe/tok-{subscriber_id}.x_Y"}
+    lessons = f"{BASE_URL}/view/tok-{subscriber_id}.v_W/"
+    extra = {
+        "unsubscribe_url": f"{BASE_URL}/unsubscribe/tok-{subscriber_id}.x_Y",
+        "view_url": lessons + step.key,
+        "lesson_base": lessons,
+    }
     if step is PLAN.confirmation:
-        extra["confirm_url"] = f"{BASE_URL}/confirm/tok-{subscriber_id}"
+        extra |= {"confirm_url": f"{BASE_URL}/confirm/tok-{subscriber_id}", "view_url": ""}
+        extra["lesson_base"] = ""
     return extra
 
 
@@ -160,6 +166,13 @@ ODD_TEMPLATES = {
     # Printed unescaped: "O'Brien & <Co>" is not what the stand-ins' escaping says.
     "unescaped": "{% autoescape false %}<p>{{ subscriber.name }}</p>{% endautoescape %}",
     "text_include": '<p>{% include "part.txt" %}</p>',
+    # Outlook's button: a value as the href of its VML shape, in a conditional comment.
+    "mso_button": '<!--[if mso]><v:roundrect href="mailto:{{ subscriber.email }}" '
+    'arcsize="10%"><center>Go</center></v:roundrect><![endif]-->'
+    '<a href="mailto:{{ subscriber.email }}">Go</a>',
+    "mso_text": "<!--[if mso]><center>{{ subscriber.name }}</center><![endif]--><p>x</p>",
+    "mso_style": '<!--[if mso]><v:roundrect style="width:{{ subscriber.name }}px">'
+    "</v:roundrect><![endif]-->",
 }
 
 

@@ -174,13 +174,13 @@ def test_templates_see_exactly_the_documented_names_and_never_the_secret_key() -
     )
     plan = load_plan(settings.plan_path, settings.templates_dir)
     renderer = Renderer(plan, settings.templates_dir, shared_context(settings, plan))
-    context = renderer.context(
-        plan.steps[0], subscriber_context("ann@example.com", "Ann"), unsubscribe_url="u"
-    )
+    links = {"unsubscribe_url": "u", "view_url": "v/welcome", "lesson_base": "v/"}  # the composer's
+    context = renderer.context(plan.steps[0], subscriber_context("ann@example.com", "Ann"), **links)
 
     assert set(context) == {
         *("subscriber", "day", "step", "plan", "unsubscribe_url", "postal_address"),
         *("sender_name", "sender_address", "ebook", "ebook_url", "attached", "public_base_url"),
+        *("view_url", "lesson_base", "reply_address"),
     }
     assert SECRET not in repr(context)
     # no lipsum, cycler, joiner, namespace; illustration() prints a picture by its key.

@@ -68,6 +68,8 @@ def test_environment_values_are_parsed_into_settings() -> None:
         ("SMTP_SECURITY", "tls"),
         ("MAIL_FROM", "not-an-address"),
         ("MAIL_FROM", "Eve <eve@example.org>\r\nBcc: victim@example.net"),
+        ("REPLY_TO", "not-an-address"),
+        ("REPLY_TO", "Ann <ann@example.org>\r\nBcc: victim@example.net"),
         ("PUBLIC_BASE_URL", "ftp://x"),
         ("TICK_SECONDS", "0"),
         ("TICK_SECONDS", "soon"),
@@ -272,3 +274,14 @@ def test_the_bounce_mailbox_password_never_appears_in_the_settings_repr() -> Non
     )
 
     assert "mailbox-hunter2" not in repr(settings) + str(settings)
+
+
+def test_replies_go_to_reply_to_when_set_else_to_mail_from() -> None:
+    """REPLY_TO names where "reply" buttons write; unset, replies go to MAIL_FROM's address."""
+    unset = Settings.from_env({"MAIL_FROM": "Clinic <news@example.org>"})
+    given = Settings.from_env(
+        {"MAIL_FROM": "Clinic <news@example.org>", "REPLY_TO": "Dr Ann <ann@example.org>"}
+    )
+    assert (unset.reply_to, unset.reply_to_address) == (None, "news@example.org")
+    assert given.reply_to == "Dr Ann <ann@example.org>"
+    assert given.reply_to_address == "ann@example.org"

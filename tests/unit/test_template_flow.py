@@ -35,7 +35,7 @@ def test_every_shipped_step_is_proven_to_only_print_its_values() -> None:
         autoescape=select_autoescape(["html"]),
     )
     steps = [*plan.steps, *([plan.confirmation] if plan.confirmation else [])]
-    strings = (*STRINGS, "confirm_url")
+    strings = (*STRINGS, "confirm_url", "view_url", "lesson_base")
     unproven = [
         step.key
         for step in steps

@@ -1,6 +1,7 @@
 """The public endpoints: signup, double opt-in, one-click unsubscribe (RFC 8058), click
-redirects, the ebook and /healthz. Each parses its input, calls a use case and answers a page;
-errors are left to the table in campaign.interfaces.web.errors."""
+redirects, the ebook, the illustrations, each email's web version and /healthz. Each parses
+its input, calls a use case and answers a page; errors are left to the table in
+campaign.interfaces.web.errors."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
+    HTMLResponse,
     JSONResponse,
     PlainTextResponse,
     RedirectResponse,
@@ -21,6 +23,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from campaign.content.illustrations import IMAGE_NAME
+from campaign.delivery.web_version import NoWebVersion, web_version
 from campaign.domain.confine import confined, content_roots
 from campaign.domain.plan import Plan
 from campaign.domain.subscriber_fields import FieldKind, FieldValueError
@@ -35,6 +38,16 @@ from campaign.people.subscriptions import Visitor
 
 log = logging.getLogger("campaign.web")
 
+#: An email's web version is one person's: kept out of caches and search engines, and its
+#: pages may show the images of the site (and https ones) but run no script.
+WEB_VERSION_HEADERS = {
+    "Cache-Control": "private, no-store",
+    "X-Robots-Tag": "noindex, nofollow",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https:; "
+        "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
 #: how long mail clients and proxies may keep an illustration: a week (redrawn ones get new bytes,
 #: and FileResponse's ETag and Last-Modified let a client check cheaply after that).
 IMAGE_CACHE = "public, max-age=604800"
@@ -61,6 +74,7 @@ class PublicEndpoints:
             Route("/unsubscribe/{token}", self.unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", self.unsubscribe, methods=["POST"]),
             Route("/ebook/{name}", self.ebook),
+            Route("/view/{token}/{step}", self.web_version, methods=["GET"]),
             Route("/images/{name}", self.image),
             Route("/c/{token}", self.click),
             Route("/healthz", self.healthz),
@@ -261,6 +275,30 @@ class PublicEndpoints:
         if real is None or not real.is_file():
             return PlainTextResponse("not found", 404)
         return FileResponse(real, media_type="application/pdf", filename=book.file.name)
+
+    async def web_version(self, request: Request) -> Response:
+        """An email as its subscriber got it, from the signed link in its header: private,
+        never cached or indexed, and without scripts. Any link that is not one: 404."""
+        app = self.app
+        try:
+            rendered = await run_in_threadpool(
+                web_version,
+                app.db,
+                app.contents,
+                app.settings.secret_key.get_secret_value(),
+                request.path_params["token"],
+                request.path_params["step"],
+                app.clock.now(),
+            )
+        except NoWebVersion:
+            return self.pages.render(
+                "error.html",
+                404,
+                WEB_VERSION_HEADERS,
+                heading="This page does not exist",
+                message="The link may be incomplete, or its subscription was erased.",
+            )
+        return HTMLResponse(rendered.html, headers={**SECURITY_HEADERS, **WEB_VERSION_HEADERS})
 
     async def image(self, request: Request) -> Response:
         """An exercise illustration the emails show: a PNG or SVG of the templates folder's
