@@ -360,11 +360,12 @@ def test_every_lesson_shows_its_progress_and_links_its_web_version(emails: list[
 
 
 def test_every_email_names_the_same_red_flags_as_day_4(emails: list[Email]) -> None:
-    """The footer's warning signs are day 4's, and emergencies are named as emergencies."""
+    """The footer's warning signs are day 4's and the ebook's, and emergencies are named as
+    emergencies."""
     flags = [
         "pain after a fall or accident",
         "numbness, tingling or weakness in your arms or legs",
-        "fever, or weight loss you cannot explain, with back pain",
+        "fever, or a drop in body weight you cannot explain, with back pain",
         "a history of cancer or osteoporosis",
         "constant pain that is worse at night or keeps getting worse",
         "loss of bladder or bowel control, or numbness around the groin or buttocks",
@@ -377,6 +378,10 @@ def test_every_email_names_the_same_red_flags_as_day_4(emails: list[Email]) -> N
     day4 = emails[4].composed.rendered.html
     body = day4.split('class="footer"')[0]
     assert all(flag in " ".join(body.split()) for flag in flags)
+    ebook = (ROOT / "assets" / "ebook" / "concepts-of-self-healing.md").read_text()
+    ebook_text = " ".join(ebook.replace("*", "").split())
+    assert [flag for flag in flags if flag not in ebook_text] == []
+    assert "call your local emergency number now" in ebook_text
 
 
 def test_every_campaign_email_has_a_reply_to_a_person(every_email: list[Email]) -> None:
