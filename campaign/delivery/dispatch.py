@@ -46,6 +46,10 @@ from campaign.storage.store import Claim, LeaseTime
 
 log = logging.getLogger("campaign.dispatch")
 
+#: A proof older than this when the message's content is due is taken again. Normally the
+#: content follows its proof within a round trip and the next message's preparation.
+PROOF_FRESH_SECONDS = 1.0
+
 
 @dataclass
 class Dispatcher:
@@ -206,6 +210,11 @@ class Dispatcher:
                     if following is None:
                         # The previous 250 is recorded before this message's content goes.
                         recorded.record_last_sent()
+                    if not self._still_clear(work, ready, recorded):
+                        # Its envelope may be open: only a new session forgets it unsent.
+                        session.close()
+                        connection, ready = None, following
+                        continue
                     if connection is None:
                         connection = session.enter_context(work.transport.open())
                     self._deliver(work, ready, connection, recorded, following)
@@ -234,6 +243,16 @@ class Dispatcher:
             and connection.groups()
             and self._budget.rate <= 0
         )
+
+    def _still_clear(self, work: _Pass, ready: _Ready, recorded: Outcomes) -> bool:
+        """Prove `ready` again if its proof is no longer fresh: the process was paused, or
+        preparing the message after it was slow (a new batch, a database that hesitated)."""
+        if self._real.monotonic() - ready.proved_at <= PROOF_FRESH_SECONDS:
+            return True
+        if not recorded.cleared_to_send(ready.claim, work.now):
+            return False
+        ready.proved_at = self._real.monotonic()
+        return True
 
     def _next_ready(self, work: _Pass, recorded: Outcomes) -> _Ready | None:
         """The next claim built and cleared to send (None: the feed ran dry or halted).
@@ -302,7 +321,7 @@ class Dispatcher:
         waited = self._budget.acquire(work.feed.stop)
         if waited > 1.0 and not recorded.cleared_to_send(claim, now):
             return None
-        return _Ready(claim, composed)
+        return _Ready(claim, composed, self._real.monotonic())
 
     def _deliver(
         self,
@@ -373,12 +392,14 @@ class _Pass:
     feed: Feed
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Ready:
     """A claim whose message is built and whose claim was proved: it may go to SMTP."""
 
     claim: Claim
     composed: Composed
+    #: when it was proved (the real clock's monotonic seconds).
+    proved_at: float
 
 
 def _halt(feed: Feed, reason: BaseException, *unsent: _Ready | None) -> None:
