@@ -313,14 +313,18 @@ class Dispatcher:
             log.warning("cannot build delivery %s", claim.delivery_id, exc_info=True)
             recorded.temporary(claim, now, f"cannot build message: {_described(exc)}")
             return None
-        # One transaction records the previous message's 250, proves this claim is still
-        # ours and re-reads the subscriber's status: the last moment before its MAIL.
-        if not recorded.cleared_to_send(claim, now):
-            return None
-        # After a long wait for our turn under a rate limit, prove it all again.
-        waited = self._budget.acquire(work.feed.stop)
-        if waited > 1.0 and not recorded.cleared_to_send(claim, now):
-            return None
+        try:
+            # One transaction records the previous message's 250, proves this claim is still
+            # ours and re-reads the subscriber's status: the last moment before its MAIL.
+            if not recorded.cleared_to_send(claim, now):
+                return None
+            # After a long wait for our turn under a rate limit, prove it all again.
+            waited = self._budget.acquire(work.feed.stop)
+            if waited > 1.0 and not recorded.cleared_to_send(claim, now):
+                return None
+        except (DatabaseError, StopWaiting) as exc:
+            work.feed.halt(exc, unsent=claim)  # never sent: it goes back with the rest
+            raise
         return _Ready(claim, composed, self._real.monotonic())
 
     def _deliver(
