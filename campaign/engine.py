@@ -431,6 +431,7 @@ def make_transport(settings: Settings) -> Transport:
         password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
         timeout=settings.smtp_timeout,
         final_reply_timeout=settings.smtp_final_reply_timeout,
+        group_messages=settings.smtp_group_messages,
         ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
     )
 

@@ -65,6 +65,9 @@ class Settings(BaseModel):
     smtp_timeout: float = Field(default=30.0, gt=0)
     #: the wait for the reply to a message's final dot (RFC 5321 4.5.3.2.6: 10 minutes).
     smtp_final_reply_timeout: float = Field(default=600.0, gt=0)
+    #: where the relay offers PIPELINING, one message's end goes with the next message's
+    #: MAIL, RCPT and DATA (one round trip per email); false: two round trips per email.
+    smtp_group_messages: bool = True
     #: a PEM bundle of the CAs trusted for the mail server's certificate, instead of the
     #: system's store (a private relay, a test CA). Verification stays on either way.
     smtp_ca_file: Path | None = None

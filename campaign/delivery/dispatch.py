@@ -20,7 +20,7 @@ from datetime import datetime
 from functools import partial
 
 from campaign.clock import Clock, SystemClock
-from campaign.content.compose import Recipient
+from campaign.content.compose import Composed, Recipient
 from campaign.content.snapshot import Contents
 from campaign.delivery import outcomes, timing
 from campaign.delivery.backoff import RelayBackoff
@@ -29,7 +29,7 @@ from campaign.delivery.outcomes import Outcomes
 from campaign.delivery.pacing import SendBudget, StopWaiting, buckets_for
 from campaign.delivery.passes import PassResult, SendPolicy, is_throttle
 from campaign.domain.subscriber_fields import decode as stored_fields
-from campaign.domain.transport import Connection, Transport
+from campaign.domain.transport import Connection, GroupingConnection, Transport
 from campaign.errors import (
     DatabaseError,
     PermanentFailure,
@@ -45,6 +45,10 @@ from campaign.storage.db import Database
 from campaign.storage.store import Claim, LeaseTime
 
 log = logging.getLogger("campaign.dispatch")
+
+#: A proof older than this when the message's content is due is taken again. Normally the
+#: content follows its proof within a round trip and the next message's preparation.
+PROOF_FRESH_SECONDS = 1.0
 
 
 @dataclass
@@ -191,33 +195,76 @@ class Dispatcher:
             # The SMTP connection: closed and replaced after an unexpected error mid-message.
             session = stack.enter_context(ExitStack())
             connection: Connection | None = None
+            # Cleared to send and not sent yet; its envelope may already be open on the
+            # connection (written with the previous message's end).
+            ready: _Ready | None = None
             while True:
+                following: _Ready | None = None
                 try:
-                    claim = feed.next()
-                except DatabaseError as exc:
-                    feed.halt(exc)
-                    break
-                if claim is None:
-                    break
-                try:
+                    ready = ready or self._next_ready(work, recorded)
+                    if ready is None:
+                        break
+                    if self._groups(connection):
+                        # Proved (and the previous 250 recorded) before its MAIL is written.
+                        following = self._next_ready(work, recorded)
+                    if following is None:
+                        # The previous 250 is recorded before this message's content goes.
+                        recorded.record_last_sent()
+                    if not self._still_clear(work, ready, recorded):
+                        # Its envelope may be open: only a new session forgets it unsent.
+                        session.close()
+                        connection, ready = None, following
+                        continue
                     if connection is None:
                         connection = session.enter_context(work.transport.open())
-                    self._deliver(work, claim, connection, recorded)
+                    self._deliver(work, ready, connection, recorded, following)
                 except _SessionSpoiled:
                     session.close()
                     connection = None
                 except (TransportUnavailable, RelayThrottled, DatabaseError, StopWaiting) as exc:
                     # Not this message's fault: it goes back unsent, and so does the rest.
-                    feed.halt(exc, unsent=claim)
+                    _halt(feed, exc, ready, following)
                     break
                 except Exception as exc:
-                    feed.halt(exc)
+                    _halt(feed, exc, following)
                     recorded.record_last_sent()
                     raise
                 except BaseException as exc:  # the process is dying: like a kill, record nothing
                     feed.halt(exc)
                     raise
+                ready = following
             recorded.record_last_sent()
+
+    def _groups(self, connection: Connection | None) -> bool:
+        """Whether the next message is prepared now, to go with this one's end. Not under a
+        rate limit: a wait for its turn would hold the server mid-transaction."""
+        return (
+            isinstance(connection, GroupingConnection)
+            and connection.groups()
+            and self._budget.rate <= 0
+        )
+
+    def _still_clear(self, work: _Pass, ready: _Ready, recorded: Outcomes) -> bool:
+        """Prove `ready` again if its proof is no longer fresh: the process was paused, or
+        preparing the message after it was slow (a new batch, a database that hesitated)."""
+        if self._real.monotonic() - ready.proved_at <= PROOF_FRESH_SECONDS:
+            return True
+        if not recorded.cleared_to_send(ready.claim, work.now):
+            return False
+        ready.proved_at = self._real.monotonic()
+        return True
+
+    def _next_ready(self, work: _Pass, recorded: Outcomes) -> _Ready | None:
+        """The next claim built and cleared to send (None: the feed ran dry or halted).
+        Claims that cannot go (a changed plan, too late, a render error, a subscriber who
+        left, a lost lease) are settled on the way."""
+        while True:
+            claim = work.feed.next()
+            if claim is None:
+                return None
+            ready = self._prepare(work, claim, recorded)
+            if ready is not None:
+                return ready
 
     def _after_halt(self, reason: BaseException | None, now: datetime, result: PassResult) -> None:
         if isinstance(reason, TransportUnavailable | DatabaseError):
@@ -226,21 +273,19 @@ class Dispatcher:
             # Slow down as asked: no attempt used, no sending until the back-off ends.
             result.error = self.backoff.throttled(reason, now)
 
-    def _deliver(
-        self, work: _Pass, claim: Claim, connection: Connection, recorded: Outcomes
-    ) -> None:
-        """Build `claim`'s message, prove the claim, send it, and record what came of it."""
+    def _prepare(self, work: _Pass, claim: Claim, recorded: Outcomes) -> _Ready | None:
+        """Build `claim`'s message and prove the claim (None: settled or given back)."""
         now = work.now
         content = work.contents.of(claim.plan_id)
         step = None if content is None else content.plan.step_by_key(claim.step_key)
         if content is None or step is None:  # the plan changed since the claim: look again
             recorded.release([claim])
-            return
+            return None
         # The subject the delivery recorded when it was created: a retry sends the same one.
         step = step.with_variant(claim.variant)
         if timing.too_late(content.plan, claim, now):
             recorded.late(claim, now)
-            return
+            return None
         recipient = Recipient(
             claim.subscriber_id, claim.email, claim.first_name, stored_fields(claim.fields)
         )
@@ -256,29 +301,50 @@ class Dispatcher:
             # A plan edit may fix it: retried like a 4xx.
             log.warning("render failed for delivery %s: %s", claim.delivery_id, exc.message)
             recorded.temporary(claim, now, exc.message)
-            return
+            return None
         except (UnsendableAddress, ValueError) as exc:
             # Data no template can fix (an address no envelope can carry, a name no header
             # can): fail this one for good, not the pass; the subscriber is not bounced.
             reason = exc.message if isinstance(exc, UnsendableAddress) else str(exc)
             recorded.failed(claim, now, f"cannot build message: {reason}")
-            return
+            return None
         except Exception as exc:
             # A fault of ours met by this subscriber's data: their retry, not the pass's end.
             log.warning("cannot build delivery %s", claim.delivery_id, exc_info=True)
             recorded.temporary(claim, now, f"cannot build message: {_described(exc)}")
-            return
-        # One transaction records the previous message's 250, proves this claim is still
-        # ours and re-reads the subscriber's status: the last moment before DATA.
-        if not recorded.cleared_to_send(claim, now):
-            return
-        # After a long wait for our turn under a rate limit, prove it all again.
-        waited = self._budget.acquire(work.feed.stop)
-        if waited > 1.0 and not recorded.cleared_to_send(claim, now):
-            return
+            return None
+        try:
+            # One transaction records the previous message's 250, proves this claim is still
+            # ours and re-reads the subscriber's status: the last moment before its MAIL.
+            if not recorded.cleared_to_send(claim, now):
+                return None
+            # After a long wait for our turn under a rate limit, prove it all again.
+            waited = self._budget.acquire(work.feed.stop)
+            if waited > 1.0 and not recorded.cleared_to_send(claim, now):
+                return None
+        except (DatabaseError, StopWaiting) as exc:
+            work.feed.halt(exc, unsent=claim)  # never sent: it goes back with the rest
+            raise
+        return _Ready(claim, composed, self._real.monotonic())
+
+    def _deliver(
+        self,
+        work: _Pass,
+        ready: _Ready,
+        connection: Connection,
+        recorded: Outcomes,
+        following: _Ready | None = None,
+    ) -> None:
+        """Send `ready`'s message and record what came of it; `following`'s envelope goes
+        with its end when the connection groups."""
+        now, claim, composed = work.now, ready.claim, ready.composed
         started = self._real.monotonic()
         try:
-            connection.send(composed.envelope, composed.data)
+            if following is not None and isinstance(connection, GroupingConnection):
+                then = (following.composed.envelope, len(following.composed.data))
+                connection.send(composed.envelope, composed.data, then)
+            else:
+                connection.send(composed.envelope, composed.data)
         except UnknownOutcome as exc:
             recorded.unknown(claim, now, exc.message)
         except TemporaryFailure as exc:
@@ -302,7 +368,8 @@ class Dispatcher:
             raise _SessionSpoiled from exc
         else:
             self._note_pace(self._real.monotonic() - started)
-            # Committed with the next message's proof (or when this connection ends).
+            # Committed with the next message's proof (or when this connection ends), and
+            # always before the next message's content is written.
             recorded.accepted(claim, self.clock.now())
             self.backoff.relieved()
 
@@ -327,6 +394,24 @@ class _Pass:
     contents: Contents
     transport: Transport
     feed: Feed
+
+
+@dataclass
+class _Ready:
+    """A claim whose message is built and whose claim was proved: it may go to SMTP."""
+
+    claim: Claim
+    composed: Composed
+    #: when it was proved (the real clock's monotonic seconds).
+    proved_at: float
+
+
+def _halt(feed: Feed, reason: BaseException, *unsent: _Ready | None) -> None:
+    """Halt the pass; `unsent` messages (cleared, never sent) go back first, in order."""
+    feed.halt(reason)
+    for ready in reversed(unsent):
+        if ready is not None:
+            feed.halt(reason, unsent=ready.claim)
 
 
 class _SessionSpoiled(Exception):

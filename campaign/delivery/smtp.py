@@ -118,37 +118,102 @@ class _Client(smtplib.SMTP):
                 raise smtplib.SMTPServerDisconnected("a reply line too long to read") from exc
             raise
 
-    def deliver(self, sender: str, recipient: str, data: bytes, smtputf8: bool = False) -> None:
+    #: the envelope (sender, recipient) whose MAIL, RCPT and DATA went out with the previous
+    #: message's end and whose replies are not read yet: the session is mid-transaction.
+    opened: tuple[str, str] | None = None
+    #: send a message's end with the next message's envelope (one round trip per email);
+    #: cleared for the rest of the session after any reply the group did not expect.
+    groups_messages = True
+
+    def groups(self) -> bool:
+        """Whether a message's end may carry the next message's MAIL, RCPT and DATA."""
+        return self.groups_messages and self.has_extn("pipelining")
+
+    def deliver(
+        self,
+        sender: str,
+        recipient: str,
+        data: bytes,
+        smtputf8: bool = False,
+        then: tuple[Envelope, int] | None = None,
+    ) -> None:
         """Send `data` to `recipient`, raising what `sendmail` raises.
 
         When the server offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write and
         their three replies are read together: two round trips fewer per message. With
         `smtputf8` (a non-ASCII local part) MAIL carries SMTPUTF8 (RFC 6531), or
         NoSMTPUTF8 is raised before anything is written when the server does not offer it.
+
+        `then` (the next message's envelope and size) goes out in the same write as this
+        message's final dot, when the session groups: its replies are read by the next
+        `deliver`, which must be that message's (`opened` says which is open).
         """
         self.ehlo_or_helo_if_needed()
-        options = []
-        if smtputf8:
-            if not self.has_extn("smtputf8"):
-                raise NoSMTPUTF8(recipient)
-            options = ["SMTPUTF8", *(["BODY=8BITMIME"] if self.has_extn("8bitmime") else [])]
+        options = self._options(recipient, smtputf8)
         try:
-            if not self.has_extn("pipelining"):
+            if self.opened is not None:
+                if self.opened != (sender, recipient):
+                    raise RuntimeError("the next message is not the one whose envelope is open")
+                self.opened = None
+                self._read_envelope_replies(sender, recipient)
+            elif not self.has_extn("pipelining"):
                 self.sendmail(sender, [recipient], data, mail_options=options)
                 return
-            self.command_encoding = "utf-8" if smtputf8 else "ascii"
-            self._pipelined(sender, recipient, data, options)
+            else:
+                self.send(self._envelope(sender, recipient, len(data), options, smtputf8))
+                self._read_envelope_replies(sender, recipient)
+            following = self._grouped(then)
+            code, reply = self._end_data(data, following)
+            if following and then is not None:
+                self.opened = (then[0].sender, then[0].recipient)
+            if code != 250:
+                self.groups_messages = False
+                if self.opened is None:
+                    self._after_refusal(closing=code == 421)
+                elif code == 421:
+                    self.close()
+                raise smtplib.SMTPDataError(code, reply)
         finally:
             self.command_encoding = "ascii"  # the next message may be plain ASCII
 
-    def _pipelined(self, sender: str, recipient: str, data: bytes, options: list[str]) -> None:
+    def _options(self, recipient: str, smtputf8: bool) -> list[str]:
+        if not smtputf8:
+            return []
+        if not self.has_extn("smtputf8"):
+            raise NoSMTPUTF8(recipient)
+        return ["SMTPUTF8", *(["BODY=8BITMIME"] if self.has_extn("8bitmime") else [])]
+
+    def _envelope(
+        self, sender: str, recipient: str, size: int, options: list[str], smtputf8: bool
+    ) -> bytes:
+        """MAIL, RCPT and DATA as one write."""
         if "\r" in sender + recipient or "\n" in sender + recipient:
             raise ValueError("an address contains a line break")  # as putcmd() refuses
-        size = f" SIZE={len(data)}" if self.has_extn("size") else ""
-        params = size + "".join([" " + option for option in options])
-        self.send(
+        params = (f" SIZE={size}" if self.has_extn("size") else "") + "".join(
+            [" " + option for option in options]
+        )
+        commands = (
             f"MAIL FROM:{smtp_path(sender)}{params}\r\nRCPT TO:{smtp_path(recipient)}\r\nDATA\r\n"
         )
+        return commands.encode("utf-8" if smtputf8 else "ascii")
+
+    def _grouped(self, then: tuple[Envelope, int] | None) -> bytes:
+        """The next message's envelope to write with this one's end, or nothing: when the
+        session does not group, or that envelope is not one this session can write (it
+        fails on its own turn, as it would alone)."""
+        if then is None or not self.groups():
+            return b""
+        envelope, size = then
+        try:
+            options = self._options(envelope.recipient, envelope.smtputf8)
+            return self._envelope(
+                envelope.sender, envelope.recipient, size, options, envelope.smtputf8
+            )
+        except (NoSMTPUTF8, ValueError):
+            return b""
+
+    def _read_envelope_replies(self, sender: str, recipient: str) -> None:
+        """The replies to MAIL, RCPT and DATA, written together: raise what sendmail would."""
         failure: smtplib.SMTPException | None = None
         code = 0
         for stage, wanted in enumerate(((250,), (250, 251), (354,))):
@@ -159,15 +224,12 @@ class _Client(smtplib.SMTP):
                 self.close()
                 raise failure or smtplib.SMTPResponseException(code, reply)
         if failure is not None:
+            self.groups_messages = False
             if code == 354:  # DATA accepted with no recipient: end it empty (RFC 2920)
                 self.send(".\r\n")
                 self.getreply()
             self._after_refusal(closing=False)
             raise failure
-        code, reply = self._end_data(data)
-        if code != 250:
-            self._after_refusal(closing=code == 421)
-            raise smtplib.SMTPDataError(code, reply)
 
     def _after_refusal(self, closing: bool) -> None:
         """As sendmail: a 421 closes the connection, anything else resets the transaction."""
@@ -177,10 +239,13 @@ class _Client(smtplib.SMTP):
         with suppress(smtplib.SMTPServerDisconnected):
             self.rset()
 
-    def _end_data(self, msg: bytes) -> tuple[int, bytes]:
+    def _end_data(self, msg: bytes, following: bytes = b"") -> tuple[int, bytes]:
+        """Write the message and its final dot (and `following`, the next envelope, in the
+        same write) and read the reply to the dot."""
         quoted = dot_stuffed(msg)
         # A failure while sending leaves the message unterminated: the server discards it.
-        self.send(quoted + (b".\r\n" if quoted.endswith(b"\r\n") else b"\r\n.\r\n"))
+        end = b".\r\n" if quoted.endswith(b"\r\n") else b"\r\n.\r\n"
+        self.send(quoted + end + following)
         sock = self.sock
         if sock is not None:
             sock.settimeout(self.final_reply_timeout)
@@ -192,6 +257,10 @@ class _Client(smtplib.SMTP):
         if sock is not None and self.sock is sock:
             sock.settimeout(self.timeout)
         return reply
+
+    def close(self) -> None:
+        self.opened = None  # an open envelope ends with the connection: nothing is delivered
+        super().close()
 
     def data(self, msg: bytes) -> tuple[int, bytes]:  # type: ignore[override]
         # smtplib.SMTP.data, less its debug output; sendmail() hands it bytes.
@@ -266,12 +335,27 @@ class SMTPConnection:
             raise TransportUnavailable(f"{t.description}: {reason}") from exc
         return smtp
 
-    def send(self, envelope: Envelope, data: bytes) -> None:
+    def groups(self) -> bool:
+        """Whether the open session takes the next message's envelope with this one's end
+        (PIPELINING offered, grouping not turned off, no surprise so far)."""
+        return self._smtp is not None and self._smtp.groups()
+
+    def send(
+        self, envelope: Envelope, data: bytes, then: tuple[Envelope, int] | None = None
+    ) -> None:
+        """Send one message; with `then` (the next message's envelope and size, when the
+        session groups) that message's MAIL, RCPT and DATA go with this one's final dot."""
+        if self._smtp is not None and self._smtp.opened not in (
+            None,
+            (envelope.sender, envelope.recipient),
+        ):
+            self.close()  # an envelope opened for a message that is not coming: abandon it
         if self._smtp is None:
             self._smtp = self._connect()
             self._smtp.final_reply_timeout = self._transport.final_reply_timeout
+            self._smtp.groups_messages = self._transport.group_messages
         try:
-            self._smtp.deliver(envelope.sender, envelope.recipient, data, envelope.smtputf8)
+            self._smtp.deliver(envelope.sender, envelope.recipient, data, envelope.smtputf8, then)
         except NoSMTPUTF8 as exc:
             # The relay's limit, not the address's fault: not a bounce, nothing was sent.
             raise PermanentFailure(
@@ -315,6 +399,11 @@ class SMTPConnection:
         smtp, self._smtp = self._smtp, None
         if smtp is None:
             return
+        if smtp.opened is not None:
+            # Mid-transaction (DATA accepted, no content yet): a QUIT would be read as the
+            # message. Closing the socket makes the server discard it.
+            smtp.close()
+            return
         try:
             smtp.quit()
         except (smtplib.SMTPException, OSError):
@@ -333,6 +422,7 @@ class SMTPTransport:
         timeout: float = 30.0,
         ca_file: str | None = None,
         final_reply_timeout: float = FINAL_REPLY_TIMEOUT,
+        group_messages: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -342,6 +432,8 @@ class SMTPTransport:
         self.timeout = timeout
         #: the wait for the reply to a message's final dot (every other stage: `timeout`).
         self.final_reply_timeout = final_reply_timeout
+        #: one round trip per email where the server pipelines (SMTP_GROUP_MESSAGES).
+        self.group_messages = group_messages
         #: a PEM bundle trusted instead of the system's CA store (None: the system's).
         self.ca_file = ca_file
         self.description = f"smtp://{host}:{port} ({security})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,23 @@ class Envelope:
 class Connection(Protocol):
     def send(self, envelope: Envelope, data: bytes) -> None:
         """Send one message or raise TemporaryFailure, PermanentFailure or TransportUnavailable."""
+        ...
+
+
+@runtime_checkable
+class GroupingConnection(Connection, Protocol):
+    """A connection that can send one message's end with the next message's envelope (SMTP
+    PIPELINING, RFC 2920): one round trip per email instead of two."""
+
+    def groups(self) -> bool:
+        """Whether the session takes the next envelope with this message's end now."""
+        ...
+
+    def send(
+        self, envelope: Envelope, data: bytes, then: tuple[Envelope, int] | None = None
+    ) -> None:
+        """Send one message; `then` (the next message's envelope and size) may go with its end:
+        the next `send` must be that message's."""
         ...
 
 

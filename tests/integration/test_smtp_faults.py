@@ -351,9 +351,22 @@ def test_a_rejected_password_pauses_sending_with_one_log_line_and_is_never_logge
     assert _deliveries(app) == {ANN: ("sent", 1)}
 
 
-@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+#: how the engine talks to the relay: one round trip per email (PIPELINING and grouping,
+#: the default), two (PIPELINING, SMTP_GROUP_MESSAGES=false), or plain SMTP.
+EXCHANGES = pytest.mark.parametrize(
+    ("pipelining", "grouping"),
+    [(True, "true"), (True, "false"), (False, "true")],
+    ids=["grouped", "pipelined", "one-by-one"],
+)
+
+
+@EXCHANGES
 def test_multi_line_bare_and_long_replies_are_read_whole_and_classified(
-    engine: EngineFactory, certificates: Certificates, relays: ServerFactory, pipelining: bool
+    engine: EngineFactory,
+    certificates: Certificates,
+    relays: ServerFactory,
+    pipelining: bool,
+    grouping: str,
 ) -> None:
     """Multi-line replies, replies with no enhanced code and a 2,000-byte reply line (RFC 5321
     allows 512) are read whole on TLS connections and classified by the enhanced code, else
@@ -378,7 +391,9 @@ def test_multi_line_bare_and_long_replies_are_read_whole_and_classified(
         }
     )
     app, clock = engine(
-        START, **_relay(relay.port, "starttls", certificates.ca_file, **_login(PASSWORD))
+        START,
+        **_relay(relay.port, "starttls", certificates.ca_file, **_login(PASSWORD)),
+        SMTP_GROUP_MESSAGES=grouping,
     )
     emails = [
         "gmail@example.org",
