@@ -30,12 +30,10 @@ import asyncio
 import json
 import os
 import signal
-import smtplib
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -57,7 +55,13 @@ from bench.scratch import (  # noqa: E402 - after the path is set
     smtp_sink,
     wait_for_port,
 )
-from bench.throughput import _prepare, _sample_message, _worker  # noqa: E402
+from bench.throughput import (  # noqa: E402
+    _prepare,
+    _sample_message,
+    _worker,
+    run_lanes,
+    smtplib_lane,
+)
 
 SENDER = "newsletter@example.com"
 CLIENTS = ("engine", "smtplib", "ideal-2rtt", "ideal-1rtt")
@@ -204,30 +208,14 @@ def client_worker(params: dict[str, Any]) -> dict[str, Any]:
         params["port"],
         params["kind"],
     )
-    sent = [0] * connections
-    start = threading.Barrier(connections + 1)
 
-    def lane(index: int) -> None:
-        start.wait()
+    def lane(index: int) -> int:
         numbers = range(index, count, connections)
         if kind == "smtplib":
-            with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
-                smtp.ehlo()
-                for n in numbers:
-                    smtp.sendmail(SENDER, [f"reader{n}@example.org"], data)
-                    sent[index] += 1
-        else:
-            sent[index] = ideal_lane(port, numbers, data, kind == "ideal-1rtt")
+            return smtplib_lane(port, numbers, data)
+        return ideal_lane(port, numbers, data, kind == "ideal-1rtt")
 
-    threads = [threading.Thread(target=lane, args=(index,)) for index in range(connections)]
-    for thread in threads:
-        thread.start()
-    cpu, wall = time.process_time(), time.perf_counter()
-    start.wait()
-    for thread in threads:
-        thread.join()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"sent": sum(sent), "wall_s": wall, "cpu_s": cpu}
+    return run_lanes(connections, lane)
 
 
 # --- one point of the table -----------------------------------------------------------------
