@@ -4,6 +4,7 @@ and test sends of the whole month."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -253,7 +254,10 @@ def test_a_tracked_link_redirects_to_its_url_and_is_counted(
         body = html.get_content()
         assert f'href="{url}/ebook/' not in body  # the ebook link is tracked ...
         assert f'href="{url}/unsubscribe/' in body  # ... the unsubscribe link never is
-        tracked = body.split(f'href="{url}/c/', 1)[1].split('"', 1)[0]
+        # The download button's link (the "view in browser" link above it is tracked too).
+        download = re.search(rf'href="{re.escape(url)}/c/([^"]+)"[^>]*>\s*Download', body)
+        assert download is not None, body
+        tracked = download.group(1)
         response = httpx.get(f"{url}/c/{tracked}", follow_redirects=False)
         assert response.status_code == 302
         assert response.headers["location"] == f"{url}/ebook/concepts-of-self-healing.pdf"
