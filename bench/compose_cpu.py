@@ -124,7 +124,7 @@ def measure(composer: Composer, key: str, count: int) -> dict[str, float]:
         context = renderer.context(
             step,
             subscriber_context(person.email, person.first_name),
-            unsubscribe_url=composer.unsubscribe_url(person.subscriber_id, NOW),
+            **composer._link_values(step, person.subscriber_id, NOW),
         )
         return renderer.render(step, context)
 
