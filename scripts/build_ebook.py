@@ -357,7 +357,7 @@ def handle_picture_line(text: str, state: _ParserState, line: int) -> bool:
         if entry is None:
             raise state.fail(line, f"unknown illustration {found.group(1)!r}")
         state.flush()
-        image = ILLUSTRATIONS / entry["png_2x"]
+        image = ILLUSTRATIONS / entry["svg"]
         state.add_block(Illustration(found.group(1), entry["alt"], image), line)
         return True
     if found := PLACEHOLDER_LINE.match(text):
@@ -499,7 +499,7 @@ def draw_cover(pdf: FPDF, ebook: Ebook) -> None:
         text = escape_for_fpdf_markdown(line)
         pdf.multi_cell(0, 7, text, markdown=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
-    cover_art = ILLUSTRATIONS / load_illustrations()[COVER_ILLUSTRATION]["png_2x"]
+    cover_art = ILLUSTRATIONS / load_illustrations()[COVER_ILLUSTRATION]["svg"]
     width = pdf.epw
     pdf.image(str(cover_art), x=MARGIN_SIDE, y=band_height + 14, w=width)
 
