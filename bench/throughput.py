@@ -376,6 +376,8 @@ def engine_worker(params: dict[str, Any]) -> dict[str, Any]:
     if profiler:
         stats = pstats.Stats(profiler, stream=report)
         stats.sort_stats("cumulative").print_stats("campaign/", params["profile"])
+        # Where the CPU itself goes, library code included (a function's own time).
+        stats.sort_stats("tottime").print_stats(params["profile"])
     peak = max(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,  # the senders, now ended
