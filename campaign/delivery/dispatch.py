@@ -195,38 +195,44 @@ class Dispatcher:
             # The SMTP connection: closed and replaced after an unexpected error mid-message.
             session = stack.enter_context(ExitStack())
             connection: Connection | None = None
+            # The same connection when it can group messages (asked once: a protocol check).
+            grouping: GroupingConnection | None = None
             # Cleared to send and not sent yet; its envelope may already be open on the
             # connection (written with the previous message's end).
             ready: _Ready | None = None
+            # The message after those, built while the server reads one (not proved yet).
+            ahead = _Ahead(partial(self._next_built, work, recorded))
             while True:
                 following: _Ready | None = None
                 try:
-                    ready = ready or self._next_ready(work, recorded)
+                    ready = ready or self._next_ready(work, recorded, ahead)
                     if ready is None:
                         break
-                    if self._groups(connection):
+                    if self._groups(grouping):
                         # Proved (and the previous 250 recorded) before its MAIL is written.
-                        following = self._next_ready(work, recorded)
+                        following = self._next_ready(work, recorded, ahead)
                     if following is None:
                         # The previous 250 is recorded before this message's content goes.
                         recorded.record_last_sent()
                     if not self._still_clear(work, ready, recorded):
                         # Its envelope may be open: only a new session forgets it unsent.
                         session.close()
-                        connection, ready = None, following
+                        connection, grouping, ready = None, None, following
                         continue
                     if connection is None:
                         connection = session.enter_context(work.transport.open())
-                    self._deliver(work, ready, connection, recorded, following)
+                        if isinstance(connection, GroupingConnection):
+                            grouping = connection
+                    self._deliver(work, ready, connection, grouping, recorded, following, ahead)
                 except _SessionSpoiled:
                     session.close()
-                    connection = None
+                    connection, grouping = None, None
                 except (TransportUnavailable, RelayThrottled, DatabaseError, StopWaiting) as exc:
                     # Not this message's fault: it goes back unsent, and so does the rest.
-                    _halt(feed, exc, ready, following)
+                    _halt(feed, exc, ready, following, ahead.built)
                     break
                 except Exception as exc:
-                    _halt(feed, exc, following)
+                    _halt(feed, exc, following, ahead.built)
                     recorded.record_last_sent()
                     raise
                 except BaseException as exc:  # the process is dying: like a kill, record nothing
@@ -235,14 +241,10 @@ class Dispatcher:
                 ready = following
             recorded.record_last_sent()
 
-    def _groups(self, connection: Connection | None) -> bool:
+    def _groups(self, connection: GroupingConnection | None) -> bool:
         """Whether the next message is prepared now, to go with this one's end. Not under a
         rate limit: a wait for its turn would hold the server mid-transaction."""
-        return (
-            isinstance(connection, GroupingConnection)
-            and connection.groups()
-            and self._budget.rate <= 0
-        )
+        return connection is not None and connection.groups() and self._budget.rate <= 0
 
     def _still_clear(self, work: _Pass, ready: _Ready, recorded: Outcomes) -> bool:
         """Prove `ready` again if its proof is no longer fresh: the process was paused, or
@@ -254,17 +256,29 @@ class Dispatcher:
         ready.proved_at = self._real.monotonic()
         return True
 
-    def _next_ready(self, work: _Pass, recorded: Outcomes) -> _Ready | None:
-        """The next claim built and cleared to send (None: the feed ran dry or halted).
-        Claims that cannot go (a changed plan, too late, a render error, a subscriber who
-        left, a lost lease) are settled on the way."""
+    def _next_ready(self, work: _Pass, recorded: Outcomes, ahead: _Ahead) -> _Ready | None:
+        """The next claim built and cleared to send (None: the feed ran dry or halted): the
+        one built `ahead` if any, then the feed's. Claims that cannot go (a changed plan, too
+        late, a render error, a subscriber who left, a lost lease) are settled on the way."""
+        built = ahead.take()
+        while True:
+            if built is not None and work.feed.keeps(built.claim):
+                ready = self._prove(work, built, recorded)
+                if ready is not None:
+                    return ready
+            built = self._next_built(work, recorded)
+            if built is None:
+                return None
+
+    def _next_built(self, work: _Pass, recorded: Outcomes) -> _Built | None:
+        """The feed's next claim whose message could be built (None: the feed ran dry)."""
         while True:
             claim = work.feed.next()
             if claim is None:
                 return None
-            ready = self._prepare(work, claim, recorded)
-            if ready is not None:
-                return ready
+            built = self._build(work, claim, recorded)
+            if built is not None:
+                return built
 
     def _after_halt(self, reason: BaseException | None, now: datetime, result: PassResult) -> None:
         if isinstance(reason, TransportUnavailable | DatabaseError):
@@ -273,8 +287,8 @@ class Dispatcher:
             # Slow down as asked: no attempt used, no sending until the back-off ends.
             result.error = self.backoff.throttled(reason, now)
 
-    def _prepare(self, work: _Pass, claim: Claim, recorded: Outcomes) -> _Ready | None:
-        """Build `claim`'s message and prove the claim (None: settled or given back)."""
+    def _build(self, work: _Pass, claim: Claim, recorded: Outcomes) -> _Built | None:
+        """Build `claim`'s message (None: the claim was settled or given back)."""
         now = work.now
         content = work.contents.of(claim.plan_id)
         step = None if content is None else content.plan.step_by_key(claim.step_key)
@@ -313,6 +327,12 @@ class Dispatcher:
             log.warning("cannot build delivery %s", claim.delivery_id, exc_info=True)
             recorded.temporary(claim, now, f"cannot build message: {_described(exc)}")
             return None
+        return _Built(claim, composed)
+
+    def _prove(self, work: _Pass, built: _Built, recorded: Outcomes) -> _Ready | None:
+        """Prove `built`'s claim is still this pass's, its subscriber still active, and wait
+        its turn under a rate limit (None: settled or lost)."""
+        now, claim = work.now, built.claim
         try:
             # One transaction records the previous message's 250, proves this claim is still
             # ours and re-reads the subscriber's status: the last moment before its MAIL.
@@ -325,24 +345,29 @@ class Dispatcher:
         except (DatabaseError, StopWaiting) as exc:
             work.feed.halt(exc, unsent=claim)  # never sent: it goes back with the rest
             raise
-        return _Ready(claim, composed, self._real.monotonic())
+        return _Ready(claim, built.composed, self._real.monotonic())
 
     def _deliver(
         self,
         work: _Pass,
         ready: _Ready,
         connection: Connection,
+        grouping: GroupingConnection | None,
         recorded: Outcomes,
-        following: _Ready | None = None,
+        following: _Ready | None,
+        ahead: _Ahead,
     ) -> None:
-        """Send `ready`'s message and record what came of it; `following`'s envelope goes
-        with its end when the connection groups."""
+        """Send `ready`'s message and record what came of it; on a connection that groups,
+        `following`'s envelope goes with its end, and the message after it is built `ahead`
+        while the server reads this one."""
         now, claim, composed = work.now, ready.claim, ready.composed
         started = self._real.monotonic()
         try:
-            if following is not None and isinstance(connection, GroupingConnection):
-                then = (following.composed.envelope, len(following.composed.data))
-                connection.send(composed.envelope, composed.data, then)
+            if grouping is not None:
+                then = None
+                if following is not None:
+                    then = (following.composed.envelope, len(following.composed.data))
+                grouping.send(composed.envelope, composed.data, then, ahead)
             else:
                 connection.send(composed.envelope, composed.data)
         except UnknownOutcome as exc:
@@ -396,6 +421,42 @@ class _Pass:
     feed: Feed
 
 
+@dataclass(frozen=True)
+class _Built:
+    """A claim whose message is built; not proved yet."""
+
+    claim: Claim
+    composed: Composed
+
+
+class _Ahead:
+    """The next message, built while the server reads the one before it: SMTP's `meanwhile`.
+
+    Holds one built message at most; its claim is handed out by the feed and not proved. An
+    error while building is kept and raised by `take`, where building would have raised it.
+    """
+
+    def __init__(self, build: Callable[[], _Built | None]) -> None:
+        self._build = build
+        self.built: _Built | None = None
+        self._error: Exception | None = None
+
+    def __call__(self) -> None:
+        if self.built is not None or self._error is not None:
+            return  # the one built before is not sent yet
+        try:
+            self.built = self._build()
+        except Exception as exc:  # raised again by take(), where building would raise it
+            self._error = exc
+
+    def take(self) -> _Built | None:
+        """The message built ahead (None: none), once; or the error building it met."""
+        built, error, self.built, self._error = self.built, self._error, None, None
+        if error is not None:
+            raise error
+        return built
+
+
 @dataclass
 class _Ready:
     """A claim whose message is built and whose claim was proved: it may go to SMTP."""
@@ -406,12 +467,13 @@ class _Ready:
     proved_at: float
 
 
-def _halt(feed: Feed, reason: BaseException, *unsent: _Ready | None) -> None:
-    """Halt the pass; `unsent` messages (cleared, never sent) go back first, in order."""
+def _halt(feed: Feed, reason: BaseException, *unsent: _Ready | _Built | None) -> None:
+    """Halt the pass; `unsent` messages (built or cleared, never sent) go back first, in
+    order."""
     feed.halt(reason)
-    for ready in reversed(unsent):
-        if ready is not None:
-            feed.halt(reason, unsent=ready.claim)
+    for message in reversed(unsent):
+        if message is not None:
+            feed.halt(reason, unsent=message.claim)
 
 
 class _SessionSpoiled(Exception):

@@ -153,6 +153,18 @@ class Feed:
             self._in_flight.add(claim.enrollment_id)
             return claim
 
+    def keeps(self, claim: Claim) -> bool:
+        """Whether `claim`, handed out ahead of its turn, still goes: after a stop or a halt
+        it is pending again, given back with the rest."""
+        with self._lock:
+            stopping = self.stop is not None and self.stop.is_set()
+            if self.halted_by is None and not stopping:
+                return True
+            self.stopped = self.stopped or (stopping and self.halted_by is None)
+            self._in_flight.discard(claim.enrollment_id)
+            self._pending.appendleft(claim)
+            return False
+
     def finish(self, claim: Claim) -> None:
         """The claim is settled, given back or lost: its lease needs no more renewing."""
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Literal
 
@@ -136,6 +136,7 @@ class _Client(smtplib.SMTP):
         data: bytes,
         smtputf8: bool = False,
         then: tuple[Envelope, int] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Send `data` to `recipient`, raising what `sendmail` raises.
 
@@ -146,7 +147,8 @@ class _Client(smtplib.SMTP):
 
         `then` (the next message's envelope and size) goes out in the same write as this
         message's final dot, when the session groups: its replies are read by the next
-        `deliver`, which must be that message's (`opened` says which is open).
+        `deliver`, which must be that message's (`opened` says which is open). `meanwhile`
+        runs while the server reads the message, before its reply is read (when pipelining).
         """
         self.ehlo_or_helo_if_needed()
         options = self._options(recipient, smtputf8)
@@ -163,7 +165,7 @@ class _Client(smtplib.SMTP):
                 self.send(self._envelope(sender, recipient, len(data), options, smtputf8))
                 self._read_envelope_replies(sender, recipient)
             following = self._grouped(then)
-            code, reply = self._end_data(data, following)
+            code, reply = self._end_data(data, following, meanwhile)
             if following and then is not None:
                 self.opened = (then[0].sender, then[0].recipient)
             if code != 250:
@@ -239,13 +241,17 @@ class _Client(smtplib.SMTP):
         with suppress(smtplib.SMTPServerDisconnected):
             self.rset()
 
-    def _end_data(self, msg: bytes, following: bytes = b"") -> tuple[int, bytes]:
+    def _end_data(
+        self, msg: bytes, following: bytes = b"", meanwhile: Callable[[], None] | None = None
+    ) -> tuple[int, bytes]:
         """Write the message and its final dot (and `following`, the next envelope, in the
-        same write) and read the reply to the dot."""
+        same write), call `meanwhile`, and read the reply to the dot."""
         quoted = dot_stuffed(msg)
         # A failure while sending leaves the message unterminated: the server discards it.
         end = b".\r\n" if quoted.endswith(b"\r\n") else b"\r\n.\r\n"
         self.send(quoted + end + following)
+        if meanwhile is not None:
+            meanwhile()
         sock = self.sock
         if sock is not None:
             sock.settimeout(self.final_reply_timeout)
@@ -341,10 +347,16 @@ class SMTPConnection:
         return self._smtp is not None and self._smtp.groups()
 
     def send(
-        self, envelope: Envelope, data: bytes, then: tuple[Envelope, int] | None = None
+        self,
+        envelope: Envelope,
+        data: bytes,
+        then: tuple[Envelope, int] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Send one message; with `then` (the next message's envelope and size, when the
-        session groups) that message's MAIL, RCPT and DATA go with this one's final dot."""
+        session groups) that message's MAIL, RCPT and DATA go with this one's final dot.
+        `meanwhile` runs between writing the message and reading its reply, when the server
+        pipelines (not at all otherwise)."""
         if self._smtp is not None and self._smtp.opened not in (
             None,
             (envelope.sender, envelope.recipient),
@@ -355,7 +367,9 @@ class SMTPConnection:
             self._smtp.final_reply_timeout = self._transport.final_reply_timeout
             self._smtp.groups_messages = self._transport.group_messages
         try:
-            self._smtp.deliver(envelope.sender, envelope.recipient, data, envelope.smtputf8, then)
+            self._smtp.deliver(
+                envelope.sender, envelope.recipient, data, envelope.smtputf8, then, meanwhile
+            )
         except NoSMTPUTF8 as exc:
             # The relay's limit, not the address's fault: not a bounce, nothing was sent.
             raise PermanentFailure(

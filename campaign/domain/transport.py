@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -34,10 +35,16 @@ class GroupingConnection(Connection, Protocol):
         ...
 
     def send(
-        self, envelope: Envelope, data: bytes, then: tuple[Envelope, int] | None = None
+        self,
+        envelope: Envelope,
+        data: bytes,
+        then: tuple[Envelope, int] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Send one message; `then` (the next message's envelope and size) may go with its end:
-        the next `send` must be that message's."""
+        the next `send` must be that message's. `meanwhile` is called once the message is
+        written and before its reply is read (the caller's work overlaps the server's); it
+        must not raise."""
         ...
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -39,6 +39,8 @@ class RawRelay:
     #: replies to MAIL for messages to these recipients (known once RCPT is read).
     final_replies: dict[str, str] = field(default_factory=dict)
     received: list[tuple[str, bytes]] = field(default_factory=list)
+    #: called with the recipient just before a final dot is answered
+    before_reply: Callable[[str], None] | None = None
     #: per accepted message: was the next MAIL already written when the dot was answered?
     grouped: list[bool] = field(default_factory=list)
     connections: int = 0
@@ -125,6 +127,8 @@ class _Session:
             pass
         finally:
             self.sock.settimeout(None)
+        if self.relay.before_reply is not None:
+            self.relay.before_reply(recipient)
         reply = self.relay.final_replies.get(recipient, "250 2.0.0 queued")
         if reply.startswith("250"):
             self.relay.received.append((recipient, data + b"\r\n"))
@@ -275,3 +279,30 @@ def test_the_engine_sends_a_morning_one_round_trip_per_email(
     assert sorted(r for r, _ in relay.received) == people
     assert relay.grouped == [False, True, True, True, False]
     assert relay.connections == 1
+
+
+def test_a_stop_while_the_server_reads_gives_back_the_message_built_meanwhile(
+    engine: EngineFactory, relay: RawRelay
+) -> None:
+    """While the server reads a message the engine builds the next one (its claim taken, not
+    proved). A stop (SIGINT) arriving then ends the pass after that message's reply: the one
+    built meanwhile is not sent but given back with the rest, and the next pass sends every
+    remaining lesson once, in order."""
+    relay.wait = 0.3  # the next message is built well within the server's wait
+    stop = threading.Event()
+    relay.before_reply = lambda recipient: stop.set()
+    app, clock = engine(
+        START, SMTP_HOST="127.0.0.1", SMTP_PORT=str(relay.port), SMTP_SECURITY="none"
+    )
+    people = [f"{name}@example.org" for name in "abcd"]
+    for email in people:
+        subscriptions.subscribe(
+            app.db, app.plan, email=email, first_name="Reader", timezone="UTC", now=START
+        )
+    clock.set(START)
+    first = app.dispatcher.run_pass(START, stop)
+    assert (first.sent, first.released, first.stopped) == (1, 3, True)
+    assert [r for r, _ in relay.received] == ["a@example.org"]
+    relay.before_reply = None
+    assert tick(app, clock, START).sent == 3
+    assert [r for r, _ in relay.received] == people
