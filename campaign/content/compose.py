@@ -219,7 +219,7 @@ class Composer:
             date=now,
             extra_headers={
                 # RFC 8058 one-click unsubscribe: mailbox providers show an Unsubscribe button.
-                "List-Unsubscribe": f"<{self.unsubscribe_url(recipient.subscriber_id, now)}>",
+                "List-Unsubscribe": f"<{self._one_click_url(links, recipient, now)}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 "List-Id": self.list_id,
                 **self._feedback_id(step, confirmation),
@@ -234,6 +234,13 @@ class Composer:
         wire = wire_address(recipient.email)
         envelope = Envelope(envelope_sender, wire.addr_spec, smtputf8=wire.smtputf8)
         return Composed(envelope, data, rendered)
+
+    def _one_click_url(self, links: Mapping[str, str], recipient: Recipient, now: datetime) -> str:
+        """The one-click header's link: the footer's already signed, when that one leaves
+        everything too (a single plan), which spares signing it twice per email."""
+        if not self.plan_unsubscribe:
+            return links["unsubscribe_url"]
+        return self.unsubscribe_url(recipient.subscriber_id, now)
 
     def _feedback_id(self, step: Step, confirmation: bool) -> dict[str, str]:
         """Gmail's Feedback-ID, `step:plan:kind:SenderId`: complaint rates per step and plan."""
