@@ -4,6 +4,7 @@ each email sent once, stopped on request, started again when one dies, on the pl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -108,6 +109,24 @@ class _SlowHandler:
         return await self.accept(server, session, envelope)
 
 
+class _UntilEveryPeerSends:
+    """Holds each message until `peers` connections have each sent one (at most `wait`
+    seconds): every process gets a share of the pass, however fast the others start."""
+
+    def __init__(self, server: SMTPServer, peers: int, wait: float = 30.0) -> None:
+        self.accept, self.peers, self.wait = server.handler.handle_DATA, peers, wait
+        self.seen: set[Any] = set()
+        self.arrived = asyncio.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.seen.add(session.peer)
+        if len(self.seen) >= self.peers:
+            self.arrived.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.arrived.wait(), self.wait)
+        return await self.accept(server, session, envelope)
+
+
 def test_a_stop_during_a_pass_ends_every_sender_and_loses_nothing(
     engine: EngineFactory, smtp_server: SMTPServer, service_of: Any
 ) -> None:
@@ -179,8 +198,9 @@ def test_a_plan_edit_reaches_every_sender_process(
         PLAN_PATH=str(plan_file),
     )
     _subscribe(app, 60)
-    # Slow enough that the sender process, reading the edit, still finds work to do.
-    smtp_server.handler.handle_DATA = _SlowHandler(smtp_server, 0.02).handle_DATA  # type: ignore[method-assign]
+    # The first message waits for the sender process's: it has read the edit by then.
+    waiting = _UntilEveryPeerSends(smtp_server, peers=2)
+    smtp_server.handler.handle_DATA = waiting.handle_DATA  # type: ignore[method-assign]
     service = service_of(app)
     service.open()
     plan_file.write_text(
