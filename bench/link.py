@@ -38,6 +38,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from bench.scratch import (  # noqa: E402 - after the path is set
     load_average,
     machine,
     print_machine,
+    reap,
     scratch_database,
     smtp_sink,
     wait_for_port,
@@ -116,19 +118,27 @@ async def _proxy(listen: int, upstream: int, rtt: float) -> None:
         await server.serve_forever()
 
 
+@dataclass
+class Link:
+    """A running delaying proxy: its port, and its CPU seconds once it has stopped."""
+
+    port: int
+    cpu_seconds: float = 0.0
+
+
 @contextmanager
-def delaying_link(upstream: int, rtt_ms: float) -> Iterator[int]:
-    """A proxy process to 127.0.0.1:`upstream` adding `rtt_ms` of round trip; its port."""
-    port = free_port()
+def delaying_link(upstream: int, rtt_ms: float) -> Iterator[Link]:
+    """A proxy process to 127.0.0.1:`upstream` adding `rtt_ms` of round trip."""
+    link = Link(free_port())
     process = subprocess.Popen(
-        [sys.executable, __file__, "proxy", json.dumps([port, upstream, rtt_ms / 1000])]
+        [sys.executable, __file__, "proxy", json.dumps([link.port, upstream, rtt_ms / 1000])]
     )
     try:
-        wait_for_port(port)
-        yield port
+        wait_for_port(link.port)
+        yield link
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait()
+        link.cpu_seconds, _ = reap(process.pid)
 
 
 # --- the ideal client ------------------------------------------------------------------------
@@ -244,30 +254,31 @@ def measure(
         _prepare(scratch, count, 1)
         message = _sample_message(scratch, 1)
         if "engine" in clients:
-            with smtp_sink(sink) as behind, delaying_link(behind.port, rtt_ms) as port:
+            with smtp_sink(sink) as behind, delaying_link(behind.port, rtt_ms) as link:
                 kinds.add(behind.kind)
                 rates["engine"] = _worker(
                     "engine",
                     {"profile": 0, "parts": False},
                     engine_env(
                         scratch,
-                        port,
+                        link.port,
                         SMTP_CONNECTIONS=str(connections),
                         SENDER_PROCESSES=str(processes),
                     ),
                     Path(__file__),
                 )
+            rates["engine"] |= {"proxy_cpu_s": link.cpu_seconds, "sink_cpu_s": behind.cpu_seconds}
     with tempfile.NamedTemporaryFile(suffix=".eml") as file:
         file.write(message)
         file.flush()
         for kind in (c for c in clients if c != "engine"):
-            with smtp_sink(sink) as behind, delaying_link(behind.port, rtt_ms) as port:
+            with smtp_sink(sink) as behind, delaying_link(behind.port, rtt_ms) as link:
                 kinds.add(behind.kind)
                 rates[kind] = _worker(
                     "client",
                     {
                         "kind": kind,
-                        "port": port,
+                        "port": link.port,
                         "count": count,
                         "connections": connections,
                         "message": file.name,
@@ -275,6 +286,7 @@ def measure(
                     dict(os.environ),
                     Path(__file__),
                 )
+            rates[kind] |= {"proxy_cpu_s": link.cpu_seconds, "sink_cpu_s": behind.cpu_seconds}
     bound = connections / (rtt_ms / 1000) if rtt_ms > 0 else None
     for figures in rates.values():
         figures["rate"] = figures["sent"] / figures["wall_s"]
@@ -314,7 +326,14 @@ def _print(r: dict[str, Any]) -> None:
         ratio = f"{figures['vs_smtplib']:.2f}x smtplib" if figures["vs_smtplib"] else ""
         share = f"{figures['of_bound']:.2f} of bound" if figures["of_bound"] else ""
         missing = "" if figures["sent"] == r["count"] else f"  (sent {figures['sent']} only)"
-        print(f"  {kind:<11} {figures['rate']:>8,.0f} emails/s  {ratio:<16} {share}{missing}")
+        # Where the machine's CPU went per email: the client, the proxy and the sink share it.
+        per_email = 1e6 / max(figures["sent"], 1)
+        cpu = "  CPU/email: client {:,.0f} us, proxy {:,.0f}, sink {:,.0f}".format(
+            figures["cpu_s"] * per_email,
+            figures["proxy_cpu_s"] * per_email,
+            figures["sink_cpu_s"] * per_email,
+        )
+        print(f"  {kind:<11} {figures['rate']:>8,.0f} emails/s  {ratio:<16} {share}{missing}{cpu}")
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
