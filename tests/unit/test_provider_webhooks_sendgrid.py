@@ -221,6 +221,8 @@ def test_a_pem_public_key_is_accepted_too() -> None:
         _public_key_text(ed25519.Ed25519PrivateKey.generate()),
         _public_key_text(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
     ],
+    # Fixed ids: the generated keys differ per collection (pytest-xdist's workers compare).
+    ids=["text", "short-base64", "not-a-key-der", "p384", "ed25519", "rsa"],
 )
 def test_a_public_key_that_is_not_ecdsa_p256_is_a_config_error(value: str) -> None:
     """Garbage, another curve or another algorithm stops the start, naming the variable."""
