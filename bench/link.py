@@ -7,14 +7,14 @@ ideal client, each through a delaying TCP proxy to an SMTP sink.
         --json docs/perf-link.json
 
 For each round trip, connection count, sender-process count and database: lessons (plan day
-1, about 11 KiB) are loaded for one engine pass (`run_once`, set-up not timed), then the same
+1, about 19 KiB) are loaded for one engine pass (`run_once`, set-up not timed), then the same
 bytes are sent by plain smtplib (`sendmail`: four round trips per email) and by an ideal
 client that does exactly the exchange RFC 2920 allows with no per-email work at all, in two
-forms: `ideal-2rtt` (MAIL, RCPT and DATA in one write, then the content: what the engine
-does today) and `ideal-1rtt` (the content and its final dot in the same write as the next
-message's MAIL, RCPT and DATA: one round trip per email, Postfix's own client). Each prints
-emails/s, its ratio to smtplib, and its share of the bound `connections / RTT` (one email per
-round trip per connection).
+forms: `ideal-2rtt` (MAIL, RCPT and DATA in one write, then the content: what the engine did
+before it grouped) and `ideal-1rtt` (the content and its final dot in the same write as the
+next message's MAIL, RCPT and DATA: one round trip per email, as Postfix's own client and
+the engine do). Each prints emails/s, its ratio to smtplib, and its share of the bound
+`connections / RTT` (one email per round trip per connection).
 
 The link is a proxy in its own process (no kernel features needed: this kernel has no
 netem) that holds every chunk for half the round trip in each direction, in order; bandwidth
@@ -373,7 +373,7 @@ def main() -> None:
 
         print(json.dumps(engine_worker(json.loads(sys.argv[2]))))
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rtt", type=float, nargs="+", metavar="MS", help="round trips, ms")
     parser.add_argument("--connections", type=int, nargs="+", metavar="N")
     parser.add_argument("--processes", type=int, nargs="+", metavar="P", default=[1])
