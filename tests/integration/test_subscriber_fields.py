@@ -197,6 +197,37 @@ def test_the_signup_form_asks_for_fields_marked_ask_and_stores_what_is_sent(
     assert subject == "Your ebook, for your neck"
 
 
+def test_a_json_signup_sets_a_yes_no_field_with_true_or_false(
+    app: App, smtp_server: SMTPServer
+) -> None:
+    """JSON's own true and false fill a boolean field (as "yes" and "no" do on the form); on a
+    field that is not a yes/no they are refused like any other wrong value; null is "not given"
+    (and a false honeypot is an empty one: a person, not a bot)."""
+    web = create_app(app, ROOT / "templates" / "web")
+    said_yes = _post(web, "/subscribe", json={"email": "eve@example.org", "wants_video": True})
+    assert said_yes.status_code == 200
+    said_no = _post(
+        web,
+        "/subscribe",
+        json={"email": "fay@example.org", "wants_video": False, "goal": None, "website": False},
+    )
+    assert said_no.status_code == 200
+    assert _stored(app, "eve@example.org") == {"wants_video": True}
+    assert _stored(app, "fay@example.org") == {"wants_video": False}
+    _, html = _welcome(app, smtp_server, "eve@example.org")
+    assert "Videos on." in html
+    [other] = smtp_server.to("fay@example.org")
+    body = other.message.get_body(preferencelist=("html",))
+    assert body is not None
+    assert "Videos on" not in body.get_content()
+    for field in ("desk_hours", "pain_area"):
+        refused = _post(web, "/subscribe", json={"email": "gus@example.org", field: True})
+        assert refused.status_code == 422, field
+        assert refused.json()["field"] == field
+    with app.db.read() as session:
+        assert store.find_subscriber(session, "gus@example.org") is None
+
+
 @pytest.mark.parametrize(
     ("value", "shown"),
     [

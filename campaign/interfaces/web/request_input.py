@@ -110,9 +110,11 @@ def _json_fields(text: str) -> dict[str, str]:
         raise BadRequest(f"too many fields (at most {MAX_FIELDS})")
     fields: dict[str, str] = {}
     for name, value in data.items():
-        if isinstance(value, bool) or value is None:
+        if value is None:  # null: not given, as an empty form leaves a field out
             continue
-        if isinstance(value, str | int | float):
+        if isinstance(value, bool):  # before int: True is an int. A yes/no field reads these
+            fields[name] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
             fields[name] = str(value)
         else:
             raise BadRequest(f"the field {_shown(name)} must be text, not a list or an object")
