@@ -190,6 +190,13 @@ def update_fields(
     return values
 
 
+def stored_fields(db: Database, email: str) -> dict[str, FieldValue]:
+    """The custom field values stored for `email` (defaults are not stored); UnknownSubscriber
+    if nobody has the address."""
+    with db.read() as session:
+        return decode(find(session, email).fields)
+
+
 def join_plan(session: Session, subscriber_id: int, plan_id: str, now: datetime) -> bool:
     """Enrol an active subscriber in another plan (its welcome due now); False when they run
     it already or finished it (the welcome goes once)."""

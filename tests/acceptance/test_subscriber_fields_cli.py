@@ -1,6 +1,7 @@
 """Custom subscriber fields through the real `campaign` command: `plan vars` lists them with
 their defaults, `plan check` catches bad declarations and unknown names, `subscribe --field`,
-`import`, `export` and `forget` carry them (exit 2 for a bad value or an undeclared field)."""
+`import`, `export` and `forget` carry them, `fields` shows and changes them (exit 2 for a bad
+value or an undeclared field)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from campaign.people import operators
+from campaign.storage.db import Database
 from tests.helpers import run_campaign
 from tests.tools import ROOT
 
@@ -127,3 +130,62 @@ def test_subscribe_import_export_and_forget_carry_the_fields(
     assert run_campaign(both, tmp_path, "forget", "a@example.org").returncode == 0
     gone = run_campaign(both, tmp_path, "export", "a@example.org")
     assert gone.returncode == 2
+
+
+def test_fields_shows_sets_and_clears_a_subscribers_values(
+    env: dict[str, str], content: dict[str, str], tmp_path: Path
+) -> None:
+    """`campaign fields EMAIL` lists every declared field (a default marked so); --set and
+    --clear change them all or nothing (exit 2 naming the bad value, the unknown field or the
+    unknown address); each change is audited without the value."""
+    both = {**env, **content}
+    assert run_campaign(both, tmp_path, "db", "upgrade").returncode == 0
+    added = run_campaign(both, tmp_path, "subscribe", "a@example.org", "--field", "desk_hours=8")
+    assert added.returncode == 0, added.stderr
+
+    def show() -> str:
+        shown = run_campaign(both, tmp_path, "fields", "A@example.org")
+        assert shown.returncode == 0, shown.stderr
+        return shown.stdout
+
+    assert show() == 'desk_hours = 8\npain_area = "upper-back"  (default)\n'
+    changed = run_campaign(
+        both,
+        tmp_path,
+        "fields",
+        "a@example.org",
+        "--set",
+        "pain_area=knee",
+        "--clear",
+        "desk_hours",
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout == 'desk_hours = 0  (default)\npain_area = "knee"\n'
+    for args, words in (
+        (("--set", "pain_area=neck", "--set", "desk_hours=99"), "'99' is more than 24"),
+        (("--set", "pain_area=neck", "--set", "shoe=4"), "unknown field 'shoe'"),
+        (("--set", "pain_area"), "NAME=VALUE"),
+        (("--set", "pain_area=neck", "--clear", "pain_area"), "also in --set"),
+    ):
+        refused = run_campaign(both, tmp_path, "fields", "a@example.org", *args)
+        assert refused.returncode == 2, args
+        assert words in refused.stderr, (args, refused.stderr)
+    as_json = run_campaign(both, tmp_path, "fields", "a@example.org", "--json")
+    assert json.loads(as_json.stdout) == {"pain_area": "knee"}  # the refused ones left no trace
+    plan = Path(content["PLAN_PATH"])  # an edit takes the stored choice away
+    plan.write_text(plan.read_text().replace("low-back, knee]", "low-back]"))
+    assert show() == (
+        'desk_hours = 0  (default)\npain_area = "upper-back"  '
+        '(default: the stored "knee" no longer fits the field)\n'
+    )
+    nobody = run_campaign(both, tmp_path, "fields", "zed@example.org", "--set", "pain_area=neck")
+    assert nobody.returncode == 2
+    assert "zed@example.org" in nobody.stderr
+    db = Database(env["DATABASE_URL"])
+    try:
+        page = operators.audit_log(db, limit=10)
+    finally:
+        db.dispose()
+    assert [(e.actor, e.action, e.detail) for e in page.entries] == [
+        ("command line", "subscriber.fields", "#1 (desk_hours, pain_area)")
+    ]

@@ -48,6 +48,17 @@ def db_backup(path: Path) -> None:
     out.print(f"backed up {source} to {path.resolve()}", markup=False, soft_wrap=True)
 
 
+def _name_values(pairs: Sequence[str], option: str) -> dict[str, str]:
+    """`NAME=VALUE` options as a mapping; a usage error (exit 2) for one without a name or `=`."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            raise click.BadParameter(f"{pair!r}: write NAME=VALUE", param_hint=option)
+        values[name.strip()] = value
+    return values
+
+
 @main.command()
 @click.argument("email", type=TEXT)
 @click.option("--name", type=TEXT, default=None, help="First name, used in greetings.")
@@ -88,12 +99,7 @@ def subscribe(
     active already joins --plan beside their other plans."""
     from campaign.people import subscriptions
 
-    given: dict[str, object] = {}
-    for pair in fields:
-        field_name, equals, value = pair.partition("=")
-        if not equals or not field_name.strip():
-            raise click.BadParameter(f"{pair!r}: write NAME=VALUE", param_hint="--field")
-        given[field_name.strip()] = value
+    given: dict[str, object] = dict(_name_values(fields, "--field"))
     app = make_app(now)
     result = subscriptions.subscribe(
         app.db,
@@ -123,6 +129,77 @@ def subscribe(
         out.print(
             f"{result.email} is already known (status {result.status}); nothing changed{hint}"
         )
+
+
+@main.command()
+@click.argument("email", type=TEXT)
+@click.option(
+    "--set",
+    "to_set",
+    type=TEXT,
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Store VALUE in the custom field NAME (checked as at signup); repeatable.",
+)
+@click.option(
+    "--clear",
+    "to_clear",
+    type=TEXT,
+    multiple=True,
+    metavar="NAME",
+    help="Forget the value of NAME, so templates see its default again; repeatable.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the stored values as JSON.")
+@NOW
+def fields(
+    email: str,
+    to_set: tuple[str, ...],
+    to_clear: tuple[str, ...],
+    as_json: bool,
+    now: datetime | None,
+) -> None:
+    """Show EMAIL's custom field values (a default where none is stored), or change them with
+    --set and --clear in one transaction; changes are in the audit log, values are not."""
+    from campaign.domain.subscriber_fields import with_defaults
+    from campaign.people import operators, subscriptions
+
+    changes: dict[str, object] = dict(_name_values(to_set, "--set"))
+    for field_name in to_clear:
+        if field_name.strip() in changes:
+            raise click.BadParameter(f"{field_name!r} is also in --set", param_hint="--clear")
+        changes[field_name.strip()] = None  # None clears (update_fields)
+    app = make_app(now)
+    declared = app.catalog.declared_fields
+    if changes:
+        stored = subscriptions.update_fields(
+            app.db,
+            app.plan,
+            email=email,
+            fields=changes,
+            now=app.clock.now(),
+            actor=operators.COMMAND_LINE,
+            declared=declared,
+        )
+    else:
+        stored = subscriptions.stored_fields(app.db, email)
+    if as_json:
+        click.echo(json.dumps(stored, ensure_ascii=False, sort_keys=True))
+        return
+    seen = with_defaults(declared, stored)  # what templates get
+    for name in sorted(declared.keys() | stored.keys()):
+        shown = json.dumps(seen.get(name, stored.get(name)), ensure_ascii=False)
+        if name not in declared:
+            note = "  (no plan declares it now)"
+        elif name not in stored:
+            note = "  (default)"
+        elif seen[name] != stored[name]:
+            kept = json.dumps(stored[name], ensure_ascii=False)
+            note = f"  (default: the stored {kept} no longer fits the field)"
+        else:
+            note = ""
+        click.echo(f"{name} = {shown}{note}")
+    if not declared and not stored:
+        click.echo("no plan declares custom fields (`fields:`), and none are stored")
 
 
 @main.command()
