@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from campaign.domain import webhooks as spec
 from campaign.domain.statuses import SubscriberStatus
+from campaign.domain.subscriber_fields import FieldDef, FieldKind
 from campaign.engine import App
 from campaign.people import clicks, signups, subscriptions
 from campaign.storage import store
@@ -97,6 +98,33 @@ def test_signup_to_unsubscribe_posts_signed_events_in_order(
     assert sent["data"]["subscriber"]["email"] == "ann@example.org"  # type: ignore[index]
     assert sent["data"]["delivery"]["step"] == "welcome"  # type: ignore[index]
     assert [a.status_code for a in app.webhooks.attempts(endpoint)] == [200, 200, 200]
+
+
+def test_subscriber_events_carry_the_stored_custom_fields(
+    engine: EngineFactory, receiver: Callable[[str], Receiver]
+) -> None:
+    """A receiver syncing a CRM gets the values the person gave, and `{}` for one who gave none."""
+    app, _ = engine(NOW)
+    _, hooks = _endpoint(app, receiver)
+    knee = FieldDef("pain_area", FieldKind.CHOICE, "upper-back", "Area", choices=("neck", "knee"))
+    for email in ("kim@example.org", "lou@example.org"):
+        _subscribe(app, email)
+    subscriptions.update_fields(
+        app.db,
+        app.plan,
+        email="kim@example.org",
+        fields={"pain_area": "knee"},
+        now=NOW,
+        declared={"pain_area": knee},
+    )
+    for email in ("kim@example.org", "lou@example.org"):
+        app.unsubscribe(email, now=NOW + timedelta(minutes=1))
+    app.webhook_deliverer.deliver_due(NOW + timedelta(minutes=2))
+    people = [entry["body"]["data"]["subscriber"] for entry in hooks.received()]  # type: ignore[index]
+    assert [(p["email"], p["status"], p["fields"]) for p in people] == [
+        ("kim@example.org", "unsubscribed", {"pain_area": "knee"}),
+        ("lou@example.org", "unsubscribed", {}),
+    ]
 
 
 def test_a_failing_endpoint_is_retried_on_schedule_and_later_events_wait(

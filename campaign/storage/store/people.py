@@ -131,9 +131,9 @@ def set_subscriber_status(
     before = None
     if event is not None and webhooks.wanted(session, event):
         before = session.execute(
-            select(Subscriber.email, Subscriber.first_name, Subscriber.status).where(
-                Subscriber.id == subscriber_id
-            )
+            select(
+                Subscriber.email, Subscriber.first_name, Subscriber.status, Subscriber.fields
+            ).where(Subscriber.id == subscriber_id)
         ).first()
     values: dict[str, object] = {"status": status, "updated_at": now}
     if status == SubscriberStatus.UNSUBSCRIBED:
@@ -145,7 +145,9 @@ def set_subscriber_status(
         # The person left: a confirmation link sent before now must not bring them back.
         void_confirmations(session, subscriber_id, now)
     if event is not None and before is not None and before.status != status:
-        data = webhooks.subscriber_data(before.email, before.first_name, subscriber_id, status)
+        data = webhooks.subscriber_data(
+            before.email, before.first_name, subscriber_id, status, before.fields
+        )
         webhooks.add_event(session, event, now, data, subscriber_id=subscriber_id)
 
 

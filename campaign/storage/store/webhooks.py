@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaign.domain import webhooks as spec
+from campaign.domain.subscriber_fields import decode
 from campaign.storage.fast_path import PlainSQL, in_list, naive_utc
 from campaign.storage.models import (
     Delivery,
@@ -95,13 +96,18 @@ def add_event(
     return message_id
 
 
-def subscriber_data(email: str, first_name: str, subscriber_id: int, status: str) -> dict[str, Any]:
+def subscriber_data(
+    email: str, first_name: str, subscriber_id: int, status: str, fields: str | None
+) -> dict[str, Any]:
+    """A subscriber event's data; `fields` the custom values as stored (JSON: defaults are
+    not stored, so a receiver sees what the person or an operator gave)."""
     return {
         "subscriber": {
             "id": subscriber_id,
             "email": email,
             "first_name": first_name,
             "status": status,
+            "fields": decode(fields),
         }
     }
 
