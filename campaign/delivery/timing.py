@@ -38,7 +38,7 @@ def next_due(plan: Plan, claim: Claim, sent_at: datetime | None) -> datetime | N
 
 def too_late(plan: Plan, claim: Claim, now: datetime) -> bool:
     """Under `catch_up: {skip_after: H}`, a daily step that cannot go out within H hours of
-    its planned time (waiting for its send window counts) is not sent.
+    the time it was meant to go (waiting for its send window counts) is not sent.
 
     The welcome email (day 0) always goes: it carries what the signup promised.
     """
@@ -46,9 +46,25 @@ def too_late(plan: Plan, claim: Claim, now: datetime) -> bool:
     if step is None or plan.skip_after is None or step.day == 0:
         return False
     tz = zone_or_utc(claim.timezone)
-    planned = schedule.planned_due(plan, step, claim.started_at, tz)
     goes_at = schedule.window_opening(plan, step, now, tz) or now
-    return goes_at - planned > plan.skip_after
+    return goes_at - meant_at(plan, claim) > plan.skip_after
+
+
+def meant_at(plan: Plan, claim: Claim) -> datetime:
+    """When the claimed step was meant to go: its planned time, or later where sending moved
+    it on purpose, which is not lateness. One lesson a day, in order: after a lesson that went
+    a day late the next follows a day later. The daily cap (MAX_PER_DAY) holds a lesson to a
+    later day by setting when it is due: a first try (no attempt yet) counts from there.
+    A retry counts from the planned time: the relay's trouble is lateness."""
+    step = plan.step_by_key(claim.step_key)
+    if step is None:
+        return claim.due_at
+    tz = zone_or_utc(claim.timezone)
+    meant = max(
+        schedule.planned_due(plan, step, claim.started_at, tz),
+        schedule.due_at(plan, step, claim.started_at, tz, claim.last_sent_at),
+    )
+    return max(meant, claim.due_at) if claim.attempts == 0 else meant
 
 
 def held_until(plan: Plan, claim: Claim, now: datetime) -> datetime | None:

@@ -164,6 +164,39 @@ def test_the_daily_cap_holds_the_later_enrollment_to_the_next_local_day(
     assert _steps(lessons)[:5] == [f"{THIRTY}/day{n:02d}" for n in range(1, 6)]
 
 
+def test_lessons_the_cap_holds_back_are_not_skipped_as_late(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """Under `catch_up: {skip_after: 6}`, a lesson the daily cap moves to a later day is
+    postponed on purpose, not late: it goes on its new day, and the lessons after it follow
+    one a day. Only the engine's own lateness (an outage) skips a lesson."""
+    catch_up = "catch_up:\n  skip_after: 6\nsteps:\n"
+    folder = plans_folder(tmp_path)
+    thirty = folder / "thirty_day.yaml"
+    thirty.write_text(thirty.read_text().replace("steps:\n", catch_up, 1))
+    knee = folder / "knee.yaml"
+    text = knee.read_text().replace("steps:\n", catch_up, 1)
+    knee.write_text(text.replace('send_time: "09:00"', 'send_time: "06:00"'))  # before 07:00
+    app, clock = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN=THIRTY)
+    app.subscribe("cap@example.org", timezone="UTC", plan="knee", now=START)
+    app.subscribe("cap@example.org", timezone="UTC", now=START)
+    for instant in hours(START, 7 * 24):
+        tick(app, clock, instant)
+    mails = smtp_server.to("cap@example.org")
+    lessons = [m for m in mails if not str(m.message["X-Campaign-Step"]).endswith("/welcome")]
+    assert [
+        (_sent_at(m).date(), step) for m, step in zip(lessons, _steps(lessons), strict=True)
+    ] == [
+        (date(2026, 10, 21), "knee/day01"),
+        (date(2026, 10, 22), "knee/day02"),
+        (date(2026, 10, 23), f"{THIRTY}/day01"),  # held twice by the cap, then sent
+        (date(2026, 10, 24), f"{THIRTY}/day02"),
+        (date(2026, 10, 25), f"{THIRTY}/day03"),
+        (date(2026, 10, 26), f"{THIRTY}/day04"),
+    ]
+    assert all(step["skipped"] == 0 for step in app.stats()["steps"])
+
+
 def test_max_per_day_two_lets_both_plans_send_on_one_day(
     engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
 ) -> None:
