@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -130,6 +131,9 @@ def test_a_reload_swaps_the_plan_and_its_composer_as_one_value(
             if content.renderer.plan is not content.plan:
                 mismatched.append(subject)
             subjects.add(subject)
+            # Give the GIL back each round: a reader that only spins holds it in 5 ms turns,
+            # and the reloads (file reads, each a GIL release) took minutes on a slow machine.
+            time.sleep(0)
 
     reader = threading.Thread(target=read)
     reader.start()
