@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from campaign.domain import schedule
-from campaign.domain.plan import Plan
+from campaign.domain.plan import Plan, Step
 
 if TYPE_CHECKING:  # the claim is a plain value; its module brings the database along
     from campaign.storage.store import Claim
@@ -47,19 +47,15 @@ def too_late(plan: Plan, claim: Claim, now: datetime) -> bool:
         return False
     tz = zone_or_utc(claim.timezone)
     goes_at = schedule.window_opening(plan, step, now, tz) or now
-    return goes_at - meant_at(plan, claim) > plan.skip_after
+    return goes_at - _meant_at(plan, step, claim, tz) > plan.skip_after
 
 
-def meant_at(plan: Plan, claim: Claim) -> datetime:
+def _meant_at(plan: Plan, step: Step, claim: Claim, tz: ZoneInfo) -> datetime:
     """When the claimed step was meant to go: its planned time, or later where sending moved
     it on purpose, which is not lateness. One lesson a day, in order: after a lesson that went
     a day late the next follows a day later. The daily cap (MAX_PER_DAY) holds a lesson to a
     later day by setting when it is due: a first try (no attempt yet) counts from there.
     A retry counts from the planned time: the relay's trouble is lateness."""
-    step = plan.step_by_key(claim.step_key)
-    if step is None:
-        return claim.due_at
-    tz = zone_or_utc(claim.timezone)
     meant = max(
         schedule.planned_due(plan, step, claim.started_at, tz),
         schedule.due_at(plan, step, claim.started_at, tz, claim.last_sent_at),

@@ -202,18 +202,28 @@ def test_a_json_signup_sets_a_yes_no_field_with_true_or_false(
 ) -> None:
     """JSON's own true and false fill a boolean field (as "yes" and "no" do on the form); on a
     field that is not a yes/no they are refused like any other wrong value; null is "not given"
-    (and a false honeypot is an empty one: a person, not a bot)."""
+    (and in a built-in field, such as the honeypot or the first name, true or false is ignored)."""
     web = create_app(app, ROOT / "templates" / "web")
     said_yes = _post(web, "/subscribe", json={"email": "eve@example.org", "wants_video": True})
     assert said_yes.status_code == 200
     said_no = _post(
         web,
         "/subscribe",
-        json={"email": "fay@example.org", "wants_video": False, "goal": None, "website": False},
+        json={
+            "email": "fay@example.org",
+            "wants_video": False,
+            "goal": None,
+            "website": False,
+            "first_name": True,
+        },
     )
     assert said_no.status_code == 200
     assert _stored(app, "eve@example.org") == {"wants_video": True}
     assert _stored(app, "fay@example.org") == {"wants_video": False}
+    with app.db.read() as session:
+        fay = store.find_subscriber(session, "fay@example.org")
+    assert fay is not None
+    assert fay.first_name == ""  # not "True"
     _, html = _welcome(app, smtp_server, "eve@example.org")
     assert "Videos on." in html
     [other] = smtp_server.to("fay@example.org")

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from campaign.domain.subscriber_fields import RESERVED as BUILT_IN_NAMES
 from campaign.errors import BadRequest, BodyTimeout, BodyTooLarge
 
 #: The largest body any form of ours needs, with room to spare.
@@ -110,9 +111,9 @@ def _json_fields(text: str) -> dict[str, str]:
         raise BadRequest(f"too many fields (at most {MAX_FIELDS})")
     fields: dict[str, str] = {}
     for name, value in data.items():
-        if value is None:  # null: not given, as an empty form leaves a field out
-            continue
-        if isinstance(value, bool):  # before int: True is an int. A yes/no field reads these
+        if value is None or (isinstance(value, bool) and name in BUILT_IN_NAMES):
+            continue  # null: not given; true/false in a built-in text field: ignored
+        if isinstance(value, bool):  # before int: True is an int. A custom yes/no field's
             fields[name] = "true" if value else "false"
         elif isinstance(value, str | int | float):
             fields[name] = str(value)

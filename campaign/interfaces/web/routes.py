@@ -117,7 +117,7 @@ class PublicEndpoints:
                 message="Too many signups from your address. Please try again in a minute.",
             )
         fields = parse_fields(await read_body(request), body_kind(content_type))
-        if fields.get("website", "") not in ("", "false"):  # JSON's false: left empty
+        if fields.get("website"):
             # The honeypot: only bots fill a field people cannot see. Same answer, no record.
             app.metrics.signups.labels(outcome="honeypot").inc()
             return self._signed_up(wants_json)
