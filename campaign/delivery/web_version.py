@@ -25,8 +25,9 @@ def web_version(
     """Step `step_key` of the plan a `view` token names, rendered for the subscriber it names.
 
     NoWebVersion for a forged or altered token, a plan no longer running, a step the plan
-    does not have (the confirmation email has no web version), or a subscriber who was
-    forgotten: each looks alike from outside, so a link tells nothing it did not already.
+    does not have (the confirmation email has no web version), a step the subscriber's
+    month has not reached yet, or a subscriber who was forgotten: each looks alike from
+    outside, so a link tells nothing it did not already.
     """
     try:
         claims = tokens.verify(secret_key, token, tokens.VIEW, now)
@@ -39,7 +40,13 @@ def web_version(
         raise NoWebVersion()
     with db.read() as session:
         known = store.subscriber_by_id(session, claims.subject_id)
+        reached = store.furthest_day(session, claims.subject_id, content.plan.id)
     if known is None:  # forgotten: nothing of them is left to show
+        raise NoWebVersion()
+    # A lesson opens on its day, not before: the plan's pace is the marketer's, and editing
+    # the step in a link must not read the month ahead. A step the plan passed over for them
+    # (skipped after downtime, failed) still opens: later lessons link back to it.
+    if reached is None or step.day > reached:
         raise NoWebVersion()
     recipient = Recipient(known.id, known.email, known.first_name, stored_fields(known.fields))
     return content.composer.render(step, recipient, now)

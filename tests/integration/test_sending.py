@@ -13,6 +13,7 @@ from sqlalchemy import select
 from campaign.clock import FixedClock
 from campaign.delivery.smtp import SMTPTransport
 from campaign.delivery.testing import RecordingTransport
+from campaign.delivery.web_version import NoWebVersion, web_version
 from campaign.domain.transport import Envelope
 from campaign.engine import App
 from campaign.errors import PermanentFailure, TemporaryFailure
@@ -313,6 +314,18 @@ def test_skip_after_skips_daily_steps_that_are_too_late(
     assert sent == ["welcome", "day01", "day02", "day03", "day07", "day08"]
     numbers = {row["key"]: row for row in reports.stats(app.db, app.plan)["steps"]}
     assert [numbers[k]["skipped"] for k in ("day04", "day05", "day06", "day07")] == [1, 1, 1, 0]
+    # A skipped lesson's web version still opens (later lessons link back to it); the month's
+    # next lesson does not, until it is sent.
+    with app.db.read() as session:
+        ann = store.find_subscriber(session, "ann@example.org")
+    assert ann is not None
+    now = clock.now()
+    token = app.content.composer.web_version_base(ann.id, now).rstrip("/").rsplit("/", 1)[1]
+    secret = app.settings.secret_key.get_secret_value()
+    page = web_version(app.db, app.contents, secret, token, "day05", now)
+    assert page.subject == "The muscles that really hold you upright"
+    with pytest.raises(NoWebVersion):
+        web_version(app.db, app.contents, secret, token, "day09", now)
 
 
 def test_a_throttle_backs_off_the_whole_relay_without_using_attempts(

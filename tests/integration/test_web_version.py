@@ -14,6 +14,7 @@ from html import unescape
 import httpx
 import pytest
 
+from campaign.clock import FixedClock
 from campaign.engine import App
 from campaign.people import directory, subscriptions
 from campaign.storage import store
@@ -126,6 +127,29 @@ def test_a_forged_altered_or_borrowed_link_shows_nothing(
         assert page.status_code == 404, path
         assert "Hi Maria" not in page.text, path
         assert page.headers["cache-control"] == "private, no-store", path
+
+
+def test_a_lesson_opens_on_its_day_and_not_before(
+    site: tuple[App, httpx.Client, list[EmailMessage]],
+) -> None:
+    """Maria has had days 0 to 11. Putting day12 or day30 in her link (the key is in plain
+    sight) answers 404 without the lesson; once day 12 has gone to her, its page opens."""
+    app, http, messages = site
+    link = _view_link(_html(messages[-1]))
+    base = link.rsplit("/", 1)[0]
+    assert http.get(f"{base}/welcome").status_code == 200
+    assert http.get(f"{base}/day05").status_code == 200
+    for step in ("day12", "day30"):
+        page = http.get(f"{base}/{step}")
+        assert page.status_code == 404, step
+        assert "Hi Maria" not in page.text, step
+    clock = app.clock
+    assert isinstance(clock, FixedClock)
+    assert tick(app, clock, NOW + timedelta(days=12)).sent == 1
+    page = http.get(f"{base}/day12")
+    assert page.status_code == 200
+    assert "Hi Maria," in page.text
+    assert http.get(f"{base}/day13").status_code == 404
 
 
 def test_a_forgotten_subscribers_pages_are_gone(

@@ -265,6 +265,16 @@ def active_enrollment_id(session: Session, subscriber_id: int, plan_id: str) -> 
     )
 
 
+def furthest_day(session: Session, subscriber_id: int, plan_id: str) -> int | None:
+    """The last plan day the subscriber's runs of `plan_id` reached (sent, skipped or failed):
+    -1 before the welcome, None if they never started it."""
+    return session.scalar(
+        select(func.max(Enrollment.last_day)).where(
+            Enrollment.subscriber_id == subscriber_id, Enrollment.plan_id == plan_id
+        )
+    )
+
+
 #: One stored row as its columns' values, by column name.
 RowValues = dict[str, Any]
 
