@@ -56,9 +56,11 @@ def plan_check(path: Path | None) -> None:
     for checked in catalog:
         days = "" if checked.send_days == EVERY_DAY else f", {describe(checked.send_days)}"
         then = f", then {checked.then}" if checked.then in catalog.plans else ""
+        # One line per plan, never folded (a long path would break mid-name in a pipe).
         out.print(
             f"{checked.source}: ok: {len(checked.steps)} steps, days {checked.steps[0].day}"
-            f"-{checked.last_day}, sent at {checked.send_time:%H:%M} local time{days}{then}"
+            f"-{checked.last_day}, sent at {checked.send_time:%H:%M} local time{days}{then}",
+            soft_wrap=True,
         )
 
 
