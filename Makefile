@@ -45,8 +45,12 @@ lint: $(STAMP)
 $(NODE_STAMP): package.json package-lock.json
 	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --silent; fi
 
+# Test files run on PYTEST_WORKERS processes, each file whole on one (its fixtures, ports and
+# databases are its own); `make test PYTEST_WORKERS=0` runs them in this process, one by one.
+PYTEST_WORKERS ?= 2
+
 test: lint $(NODE_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # Redraw the exercise illustrations (templates/emails/images/) from assets/illustrations/poses.yaml.
 illustrations: $(STAMP)
