@@ -188,6 +188,26 @@ def test_a_filled_honeypot_is_accepted_silently_and_dropped(site: Site) -> None:
     assert site.smtp.received == []
 
 
+@pytest.mark.parametrize("trap", [True, 1, 0, "x", " "], ids=repr)
+def test_a_json_bot_that_fills_the_honeypot_in_any_way_is_dropped(site: Site, trap: object) -> None:
+    """Over JSON too, whatever fills the hidden field (true, a number, text) drops the signup
+    with the same 200 a person gets."""
+    response = site.http.post("/subscribe", json={"email": "jsbot@example.org", "website": trap})
+    assert response.status_code == 200
+    assert site.status_of("jsbot@example.org") is None
+    assert site.smtp.received == []
+
+
+def test_a_json_client_that_leaves_the_honeypot_empty_signs_up(site: Site) -> None:
+    """An empty, false or null honeypot is a person's: they are signed up."""
+    for n, empty in enumerate(["", False, None]):
+        response = site.http.post(
+            "/subscribe", json={"email": f"person{n}@example.org", "website": empty}
+        )
+        assert response.status_code == 200, empty
+        assert site.status_of(f"person{n}@example.org") == "pending", empty
+
+
 def test_an_oversized_body_is_refused(site: Site) -> None:
     """A request body over the small limit is refused with 413 before it is parsed."""
     response = site.signup("big@example.org", first_name="x" * 20_000)

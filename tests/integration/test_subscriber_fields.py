@@ -202,7 +202,8 @@ def test_a_json_signup_sets_a_yes_no_field_with_true_or_false(
 ) -> None:
     """JSON's own true and false fill a boolean field (as "yes" and "no" do on the form); on a
     field that is not a yes/no they are refused like any other wrong value; null is "not given"
-    (and in a built-in field, such as the honeypot or the first name, true or false is ignored)."""
+    (and in a built-in field, such as the first name, true or false is ignored; the
+    honeypot takes true as filled)."""
     web = create_app(app, ROOT / "templates" / "web")
     said_yes = _post(web, "/subscribe", json={"email": "eve@example.org", "wants_video": True})
     assert said_yes.status_code == 200

@@ -22,6 +22,9 @@ from campaign.errors import BadRequest, BodyTimeout, BodyTooLarge
 #: The largest body any form of ours needs, with room to spare.
 MAX_BODY_BYTES = 16 * 1024
 
+#: The honeypot: a field the form hides from people, so only a bot fills it.
+HONEYPOT = "website"
+
 #: More fields than any form of ours has (email, first_name, timezone, source, website).
 MAX_FIELDS = 20
 #: C0 controls but tab (which names fold to a space), and DEL: every field is one line.
@@ -111,6 +114,9 @@ def _json_fields(text: str) -> dict[str, str]:
         raise BadRequest(f"too many fields (at most {MAX_FIELDS})")
     fields: dict[str, str] = {}
     for name, value in data.items():
+        if value is True and name == HONEYPOT:
+            fields[name] = "true"  # a bot that ticks the trap fills it too
+            continue
         if value is None or (isinstance(value, bool) and name in BUILT_IN_NAMES):
             continue  # null: not given; true/false in a built-in text field: ignored
         if isinstance(value, bool):  # before int: True is an int. A custom yes/no field's

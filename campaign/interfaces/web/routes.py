@@ -31,7 +31,13 @@ from campaign.engine import App
 from campaign.errors import BadInput, InvalidAddress, UnknownPlan
 from campaign.interfaces.web.pages import SECURITY_HEADERS, Pages
 from campaign.interfaces.web.rate_limit import RateLimiter
-from campaign.interfaces.web.request_input import body_kind, clean_header, parse_fields, read_body
+from campaign.interfaces.web.request_input import (
+    HONEYPOT,
+    body_kind,
+    clean_header,
+    parse_fields,
+    read_body,
+)
 from campaign.people import clicks
 from campaign.people.person_fields import checked_fields
 from campaign.people.subscriptions import Visitor
@@ -117,7 +123,7 @@ class PublicEndpoints:
                 message="Too many signups from your address. Please try again in a minute.",
             )
         fields = parse_fields(await read_body(request), body_kind(content_type))
-        if fields.get("website"):
+        if fields.get(HONEYPOT):
             # The honeypot: only bots fill a field people cannot see. Same answer, no record.
             app.metrics.signups.labels(outcome="honeypot").inc()
             return self._signed_up(wants_json)
