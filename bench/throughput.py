@@ -295,6 +295,8 @@ def _print(r: dict[str, Any]) -> None:
     if engine.get("parts"):
         shares = ", ".join(f"{name} {us:.0f}" for name, us in engine["parts"].items())
         print(f"  CPU by part     us per email (this process's thread CPU): {shares}")
+        walls = ", ".join(f"{name} {us:.0f}" for name, us in engine["parts_wall"].items())
+        print(f"  wall by part    us per email (CPU and waits): {walls}")
     if engine.get("profile"):
         print(engine["profile"])
 
@@ -392,15 +394,22 @@ def engine_worker(params: dict[str, Any]) -> dict[str, Any]:
         "connections_used": int(getattr(settings, "smtp_connections", 1)),
         "peak_rss_mb": peak / 1024,
         "profile": report.getvalue(),
-        "parts": {name: seconds / max(result.sent, 1) * 1e6 for name, seconds in parts.items()}
+        "parts": {name: seconds / max(result.sent, 1) * 1e6 for name, seconds in parts[0].items()}
+        if parts is not None
+        else None,
+        "parts_wall": {
+            name: seconds / max(result.sent, 1) * 1e6 for name, seconds in parts[1].items()
+        }
         if parts is not None
         else None,
     }
 
 
-def _time_parts() -> dict[str, float]:
-    """Wrap the parts of an email's journey so that each adds up its thread CPU time."""
+def _time_parts() -> tuple[dict[str, float], dict[str, float]]:
+    """Wrap the parts of an email's journey so that each adds up its thread CPU time and its
+    wall time (their difference is time spent waiting: for the server, the database)."""
     spent: dict[str, float] = {}
+    waited: dict[str, float] = {}
     for name, owner, attribute in (
         ("claim", feed.DueClaims, "next_batch"),
         ("compose", compose.Composer, "compose"),
@@ -408,28 +417,33 @@ def _time_parts() -> dict[str, float]:
         ("smtp", smtp.SMTPConnection, "send"),
         ("next due", timing, "next_due"),
     ):
-        spent[name] = 0.0
-        setattr(owner, attribute, _timed(getattr(owner, attribute), name, spent))
-    return spent
+        spent[name] = waited[name] = 0.0
+        setattr(owner, attribute, _timed(getattr(owner, attribute), name, spent, waited))
+    return spent, waited
 
 
 _NESTED = threading.local()
 
 
-def _timed(function: Any, name: str, spent: dict[str, float]) -> Any:
-    """`function`, adding its thread CPU to `spent[name]`, less the parts it calls: the next
-    message is composed (and its batch claimed) inside `send`, while the server reads."""
+def _timed(function: Any, name: str, spent: dict[str, float], waited: dict[str, float]) -> Any:
+    """`function`, adding its thread CPU to `spent[name]` and its wall time to `waited[name]`,
+    less the parts it calls: the next message is composed (and its batch claimed) inside
+    `send`, while the server reads."""
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         outer = getattr(_NESTED, "seconds", 0.0)
-        _NESTED.seconds = 0.0
-        started = time.thread_time()
+        outer_wall = getattr(_NESTED, "wall", 0.0)
+        _NESTED.seconds = _NESTED.wall = 0.0
+        started, started_wall = time.thread_time(), time.perf_counter()
         try:
             return function(*args, **kwargs)
         finally:
             elapsed = time.thread_time() - started
+            elapsed_wall = time.perf_counter() - started_wall
             spent[name] += elapsed - _NESTED.seconds
+            waited[name] += elapsed_wall - _NESTED.wall
             _NESTED.seconds = outer + elapsed
+            _NESTED.wall = outer_wall + elapsed_wall
 
     return timed
 
