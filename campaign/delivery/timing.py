@@ -54,13 +54,15 @@ def _meant_at(plan: Plan, step: Step, claim: Claim, tz: ZoneInfo) -> datetime:
     """When the claimed step was meant to go: its planned time, or later where sending moved
     it on purpose, which is not lateness. One lesson a day, in order: after a lesson that went
     a day late the next follows a day later. The daily cap (MAX_PER_DAY) holds a lesson to a
-    later day by setting when it is due: a first try (no attempt yet) counts from there.
-    A retry counts from the planned time: the relay's trouble is lateness."""
+    later day by setting when it is due: a first try (no attempt yet) counts from there, and
+    so does a retry, from when its delivery was first due (the relay's trouble since then is
+    lateness; a retry's own due time is its back-off, not a plan)."""
     meant = max(
         schedule.planned_due(plan, step, claim.started_at, tz),
         schedule.due_at(plan, step, claim.started_at, tz, claim.last_sent_at),
     )
-    return max(meant, claim.due_at) if claim.attempts == 0 else meant
+    moved_to = claim.due_at if claim.attempts == 0 else claim.first_due_at
+    return meant if moved_to is None else max(meant, moved_to)
 
 
 def held_until(plan: Plan, claim: Claim, now: datetime) -> datetime | None:

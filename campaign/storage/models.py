@@ -176,6 +176,10 @@ class Delivery(Base):
     #: the subject test's variant this delivery carries, chosen when the row is created and
     #: kept for its retries (None: the step tested no subject).
     variant: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: when the step was due at its first claim: its planned time, or the later day the daily
+    #: cap held it to. A retry's lateness (catch_up: skip_after) counts from here too.
+    #: None for deliveries created before this was kept (their retries count from the plan).
+    first_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Consent(Base):

@@ -197,6 +197,48 @@ def test_lessons_the_cap_holds_back_are_not_skipped_as_late(
     assert all(step["skipped"] == 0 for step in app.stats()["steps"])
 
 
+def test_a_retry_of_a_lesson_the_cap_held_counts_from_its_new_day(
+    engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """Under `catch_up: {skip_after: 6}`, a lesson the cap held two days that meets a busy
+    relay on its new day is retried that morning, not skipped as two days late: its retry
+    counts from the day the cap moved it to, as its first try did."""
+    catch_up = "catch_up:\n  skip_after: 6\nsteps:\n"
+    folder = plans_folder(tmp_path)
+    for name in ("thirty_day.yaml", "knee.yaml"):
+        plan = folder / name
+        plan.write_text(plan.read_text().replace("steps:\n", catch_up, 1))
+    knee = folder / "knee.yaml"
+    knee.write_text(knee.read_text().replace('send_time: "09:00"', 'send_time: "06:00"'))
+    app, clock = engine(START, PLAN_PATH=str(folder), DEFAULT_PLAN=THIRTY)
+    app.subscribe("busy@example.org", timezone="UTC", plan="knee", now=START)
+    app.subscribe("busy@example.org", timezone="UTC", now=START)
+    held_day = datetime(2026, 10, 23, tzinfo=UTC)
+    for instant in hours(START, 5 * 24):
+        if instant == held_day + timedelta(hours=7):  # thirty/day01's new day and hour
+            smtp_server.handler.data_replies.append("450 4.2.1 mailbox busy, try later")
+        tick(app, clock, instant)
+    lessons = [
+        (_sent_at(m), step)
+        for m, step in zip(
+            smtp_server.to("busy@example.org"),
+            _steps(smtp_server.to("busy@example.org")),
+            strict=True,
+        )
+        if not step.endswith("/welcome")
+    ]
+    day01 = [sent for sent, step in lessons if step == f"{THIRTY}/day01"]
+    assert len(day01) == 1, lessons  # retried, once
+    assert held_day + timedelta(hours=7) < day01[0] < held_day + timedelta(hours=13)
+    assert [(sent.date(), step) for sent, step in lessons] == [
+        (date(2026, 10, 21), "knee/day01"),
+        (date(2026, 10, 22), "knee/day02"),
+        (date(2026, 10, 23), f"{THIRTY}/day01"),  # held twice, then retried that morning
+        (date(2026, 10, 24), f"{THIRTY}/day02"),  # the next follows a day later
+    ]
+    assert all(step["skipped"] == 0 for step in app.stats()["steps"])
+
+
 def test_max_per_day_two_lets_both_plans_send_on_one_day(
     engine: EngineFactory, smtp_server: SMTPServer, tmp_path: Path
 ) -> None:

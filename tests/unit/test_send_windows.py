@@ -259,6 +259,34 @@ def test_skip_after_measures_lateness_from_the_moved_day() -> None:
 
 
 @pytest.mark.parametrize(
+    ("first_due_days", "late"),
+    [
+        (None, True),  # a delivery from before first_due_at was kept: counts from the plan
+        (0, True),  # first due on its planned day: a retry two days on is late
+        (2, False),  # the daily cap held it two days: its retry that morning is on time
+    ],
+)
+def test_a_retry_counts_lateness_from_when_its_delivery_was_first_due(
+    first_due_days: int | None, late: bool
+) -> None:
+    """skip_after 6 h: a retry (its own due time being the back-off's) is late by the day its
+    delivery was first due, which the daily cap may have moved past the plan."""
+    plan = _plan(skip_after=timedelta(hours=6))
+    monday = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
+    planned = datetime(2026, 12, 8, 7, 0, tzinfo=NEW_YORK).astimezone(UTC)  # day01, Tue 07:00
+    retry_time = planned + timedelta(days=2, minutes=10)
+    first_due = None if first_due_days is None else planned + timedelta(days=first_due_days)
+    claim = replace(
+        _claim(plan, "day01", monday, None),
+        attempts=1,
+        due_at=retry_time,
+        first_due_at=first_due,
+    )
+
+    assert timing.too_late(plan, claim, retry_time) is late
+
+
+@pytest.mark.parametrize(
     ("days", "text"),
     [
         (EVERY_DAY, "every day"),

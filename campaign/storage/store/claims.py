@@ -51,6 +51,9 @@ class Claim:
     fields: str = "{}"
     #: the plan of the claim's enrollment: its step is rendered and timed by that plan.
     plan_id: str = ""
+    #: when the step was due at its first claim (the daily cap may have moved it past its
+    #: plan date); None for a delivery older than this record.
+    first_due_at: datetime | None = None
 
 
 # The claim's statements, as plain SQL (the fast path's rule): through SQLAlchemy's expression
@@ -83,8 +86,8 @@ _COMPLETE_SQL = (
 # Two plain INs, not a row-value IN: SQLite scans the whole log for that. The extra pairs
 # they match are ignored by the caller's lookup.
 _DELIVERIES_SQL = (
-    "SELECT enrollment_id, step_key, id, status, message_id, attempts, unknown_outcomes, variant"
-    " FROM deliveries WHERE enrollment_id IN {enrollments} AND step_key IN {keys}"
+    "SELECT enrollment_id, step_key, id, status, message_id, attempts, unknown_outcomes, variant,"
+    " first_due_at FROM deliveries WHERE enrollment_id IN {enrollments} AND step_key IN {keys}"
 )
 _MOVE_PAST_SQL = (
     "UPDATE enrollments SET last_day = :day, updated_at = :now"
@@ -92,8 +95,8 @@ _MOVE_PAST_SQL = (
 )
 _INSERT_SQL = (
     "INSERT INTO deliveries (enrollment_id, step_key, status, attempts, unknown_outcomes,"
-    " message_id, variant, created_at, updated_at)"
-    " VALUES (:enrollment, :key, 'queued', 0, 0, :message_id, :variant, :now, :now)"
+    " message_id, variant, first_due_at, created_at, updated_at)"
+    " VALUES (:enrollment, :key, 'queued', 0, 0, :message_id, :variant, :due, :now, :now)"
 )
 # A delivery queued before its step tested subjects (a retry) gets its variant on its next claim.
 _SET_VARIANT_SQL = "UPDATE deliveries SET variant = :variant WHERE id = :id AND variant IS NULL"
@@ -234,19 +237,23 @@ def claim_due(
         variant = found[7] if found is not None else None
         if variant is None:
             variant = choose_variant(enrollment_id, key, variants.get(plan, {}).get(key, ()))
+        due_now = utc_instant(due_at) or now
         if found is None:
             message_id, attempts, unknown, delivery_id = new_message_id(), 0, 0, None
+            first_due: datetime | None = due_now
             fresh.append(
                 {
                     "enrollment": enrollment_id,
                     "key": key,
                     "message_id": message_id,
                     "variant": variant,
+                    "due": naive_utc(due_now),
                     "now": at,
                 }
             )
         else:
             delivery_id, message_id, attempts, unknown = found[2], found[4], found[5], found[6]
+            first_due = utc_instant(found[8])
             if found[7] is None and variant is not None:
                 late_variants.append({"id": delivery_id, "variant": variant})
         chosen.append(
@@ -257,7 +264,7 @@ def claim_due(
                 "enrollment_id": enrollment_id,
                 "step_key": key,
                 "step_day": day,
-                "due_at": utc_instant(due_at) or now,
+                "due_at": due_now,
                 "started_at": utc_instant(started_at) or now,
                 "last_sent_at": utc_instant(last_sent_at),
                 "subscriber_id": sub_id,
@@ -269,6 +276,7 @@ def claim_due(
                 "unknown_outcomes": unknown,
                 "variant": variant,
                 "plan_id": plan,
+                "first_due_at": first_due,
             }
         )
     if fresh:
