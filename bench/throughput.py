@@ -394,15 +394,14 @@ def engine_worker(params: dict[str, Any]) -> dict[str, Any]:
         "connections_used": int(getattr(settings, "smtp_connections", 1)),
         "peak_rss_mb": peak / 1024,
         "profile": report.getvalue(),
-        "parts": {name: seconds / max(result.sent, 1) * 1e6 for name, seconds in parts[0].items()}
-        if parts is not None
-        else None,
-        "parts_wall": {
-            name: seconds / max(result.sent, 1) * 1e6 for name, seconds in parts[1].items()
-        }
-        if parts is not None
-        else None,
+        "parts": None if parts is None else _per_email(parts[0], result.sent),
+        "parts_wall": None if parts is None else _per_email(parts[1], result.sent),
     }
+
+
+def _per_email(seconds: dict[str, float], sent: int) -> dict[str, float]:
+    """Each part's total seconds as microseconds per email sent."""
+    return {name: total / max(sent, 1) * 1e6 for name, total in seconds.items()}
 
 
 def _time_parts() -> tuple[dict[str, float], dict[str, float]]:
