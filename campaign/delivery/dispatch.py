@@ -150,10 +150,10 @@ class Dispatcher:
             raise
         for part in results:
             result.add(part)
+        leftovers = feed.leftovers()  # first: it waits for a batch still being claimed
         result.claimed = feed.claimed
         result.lost += feed.lost
         result.stopped = feed.stopped or isinstance(feed.halted_by, StopWaiting)
-        leftovers = feed.leftovers()
         if leftovers:
             outcomes.release(self.db, leftovers, result, self._real)
         result.halted_by = feed.halted_by

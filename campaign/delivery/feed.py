@@ -115,7 +115,8 @@ class DueClaims:
 
 
 class Feed:
-    """Hands claims to the connections one at a time, claiming a new batch when they run out.
+    """Hands claims to the connections one at a time, claiming the next batch in the
+    background while the last part of the current one is sent.
 
     Any connection can halt the feed (the relay throttles, the server or the database is
     gone, or the process is stopping); what was claimed and not handed out is given back.
@@ -130,6 +131,10 @@ class Feed:
         self._pending: deque[Claim] = deque()
         self._in_flight: set[int] = set()  # enrollment ids handed out and not finished
         self._exhausted = False
+        #: the next batch, being claimed while connections send (None: not started).
+        self._claiming: _BatchClaim | None = None
+        #: claiming the next batch starts when this few claims are left to hand out.
+        self._refill_at = 0
         self.claimed = 0
         self.lost = 0
         self.stopped = False
@@ -143,15 +148,32 @@ class Feed:
                 self.stopped = True
                 return None
             if not self._pending and not self._exhausted:
-                batch = self._claim_batch()
-                self.claimed += len(batch)
-                self._exhausted = not batch
-                self._pending.extend(batch)
+                if self._claiming is None:
+                    self._take(self._claim_batch())
+                else:
+                    self._take_claiming()  # wait for it: nothing else is left to hand out
             if not self._pending:
                 return None
             claim = self._pending.popleft()
             self._in_flight.add(claim.enrollment_id)
+            # Claimed while the rest is sent: otherwise every connection waits for each
+            # batch at its end (docs/performance.md).
+            refill = len(self._pending) <= self._refill_at and not self._exhausted
+            if refill and self._claiming is None:
+                self._claiming = _BatchClaim(self._claim_batch)
             return claim
+
+    def _take(self, batch: list[Claim]) -> None:
+        self.claimed += len(batch)
+        self._exhausted = not batch
+        self._pending.extend(batch)
+        self._refill_at = len(batch) // 2
+
+    def _take_claiming(self) -> None:
+        """Wait for the batch being claimed and add it (raising what claiming it raised)."""
+        claiming, self._claiming = self._claiming, None
+        if claiming is not None:
+            self._take(claiming.result())
 
     def keeps(self, claim: Claim) -> bool:
         """Whether `claim`, handed out ahead of its turn, still goes: after a stop or a halt
@@ -191,10 +213,42 @@ class Feed:
                 self._pending.appendleft(unsent)
 
     def leftovers(self) -> list[Claim]:
+        """What was claimed and never handed out, the batch being claimed included."""
         with self._lock:
+            # The pass is ending: a failed claim is reported, not raised (its transaction,
+            # rolled back, claimed nothing).
+            try:
+                self._take_claiming()
+            except DatabaseError as exc:
+                log.warning("cannot claim the next batch: %s", exc.message)
+            except Exception:
+                log.exception("claiming the next batch failed")
             left = list(self._pending)
             self._pending.clear()
             return left
+
+
+class _BatchClaim:
+    """One batch claimed on a thread of its own; `result` waits for it."""
+
+    def __init__(self, claim_batch: Callable[[], list[Claim]]) -> None:
+        self._claim_batch = claim_batch
+        self._batch: list[Claim] = []
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name="claim-batch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._batch = self._claim_batch()
+        except Exception as exc:  # raised where the batch is taken, as a claim made there would
+            self._error = exc
+
+    def result(self) -> list[Claim]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._batch
 
 
 class LeaseKeeper:

@@ -306,3 +306,34 @@ def test_a_stop_while_the_server_reads_gives_back_the_message_built_meanwhile(
     relay.before_reply = None
     assert tick(app, clock, START).sent == 3
     assert [r for r, _ in relay.received] == people
+
+
+def test_a_stop_while_the_next_batch_is_claimed_gives_that_batch_back_too(
+    engine: EngineFactory, relay: RawRelay
+) -> None:
+    """Small batches, so the next one is claimed in the background while a message goes: a
+    stop at the first reply ends the pass with every claim it made either sent or given back
+    (none left to wait out its lease), and a pass at the same instant sends each remaining
+    welcome email once."""
+    stop = threading.Event()
+    relay.before_reply = lambda recipient: stop.set()
+    app, clock = engine(
+        START,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(relay.port),
+        SMTP_SECURITY="none",
+        BATCH_SIZE="2",
+    )
+    people = [f"p{n}@example.org" for n in range(8)]
+    for email in people:
+        subscriptions.subscribe(
+            app.db, app.plan, email=email, first_name="Reader", timezone="UTC", now=START
+        )
+    clock.set(START)
+    first = app.dispatcher.run_pass(START, stop)
+    assert (first.sent, first.stopped, first.error) == (1, True, None)
+    assert first.claimed >= 3  # the next batch was claimed before the first one ran out
+    assert first.released == first.claimed - first.sent
+    relay.before_reply = None
+    assert tick(app, clock, START).sent == 7  # none of them is held by a lease
+    assert sorted(r for r, _ in relay.received) == sorted(people)
