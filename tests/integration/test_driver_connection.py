@@ -1,6 +1,6 @@
 """The per-email records' own connection (campaign.storage.fast_path.DriverConnection) on a
 real database: all or nothing, instants stored as the ORM stores them, and a lost connection
-replaced."""
+replaced; and `PlainSQL.any_of`, the claim batch's lists, alike on both databases."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy import select
 from campaign.errors import DatabaseError
 from campaign.storage import store
 from campaign.storage.db import Database
-from campaign.storage.fast_path import DriverConnection
+from campaign.storage.fast_path import DriverConnection, PlainSQL
 from campaign.storage.models import Subscriber
 
 NOW = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
@@ -101,3 +101,41 @@ def test_a_lost_server_connection_is_reported_then_replaced(
     assert driver.run([("SELECT 1", {})]) == 1
     assert driver.run([("SELECT pg_backend_pid()", {})]) != backend
     driver.close()
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "negated", "expected"),
+    [
+        ("id", [1, 3], False, ["a@example.org", "c@example.org"]),
+        ("id", [2, 40_000, 5_000_000_000], False, ["b@example.org"]),  # past smallint, int
+        ("id", [], False, []),
+        ("id", [], True, ["a@example.org", "b@example.org", "c@example.org"]),
+        ("email", {"c@example.org", "x@example.org"}, False, ["c@example.org"]),
+        ("email", ["a@example.org"], True, ["b@example.org", "c@example.org"]),
+        ("email", ["o'hara@example.org", "%(id)s"], False, []),  # values, never SQL
+    ],
+)
+def test_one_of_a_list_matches_alike_on_both_databases(
+    db: Database, column: str, values: object, negated: bool, expected: list[str]
+) -> None:
+    with db.transaction() as session:
+        ids = [
+            store.add_subscriber(
+                session,
+                email=f"{name}@example.org",
+                first_name="",
+                timezone="UTC",
+                status="active",
+                source="test",
+                now=NOW,
+            )
+            for name in "abc"
+        ]
+    assert ids == [1, 2, 3]  # a fresh table: the cases name these ids
+    with db.transaction() as session:
+        sql = PlainSQL(session)
+        params: dict[str, object] = {}
+        where = sql.any_of(column, "v", values, params, negated=negated)  # type: ignore[arg-type]
+        select_sql = f"SELECT email FROM subscribers WHERE {where} ORDER BY id"  # noqa: S608
+        rows = sql.rows(select_sql, params)
+    assert [row[0] for row in rows] == expected

@@ -75,19 +75,19 @@ _DUE_SQL = (
 _SETTLE_REMOVED_SQL = (
     "UPDATE deliveries SET status = 'skipped', last_error = 'step removed from the plan',"
     " updated_at = :now"
-    " WHERE enrollment_id IN {enrollments} AND status IN {pending} AND step_key NOT IN {keys}"
+    " WHERE {enrollment_is_ours} AND {status_is_pending} AND {step_is_gone}"
 )
 #: an enrollment an edit completed has reached past any day (CHAIN_SQL's `last_day < :day`).
 _PAST_EVERY_DAY = 1_000_000
 _COMPLETE_SQL = (
     "UPDATE enrollments SET status = 'completed', next_due_at = NULL, lease_owner = NULL,"
-    " lease_expires_at = NULL, updated_at = :now WHERE id IN {enrollments}"
+    " lease_expires_at = NULL, updated_at = :now WHERE {enrollment_is_done}"
 )
 # Two plain INs, not a row-value IN: SQLite scans the whole log for that. The extra pairs
 # they match are ignored by the caller's lookup.
 _DELIVERIES_SQL = (
     "SELECT enrollment_id, step_key, id, status, message_id, attempts, unknown_outcomes, variant,"
-    " first_due_at FROM deliveries WHERE enrollment_id IN {enrollments} AND step_key IN {keys}"
+    " first_due_at FROM deliveries WHERE {enrollment_is_wanted} AND {step_is_wanted}"
 )
 _MOVE_PAST_SQL = (
     "UPDATE enrollments SET last_day = :day, updated_at = :now"
@@ -100,27 +100,29 @@ _INSERT_SQL = (
 )
 # A delivery queued before its step tested subjects (a retry) gets its variant on its next claim.
 _SET_VARIANT_SQL = "UPDATE deliveries SET variant = :variant WHERE id = :id AND variant IS NULL"
-_REQUEUE_SQL = "UPDATE deliveries SET status = 'queued', updated_at = :now WHERE id IN {deliveries}"
+_REQUEUE_SQL = (
+    "UPDATE deliveries SET status = 'queued', updated_at = :now WHERE {delivery_is_reused}"
+)
 # next_due_at moves past the lease by the claimer's clock too, so that the due-query's index
 # range skips the claim; the lease itself is what decides.
 _LEASE_SQL = (
     "UPDATE enrollments SET next_due_at = :lease, lease_owner = :owner,"
-    " lease_expires_at = {lease_until}, updated_at = :now WHERE id IN {enrollments}"
+    " lease_expires_at = {lease_until}, updated_at = :now WHERE {enrollment_is_claimed}"
 )
 # The leases `owner` still holds among some enrollments, extended while it works.
 _RENEW_SQL = (
     "UPDATE enrollments SET lease_expires_at = {lease_until}, next_due_at = :lease"
-    " WHERE lease_owner = :owner AND id IN {enrollments}"
+    " WHERE lease_owner = :owner AND {enrollment_is_held}"
 )
-_HELD_SQL = "SELECT id FROM enrollments WHERE lease_owner = :owner AND id IN {enrollments}"
+_HELD_SQL = "SELECT id FROM enrollments WHERE lease_owner = :owner AND {enrollment_is_held}"
 
 
 def _deliveries_of(sql: PlainSQL, pairs: list[tuple[int, str]]) -> list[tuple[Any, ...]]:
     """The delivery rows of these (enrollment, step key) pairs, and maybe a few others."""
     params: dict[str, Any] = {}
     found = _DELIVERIES_SQL.format(
-        enrollments=in_list("e", {enrollment for enrollment, _ in pairs}, params),
-        keys=in_list("k", {key for _, key in pairs}, params),
+        enrollment_is_wanted=sql.any_of("enrollment_id", "e", {e for e, _ in pairs}, params),
+        step_is_wanted=sql.any_of("step_key", "k", {key for _, key in pairs}, params),
     )
     return sql.rows(found, params)
 
@@ -172,6 +174,7 @@ def claim_due(
     locked = "enrollments, subscribers" if cap is not None else "enrollments"
     lock = "" if sql.is_sqlite else f" FOR UPDATE OF {locked} SKIP LOCKED"
     due = _DUE_SQL.format(
+        # An IN list, not an array: with one plan the planner reads the due-index in order.
         plans=in_list("plan", plans, params),
         lease_now=lease.now_sql(sql.is_sqlite),
         only=only,
@@ -188,9 +191,11 @@ def claim_due(
         params = {"now": at}
         sql.run(
             _SETTLE_REMOVED_SQL.format(
-                enrollments=in_list("e", ours, params),
-                pending=in_list("p", PENDING_DELIVERY, params),
-                keys=in_list("k", [key for key, _ in plan_steps] or [""], params),
+                enrollment_is_ours=sql.any_of("enrollment_id", "e", ours, params),
+                status_is_pending=sql.any_of("status", "p", PENDING_DELIVERY, params),
+                step_is_gone=sql.any_of(
+                    "step_key", "k", [key for key, _ in plan_steps], params, negated=True
+                ),
             ),
             params,
         )
@@ -205,7 +210,8 @@ def claim_due(
                 graduate = {"enrollment": row[0], "day": _PAST_EVERY_DAY, "sent_at": None}
                 sql.run(CHAIN_SQL, graduate | {"now": at} | link.params())
         params = {"now": at}
-        sql.run(_COMPLETE_SQL.format(enrollments=in_list("e", finished, params)), params)
+        done = sql.any_of("id", "e", finished, params)
+        sql.run(_COMPLETE_SQL.format(enrollment_is_done=done), params)
     held: set[int] = set()
     if cap is not None:
         lessons = [
@@ -294,12 +300,13 @@ def claim_due(
     reused = [c.delivery_id for c in claims if (c.enrollment_id, c.step_key) in existing]
     if reused:
         params = {"now": at}
-        sql.run(_REQUEUE_SQL.format(deliveries=in_list("d", reused, params)), params)
+        reuse = sql.any_of("id", "d", reused, params)
+        sql.run(_REQUEUE_SQL.format(delivery_is_reused=reuse), params)
     if claims:
         params = {"lease": naive_utc(lease_until), "owner": owner, "now": at, **lease.params()}
-        enrollments = in_list("e", [c.enrollment_id for c in claims], params)
+        claimed = sql.any_of("id", "e", [c.enrollment_id for c in claims], params)
         until = lease.until_sql(sql.is_sqlite)
-        sql.run(_LEASE_SQL.format(lease_until=until, enrollments=enrollments), params)
+        sql.run(_LEASE_SQL.format(lease_until=until, enrollment_is_claimed=claimed), params)
     return claims
 
 
@@ -316,7 +323,7 @@ def renew_leases(
         return set()
     sql = PlainSQL(session)
     params: dict[str, Any] = {"owner": owner, "lease": naive_utc(lease_until), **lease.params()}
-    enrollments = in_list("e", enrollment_ids, params)
+    ours = sql.any_of("id", "e", enrollment_ids, params)
     until = lease.until_sql(sql.is_sqlite)
-    sql.run(_RENEW_SQL.format(lease_until=until, enrollments=enrollments), params)
-    return {row[0] for row in sql.rows(_HELD_SQL.format(enrollments=enrollments), params)}
+    sql.run(_RENEW_SQL.format(lease_until=until, enrollment_is_held=ours), params)
+    return {row[0] for row in sql.rows(_HELD_SQL.format(enrollment_is_held=ours), params)}

@@ -16,7 +16,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from campaign.domain import schedule
-from campaign.storage.fast_path import PlainSQL, in_list, naive_utc
+from campaign.storage.fast_path import PlainSQL, naive_utc
 from campaign.storage.models import utc_instant
 from campaign.storage.store.leases import LeaseTime
 
@@ -41,7 +41,7 @@ _TAKEN_SQL = (
     "SELECT enrollments.subscriber_id, enrollments.plan_id, deliveries.step_key,"
     " deliveries.status, deliveries.sent_at"
     " FROM deliveries JOIN enrollments ON enrollments.id = deliveries.enrollment_id"
-    " WHERE enrollments.subscriber_id IN {subscribers} AND ((deliveries.status = 'sent'"
+    " WHERE {subscriber_is_candidate} AND ((deliveries.status = 'sent'"
     " AND deliveries.sent_at >= :since) OR (deliveries.status = 'queued'"
     " AND enrollments.lease_expires_at > {lease_now}))"
 )
@@ -76,11 +76,11 @@ def held_back(
     if not candidates:
         return set()
     params: dict[str, Any] = {"since": naive_utc(now - timedelta(days=2)), **lease.params()}
-    subscribers = in_list("s", {c.subscriber_id for c in candidates}, params)
-    found = sql.rows(
-        _TAKEN_SQL.format(subscribers=subscribers, lease_now=lease.now_sql(sql.is_sqlite)),
-        params,
-    )
+    subscribers = {c.subscriber_id for c in candidates}
+    is_candidate = sql.any_of("enrollments.subscriber_id", "s", subscribers, params)
+    lease_now = lease.now_sql(sql.is_sqlite)
+    taken_sql = _TAKEN_SQL.format(subscriber_is_candidate=is_candidate, lease_now=lease_now)
+    found = sql.rows(taken_sql, params)
     zones = {c.subscriber_id: _zone(c.timezone) for c in candidates}
     today = {sid: schedule.local_date(now, tz) for sid, tz in zones.items()}
     taken = dict.fromkeys(zones, 0)

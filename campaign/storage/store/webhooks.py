@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from campaign.domain import webhooks as spec
 from campaign.domain.subscriber_fields import decode
-from campaign.storage.fast_path import PlainSQL, in_list, naive_utc
+from campaign.storage.fast_path import PlainSQL, naive_utc
 from campaign.storage.models import (
     Delivery,
     Enrollment,
@@ -355,7 +355,7 @@ _DUE_SQL = (
 _DETAILS_SQL = (
     "SELECT m.id, m.endpoint_id, e.url, e.secret, ev.message_id, ev.payload, m.attempts"
     " FROM webhook_messages m JOIN webhook_endpoints e ON e.id = m.endpoint_id"
-    " JOIN webhook_events ev ON ev.id = m.event_id WHERE m.id IN {ids} ORDER BY m.id"
+    " JOIN webhook_events ev ON ev.id = m.event_id WHERE {message_is_claimed} ORDER BY m.id"
 )
 
 
@@ -383,7 +383,8 @@ def claim_messages(
         .values(claimed_by=owner, claimed_until=until)
     )
     details: dict[str, Any] = {}
-    rows = sql.rows(_DETAILS_SQL.format(ids=in_list("id", ids, details)), details)
+    claimed = sql.any_of("m.id", "id", ids, details)
+    rows = sql.rows(_DETAILS_SQL.format(message_is_claimed=claimed), details)
     return [
         MessageClaim(
             id=row[0],
