@@ -174,7 +174,8 @@ def claim_due(
     locked = "enrollments, subscribers" if cap is not None else "enrollments"
     lock = "" if sql.is_sqlite else f" FOR UPDATE OF {locked} SKIP LOCKED"
     due = _DUE_SQL.format(
-        # An IN list, not an array: with one plan the planner reads the due-index in order.
+        # An IN list, not an array: its text is the same every batch anyway, and as an array
+        # the batch took longer (docs/performance.md §17): the planner knows an IN list's plans.
         plans=in_list("plan", plans, params),
         lease_now=lease.now_sql(sql.is_sqlite),
         only=only,
