@@ -175,7 +175,7 @@ def claim_due(
     lock = "" if sql.is_sqlite else f" FOR UPDATE OF {locked} SKIP LOCKED"
     due = _DUE_SQL.format(
         # An IN list, not an array: its text is the same every batch anyway, and as an array
-        # the batch took longer (docs/performance.md §17): the planner knows an IN list's plans.
+        # the batch took longer (docs/performance.md §17), its values hidden from the planner.
         plans=in_list("plan", plans, params),
         lease_now=lease.now_sql(sql.is_sqlite),
         only=only,
