@@ -58,7 +58,9 @@ def scratch_database(postgres_url: str | None, name: str) -> Iterator[str]:
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
+        # `&` when the URL already has a query (a Unix socket's ?host=/run/postgresql, say)
+        separator = "&" if "?" in postgres_url else "?"
+        yield f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
