@@ -133,8 +133,12 @@ class DriverConnection:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._pooled: Any = None
+        #: PostgreSQL's one cursor, kept with the connection: one made, described and closed
+        #: per email cost the sending thread ~60 µs of CPU (docs/performance.md §17).
+        self._kept_cursor: Any = None
         self.is_sqlite = database.is_sqlite
         self._dbapi = database.engine.dialect.loaded_dbapi
+        self._first = _first_sqlite_row if database.is_sqlite else _first_psycopg_row
 
     def _driver(self) -> Any:
         if self._pooled is None:
@@ -148,8 +152,16 @@ class DriverConnection:
                 # it whole, and the prepared statement kept that plan as the table grew: one
                 # whole-table read per email sent.
                 driver.execute("SET enable_seqscan TO off")
+                self._kept_cursor = driver.cursor()
             self._pooled = pooled
         return self._pooled.driver_connection
+
+    def _cursor(self) -> Any:
+        """The kept cursor on PostgreSQL (its rows are all read on arrival, so it holds
+        nothing between statements); a new one on SQLite, whose cursor left mid-SELECT
+        would keep its statement, and its read, open."""
+        driver = self._driver()
+        return driver.cursor() if self.is_sqlite else self._kept_cursor
 
     def run(self, statements: list[tuple[str, dict[str, Any]]]) -> Any:
         """Run `statements` (`:name` parameters) in one transaction; the last one's first
@@ -167,14 +179,16 @@ class DriverConnection:
             (driver_sql(sql, self.is_sqlite), converted[id(params)]) for sql, params in statements
         ]
         try:
-            cursor = self._driver().cursor()
+            cursor = self._cursor()
+            first = self._first
             try:
                 if len(prepared) == 1 and not self.is_sqlite:  # autocommitted: one round trip
-                    return [_first(cursor.execute(*prepared[0]))]
+                    return [first(cursor.execute(*prepared[0]))]
                 with self._transaction(cursor):
-                    return [_first(cursor.execute(sql, params)) for sql, params in prepared]
+                    return [first(cursor.execute(sql, params)) for sql, params in prepared]
             finally:
-                cursor.close()
+                if self.is_sqlite:
+                    cursor.close()
         except self._dbapi.Error as exc:
             refusal = write_refusal(exc)
             lost = isinstance(exc, self._dbapi.OperationalError | self._dbapi.InterfaceError)
@@ -211,16 +225,19 @@ class DriverConnection:
                 yield
 
     def _drop(self) -> None:
-        pooled, self._pooled = self._pooled, None
+        pooled, self._pooled, self._kept_cursor = self._pooled, None, None
         if pooled is not None:
             pooled.invalidate()
 
     def close(self) -> None:
         """Back to the pool, as the pool handed it out."""
         pooled, self._pooled = self._pooled, None
+        kept, self._kept_cursor = self._kept_cursor, None
         if pooled is None:
             return
         try:
+            if kept is not None:
+                kept.close()
             if not self.is_sqlite:
                 pooled.driver_connection.execute("RESET synchronous_commit")
                 pooled.driver_connection.execute("RESET enable_seqscan")
@@ -230,7 +247,16 @@ class DriverConnection:
             pooled.invalidate()
 
 
-def _first(cursor: Any) -> tuple[Any, ...] | None:
+def _first_psycopg_row(cursor: Any) -> tuple[Any, ...] | None:
+    # Its result's field count, not `description`, which builds a Column per field each time.
+    result = cursor.pgresult
+    if result is None or not result.nfields:
+        return None
+    row = cursor.fetchone()
+    return None if row is None else tuple(row)
+
+
+def _first_sqlite_row(cursor: Any) -> tuple[Any, ...] | None:
     if cursor.description is None:
         return None
     row = cursor.fetchone()

@@ -87,6 +87,29 @@ def test_an_instant_written_through_the_driver_reads_and_compares_as_the_orms(
         assert session.scalars(after).all() == []
 
 
+def test_each_statement_answers_for_itself_on_one_connection(db: Database) -> None:
+    """On PostgreSQL one cursor serves every statement of the connection: a statement with
+    no rows must not answer with the row of the one before it, nor after a return to the
+    pool."""
+    subscriber_id = _subscriber(db)
+    driver = DriverConnection(db)
+    renamed = RENAME + " RETURNING first_name"
+    assert (
+        driver.run([("SELECT first_name FROM subscribers WHERE id = :id", {"id": subscriber_id})])
+        == "Ann"
+    )
+    assert driver.run([(RENAME, {"name": "Bea", "id": subscriber_id})]) is None
+    assert driver.run([(renamed, {"name": "Cy", "id": subscriber_id + 1})]) is None
+    assert driver.run_all([(renamed, {"name": "Cy", "id": subscriber_id})]) == [("Cy",)]
+    driver.close()
+    assert driver.run([(RENAME, {"name": "Di", "id": subscriber_id})]) is None
+    assert driver.run_all(
+        [(renamed, {"name": "Ed", "id": subscriber_id}), (RENAME, {"name": "Fe", "id": 0})]
+    ) == [("Ed",), None]
+    driver.close()
+    assert _first_name(db, subscriber_id) == "Ed"
+
+
 def test_a_lost_server_connection_is_reported_then_replaced(
     db: Database, database_url: str
 ) -> None:
