@@ -3,8 +3,10 @@ server on loopback, and settings pointing at the project's own plan and template
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -30,6 +32,20 @@ POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.
 hypothesis.settings.register_profile("default", max_examples=100)
 hypothesis.settings.register_profile("long", max_examples=1000)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+#: Held shared by every test, and exclusively by one marked `restarts_postgresql`: a test on
+#: another pytest-xdist worker (or in another run on this machine, which shares the server)
+#: never meets the restart, and the restart never cuts a test in the middle.
+SERVER_LOCK = Path(tempfile.gettempdir()) / "campaign-tests-postgresql.lock"
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_server_in_use(request: pytest.FixtureRequest) -> Iterator[None]:
+    restarts = request.node.get_closest_marker("restarts_postgresql") is not None
+    with SERVER_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if restarts else fcntl.LOCK_SH)
+        yield
 
 
 def _postgres_available() -> str | None:

@@ -111,6 +111,7 @@ def _postgres_only(env: dict[str, str]) -> None:
         pytest.skip("about a database server shared by processes: PostgreSQL only")
 
 
+@pytest.mark.restarts_postgresql
 def test_a_postgresql_restart_mid_pass_is_survived(
     env: dict[str, str], sink: tuple[CountingSink, int], tmp_path: Path
 ) -> None:
