@@ -20,7 +20,8 @@ The link is a proxy in its own process (no kernel features needed: this kernel h
 netem) that holds every chunk for half the round trip in each direction, in order; bandwidth
 is not limited. The sink behind it is Postfix's smtp-sink when installed (`apt-get install
 postfix`), aiosmtpd otherwise. The number of emails per run follows the bound (`--seconds`
-of it, at least 5 per connection), so slow points stay short.
+of it, at least 5 per connection), so slow points stay short. `--parts` also prints the
+engine's time per email in each part (claim, compose, record, SMTP), CPU and wall.
 """
 
 from __future__ import annotations
@@ -247,6 +248,7 @@ def measure(
     count: int,
     sink: str,
     clients: list[str],
+    parts: bool = False,
 ) -> dict[str, Any]:
     rates: dict[str, dict[str, Any]] = {}
     kinds: set[str] = set()
@@ -258,7 +260,7 @@ def measure(
                 kinds.add(behind.kind)
                 rates["engine"] = _worker(
                     "engine",
-                    {"profile": 0, "parts": False},
+                    {"profile": 0, "parts": parts},
                     engine_env(
                         scratch,
                         link.port,
@@ -334,6 +336,18 @@ def _print(r: dict[str, Any]) -> None:
             figures["sink_cpu_s"] * per_email,
         )
         print(f"  {kind:<11} {figures['rate']:>8,.0f} emails/s  {ratio:<16} {share}{missing}{cpu}")
+        if figures.get("parts"):
+            # Summed over the connections' threads: wall is what one email kept its
+            # connection busy in each part, waits for locks and the interpreter included.
+            print(
+                "  {:<11} us per email, thread CPU / wall: {}".format(
+                    "",
+                    ", ".join(
+                        f"{name} {figures['parts'][name]:,.0f} / {figures['parts_wall'][name]:,.0f}"
+                        for name in figures["parts"]
+                    ),
+                )
+            )
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
@@ -382,6 +396,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="run length at the bound")
     parser.add_argument("--count", type=int, default=2000, help="emails per run at 0 ms")
     parser.add_argument("--sink", choices=SINKS, default="auto")
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="also time each part of the engine's emails (claim, compose, record, SMTP): "
+        "thread CPU and wall per email, summed over its connections",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH")
     args = parser.parse_args()
     if args.rtt or args.connections:
@@ -406,6 +426,7 @@ def main() -> None:
             emails_for(rtt, connections, args.seconds, args.count),
             args.sink,
             args.clients,
+            args.parts,
         )
         for url in databases
         for rtt, connections, processes in points
