@@ -23,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaign.errors import BadInput, DatabaseError, DatabaseRefusesWrites
-from campaign.storage.locks import WriteLock
+from campaign.storage.locks import CombinedWrites, WriteLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: pg_advisory_xact_lock key for migrations ("campaign" in ASCII, as a number).
@@ -122,6 +122,10 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         file = self.sqlite_file
         self._write_lock = WriteLock(file) if file is not None else None
+        #: SQLite's per-email records, committed together under the write lock (fast_path).
+        self.combined_writes = (
+            CombinedWrites(self._write_lock) if self._write_lock is not None else None
+        )
         #: bumped by `discard_connections`; each connection remembers the one it was opened in
         self._generation = 0
         event.listen(self.engine, "connect", self._opened)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from campaign.errors import DatabaseError, DatabaseRefusesWrites
 from campaign.storage.db import Database, write_refusal
+from campaign.storage.locks import QueuedWrite
 
 
 def driver_sql(sql: str, is_sqlite: bool) -> str:
@@ -179,6 +180,10 @@ class DriverConnection:
             (driver_sql(sql, self.is_sqlite), converted[id(params)]) for sql, params in statements
         ]
         try:
+            combined = self._database.combined_writes
+            if combined is not None:  # SQLite: with the other threads' writes
+                rows: list[Any] = combined.run(prepared, self._run_batch)
+                return rows
             cursor = self._cursor()
             first = self._first
             try:
@@ -208,6 +213,38 @@ class DriverConnection:
                 self._database.discard_connections()
                 raise DatabaseRefusesWrites(refusal, str(exc.orig)) from exc
             raise DatabaseError(f"database error: {exc.orig}") from exc
+
+    def _run_batch(self, batch: list[QueuedWrite]) -> None:
+        """Each queued write's statements, all in one transaction (the caller holds the write
+        lock). If that fails for one write's sake (a constraint, a value), each is run again
+        in a transaction of its own, so that an error is only its own writer's; an error of
+        the database itself (busy, full, read-only) is everyone's."""
+        cursor = self._cursor()
+        try:
+            try:
+                with self._transaction(cursor):
+                    rows = [self._statements(cursor, queued.work) for queued in batch]
+            except Exception as exc:
+                if len(batch) == 1 or _the_databases(exc):
+                    for queued in batch:
+                        queued.fail(exc)
+                    return
+                for queued in batch:
+                    try:
+                        with self._transaction(cursor):
+                            queued.succeed(self._statements(cursor, queued.work))
+                    except Exception as alone:
+                        queued.fail(alone)
+                return
+            for queued, its_rows in zip(batch, rows, strict=True):
+                queued.succeed(its_rows)
+        finally:
+            cursor.close()
+
+    def _statements(
+        self, cursor: Any, statements: list[tuple[str, dict[str, Any]]]
+    ) -> list[tuple[Any, ...] | None]:
+        return [self._first(cursor.execute(sql, params)) for sql, params in statements]
 
     @contextmanager
     def _transaction(self, cursor: Any) -> Iterator[None]:
@@ -245,6 +282,18 @@ class DriverConnection:
             pooled.close()
         except (self._dbapi.OperationalError, self._dbapi.InterfaceError):
             pooled.invalidate()
+
+
+#: SQLite's result codes for a database another connection holds (SQLITE_BUSY, SQLITE_LOCKED).
+_SQLITE_BUSY = (5, 6)
+
+
+def _the_databases(error: BaseException) -> bool:
+    """Whether `error` is the database's state (busy, full, read-only), which every write in
+    a batch would meet, rather than one write's own."""
+    code = getattr(error, "sqlite_errorcode", None)
+    busy = isinstance(code, int) and code & 0xFF in _SQLITE_BUSY
+    return busy or write_refusal(error) is not None
 
 
 def _first_psycopg_row(cursor: Any) -> tuple[Any, ...] | None:

@@ -1,4 +1,5 @@
-"""SQLite's two file locks, each a kernel `flock` on a file beside the database file.
+"""SQLite's two file locks, each a kernel `flock` on a file beside the database file, and the
+group commit of the per-email records behind the first.
 
 `WriteLock` (`<db>.write.lock`) queues the engine's writers: SQLite lets one writer in at a
 time, and a writer that finds the database locked sleeps (1 ms, then 2, 5, 10...) before it
@@ -16,10 +17,10 @@ import fcntl
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from campaign.errors import AnotherSender
 
@@ -53,6 +54,10 @@ class WriteLock:
                 self._held.depth = 0
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def held_here(self) -> bool:
+        """Whether this thread holds the lock (inside `held`)."""
+        return bool(getattr(self._held, "depth", 0))
+
     def _open(self) -> int:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -62,6 +67,93 @@ class WriteLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+class QueuedWrite:
+    """One thread's write, waiting in `CombinedWrites` to be run, maybe by another thread."""
+
+    __slots__ = ("done", "error", "result", "work")
+
+    def __init__(self, work: Any) -> None:
+        self.work = work
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def succeed(self, result: Any) -> None:
+        self.result, self.error, self.done = result, None, True
+
+    def fail(self, error: BaseException) -> None:
+        self.result, self.error, self.done = None, error, True
+
+    def outcome(self) -> Any:
+        """The result, or the error raised."""
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class CombinedWrites:
+    """Short writes of many threads, committed together (group commit): a thread whose write
+    finds no batch running runs every write queued by then, under the WriteLock, while the
+    threads that queued them wait for theirs to be settled. Each still returns only once its
+    write is committed or failed.
+
+    Why: every SQLite call gives up Python's interpreter lock and must wait for it back behind
+    the other threads, and so does each hand-over of the write lock. With 32 SMTP connections
+    each taking the lock for its own record of a 250, a record took 5-16 ms; batched, the
+    lock changes hands once per batch, and the engine sent a tenth more (docs/performance.md
+    §17).
+    """
+
+    def __init__(self, lock: WriteLock) -> None:
+        self._lock = lock
+        self._turns = threading.Condition(threading.Lock())
+        self._waiting: list[QueuedWrite] = []
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        """Whether a batch is being run (or waits for the lock)."""
+        with self._turns:
+            return self._running
+
+    @property
+    def waiting(self) -> int:
+        """Writes queued for the next batch."""
+        with self._turns:
+            return len(self._waiting)
+
+    def run(self, work: Any, run_batch: Callable[[list[QueuedWrite]], None]) -> Any:
+        """Queue `work` and wait until it is settled, running a batch (through `run_batch`,
+        which settles each write in it) whenever none runs; `work`'s result, or its error
+        raised."""
+        mine = QueuedWrite(work)
+        if self._lock.held_here():
+            # Inside this thread's own write: waiting for another batch, which needs the
+            # lock this thread holds, would never end. Its write runs alone, now.
+            run_batch([mine])
+            return mine.outcome()
+        with self._turns:
+            self._waiting.append(mine)
+            while self._running and not mine.done:
+                self._turns.wait()
+            if not mine.done:
+                self._running = True
+                batch, self._waiting = self._waiting, []
+        if not mine.done:
+            try:
+                with self._lock.held():
+                    run_batch(batch)
+            finally:
+                with self._turns:
+                    self._running = False
+                    # Unsettled only if run_batch raised (no connection to be had, or this
+                    # thread torn down): the others' writes go to the next batch.
+                    left = [queued for queued in batch if not queued.done and queued is not mine]
+                    self._waiting[:0] = left
+                    self._turns.notify_all()
+        return mine.outcome()
 
 
 class SenderLock:

@@ -4,7 +4,9 @@ replaced; and `PlainSQL.any_of`, the claim batch's lists, alike on both database
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -108,6 +110,106 @@ def test_each_statement_answers_for_itself_on_one_connection(db: Database) -> No
     ) == [("Ed",), None]
     driver.close()
     assert _first_name(db, subscriber_id) == "Ed"
+
+
+def _subscribers(db: Database, count: int) -> list[int]:
+    with db.transaction() as session:
+        return [
+            store.add_subscriber(
+                session,
+                email=f"reader{n}@example.org",
+                first_name=f"Reader{n}",
+                timezone="UTC",
+                status="active",
+                source="test",
+                now=NOW,
+            )
+            for n in range(count)
+        ]
+
+
+def test_the_writes_of_many_threads_each_answer_for_themselves(db: Database) -> None:
+    """16 connections writing at once (SQLite commits them in batches): every write returns
+    its own row, and every one is kept."""
+    ids = _subscribers(db, 16)
+    start = threading.Barrier(len(ids))
+    wrong: list[str] = []
+
+    def writer(subscriber_id: int) -> None:
+        driver = DriverConnection(db)
+        start.wait(10)
+        for n in range(25):
+            name = f"S{subscriber_id}-{n}"
+            got = driver.run_all(
+                [(RENAME + " RETURNING first_name", {"name": name, "id": subscriber_id})]
+            )
+            if got != [(name,)]:
+                wrong.append(f"{name}: {got}")
+        driver.close()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert wrong == []
+    assert [_first_name(db, i) for i in ids] == [f"S{i}-24" for i in ids]
+
+
+def test_a_write_refused_for_its_row_fails_its_writer_alone(db: Database) -> None:
+    """Among writes committed together, one that breaks a constraint is refused to its own
+    writer only; the others' writes are kept."""
+    ids = _subscribers(db, 4)
+    results: dict[int, object] = {}
+    combined = db.combined_writes
+
+    def writer(subscriber_id: int, status: str) -> None:
+        driver = DriverConnection(db)
+        try:
+            results[subscriber_id] = driver.run(
+                [
+                    (RENAME, {"name": "Kept", "id": subscriber_id}),
+                    (
+                        "UPDATE subscribers SET status = :status WHERE id = :id RETURNING id",
+                        {"status": status, "id": subscriber_id},
+                    ),
+                ]
+            )
+        except Exception as exc:
+            results[subscriber_id] = exc
+        finally:
+            driver.close()
+
+    threads = [
+        threading.Thread(target=writer, args=(i, "no-such-status" if n == 2 else "active"))
+        for n, i in enumerate(ids)
+    ]
+    with db.writing():  # on SQLite, they queue while this holds the write lock
+        # The first two: one runs a batch of its own write (held back here), one queues;
+        # then the rest queue too, and the next batch holds three writes, the refused one.
+        for thread in threads[:2]:
+            thread.start()
+        if combined is not None:
+            _until(lambda: combined.waiting == 1)
+        for thread in threads[2:]:
+            thread.start()
+        if combined is not None:
+            _until(lambda: combined.waiting == 3)
+    for thread in threads:
+        thread.join(timeout=60)
+    refused = results.pop(ids[2])
+    assert isinstance(refused, Exception)
+    assert "status" in str(refused).lower()
+    assert results == {i: i for i in ids if i != ids[2]}
+    assert [_first_name(db, i) for i in ids] == ["Kept", "Kept", "Reader2", "Kept"]
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    """Wait for other threads to reach a point (not for a schedule): at most 10 s."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the other threads never got there"
+        time.sleep(0.001)
 
 
 def test_a_lost_server_connection_is_reported_then_replaced(
