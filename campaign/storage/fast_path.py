@@ -190,7 +190,7 @@ class DriverConnection:
                 if len(prepared) == 1 and not self.is_sqlite:  # autocommitted: one round trip
                     return [first(cursor.execute(*prepared[0]))]
                 with self._transaction(cursor):
-                    return [first(cursor.execute(sql, params)) for sql, params in prepared]
+                    return self._statements(cursor, prepared)
             finally:
                 if self.is_sqlite:
                     cursor.close()
