@@ -72,13 +72,16 @@ class WriteLock:
 class QueuedWrite:
     """One thread's write, waiting in `CombinedWrites` to be run, maybe by another thread."""
 
-    __slots__ = ("done", "error", "result", "work")
+    __slots__ = ("_wake", "done", "error", "result", "work")
 
     def __init__(self, work: Any) -> None:
         self.work = work
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
+        # Held from the start: `sleep` blocks until another thread calls `wake`, once.
+        self._wake = threading.Lock()
+        self._wake.acquire()
 
     def succeed(self, result: Any) -> None:
         self.result, self.error, self.done = result, None, True
@@ -92,68 +95,93 @@ class QueuedWrite:
             raise self.error
         return self.result
 
+    def sleep(self) -> None:
+        """Wait until woken: the write is settled, or its thread is to run the next batch."""
+        self._wake.acquire()
+
+    def wake(self) -> None:
+        self._wake.release()
+
 
 class CombinedWrites:
     """Short writes of many threads, committed together (group commit): a thread whose write
-    finds no batch running runs every write queued by then, under the WriteLock, while the
-    threads that queued them wait for theirs to be settled. Each still returns only once its
-    write is committed or failed.
+    finds no batch running runs it at once; writes queued meanwhile wait, and when the batch
+    ends the first of them runs every write queued by then, under the WriteLock. Each thread
+    returns only once its write is committed or failed.
 
     Why: every SQLite call gives up Python's interpreter lock and must wait for it back behind
     the other threads, and so does each hand-over of the write lock. With 32 SMTP connections
     each taking the lock for its own record of a 250, a record took 5-16 ms; batched, the
     lock changes hands once per batch, and the engine sent a tenth more (docs/performance.md
-    §17).
+    §17). Each waiting thread is woken once, by a lock of its own: when its write is settled,
+    or when its turn to run the next batch comes. (A condition's notify_all woke every waiting
+    thread at each batch's end, most of them to find they must wait on, each wake-up a wait
+    for the interpreter lock among 32 threads.)
     """
 
     def __init__(self, lock: WriteLock) -> None:
         self._lock = lock
-        self._turns = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
         self._waiting: list[QueuedWrite] = []
+        #: a batch runs, or its runner was chosen and is waking up.
         self._running = False
 
     @property
     def running(self) -> bool:
         """Whether a batch is being run (or waits for the lock)."""
-        with self._turns:
+        with self._mutex:
             return self._running
 
     @property
     def waiting(self) -> int:
         """Writes queued for the next batch."""
-        with self._turns:
+        with self._mutex:
             return len(self._waiting)
 
     def run(self, work: Any, run_batch: Callable[[list[QueuedWrite]], None]) -> Any:
         """Queue `work` and wait until it is settled, running a batch (through `run_batch`,
-        which settles each write in it) whenever none runs; `work`'s result, or its error
-        raised."""
+        which settles each write in it) when none runs or this write's turn comes; `work`'s
+        result, or its error raised."""
         mine = QueuedWrite(work)
         if self._lock.held_here():
             # Inside this thread's own write: waiting for another batch, which needs the
             # lock this thread holds, would never end. Its write runs alone, now.
             run_batch([mine])
             return mine.outcome()
-        with self._turns:
-            self._waiting.append(mine)
-            while self._running and not mine.done:
-                self._turns.wait()
-            if not mine.done:
+        with self._mutex:
+            if self._running:
+                self._waiting.append(mine)
+                batch = None
+            else:
                 self._running = True
+                batch = [mine]
+        if batch is None:
+            mine.sleep()
+            if mine.done:
+                return mine.outcome()
+            with self._mutex:  # this thread's turn: it runs all that waits, itself first
                 batch, self._waiting = self._waiting, []
-        if not mine.done:
-            try:
-                with self._lock.held():
-                    run_batch(batch)
-            finally:
-                with self._turns:
-                    self._running = False
-                    # Unsettled only if run_batch raised (no connection to be had, or this
-                    # thread torn down): the others' writes go to the next batch.
-                    left = [queued for queued in batch if not queued.done and queued is not mine]
-                    self._waiting[:0] = left
-                    self._turns.notify_all()
+        try:
+            with self._lock.held():
+                run_batch(batch)
+        finally:
+            self._end(batch, mine)
         return mine.outcome()
+
+    def _end(self, batch: list[QueuedWrite], mine: QueuedWrite) -> None:
+        """Wake the writers whose writes are settled, and the next runner if any waits."""
+        with self._mutex:
+            # Unsettled only if run_batch raised (no connection to be had, or this thread
+            # torn down): the others' writes go to the next batch.
+            left = [queued for queued in batch if not queued.done and queued is not mine]
+            self._waiting[:0] = left
+            following = self._waiting[0] if self._waiting else None
+            self._running = following is not None
+        for queued in batch:
+            if queued.done and queued is not mine:
+                queued.wake()
+        if following is not None:
+            following.wake()
 
 
 class SenderLock:
