@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -214,16 +214,20 @@ class DriverConnection:
                 raise DatabaseRefusesWrites(refusal, str(exc.orig)) from exc
             raise DatabaseError(f"database error: {exc.orig}") from exc
 
-    def _run_batch(self, batch: list[QueuedWrite]) -> None:
+    def _run_batch(self, batch: list[QueuedWrite], join: Callable[[], None]) -> None:
         """Each queued write's statements, all in one transaction (the caller holds the write
-        lock). If that fails for one write's sake (a constraint, a value), each is run again
-        in a transaction of its own, so that an error is only its own writer's; an error of
-        the database itself (busy, full, read-only) is everyone's."""
+        lock), with the writes that `join` adds to the batch before the commit. If that fails
+        for one write's sake (a constraint, a value), each is run again in a transaction of
+        its own, so that an error is only its own writer's; an error of the database itself
+        (busy, full, read-only) is everyone's."""
         cursor = self._cursor()
         try:
             try:
+                rows: list[list[tuple[Any, ...] | None]] = []
                 with self._transaction(cursor):
-                    rows = [self._statements(cursor, queued.work) for queued in batch]
+                    while len(rows) < len(batch):
+                        rows += [self._statements(cursor, q.work) for q in batch[len(rows) :]]
+                        join()
             except Exception as exc:
                 if len(batch) == 1 or _the_databases(exc):
                     for queued in batch:

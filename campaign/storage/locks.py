@@ -19,6 +19,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -103,11 +104,17 @@ class QueuedWrite:
         self._wake.release()
 
 
+#: runs a batch, settling each write in it; before its commit it calls the second argument,
+#: which appends to the batch the writes queued meanwhile (the batch runs those too).
+RunBatch = Callable[[list[QueuedWrite], Callable[[], None]], None]
+
+
 class CombinedWrites:
     """Short writes of many threads, committed together (group commit): a thread whose write
-    finds no batch running runs it at once; writes queued meanwhile wait, and when the batch
-    ends the first of them runs every write queued by then, under the WriteLock. Each thread
-    returns only once its write is committed or failed.
+    finds no batch running runs it at once; writes queued meanwhile join that batch before its
+    commit, or if they come too late, the first of them runs the next batch with every write
+    queued by then, under the WriteLock. Each thread returns only once its write is committed
+    or failed.
 
     Why: every SQLite call gives up Python's interpreter lock and must wait for it back behind
     the other threads, and so does each hand-over of the write lock. With 32 SMTP connections
@@ -118,6 +125,9 @@ class CombinedWrites:
     thread at each batch's end, most of them to find they must wait on, each wake-up a wait
     for the interpreter lock among 32 threads.)
     """
+
+    #: the writes one batch may take in: its commit (and its first writer) waits no longer.
+    JOINED_AT_MOST = 64
 
     def __init__(self, lock: WriteLock) -> None:
         self._lock = lock
@@ -138,7 +148,7 @@ class CombinedWrites:
         with self._mutex:
             return len(self._waiting)
 
-    def run(self, work: Any, run_batch: Callable[[list[QueuedWrite]], None]) -> Any:
+    def run(self, work: Any, run_batch: RunBatch) -> Any:
         """Queue `work` and wait until it is settled, running a batch (through `run_batch`,
         which settles each write in it) when none runs or this write's turn comes; `work`'s
         result, or its error raised."""
@@ -146,7 +156,7 @@ class CombinedWrites:
         if self._lock.held_here():
             # Inside this thread's own write: waiting for another batch, which needs the
             # lock this thread holds, would never end. Its write runs alone, now.
-            run_batch([mine])
+            run_batch([mine], lambda: None)
             return mine.outcome()
         with self._mutex:
             if self._running:
@@ -163,10 +173,19 @@ class CombinedWrites:
                 batch, self._waiting = self._waiting, []
         try:
             with self._lock.held():
-                run_batch(batch)
+                run_batch(batch, partial(self._join, batch))
         finally:
             self._end(batch, mine)
         return mine.outcome()
+
+    def _join(self, batch: list[QueuedWrite]) -> None:
+        """Move the writes queued since `batch` began into it (up to JOINED_AT_MOST in all):
+        called by the batch before its commit, so that they need not wait for the next."""
+        with self._mutex:
+            room = self.JOINED_AT_MOST - len(batch)
+            if room > 0 and self._waiting:
+                batch += self._waiting[:room]
+                del self._waiting[:room]
 
     def _end(self, batch: list[QueuedWrite], mine: QueuedWrite) -> None:
         """Wake the writers whose writes are settled, and the next runner if any waits."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign.storage.locks import CombinedWrites, QueuedWrite, WriteLock
+from campaign.storage.locks import CombinedWrites, QueuedWrite, RunBatch, WriteLock
 
 
 class Dying(BaseException):
@@ -22,7 +22,7 @@ class Dying(BaseException):
 class Writers:
     """Threads that each queue one write, and what became of it."""
 
-    def __init__(self, combined: CombinedWrites, run_batch: Callable[[list[QueuedWrite]], None]):
+    def __init__(self, combined: CombinedWrites, run_batch: RunBatch):
         self.combined = combined
         self.run_batch = run_batch
         self.results: dict[str, object] = {}
@@ -55,21 +55,27 @@ def until(condition: Callable[[], bool]) -> None:
 
 class Batches:
     """A `run_batch` that settles each write with its text upper-cased, keeps what it ran,
-    holds its first batch until `first_may_end` is set, refuses the `refused` writes and
-    dies in batch number `dies_in`."""
+    holds its first batch until `first_may_end` is set, refuses the `refused` writes, dies in
+    batch number `dies_in`, and lets writes queued meanwhile join it if `joins`."""
 
-    def __init__(self, refused: tuple[str, ...] = (), dies_in: int | None = None) -> None:
+    def __init__(
+        self, refused: tuple[str, ...] = (), dies_in: int | None = None, joins: bool = False
+    ) -> None:
         self.ran: list[list[str]] = []
         self.first_may_end = threading.Event()
         self.refused = refused
         self.dies_in = dies_in
+        self.joins = joins
 
-    def __call__(self, batch: list[QueuedWrite]) -> None:
+    def __call__(self, batch: list[QueuedWrite], join: Callable[[], None]) -> None:
         self.ran.append([queued.work for queued in batch])
         if len(self.ran) == 1:
             self.first_may_end.wait(10)
         if len(self.ran) == self.dies_in:
             raise Dying()  # its runner dies before settling anything
+        if self.joins:
+            join()
+            self.ran[-1] = [queued.work for queued in batch]
         for queued in batch:
             if queued.work in self.refused:
                 queued.fail(ValueError(f"refused: {queued.work}"))
@@ -105,6 +111,18 @@ def test_writes_queued_while_a_batch_runs_go_together_in_the_next(lock: WriteLoc
     assert sorted(batches.ran[1]) == ["b", "c", "d"]
     assert len(batches.ran) == 2
     assert writers.results == {"a": "A", "b": "B", "c": "C", "d": "D"}
+
+
+def test_writes_queued_while_a_batch_runs_join_it_before_its_commit(lock: WriteLock) -> None:
+    combined, batches = CombinedWrites(lock), Batches(joins=True)
+    writers = queue_behind_a_running_batch(combined, batches, "a", "bcd")
+    batches.first_may_end.set()
+    writers.join()
+    (only,) = batches.ran  # no second batch: b, c and d were committed with a
+    assert only[0] == "a"
+    assert sorted(only[1:]) == ["b", "c", "d"]
+    assert writers.results == {"a": "A", "b": "B", "c": "C", "d": "D"}
+    assert combined.waiting == 0
 
 
 def test_each_writer_gets_its_own_error_and_the_others_their_results(lock: WriteLock) -> None:
@@ -156,12 +174,15 @@ def test_many_threads_writing_at_once_each_get_their_own_result_once(lock: Write
     combined = CombinedWrites(lock)
     ran: list[str] = []
 
-    def run_batch(batch: list[QueuedWrite]) -> None:
-        ran.extend(queued.work for queued in batch)
-        for n, queued in enumerate(batch):
-            if n % 3 == 0:
+    def run_batch(batch: list[QueuedWrite], join: Callable[[], None]) -> None:
+        settled = 0
+        while settled < len(batch):
+            for queued in batch[settled:]:
                 time.sleep(0)  # give the interpreter to the writers queueing meanwhile
-            queued.succeed(queued.work.upper())
+                queued.succeed(queued.work.upper())
+                ran.append(queued.work)
+                settled += 1
+            join()
 
     wrong: list[tuple[str, object]] = []
 
